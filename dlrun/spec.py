@@ -1,0 +1,389 @@
+"""The YAML spec: pydantic models, loading, `--set` overrides and readable errors.
+
+No TensorFlow here: checking a spec's structure must be instant. Whether a layer name or an
+optimizer exists is Keras' business and is checked in builder.py, with the same error format.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dlrun.errors import SpecError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+OFFLINE_DATASETS = ("digits", "mnist_5k")
+FILE_DATASETS = ("npz", "csv")
+# Layers that run code named in the file: a spec is data, never a program.
+REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
+
+Loc = tuple[str | int, ...]
+
+
+class _Section(BaseModel):
+    # strict: `yes` (a YAML boolean) is not a number and "3" is not an integer;
+    # forbid: a misspelt key is an error, never silently dropped.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class DataSpec(_Section):
+    dataset: Literal[
+        "mnist", "fashion_mnist", "cifar10", "cifar100", "digits", "mnist_5k", "npz", "csv"
+    ] = "mnist"
+    path: str | None = Field(None, validate_default=True)  # the file, for npz and csv
+    label_column: str = "label"  # csv only
+    flatten: bool = False  # true: images -> vectors for dense nets; false: keep (H, W, C)
+    scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
+    one_hot: bool = True  # labels through keras.utils.to_categorical
+    test_split: float = Field(0.2, gt=0, lt=1)  # only for data without a test split of its own
+
+    @field_validator("path")
+    @classmethod
+    def _path_for_files(cls, path: str | None, info) -> str | None:
+        dataset = info.data.get("dataset")
+        if dataset in FILE_DATASETS and not path:
+            raise ValueError(f"dataset '{dataset}' needs a path to the file; add data.path")
+        if dataset not in FILE_DATASETS and path:
+            raise ValueError(f"path is only used with dataset npz or csv, not '{dataset}'")
+        return path
+
+
+class LayerSpec(BaseModel):
+    """One `keras.layers` class by name; every other key is passed to it as a keyword."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `- Flatten` is `- {type: Flatten}`
+            return {"type": value}
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError("a layer needs a type, e.g. {type: Dense, units: 10}")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _known_shape(cls, name: str) -> str:
+        if name in REFUSED_LAYERS:
+            raise ValueError(f"{name} layers run code from the file and are refused")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"expected a keras.layers class name such as Dense, got {name!r}")
+        return name
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelSpec(_Section):
+    layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
+
+
+def _named(value: Any) -> Any:
+    """Optimizers and losses: a name, or {type: name, ...its arguments}."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return value
+    raise ValueError(f"expected a name or a mapping with a type, got {value!r}")
+
+
+class CompileSpec(_Section):
+    optimizer: Any = "adam"  # resolved by keras.optimizers.get
+    loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
+    metrics: list[str] = ["accuracy"]
+
+    _check_optimizer = field_validator("optimizer", "loss")(_named)
+
+
+class EarlyStoppingSpec(_Section):
+    monitor: str = "val_loss"
+    patience: int = Field(3, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: bool = True
+
+
+class CheckpointSpec(_Section):
+    monitor: str = "val_loss"  # best.keras holds the epoch best on this
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy-like names
+
+
+class TensorBoardSpec(_Section):
+    histogram_freq: int = Field(1, ge=0)  # weight histograms every N epochs; 0 = none
+    write_graph: bool = True
+
+
+class TrainingSpec(_Section):
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(12, ge=1)
+    validation_split: float = Field(0.1, ge=0, lt=1)  # the last part of the training split
+    shuffle: bool = True
+    early_stopping: EarlyStoppingSpec | None = None
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    tensorboard: TensorBoardSpec | None = TensorBoardSpec()
+    deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+
+
+class Spec(_Section):
+    name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    seed: int = 0  # initial weights, shuffling and the validation split
+    data: DataSpec
+    model: ModelSpec
+    compile: CompileSpec = CompileSpec()
+    training: TrainingSpec = TrainingSpec()
+    # Where the spec came from, so that problems Keras finds later still name file and line.
+    _source: str = PrivateAttr("spec")
+    _lines: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _monitors_exist(self) -> Spec:
+        logged = ["loss", *self.compile.metrics]
+        watched = [("training.checkpoint.monitor", self.training.checkpoint.monitor)]
+        if self.training.early_stopping:
+            watched.append(("training.early_stopping.monitor", self.training.early_stopping.monitor))
+        problems = []
+        for where, monitor in watched:
+            base = monitor.removeprefix("val_")
+            if base not in logged:
+                names = logged + [f"val_{m}" for m in logged]
+                problems.append(
+                    f"{where}: {monitor!r} is not logged; expected one of {', '.join(names)}"
+                    + did_you_mean(monitor, names)
+                )
+            elif monitor.startswith("val_") and self.training.validation_split == 0:
+                problems.append(
+                    f"{where}: {monitor!r} needs a validation split; "
+                    f"set training.validation_split above 0 or monitor {base!r}"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def error(self, loc: Loc, message: str) -> SpecError:
+        """A SpecError for a problem found after validation (by Keras, or in the data)."""
+        return SpecError(format_problem(self._source, self._lines, loc, message))
+
+    def dump(self) -> str:
+        """The resolved spec as YAML: `dlrun train` on it alone reproduces the run."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
+    lowered = {c.lower(): c for c in candidates}
+    if word.lower() in lowered:
+        return f"; did you mean {lowered[word.lower()]!r}?"
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# --- reading YAML with line numbers ---------------------------------------------------------
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                where = ".".join(map(str, (*loc, key)))
+                raise SpecError(
+                    f"{source}:{line}: {where}: key {key!r} appears twice "
+                    f"(first on line {seen[key]}); keep one"
+                )
+            seen[key] = line
+            _walk(value_node, (*loc, key), lines, source)
+            lines[(*loc, key)] = line
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*loc, index), lines, source)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    """Safe-load YAML, refusing duplicate keys; also return the line of every dotted path."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[Loc, int] = {}
+        _walk(node, (), lines, source)
+        return loader.construct_document(node), lines
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        tag = (exc.problem or "").split("'")[1] if "'" in (exc.problem or "") else "?"
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
+        raise SpecError(
+            f"{source}:{mark.line + 1}: YAML tag {tag} is not allowed; a spec holds plain values"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: YAML syntax error: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+# --- overrides --------------------------------------------------------------------------------
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `--set dotted.path=value` to the raw spec; the value parses as a YAML scalar."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {assignment}: expected KEY=VALUE, e.g. training.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        raise SpecError(f"--set {assignment}: the value is not valid YAML") from None
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(
+                    f"--set {key}: {'.'.join(parts[:depth]) or 'spec'} has {len(node)} items "
+                    f"(0-{len(node) - 1}); got index {part!r}"
+                )
+            index = int(part)
+            if last:
+                node[index] = value
+            else:
+                if isinstance(node[index], str):  # a bare layer name gains arguments
+                    node[index] = {"type": node[index]}
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise SpecError(f"--set {key}: {here} is not a mapping or a list")
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """The keys a section accepts, for 'did you mean' on an unknown key."""
+    model: Any = Spec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return list(model.model_fields) if model else []
+
+
+def _describe(error: dict) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    found = f"got {value!r}"
+    if isinstance(value, bool):
+        found = f"got {str(value).lower()} (YAML reads yes/no/on/off as true/false)"
+    messages = {
+        "missing": "required key is missing",
+        "int_type": f"expected a whole number, {found}",
+        "float_type": f"expected a number, {found}",
+        "bool_type": f"expected true or false, {found}",
+        "string_type": f"expected a string, {found}",
+        "list_type": f"expected a list, {found}",
+        "model_type": f"expected a mapping, {found}",
+        "dict_type": f"expected a mapping, {found}",
+        "greater_than": f"expected a number > {ctx.get('gt')}, {found}",
+        "greater_than_equal": f"expected a number >= {ctx.get('ge')}, {found}",
+        "less_than": f"expected a number < {ctx.get('lt')}, {found}",
+        "less_than_equal": f"expected a number <= {ctx.get('le')}, {found}",
+        "too_short": f"expected at least {ctx.get('min_length')} item(s), {found}",
+        "string_pattern_mismatch": f"expected letters, digits, '.', '_' or '-' only, {found}",
+        "literal_error": f"expected one of {ctx.get('expected')}, {found}",
+    }
+    if kind in messages:
+        message = messages[kind]
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    if kind == "literal_error" and isinstance(value, str):
+        message += did_you_mean(value, re.findall(r"'([^']+)'", str(ctx.get("expected"))))
+    return message
+
+
+def format_problem(source: str, lines: dict[Loc, int], loc: Loc, message: str) -> str:
+    """`file:line: dotted.path: message`, the one shape of every spec error."""
+    line = None
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            line = lines[loc[:cut]]
+            break
+    where = f"{source}:{line}" if line else source
+    path = ".".join(map(str, loc))
+    return f"{where}: {path}: {message}" if path else f"{where}: {message}"
+
+
+def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec:
+    """Raw mapping -> Spec, or a SpecError listing every problem found."""
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"{source}: expected a mapping with data, model, compile and training; "
+            f"got {type(raw).__name__ if raw is not None else 'an empty file'}"
+        )
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if error["type"] == "extra_forbidden":
+                key = str(loc[-1])
+                message = f"unknown key {key!r}" + did_you_mean(key, _fields_at(loc[:-1]))
+            else:
+                message = _describe(error)
+            problems.append(format_problem(source, lines, loc, message))
+        raise SpecError(problems) from None
+    spec._source, spec._lines = source, lines
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a spec file, apply `--set` overrides and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
+    raw, lines = parse_yaml(text, str(path))
+    for assignment in overrides:
+        if not isinstance(raw, dict):
+            break
+        apply_override(raw, assignment)
+    return validate(raw, str(path), lines)
+

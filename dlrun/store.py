@@ -1,0 +1,219 @@
+"""The run folder: file names, atomic writes, reading runs back. No TensorFlow here.
+
+Every file is written to a temporary name in the same folder and moved into place with
+os.replace, so a reader (or a kill at any instant) sees the old complete file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlrun.errors import RunError, SpecError
+from dlrun.spec import NAME_PATTERN
+
+# The files of a run, in one place.
+CONFIG = "config.yaml"
+META = "meta.json"
+SUMMARY = "summary.txt"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+CHECKPOINTS = "checkpoints"
+BEST = "checkpoints/best.keras"
+LAST = "checkpoints/last.keras"
+STATE = "checkpoints/state.json"  # what --resume needs beyond the weights
+TENSORBOARD = "tensorboard"
+PLOTS = "plots"
+HISTORY_PLOT = "plots/history.png"
+CONFUSION_PLOT = "plots/confusion_matrix.png"
+EVALUATIONS = "evaluations"
+
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+INTERRUPTED, DIVERGED, CRASHED = "interrupted", "diverged", "crashed"
+TIMESTAMP = "%Y%m%d-%H%M%S"
+
+
+def runs_root(path: str | Path | None = None) -> Path:
+    """--runs-dir, else $DLRUN_RUNS_DIR, else ./runs."""
+    return Path(path or os.environ.get("DLRUN_RUNS_DIR") or "runs")
+
+
+def check_name(name: str) -> str:
+    """A run name is one folder name: no separators, no '..', no control characters."""
+    if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
+        raise SpecError(
+            f"run name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "
+            "(no path separators, no '..')"
+        )
+    return name
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the suffix: Keras insists that a model file ends in .keras.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def read_json(path: Path, run: Path | None = None) -> dict:
+    """A JSON file of a run; a missing or damaged one is a RunError naming the run."""
+    where = run or path.parent
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{where}: {path.name} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{where}: {path.name} is damaged (not valid JSON)") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{where}: {path.name} is damaged (expected a JSON object)")
+    return data
+
+
+# --- creating runs ----------------------------------------------------------------------------
+
+
+def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
+    """A new, empty folder `root/<name>-<YYYYMMDD-HHMMSS>`, with -2, -3... on a clash.
+
+    os.mkdir is atomic, so processes started at the same second get distinct folders.
+    """
+    check_name(name)
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{(now or datetime.now()).strftime(TIMESTAMP)}"
+    for attempt in range(1, 10_000):
+        path = root / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"{root}: could not find a free folder name for {stem}")
+
+
+# --- reading runs -----------------------------------------------------------------------------
+
+
+def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    if not pid or (host and host != socket.gethostname()):
+        return bool(pid)  # another machine's run: trust what it says
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Run:
+    """A run folder as read from disk."""
+
+    path: Path
+    meta: dict
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def status(self) -> str:
+        """As recorded, except that a running run whose process is gone has crashed."""
+        status = self.meta.get("status", "unknown")
+        if status == RUNNING and not pid_alive(self.meta.get("pid"), self.meta.get("host")):
+            return CRASHED
+        return status
+
+
+def open_run(path: str | Path) -> Run:
+    """Read a run's meta, config and (when present) metrics; RunError if it is no run."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run folder")
+    if not (path / META).exists():
+        raise RunError(f"{path}: not a run folder ({META} is missing)")
+    meta = read_json(path / META, path)
+    try:
+        config = yaml.safe_load((path / CONFIG).read_text()) or {}
+    except FileNotFoundError:
+        raise RunError(f"{path}: {CONFIG} is missing") from None
+    except yaml.YAMLError:
+        raise RunError(f"{path}: {CONFIG} is damaged (not valid YAML)") from None
+    metrics = read_json(path / METRICS, path) if (path / METRICS).exists() else {}
+    return Run(path, meta, config, metrics)
+
+
+def find_runs(root: Path) -> Iterator[Path]:
+    """Folders holding a meta.json below root (a sweep nests its trials one level deeper)."""
+    if (root / META).exists():
+        yield root
+        return
+    if not root.is_dir():
+        return
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            yield from find_runs(child)
+
+
+def list_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
+    """Every readable run under the given run folders or runs folders, newest first.
+
+    A damaged run is skipped and reported in the warnings rather than stopping the listing.
+    """
+    runs, warnings = [], []
+    for root in paths:
+        if not root.exists():
+            warnings.append(f"{root}: no such folder")
+            continue
+        for path in find_runs(root):
+            try:
+                runs.append(open_run(path))
+            except RunError as exc:
+                warnings.append(f"skipped {exc}")
+    runs.sort(key=lambda run: str(run.meta.get("started", "")), reverse=True)
+    return runs, warnings
