@@ -60,7 +60,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def devices() -> list[str]:
     tf = tensorflow()
-    return [f"{d.device_type}:{d.name.rsplit(':', 1)[-1]}" for d in tf.config.list_logical_devices()]
+    return [
+        f"{d.device_type}:{d.name.rsplit(':', 1)[-1]}" for d in tf.config.list_logical_devices()
+    ]
 
 
 def versions() -> dict[str, str]:

@@ -6,6 +6,8 @@ Every problem is reported as a SpecError on the spec's dotted path, with a "did 
 from __future__ import annotations
 
 import inspect
+import os
+import re
 from typing import Any
 
 from dlrun.backend import tensorflow
@@ -57,7 +59,11 @@ def _arguments(cls: type) -> set[str] | None:
 
 
 def _first_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
+    """Keras' message without colour codes, call wrappers and argument dumps, on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    text = text.split("Arguments received by")[0]
+    text = re.sub(r"Exception encountered when calling \S+\.", "", text)
+    text = " ".join(text.split())
     return text[:300] if text else type(exc).__name__
 
 
@@ -91,7 +97,9 @@ def make_layers(spec: Spec) -> list[Any]:
         try:
             layers.append(cls(**entry.kwargs()))
         except Exception as exc:
-            problems.append(spec.error(loc, f"{entry.type} refused its arguments: {_first_line(exc)}"))
+            problems.append(
+                spec.error(loc, f"{entry.type} refused its arguments: {_first_line(exc)}")
+            )
     if problems:
         from dlrun.errors import SpecError
 
@@ -107,6 +115,7 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     layers = make_layers(spec)
     model = keras.Sequential(name=spec.name.replace(".", "_").replace("-", "_"))
     model.add(keras.Input(shape=input_shape))
+    shape = (None, *input_shape)
     for index, layer in enumerate(layers):
         entry = spec.model.layers[index]
         try:
@@ -114,9 +123,9 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
         except Exception as exc:
             raise spec.error(
                 ("model", "layers", index),
-                f"{entry.type} cannot be built on input shape {model.output_shape}: "
-                f"{_first_line(exc)}",
+                f"{entry.type} cannot be built on input shape {shape}: {_first_line(exc)}",
             ) from None
+        shape = model.output_shape
     return model
 
 
@@ -133,7 +142,9 @@ def _named(spec: Spec, field: str, getter, value: Any, candidates: list[str]):
         name = value if isinstance(value, str) else value["type"]
         if isinstance(exc, ValueError) and "Could not interpret" in str(exc):
             return_message = f"unknown {field} {name!r}" + did_you_mean(name, candidates)
-            raise spec.error(loc if isinstance(value, str) else (*loc, "type"), return_message) from None
+            raise spec.error(
+                loc if isinstance(value, str) else (*loc, "type"), return_message
+            ) from None
         raise spec.error(loc, f"{name} refused its arguments: {_first_line(exc)}") from None
 
 
@@ -143,7 +154,9 @@ def compile_model(model, spec: Spec, num_classes: int) -> None:
     from keras.src.optimizers import ALL_OBJECTS_DICT as OPTIMIZERS
 
     losses = [n for n in dir(keras.losses) if not n.startswith("_") and n[0].islower()]
-    optimizer = _named(spec, "optimizer", keras.optimizers.get, spec.compile.optimizer, list(OPTIMIZERS))
+    optimizer = _named(
+        spec, "optimizer", keras.optimizers.get, spec.compile.optimizer, list(OPTIMIZERS)
+    )
     loss = _named(spec, "loss", keras.losses.get, spec.compile.loss, losses)
     metrics = []
     for index, name in enumerate(spec.compile.metrics):
@@ -151,7 +164,8 @@ def compile_model(model, spec: Spec, num_classes: int) -> None:
             try:
                 keras.metrics.get(name)
             except ValueError:
-                known = [n for n in dir(keras.metrics) if n[0].islower() and not n.startswith("_")]
+                public = [n for n in dir(keras.metrics) if not n.startswith("_")]
+                known = sorted({n.lower() if n[0].isupper() else n for n in public})
                 raise spec.error(
                     ("compile", "metrics", index),
                     f"unknown metric {name!r}" + did_you_mean(name, known),
@@ -191,6 +205,15 @@ def _check_labels(model, spec: Spec, num_classes: int) -> None:
 
 
 def summary_text(model) -> str:
+    """model.summary() as text, at the same width whatever the terminal (rich reads COLUMNS)."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=88)
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=88)
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
     return "\n".join(lines) + "\n"

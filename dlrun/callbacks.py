@@ -81,7 +81,9 @@ class RunRecorder(keras.callbacks.Callback):
         with store.atomic_path(self.run_dir / store.LAST) as tmp:
             self.model.save(tmp)
         value = logs.get(self.monitor)
-        if value is not None and (self.best_value is None or self.is_better(value, self.best_value)):
+        if value is not None and (
+            self.best_value is None or self.is_better(value, self.best_value)
+        ):
             self.best_value, self.best_epoch = value, epoch + 1
             with store.atomic_path(self.run_dir / store.BEST) as tmp:
                 self.model.save(tmp)
@@ -133,8 +135,13 @@ class LiveProgress(keras.callbacks.Callback):
 
     def __init__(self, console, epochs: int):
         super().__init__()
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-        from rich.progress import TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.epochs = epochs
         self.progress = Progress(

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,11 +25,11 @@ app = typer.Typer(
 )
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a spec key: dotted.path=value (repeatable)."),
 ]
 RunsDirOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--runs-dir", help="Where run folders go [default: $DLRUN_RUNS_DIR or ./runs]."),
 ]
 
@@ -38,7 +37,7 @@ RunsDirOption = Annotated[
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def fails_cleanly(command):
@@ -72,8 +71,12 @@ def train(
     spec = load_spec(spec_file, set_ or [])
     from dlrun import runner, store
 
+    # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
+    command = ["dlrun", "train", str(spec_file)]
+    command += [f"--set={value}" for value in set_ or []]
+    command += [f"--runs-dir={runs_dir}"] if runs_dir else []
     console = _console()
-    outcome = runner.train(spec, store.runs_root(runs_dir), console, command=sys.argv)
+    outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
     _report(console, outcome)
     if outcome.exit_code:
         typer.echo(f"Error: run {outcome.status}: {outcome.message}", err=True)
@@ -84,7 +87,9 @@ def _report(console, outcome) -> None:
     from rich.table import Table
 
     final, test = outcome.metrics.get("final", {}), outcome.metrics.get("test", {})
-    names = [k for k in final if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds")]
+    names = [
+        k for k in final if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds")
+    ]
     table = Table(title=f"{outcome.run_dir.name}: {outcome.status}")
     table.add_column("metric")
     for column in ("train", "validation", "test (best)"):
@@ -95,7 +100,9 @@ def _report(console, outcome) -> None:
     console.print(table)
     best = outcome.metrics.get("best_epoch")
     if best:
-        console.print(f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} at epoch {best}")
+        console.print(
+            f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} at epoch {best}"
+        )
     console.print(f"run folder: {outcome.run_dir}")
 
 

@@ -59,7 +59,8 @@ def _keras_dataset(name: str) -> tuple[tuple, tuple]:
         return getattr(keras.datasets, name).load_data()
     except Exception as exc:  # urllib and Keras raise many kinds for "no network"
         home = os.environ.get("KERAS_HOME", "~/.keras")
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        text = str(exc).strip() or type(exc).__name__
+        reason = text.rsplit(" -- ", 1)[-1].splitlines()[0][:120]  # urllib's cause, e.g. no DNS
         raise DataError(
             f"data.dataset: {name} could not be downloaded ({reason}) and is not cached in "
             f"{home}/datasets/{KERAS_CACHE[name]}; download it once on a machine with network, "

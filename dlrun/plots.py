@@ -25,7 +25,7 @@ def history_plot(rows: list[dict], path: Path) -> None:
     names = [k for k in names if not k.startswith("val_")]
     epochs = [row["epoch"] for row in rows]
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    for axis, name in zip(axes[0], names):
+    for axis, name in zip(axes[0], names, strict=True):
         axis.plot(epochs, [row.get(name) for row in rows], marker="o", label=f"train {name}")
         if f"val_{name}" in rows[0]:
             values = [row.get(f"val_{name}") for row in rows]

@@ -172,9 +172,10 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
                 f"of epoch {recorder.epochs_done}"
             )
     except KeyboardInterrupt as exc:
-        status, message = store.INTERRUPTED, "stopped by SIGTERM" if isinstance(
-            exc, Terminated
-        ) else "stopped by Ctrl-C (SIGINT)"
+        status, message = (
+            store.INTERRUPTED,
+            "stopped by SIGTERM" if isinstance(exc, Terminated) else "stopped by Ctrl-C (SIGINT)",
+        )
         exit_code = SIGTERM_EXIT if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a training fault: recorded in the run, reported in one line
         status, message = store.FAILED, f"{type(exc).__name__}: {str(exc).strip()[:500]}"
@@ -192,9 +193,7 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
         from dlrun.plots import history_plot
 
         history_plot(recorder.rows, run_dir / store.HISTORY_PLOT)
-    meta.update(
-        status=status, ended=_now(), epochs_done=recorder.epochs_done, message=message
-    )
+    meta.update(status=status, ended=_now(), epochs_done=recorder.epochs_done, message=message)
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 

@@ -32,6 +32,7 @@ FILE_DATASETS = ("npz", "csv")
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
+OVERRIDDEN = 0  # the "line" of a value given with --set
 
 
 class _Section(BaseModel):
@@ -151,30 +152,6 @@ class Spec(_Section):
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _monitors_exist(self) -> Spec:
-        logged = ["loss", *self.compile.metrics]
-        watched = [("training.checkpoint.monitor", self.training.checkpoint.monitor)]
-        if self.training.early_stopping:
-            watched.append(("training.early_stopping.monitor", self.training.early_stopping.monitor))
-        problems = []
-        for where, monitor in watched:
-            base = monitor.removeprefix("val_")
-            if base not in logged:
-                names = logged + [f"val_{m}" for m in logged]
-                problems.append(
-                    f"{where}: {monitor!r} is not logged; expected one of {', '.join(names)}"
-                    + did_you_mean(monitor, names)
-                )
-            elif monitor.startswith("val_") and self.training.validation_split == 0:
-                problems.append(
-                    f"{where}: {monitor!r} needs a validation split; "
-                    f"set training.validation_split above 0 or monitor {base!r}"
-                )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
         return SpecError(format_problem(self._source, self._lines, loc, message))
@@ -258,7 +235,6 @@ def apply_override(raw: dict, assignment: str) -> None:
     node: Any = raw
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
-        here = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise SpecError(
@@ -276,11 +252,12 @@ def apply_override(raw: dict, assignment: str) -> None:
             if last:
                 node[part] = value
             else:
-                if not isinstance(node.get(part), (dict, list)):
+                if node.get(part) is None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise SpecError(f"--set {key}: {here} is not a mapping or a list")
+            parent = ".".join(parts[:depth])
+            raise SpecError(f"--set {key}: {parent} is not a mapping or a list")
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -337,10 +314,12 @@ def _describe(error: dict) -> str:
 def format_problem(source: str, lines: dict[Loc, int], loc: Loc, message: str) -> str:
     """`file:line: dotted.path: message`, the one shape of every spec error."""
     line = None
-    for cut in range(len(loc), -1, -1):
+    for cut in range(len(loc), 0, -1):  # the closest enclosing key that is in the file
         if loc[:cut] in lines:
             line = lines[loc[:cut]]
             break
+    if line == OVERRIDDEN:
+        source, message = "--set", f"{message} (given on the command line)"
     where = f"{source}:{line}" if line else source
     path = ".".join(map(str, loc))
     return f"{where}: {path}: {message}" if path else f"{where}: {message}"
@@ -368,7 +347,34 @@ def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec
             problems.append(format_problem(source, lines, loc, message))
         raise SpecError(problems) from None
     spec._source, spec._lines = source, lines
+    problems = _cross_checks(spec)
+    if problems:
+        raise SpecError([line for error in problems for line in error.problems])
     return spec
+
+
+def _cross_checks(spec: Spec) -> list[SpecError]:
+    """Checks that span sections: a monitored metric must be logged."""
+    logged = ["loss", *spec.compile.metrics]
+    names = logged + [f"val_{m}" for m in logged]
+    watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
+    if spec.training.early_stopping:
+        watched.append(
+            (("training", "early_stopping", "monitor"), spec.training.early_stopping.monitor)
+        )
+    problems = []
+    for loc, monitor in watched:
+        base = monitor.removeprefix("val_")
+        if base not in logged:
+            message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
+            problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
+        elif monitor.startswith("val_") and spec.training.validation_split == 0:
+            message = (
+                f"{monitor!r} needs a validation split; "
+                f"set training.validation_split above 0 or monitor {base!r}"
+            )
+            problems.append(spec.error(loc, message))
+    return problems
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -385,5 +391,6 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         if not isinstance(raw, dict):
             break
         apply_override(raw, assignment)
+        key = tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].split("."))
+        lines[key] = OVERRIDDEN
     return validate(raw, str(path), lines)
-
