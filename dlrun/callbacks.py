@@ -210,3 +210,29 @@ class TensorBoard(keras.callbacks.TensorBoard):
     """
 
     async_safe = True
+
+
+def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
+    """The HParams summary: the run's config values against its final and test metrics.
+
+    TensorBoard's HParams tab then lines up every run under a logdir with no extra step.
+    """
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    from dlrun.compare import flatten
+
+    values = {
+        key: value
+        for key, value in flatten(config).items()
+        if isinstance(value, (bool, int, float, str))
+    }
+    scores = {f"final_{k}": v for k, v in (metrics.get("final") or {}).items()}
+    scores.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
+    writer = tf.summary.create_file_writer(str(run_dir / store.TENSORBOARD))
+    with writer.as_default():
+        hp.hparams(values, trial_id=run_dir.name)
+        for name, value in scores.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                tf.summary.scalar(name, value, step=0)
+    writer.close()

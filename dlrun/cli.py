@@ -37,7 +37,10 @@ RunsDirOption = Annotated[
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200  # piped into a file or a test: tables need not fit 80 columns
+    return console
 
 
 def fails_cleanly(command):
@@ -130,6 +133,165 @@ def validate(
     compile_model(model, spec, num_classes)
     typer.echo(summary_text(model), nl=False)
     typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
+
+
+def _collect(paths: list[Path] | None):
+    """Runs under the given run folders or runs folders (default: the runs folder)."""
+    from dlrun import store
+
+    runs, warnings = store.list_runs(paths or [store.runs_root()])
+    for warning in warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    return runs
+
+
+@app.command("runs")
+@fails_cleanly
+def runs_command(
+    runs_dir: Annotated[Path | None, typer.Argument(help="Runs folder [default: ./runs].")] = None,
+) -> None:
+    """List runs, newest first: status, duration, epochs, parameters, best and test scores.
+
+    Example: dlrun runs runs/
+    """
+    from dlrun.compare import render, runs_table
+
+    runs = _collect([runs_dir] if runs_dir else None)
+    if not runs:
+        typer.echo("no runs found")
+        return
+    _console().print(render(runs_table(runs), "table"))
+
+
+@app.command()
+@fails_cleanly
+def show(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Show a run: its resolved config, model summary, final metrics and files.
+
+    Example: dlrun show runs/mnist-cnn-20261124-153506
+    """
+    import json
+
+    from dlrun import store
+
+    found = store.open_run(run)
+    console = _console()
+    console.rule(f"{found.name}: {found.status}")
+    if found.meta.get("message"):
+        console.print(f"message: {found.meta['message']}")
+    console.print((found.path / store.CONFIG).read_text().rstrip(), markup=False)
+    summary = found.path / store.SUMMARY
+    if summary.exists():
+        console.print(summary.read_text().rstrip(), markup=False)
+    if found.metrics:
+        console.print(json.dumps(found.metrics, indent=2), markup=False)
+    console.print("files:")
+    for path in sorted(p for p in found.path.rglob("*") if p.is_file()):
+        console.print(f"  {path}", markup=False)
+
+
+@app.command()
+@fails_cleanly
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Score a run's checkpoint on its test split (or other data via --set data.KEY=VALUE).
+
+    Example: dlrun evaluate runs/mnist-cnn-20261124-153506 --set data.dataset=mnist_5k
+    """
+    import json
+
+    from dlrun.errors import SpecError
+    from dlrun.evaluate import CHECKPOINTS
+    from dlrun.evaluate import evaluate as score
+
+    if checkpoint not in CHECKPOINTS:
+        raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
+    result = score(run, checkpoint, set_ or [], unsafe_load)
+    if as_json:
+        shown = {k: v for k, v in result.items() if k != "report_text"}
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    scores = result["scores"]
+    typer.echo(f"Test loss: {scores.get('loss', float('nan')):.4f}")
+    for name, value in scores.items():
+        if name != "loss":
+            typer.echo(f"Test {name}: {value:.4f}")
+    typer.echo(f"({result['samples']} samples, {checkpoint} checkpoint)\n")
+    typer.echo(result["report_text"])
+    for path in result["written"]:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
+def compare(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Runs or runs folders [default: ./runs].")
+    ] = None,
+    sort: Annotated[str | None, typer.Option(help="Sort by this column.")] = None,
+    reverse: Annotated[bool, typer.Option(help="Sort descending.")] = False,
+    where: Annotated[str | None, typer.Option(help='Filter, e.g. "training.epochs >= 5".')] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every config key.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the runs' validation curves to this PNG.")
+    ] = None,
+) -> None:
+    """Compare runs side by side: the config keys that differ, then their results.
+
+    Example: dlrun compare runs/ --where "status == 'completed'" --sort test_accuracy --reverse
+    """
+    from dlrun.compare import FORMATS, QueryError, compare_table, curves_plot, render
+
+    if fmt not in FORMATS:
+        raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    runs = _collect(paths)
+    frame, differing = compare_table(
+        runs, show_all=show_all, where=where, sort=sort, reverse=reverse
+    )
+    if frame.empty:
+        typer.echo("no runs to compare")
+        return
+    output = render(frame, fmt)
+    if isinstance(output, str):
+        typer.echo(output, nl=False)
+    else:
+        _console().print(output)
+    if plot:
+        shown = {name for name in frame["run"]}
+        curves_plot([r for r in runs if r.name in shown], differing, plot)
+        typer.echo(f"wrote {plot}", err=True)
+
+
+@app.command()
+@fails_cleanly
+def tensorboard(
+    runs_dir: Annotated[Path | None, typer.Argument(help="Runs folder [default: ./runs].")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 6006,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start TensorBoard on every run (scalars, histograms, graphs, HParams).
+
+    Example: dlrun tensorboard runs/ --port 6006
+    """
+    from dlrun import board, store
+
+    command = board.command(runs_dir or store.runs_root(), port, host)
+    if board.exposed(host):
+        typer.echo(
+            f"Warning: listening on {host} exposes TensorBoard to every machine that can reach "
+            "this one; use --host 127.0.0.1 to keep it local",
+            err=True,
+        )
+    typer.echo(f"TensorBoard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
+    raise typer.Exit(board.run(command))
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from dlrun import store
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -20,7 +20,7 @@ def _pyplot():
 
 def history_plot(rows: list[dict], path: Path) -> None:
     """The lecture's `pd.DataFrame(history).plot()`: one panel per metric, train vs validation."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [k for k in rows[0] if k not in ("epoch", "learning_rate", "epoch_seconds")]
     names = [k for k in names if not k.startswith("val_")]
     epochs = [row["epoch"] for row in rows]
@@ -41,7 +41,7 @@ def history_plot(rows: list[dict], path: Path) -> None:
 
 
 def confusion_plot(matrix, labels: list[str], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4, 0.5 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(matrix, cmap="Blues")

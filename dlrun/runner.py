@@ -189,6 +189,10 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
     if status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
         metrics["test"] = _test_metrics(prepared, run_dir, batch)
     store.write_json(run_dir / store.METRICS, metrics)
+    if spec.training.tensorboard:
+        from dlrun.callbacks import write_hparams
+
+        write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
     if recorder.rows:
         from dlrun.plots import history_plot
 

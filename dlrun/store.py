@@ -150,14 +150,18 @@ def pid_alive(pid: int | None, host: str | None = None) -> bool:
     return True
 
 
+# libyaml when present: reading 200 configs must stay well under a second.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @dataclass
 class Run:
-    """A run folder as read from disk."""
+    """A run folder as read from disk; config.yaml is read only when asked for."""
 
     path: Path
     meta: dict
-    config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    _config: dict | None = None
 
     @property
     def name(self) -> str:
@@ -171,23 +175,28 @@ class Run:
             return CRASHED
         return status
 
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            try:
+                self._config = yaml.load((self.path / CONFIG).read_text(), _YAML_LOADER) or {}
+            except FileNotFoundError:
+                raise RunError(f"{self.path}: {CONFIG} is missing") from None
+            except yaml.YAMLError:
+                raise RunError(f"{self.path}: {CONFIG} is damaged (not valid YAML)") from None
+        return self._config
+
 
 def open_run(path: str | Path) -> Run:
-    """Read a run's meta, config and (when present) metrics; RunError if it is no run."""
+    """Read a run's meta and (when present) metrics; RunError if it is no run or damaged."""
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run folder")
     if not (path / META).exists():
         raise RunError(f"{path}: not a run folder ({META} is missing)")
     meta = read_json(path / META, path)
-    try:
-        config = yaml.safe_load((path / CONFIG).read_text()) or {}
-    except FileNotFoundError:
-        raise RunError(f"{path}: {CONFIG} is missing") from None
-    except yaml.YAMLError:
-        raise RunError(f"{path}: {CONFIG} is damaged (not valid YAML)") from None
     metrics = read_json(path / METRICS, path) if (path / METRICS).exists() else {}
-    return Run(path, meta, config, metrics)
+    return Run(path, meta, metrics)
 
 
 def find_runs(root: Path) -> Iterator[Path]:

@@ -1,0 +1,95 @@
+"""A real TensorBoard process over two real runs, checked through its HTTP API."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import TINY_SPEC
+from typer.testing import CliRunner
+
+from dlrun.board import exposed
+from dlrun.cli import app
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch(url: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    runs = tmp_path / "runs"
+    for units in (8, 16):
+        args = ["train", str(spec), "--set", f"model.layers.0.units={units}"]
+        result = runner.invoke(app, [*args, "--runs-dir", str(runs)])
+        assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in runs.iterdir())
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, served = time.monotonic() + 90, []
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            try:
+                served = fetch(f"{base}/data/runs")
+            except OSError:
+                served = []
+            if len([r for r in served if r.endswith("validation")]) == 2:
+                break
+            time.sleep(0.5)
+        for name in names:
+            assert f"{name}/tensorboard/train" in served
+            assert f"{name}/tensorboard/validation" in served
+        tags = fetch(f"{base}/data/plugin/scalars/tags")
+        for name in names:
+            assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/tensorboard/train"])
+            assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/tensorboard/validation"])
+        experiment = fetch(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        hparams = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"model.layers.0.units", "training.epochs", "compile.optimizer"} <= hparams
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "host, expected",
+    [("127.0.0.1", False), ("localhost", False), ("::1", False), ("0.0.0.0", True), ("::", True)],
+)
+def test_listening_beyond_localhost_is_flagged(host, expected):
+    assert exposed(host) is expected
+
+
+def test_tensorboard_on_a_missing_folder(tmp_path):
+    result = runner.invoke(app, ["tensorboard", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {tmp_path / 'none'}: no such runs folder\n"
