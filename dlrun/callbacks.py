@@ -7,13 +7,14 @@ live progress bar is redrawn by its own timer, not by every batch.
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import keras
 
-from dlrun import store
+from dlrun import events, store
 
 
 def better(mode: str, monitor: str):
@@ -38,23 +39,23 @@ def _finite(logs: dict) -> bool:
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Once an epoch: history.csv, last.keras, best.keras and the resume state, all atomic.
+    """Once an epoch: history.csv, then last.keras and best.keras, all atomic.
 
     A non-finite loss stops training, puts back the weights of the last finite epoch and
     overwrites no checkpoint, so best.keras and last.keras always hold finite weights.
+    Everything --resume needs is in these files: the checkpoint's optimizer step counter says
+    which epoch it ends, history.csv holds the rows (and so the best value) up to it.
     """
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, state: dict | None = None):
+    def __init__(self, run_dir: Path, monitor: str, mode: str, rows: list[dict] | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
         self.is_better = better(mode, monitor)
-        state = state or {}
-        self.rows: list[dict] = list(state.get("rows", []))
-        self.best_value: float | None = state.get("best_value")
-        self.best_epoch: int | None = state.get("best_epoch")
-        self.diverged_at: int | None = None
+        self.rows: list[dict] = list(rows or [])
         self.epochs_done = len(self.rows)
+        self.best_value, self.best_epoch = best_of(self.rows, monitor, self.is_better)
+        self.diverged_at: int | None = None
         self._good_weights = None
         self._started = 0.0
 
@@ -86,17 +87,18 @@ class RunRecorder(keras.callbacks.Callback):
         ):
             self.best_value, self.best_epoch = value, epoch + 1
             with store.atomic_path(self.run_dir / store.BEST) as tmp:
-                self.model.save(tmp)
-        store.write_json(
-            self.run_dir / store.STATE,
-            {
-                "epoch": epoch + 1,
-                "monitor": self.monitor,
-                "best_value": self.best_value,
-                "best_epoch": self.best_epoch,
-                "rows": self.rows,
-            },
-        )
+                shutil.copyfile(self.run_dir / store.LAST, tmp)  # same weights: no second save
+
+
+def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
+    """The best value of the monitor over history rows, and its epoch."""
+    best_value = best_epoch = None
+    for row in rows:
+        value = row.get(monitor)
+        if value is not None and math.isfinite(value):
+            if best_value is None or is_better(value, best_value):
+                best_value, best_epoch = value, int(row["epoch"])
+    return best_value, best_epoch
 
 
 def _format_logs(logs: dict) -> str:
@@ -202,14 +204,53 @@ class LiveProgress(keras.callbacks.Callback):
         self.progress.stop()
 
 
-class TensorBoard(keras.callbacks.TensorBoard):
-    """Keras' own TensorBoard writer, epoch scalars only, marked safe for async batch hooks.
+class TensorBoard(keras.callbacks.Callback):
+    """TensorBoard logs in Keras' own layout and tags, written without TensorFlow ops.
 
-    With update_freq='epoch' its batch hook only writes the graph once; declaring it async-safe
-    keeps Keras from turning every batch's logs into Python numbers on the training thread.
+    train/ and validation/ hold epoch_<metric> scalars (and epoch_learning_rate), train/ the
+    weight histograms and the model's conceptual graph (tag `keras`). At the end, the run
+    folder's tensorboard/ gets the HParams summary: config values against final metrics.
     """
 
-    async_safe = True
+    def __init__(self, log_dir: Path, histogram_freq: int = 1, write_graph: bool = True):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.histogram_freq = histogram_freq
+        self.write_graph = write_graph
+        self._train = self._validation = None
+
+    def on_train_begin(self, logs=None):
+        self._train = events.EventWriter(self.log_dir / "train")
+        self._validation = events.EventWriter(self.log_dir / "validation")
+        if self.write_graph:
+            self._train.write(0, events.keras_graph(self.model.to_json()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        rate = self.model.optimizer.learning_rate
+        train = {f"epoch_{k}": v for k, v in logs.items() if not k.startswith("val_")}
+        train["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        self._train.write(epoch, events.scalars(train))
+        validation = {f"epoch_{k[4:]}": v for k, v in logs.items() if k.startswith("val_")}
+        self._validation.write(epoch, events.scalars(validation))
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            weights = {
+                f"{weight.path.replace(':', '_')}/histogram": keras.ops.convert_to_numpy(weight)
+                for layer in self.model.layers
+                for weight in layer.weights
+            }
+            self._train.write(epoch, events.histograms(weights))
+        self._train.flush()
+        self._validation.flush()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        for writer in (self._train, self._validation):
+            if writer is not None:
+                writer.close()
+        self._train = self._validation = None
 
 
 def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
@@ -217,9 +258,6 @@ def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
 
     TensorBoard's HParams tab then lines up every run under a logdir with no extra step.
     """
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
     from dlrun.compare import flatten
 
     values = {
@@ -229,10 +267,8 @@ def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
     }
     scores = {f"final_{k}": v for k, v in (metrics.get("final") or {}).items()}
     scores.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
-    writer = tf.summary.create_file_writer(str(run_dir / store.TENSORBOARD))
-    with writer.as_default():
-        hp.hparams(values, trial_id=run_dir.name)
-        for name, value in scores.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                tf.summary.scalar(name, value, step=0)
+    finite = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    writer = events.EventWriter(run_dir / store.TENSORBOARD)
+    writer.write(0, events.hparams(values, run_dir.name))
+    writer.write(0, events.scalars(finite))
     writer.close()

@@ -99,10 +99,9 @@ def _callbacks(prepared: Prepared, run_dir: Path, console, recorder) -> list:
     if training.tensorboard:
         callbacks.append(
             TensorBoard(
-                log_dir=str(run_dir / store.TENSORBOARD),
+                run_dir / store.TENSORBOARD,
                 histogram_freq=training.tensorboard.histogram_freq,
                 write_graph=training.tensorboard.write_graph,
-                update_freq="epoch",
             )
         )
     progress = LiveProgress if console.is_terminal else PlainProgress

@@ -32,7 +32,6 @@ METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 BEST = "checkpoints/best.keras"
 LAST = "checkpoints/last.keras"
-STATE = "checkpoints/state.json"  # what --resume needs beyond the weights
 TENSORBOARD = "tensorboard"
 PLOTS = "plots"
 HISTORY_PLOT = "plots/history.png"

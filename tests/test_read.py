@@ -164,7 +164,8 @@ def test_compare_shows_only_the_keys_that_differ(two_runs):
     frame = pd.read_csv(io.StringIO(result.stdout))
     config_columns = [c for c in frame.columns if "." in c]
     assert config_columns == ["model.layers.0.units", "training.epochs"]
-    assert sorted(zip(frame["model.layers.0.units"], frame["training.epochs"])) == [(8, 1), (24, 2)]
+    pairs = zip(frame["model.layers.0.units"], frame["training.epochs"], strict=True)
+    assert sorted(pairs) == [(8, 1), (24, 2)]
     for column in ["run", "status", "epochs", "params", "best_val_loss", "test_accuracy"]:
         assert column in frame.columns
     every = runner.invoke(app, ["compare", str(two_runs), "--all", "--format", "csv"])

@@ -1,0 +1,171 @@
+"""dlrun against the lecture's hand-written Keras, side by side in one process tree.
+
+For each of the lecture's four models, alternates --repeat runs of: the hand-written script
+(bench/hand_written.py), `dlrun train` (the CLI, whole process) and dlrun's Python API, all on
+mnist_5k with the same seed, epochs and split. Reports medians and dlrun/hand ratios, plus the
+CLI speed over 200 generated runs, and writes bench/results.md.
+Usage: python bench/run.py [--repeat 5] [--epochs 12] [--models dense,cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import cli_speed  # noqa: E402
+
+MODELS = {
+    "dense": "mnist_dense",
+    "dropout": "mnist_dropout",
+    "batchnorm": "mnist_batchnorm",
+    "cnn": "mnist_cnn",
+}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def run_process(command: list[str]) -> tuple[float, float, str]:
+    """Wall time and peak RSS (MB) of one child, read from wait4's rusage."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=ENV, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise RuntimeError(f"{command} failed:\n{err.read()[-3000:]}")
+        return wall, usage.ru_maxrss / 1024, out.read()
+
+
+def bench_line(stdout: str) -> dict:
+    return json.loads(stdout.rsplit("BENCH ", 1)[1].splitlines()[0])
+
+
+def one_round(model: str, epochs: int, runs_dir: Path) -> dict[str, dict]:
+    config = str(ROOT / "configs" / f"{MODELS[model]}.yaml")
+    results = {}
+    wall, rss, out = run_process([sys.executable, str(HERE / "hand_written.py"), model, str(epochs)])
+    results["hand"] = {**bench_line(out), "process_seconds": wall, "peak_rss_mb": rss}
+
+    before = set(runs_dir.glob("*"))
+    wall, rss, _ = run_process([
+        sys.executable, "-m", "dlrun", "train", config, "--set", "data.dataset=mnist_5k",
+        "--set", f"training.epochs={epochs}", "--set", "training.early_stopping=null",
+        "--runs-dir", str(runs_dir),
+    ])
+    (run,) = set(runs_dir.glob("*")) - before
+    metrics = json.loads((run / "metrics.json").read_text())
+    results["cli"] = {
+        "fit_seconds": metrics["train_seconds"],
+        "test_accuracy": metrics["test"]["accuracy"],
+        "samples_per_second": metrics["samples_per_second"],
+        "process_seconds": wall,
+        "peak_rss_mb": rss,
+    }
+
+    wall, rss, out = run_process([sys.executable, str(HERE / "api_fit.py"), config, str(epochs),
+                                  str(runs_dir)])
+    results["api"] = {**bench_line(out), "process_seconds": wall, "peak_rss_mb": rss}
+    return results
+
+
+def median(rounds: list[dict], who: str, key: str) -> float:
+    return statistics.median(r[who][key] for r in rounds)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = subprocess.run(
+        [sys.executable, "-c", "import tensorflow as tf, keras; print(tf.__version__, keras.__version__)"],
+        capture_output=True, text=True, env=ENV,
+    ).stdout.split()
+    return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, "
+            f"TensorFlow {versions[0]}, Keras {versions[1]}")
+
+
+def report(all_rounds: dict[str, list[dict]], epochs: int, repeat: int, cli_rows) -> str:
+    lines = [
+        "# dlrun against hand-written Keras",
+        "",
+        f"Machine: {machine()}.",
+        f"Data: mnist_5k (4,000 training images, 10% of them for validation, 1,000 test), "
+        f"{epochs} epochs, batch 128, seed 0; medians of {repeat} alternating runs each.",
+        "Produced by `make bench` (python bench/run.py).",
+        "",
+        "| model | who | fit s | process s | samples/s | peak RSS MB | test acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ratios = ["", "| model | fit (cli) | fit (api) | process | memory | accuracy diff (points) |",
+              "|---|---|---|---|---|---|"]
+    for model, rounds in all_rounds.items():
+        for who in ("hand", "cli", "api"):
+            lines.append(
+                f"| {model} | {who} | {median(rounds, who, 'fit_seconds'):.2f} | "
+                f"{median(rounds, who, 'process_seconds'):.2f} | "
+                f"{median(rounds, who, 'samples_per_second'):,.0f} | "
+                f"{median(rounds, who, 'peak_rss_mb'):.0f} | "
+                f"{median(rounds, who, 'test_accuracy'):.4f} |"
+            )
+        hand = {k: median(rounds, "hand", k) for k in rounds[0]["hand"]}
+        fit_cli = median(rounds, "cli", "fit_seconds") / hand["fit_seconds"]
+        fit_api = median(rounds, "api", "fit_seconds") / hand["fit_seconds"]
+        process = median(rounds, "cli", "process_seconds") / hand["process_seconds"]
+        memory = median(rounds, "cli", "peak_rss_mb") / hand["peak_rss_mb"]
+        accuracy = 100 * (median(rounds, "cli", "test_accuracy") - hand["test_accuracy"])
+        ratios.append(
+            f"| {model} | {fit_cli:.2f} {'ok' if fit_cli <= 0.90 else 'MISSED'} | "
+            f"{fit_api:.2f} {'ok' if fit_api <= 0.90 else 'MISSED'} | "
+            f"{process:.2f} {'ok' if process <= 1.10 else 'MISSED'} | "
+            f"{memory:.2f} {'ok' if memory <= 1.15 else 'MISSED'} | "
+            f"{accuracy:+.1f} {'ok' if abs(accuracy) <= 1 else 'MISSED'} |"
+        )
+    lines += ["", "Ratios dlrun / hand-written (targets: fit <= 0.90, process <= 1.10, "
+              "memory <= 1.15, accuracy within 1 point):", *ratios]
+    lines += ["", "## Commands that read runs (whole process, median of 7)", "",
+              cli_speed.table(cli_rows)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", default=str(HERE / "results.md"))
+    args = parser.parse_args()
+    all_rounds: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            all_rounds[model] = []
+            for index in range(args.repeat):
+                result = one_round(model, args.epochs, Path(tmp) / model)
+                all_rounds[model].append(result)
+                print(f"{model} round {index + 1}: " + ", ".join(
+                    f"{who} fit {r['fit_seconds']:.2f}s process {r['process_seconds']:.2f}s"
+                    for who, r in result.items()), flush=True)
+    text = report(all_rounds, args.epochs, args.repeat, cli_speed.measure())
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

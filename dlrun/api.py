@@ -1,0 +1,35 @@
+"""dlrun from Python: the same training the CLI runs, for notebooks and scripts.
+
+from dlrun import api
+outcome = api.train("configs/quickstart.yaml", overrides=["training.epochs=3"])
+outcome.run_dir, outcome.status, outcome.metrics["test"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlrun import store
+from dlrun.runner import Outcome
+from dlrun.spec import Spec, load_spec
+
+__all__ = ["Outcome", "Spec", "load_spec", "train"]
+
+
+def train(
+    spec: Spec | str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    runs_dir: str | Path | None = None,
+    verbose: bool = True,
+) -> Outcome:
+    """Train a spec (a Spec or a YAML path, with optional `dotted.path=value` overrides)."""
+    from rich.console import Console
+
+    from dlrun import runner
+
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a spec file; change the Spec object instead")
+    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
+    return runner.train(spec, store.runs_root(runs_dir), console, command=["dlrun.api.train"])
