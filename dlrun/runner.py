@@ -115,7 +115,8 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
 
     tensorflow()  # first, so that its start-up chatter is silenced
     from dlrun.builder import summary_text
-    from dlrun.callbacks import RunRecorder
+    from dlrun.builder import compile_model
+    from dlrun.callbacks import CheckpointWriter, RunRecorder
     from dlrun.data import pipeline
 
     prepared = prepare(spec)
@@ -149,7 +150,8 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
     train_ds = pipeline(data.x_train, data.y_train, batch, spec.training.shuffle, spec.seed)
     val_ds = pipeline(data.x_val, data.y_val, batch) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
-    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode)
+    writer = CheckpointWriter(model, lambda twin: compile_model(twin, spec, data.num_classes))
+    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, writer)
     callbacks = _callbacks(prepared, run_dir, console, recorder)
 
     status, exit_code, message = store.COMPLETED, 0, None
@@ -181,6 +183,7 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
         meta.update(traceback=traceback.format_exc())
     finally:
         signal.signal(signal.SIGTERM, previous)
+        writer.wait()  # the last checkpoint is complete before the run is reported
     train_seconds = time.perf_counter() - started
     exit_code = exit_code or EXIT_CODES[status]
 
