@@ -13,7 +13,7 @@ from dlrun import store
 from dlrun.runner import Outcome
 from dlrun.spec import Spec, load_spec
 
-__all__ = ["Outcome", "Spec", "load_spec", "train"]
+__all__ = ["Outcome", "Spec", "load_spec", "resume", "train"]
 
 
 def train(
@@ -21,8 +21,12 @@ def train(
     overrides: list[str] | tuple[str, ...] = (),
     runs_dir: str | Path | None = None,
     verbose: bool = True,
+    callbacks: tuple = (),
 ) -> Outcome:
-    """Train a spec (a Spec or a YAML path, with optional `dotted.path=value` overrides)."""
+    """Train a spec (a Spec or a YAML path, with optional `dotted.path=value` overrides).
+
+    `callbacks` are extra keras Callbacks, run after dlrun's own.
+    """
     from rich.console import Console
 
     from dlrun import runner
@@ -32,4 +36,16 @@ def train(
     elif overrides:
         raise ValueError("overrides apply to a spec file; change the Spec object instead")
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
-    return runner.train(spec, store.runs_root(runs_dir), console, command=["dlrun.api.train"])
+    return runner.train(
+        spec, store.runs_root(runs_dir), console, ["dlrun.api.train"], tuple(callbacks)
+    )
+
+
+def resume(run_dir: str | Path, force: bool = False, verbose: bool = True) -> Outcome:
+    """Continue an interrupted, crashed or failed run from its last completed epoch."""
+    from rich.console import Console
+
+    from dlrun import runner
+
+    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
+    return runner.resume(Path(run_dir), console, ["dlrun.api.resume"], force)

@@ -24,16 +24,6 @@ def better(mode: str, monitor: str):
     return (lambda new, old: new > old) if mode == "max" else (lambda new, old: new < old)
 
 
-def history_csv(rows: list[dict]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in columns))
-    return "\n".join(lines) + "\n"
-
-
 def _finite(logs: dict) -> bool:
     return all(math.isfinite(v) for k, v in logs.items() if k.endswith("loss"))
 
@@ -130,7 +120,7 @@ class RunRecorder(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
         row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
         self.rows.append(row)
-        store.write_text(self.run_dir / store.HISTORY, history_csv(self.rows))
+        store.write_text(self.run_dir / store.HISTORY, store.history_text(self.rows))
         if not _finite(logs):
             self.diverged_at = epoch + 1
             self.model.set_weights(self._good_weights)
@@ -160,6 +150,17 @@ def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, in
             if best_value is None or is_better(value, best_value):
                 best_value, best_epoch = value, int(row["epoch"])
     return best_value, best_epoch
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Sets the epoch variable the shuffling pipeline reads, before each epoch's batches."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
 
 
 def _format_logs(logs: dict) -> str:
@@ -333,3 +334,33 @@ def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
     writer.write(0, events.hparams(values, run_dir.name))
     writer.write(0, events.scalars(finite))
     writer.close()
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping that can pick up where a resumed run left off.
+
+    `replay(rows)` feeds it the history rows of the epochs already done, so its best value
+    and patience counter continue instead of starting over.
+    """
+
+    def replay(self, rows: list[dict]) -> None:
+        self._rows = list(rows)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        rows = getattr(self, "_rows", [])
+        if not rows:
+            return
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for row in rows:
+            current = row.get(self.monitor)
+            if current is None or row["epoch"] - 1 < self.start_from_epoch:
+                continue
+            self.wait += 1
+            if self._is_improvement(current, self.best):
+                self.best, self.best_epoch = current, row["epoch"] - 1
+                if self.baseline is None or self._is_improvement(current, self.baseline):
+                    self.wait = 0
+        if self.restore_best_weights:
+            self.best_weights = self.model.get_weights()  # the best epoch's are not in memory

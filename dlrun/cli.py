@@ -61,28 +61,49 @@ def fails_cleanly(command):
 @app.command()
 @fails_cleanly
 def train(
-    spec_file: Annotated[Path, typer.Argument(help="The YAML spec.")],
+    spec_file: Annotated[Path | None, typer.Argument(help="The YAML spec.")] = None,
     set_: SetOption = None,
     runs_dir: RunsDirOption = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this interrupted, crashed or failed run instead."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Resume even if config.yaml was edited.")] = False,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Resume from a checkpoint that Keras' safe_mode refuses.")
+    ] = False,
 ) -> None:
-    """Train the model a spec describes into a new run folder.
+    """Train the model a spec describes into a new run folder, or --resume a stopped run.
 
     Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
     """
-    from dlrun.spec import load_spec
+    from dlrun.errors import SpecError
 
-    spec = load_spec(spec_file, set_ or [])
+    if (spec_file is None) == (resume is None):
+        raise SpecError("give a spec file to train, or --resume RUN to continue a run (not both)")
+    if resume is not None and set_:
+        raise SpecError("--set does not apply to --resume; the run's config.yaml is its spec")
+    if resume is None:
+        from dlrun.spec import load_spec
+
+        spec = load_spec(spec_file, set_ or [])
     from dlrun import runner, store
 
-    # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
-    command = ["dlrun", "train", str(spec_file)]
-    command += [f"--set={value}" for value in set_ or []]
-    command += [f"--runs-dir={runs_dir}"] if runs_dir else []
     console = _console()
-    outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
+    if resume is not None:
+        command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
+        outcome = runner.resume(resume, console, command, force, unsafe_load)
+    else:
+        # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
+        command = ["dlrun", "train", str(spec_file)]
+        command += [f"--set={value}" for value in set_ or []]
+        command += [f"--runs-dir={runs_dir}"] if runs_dir else []
+        outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
     _report(console, outcome)
     if outcome.exit_code:
         typer.echo(f"Error: run {outcome.status}: {outcome.message}", err=True)
+        if outcome.status == store.INTERRUPTED:
+            typer.echo(f"resume with: dlrun train --resume {outcome.run_dir}", err=True)
         raise typer.Exit(outcome.exit_code)
 
 

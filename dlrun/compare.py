@@ -66,7 +66,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
                 "status": run.status,
                 "started": (meta.get("started") or "")[:19].replace("T", " "),
                 "duration": _duration(meta),
-                "epochs": f"{meta.get('epochs_done', 0)}/{meta.get('epochs_planned', '?')}",
+                "epochs": f"{run.epochs_done()}/{meta.get('epochs_planned', '?')}",
                 "params": metrics.get("params"),
                 "best": _best(metrics),
                 "test": f"{name.removeprefix('test_')} {score:.4f}" if score is not None else None,
@@ -98,7 +98,7 @@ def compare_table(
         row: dict[str, Any] = {"run": run.name, "status": run.status}
         row.update(flatten(run.config))
         metrics = run.metrics
-        row["epochs"] = run.meta.get("epochs_done")
+        row["epochs"] = run.epochs_done()
         row["params"] = metrics.get("params")
         row["best_epoch"] = metrics.get("best_epoch")
         row[f"best_{metrics.get('monitor', 'value')}"] = metrics.get("best_value")

@@ -187,14 +187,31 @@ def load_data(spec: Spec) -> Data:
     return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
 
 
-def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """A tf.data pipeline over in-memory arrays: shuffle, batch, prefetch."""
+def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0, epoch=None):
+    """A tf.data pipeline over in-memory arrays: (shuffled) batches of gathered rows, prefetched.
+
+    With `epoch` (an int64 tf.Variable the training loop sets at each epoch's start) the order
+    is a pure function of (seed, epoch): a resumed run sees exactly the batches an
+    uninterrupted one would have. Shuffling indices and gathering whole batches is also
+    cheaper than a per-element shuffle buffer.
+    """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    features, labels = tf.constant(x), tf.constant(y)
+    count = len(x)
+    steps = -(-count // batch_size)
+
+    def batches(_):
+        indices = tf.range(count, dtype=tf.int64)
+        if epoch is not None:
+            key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+            indices = tf.argsort(tf.random.stateless_uniform([count], seed=key))
+        return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+
+    dataset = tf.data.Dataset.from_tensors(0).flat_map(batches)
+    dataset = dataset.map(lambda index: (tf.gather(features, index), tf.gather(labels, index)))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def signature(spec: Spec) -> tuple[tuple[int, ...], int]:

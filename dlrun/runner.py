@@ -6,6 +6,7 @@ made, so a bad spec never leaves a half-made run behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -18,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from dlrun import store
-from dlrun.spec import Spec
+from dlrun.errors import RunError
+from dlrun.spec import Spec, load_spec
 
 EXIT_CODES = {store.COMPLETED: 0, store.FAILED: 1, store.DIVERGED: 3, store.INTERRUPTED: 130}
 SIGTERM_EXIT = 143
@@ -86,16 +88,15 @@ class _Meta:
         store.write_json(self.path, self.data)
 
 
-def _callbacks(prepared: Prepared, run_dir: Path, console, recorder) -> list:
-    import keras
-
-    from dlrun.callbacks import LiveProgress, PlainProgress, TensorBoard
+def _callbacks(prepared: Prepared, run_dir: Path, console, recorder, rows: list[dict]) -> list:
+    from dlrun.callbacks import EarlyStopping, LiveProgress, PlainProgress, TensorBoard
 
     training = prepared.spec.training
     callbacks = [recorder]
     if training.early_stopping:
-        stopping = training.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
+        stopping = EarlyStopping(**training.early_stopping.model_dump())
+        stopping.replay(rows)
+        callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
             TensorBoard(
@@ -109,18 +110,22 @@ def _callbacks(prepared: Prepared, run_dir: Path, console, recorder) -> list:
     return callbacks
 
 
-def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None) -> Outcome:
+def _config_digest(run_dir: Path) -> str:
+    return hashlib.sha256((run_dir / store.CONFIG).read_bytes()).hexdigest()
+
+
+def train(
+    spec: Spec,
+    runs_root: Path,
+    console,
+    command: list[str] | None = None,
+    extra_callbacks: tuple = (),
+) -> Outcome:
     """Train a spec into a new run folder under runs_root; never raises for a training fault."""
     from dlrun.backend import devices, tensorflow, versions
 
     tensorflow()  # first, so that its start-up chatter is silenced
-    from dlrun.builder import summary_text
-    from dlrun.builder import compile_model
-    from dlrun.callbacks import CheckpointWriter, RunRecorder
-    from dlrun.data import pipeline
-
     prepared = prepare(spec)
-    data, model = prepared.data, prepared.model
     run_dir = store.create_run_dir(runs_root, spec.name)
     store.write_text(run_dir / store.CONFIG, spec.dump())
     meta = _Meta(
@@ -140,19 +145,101 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
             "versions": versions(),
             "devices": devices(),
             "git_commit": _git_commit(),
+            "config_sha256": _config_digest(run_dir),
             "message": None,
+            "attempts": [{"started": _now(), "pid": os.getpid(), "from_epoch": 0}],
         },
     )
+    return _fit(prepared, run_dir, meta, console, [], extra_callbacks)
+
+
+RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
+
+
+def resume(
+    run_path: Path,
+    console,
+    command: list[str] | None = None,
+    force: bool = False,
+    unsafe_load: bool = False,
+    extra_callbacks: tuple = (),
+) -> Outcome:
+    """Continue an interrupted, crashed or failed run from its last completed epoch."""
+    from dlrun.backend import tensorflow
+
+    run = store.open_run(run_path)
+    if run.status not in RESUMABLE:
+        raise RunError(
+            f"{run.path}: status is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed"
+        )
+    if _config_digest(run.path) != run.meta.get("config_sha256") and not force:
+        raise RunError(
+            f"{run.path}: {store.CONFIG} was edited after the run started; "
+            "pass --force to resume with the edited config"
+        )
+    spec = load_spec(run.path / store.CONFIG)
+    tensorflow()
+    prepared = prepare(spec)
+    store.remove_partial_files(run.path)
+    epoch = 0
+    if (run.path / store.LAST).exists():
+        from dlrun.evaluate import load_model
+
+        saved = load_model(run.path / store.LAST, unsafe_load)
+        _take_state(prepared.model, saved)
+        steps = -(-len(prepared.data.x_train) // spec.training.batch_size)
+        epoch = int(saved.optimizer.iterations.numpy()) // steps
+    rows = store.read_history(run.path)[:epoch]
+    meta = _Meta(run.path, dict(run.meta))
+    attempts = [
+        *meta.data.get("attempts", []),
+        {"started": _now(), "pid": os.getpid(), "from_epoch": epoch},
+    ]
+    meta.update(
+        status=store.RUNNING,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        ended=None,
+        message=None,
+        config_sha256=_config_digest(run.path),
+        attempts=attempts,
+        resumed_by=command if command is not None else sys.argv,
+    )
+    return _fit(prepared, run.path, meta, console, rows, extra_callbacks)
+
+
+def _take_state(model, saved) -> None:
+    """Weights and optimizer state (step counter, moments) of `saved` into `model`."""
+    model.set_weights(saved.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    for variable, value in zip(model.optimizer.variables, saved.optimizer.variables, strict=True):
+        variable.assign(value)
+
+
+def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_callbacks) -> Outcome:
+    """The training loop shared by new and resumed runs; records the outcome in the run."""
+    import tensorflow as tf
+
+    from dlrun.builder import compile_model, summary_text
+    from dlrun.callbacks import CheckpointWriter, EpochClock, RunRecorder
+    from dlrun.data import pipeline
+
+    spec, data, model = prepared.spec, prepared.data, prepared.model
     summary = summary_text(model)
     store.write_text(run_dir / store.SUMMARY, summary)
+    if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
+        store.write_text(run_dir / store.HISTORY, store.history_text(rows))
 
     batch = spec.training.batch_size
-    train_ds = pipeline(data.x_train, data.y_train, batch, spec.training.shuffle, spec.seed)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False) if spec.training.shuffle else None
+    train_ds = pipeline(data.x_train, data.y_train, batch, spec.seed, epoch)
     val_ds = pipeline(data.x_val, data.y_val, batch) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
     writer = CheckpointWriter(model, lambda twin: compile_model(twin, spec, data.num_classes))
-    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, writer)
-    callbacks = _callbacks(prepared, run_dir, console, recorder)
+    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, writer, rows)
+    callbacks = [*_callbacks(prepared, run_dir, console, recorder, rows), *extra_callbacks]
+    if epoch is not None:
+        callbacks.insert(0, EpochClock(epoch))
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
@@ -161,6 +248,7 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
         model.fit(
             train_ds,
             validation_data=val_ds,
+            initial_epoch=len(rows),
             epochs=spec.training.epochs,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
@@ -173,11 +261,10 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
                 f"of epoch {recorder.epochs_done}"
             )
     except KeyboardInterrupt as exc:
-        status, message = (
-            store.INTERRUPTED,
-            "stopped by SIGTERM" if isinstance(exc, Terminated) else "stopped by Ctrl-C (SIGINT)",
-        )
-        exit_code = SIGTERM_EXIT if isinstance(exc, Terminated) else 130
+        terminated = isinstance(exc, Terminated)
+        status = store.INTERRUPTED
+        message = "stopped by SIGTERM" if terminated else "stopped by Ctrl-C (SIGINT)"
+        exit_code = SIGTERM_EXIT if terminated else 130
     except Exception as exc:  # a training fault: recorded in the run, reported in one line
         status, message = store.FAILED, f"{type(exc).__name__}: {str(exc).strip()[:500]}"
         meta.update(traceback=traceback.format_exc())
@@ -187,7 +274,7 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
     train_seconds = time.perf_counter() - started
     exit_code = exit_code or EXIT_CODES[status]
 
-    metrics = _metrics(prepared, recorder, train_seconds, summary)
+    metrics = _metrics(prepared, recorder, train_seconds, len(rows))
     if status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
         metrics["test"] = _test_metrics(prepared, run_dir, batch)
     store.write_json(run_dir / store.METRICS, metrics)
@@ -199,7 +286,15 @@ def train(spec: Spec, runs_root: Path, console, command: list[str] | None = None
         from dlrun.plots import history_plot
 
         history_plot(recorder.rows, run_dir / store.HISTORY_PLOT)
-    meta.update(status=status, ended=_now(), epochs_done=recorder.epochs_done, message=message)
+    attempts = meta.data.get("attempts") or [{}]
+    attempts[-1].update(ended=_now(), status=status)
+    meta.update(
+        status=status,
+        ended=_now(),
+        epochs_done=recorder.epochs_done,
+        message=message,
+        attempts=attempts,
+    )
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
@@ -207,9 +302,10 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def _metrics(prepared: Prepared, recorder, train_seconds: float, summary: str) -> dict:
+def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
     rows = recorder.rows[: recorder.epochs_done]
-    samples = len(prepared.data.x_train) * recorder.epochs_done
+    epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
+    samples = len(prepared.data.x_train) * epochs_this_attempt
     return {
         "params": int(prepared.model.count_params()),
         "epochs_done": recorder.epochs_done,

@@ -7,6 +7,8 @@ os.replace, so a reader (or a kill at any instant) sees the old complete file or
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -41,6 +43,8 @@ EVALUATIONS = "evaluations"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 INTERRUPTED, DIVERGED, CRASHED = "interrupted", "diverged", "crashed"
 TIMESTAMP = "%Y%m%d-%H%M%S"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def runs_root(path: str | Path | None = None) -> Path:
@@ -73,6 +77,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -113,6 +118,38 @@ def read_json(path: Path, run: Path | None = None) -> dict:
     return data
 
 
+def history_text(rows: list[dict]) -> str:
+    """history.csv: one row per epoch, columns in first-seen order, floats at full precision."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in columns))
+    return "\n".join(lines) + "\n"
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """history.csv back as rows of numbers ([] when there is none yet)."""
+    try:
+        text = (run_dir / HISTORY).read_text()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for record in csv.DictReader(io.StringIO(text)):
+        row = {key: float(value) for key, value in record.items() if value not in ("", None)}
+        row["epoch"] = int(row["epoch"])
+        rows.append(row)
+    return rows
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """Temporary files a killed process left behind (never a complete file)."""
+    for path in run_dir.rglob(".*.tmp*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 # --- creating runs ----------------------------------------------------------------------------
 
 
@@ -146,7 +183,10 @@ def pid_alive(pid: int | None, host: str | None = None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process nobody has reaped yet is a zombie: gone all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 # libyaml when present: reading 200 configs must stay well under a second.
@@ -165,6 +205,15 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def epochs_done(self) -> int:
+        """Epochs finished: from meta.json once the run ended, from history.csv while it runs."""
+        if self.meta.get("ended"):
+            return int(self.meta.get("epochs_done") or 0)
+        try:
+            return max(len((self.path / HISTORY).read_text().splitlines()) - 1, 0)
+        except FileNotFoundError:
+            return 0
 
     @property
     def status(self) -> str:

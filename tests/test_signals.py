@@ -48,4 +48,6 @@ def test_ctrl_c_marks_interrupted_and_keeps_last_checkpoint(tmp_path):
     assert "Ctrl-C" in meta["message"]
     assert (run / "checkpoints" / "last.keras").exists()
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("Error: run interrupted")
+    *_, error, hint = err.strip().splitlines()
+    assert error == "Error: run interrupted: stopped by Ctrl-C (SIGINT)"
+    assert hint == f"resume with: dlrun train --resume {run}"
