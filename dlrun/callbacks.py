@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from dlrun import events, store
 
@@ -121,21 +122,25 @@ class RunRecorder(keras.callbacks.Callback):
         row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
         self.rows.append(row)
         store.write_text(self.run_dir / store.HISTORY, store.history_text(self.rows))
-        if not _finite(logs):
+        weights = self.model.get_weights()
+        # Clipped losses can stay finite while the weights are already NaN: check both.
+        if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
             self.diverged_at = epoch + 1
             self.model.set_weights(self._good_weights)
             self.model.stop_training = True
             return
-        self._good_weights = self.model.get_weights()
-        self.epochs_done = epoch + 1
+        self._good_weights = weights
         value = logs.get(self.monitor)
-        copies: tuple[Path, ...] = ()
-        if value is not None and (
+        improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
-        ):
-            self.best_value, self.best_epoch = value, epoch + 1
-            copies = (self.run_dir / store.BEST,)  # the same weights: a copy, not a second save
+        )
+        copies = (self.run_dir / store.BEST,) if improved else ()  # a copy, not a second save
         self.checkpoints.save(self.run_dir / store.LAST, copies)
+        # Only now is the epoch done: an interrupt before this line leaves the previous
+        # checkpoint, and the counters must agree with it.
+        self.epochs_done = epoch + 1
+        if improved:
+            self.best_value, self.best_epoch = value, epoch + 1
 
     def on_train_end(self, logs=None):
         self.checkpoints.wait()

@@ -257,7 +257,8 @@ def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_ca
         if recorder.diverged_at:
             status = store.DIVERGED
             message = (
-                f"loss became NaN or infinite in epoch {recorder.diverged_at}; kept the weights "
+                f"loss or weights became NaN or infinite in epoch {recorder.diverged_at}; "
+                f"kept the weights "
                 f"of epoch {recorder.epochs_done}"
             )
     except KeyboardInterrupt as exc:
