@@ -16,9 +16,14 @@ config, epochs, runs_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 overrides = ["data.dataset=mnist_5k", f"training.epochs={epochs}", "training.early_stopping=null"]
 outcome = api.train(config, overrides, runs_dir=runs_dir, verbose=False)
 metrics = outcome.metrics
-print("BENCH " + json.dumps({
-    "fit_seconds": metrics["train_seconds"],
-    "test_accuracy": metrics["test"]["accuracy"],
-    "samples_per_second": metrics["samples_per_second"],
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-}))
+print(
+    "BENCH "
+    + json.dumps(
+        {
+            "fit_seconds": metrics["train_seconds"],
+            "test_accuracy": metrics["test"]["accuracy"],
+            "samples_per_second": metrics["samples_per_second"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+)

@@ -25,7 +25,9 @@ def seconds(command: list[str], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "COLUMNS": "200"})
+        subprocess.run(
+            command, check=True, capture_output=True, env={**os.environ, "COLUMNS": "200"}
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -31,26 +31,53 @@ Y_test = keras.utils.to_categorical(y_test, 10)
 
 optimizer = "adam"
 if name == "dense":
-    model = keras.Sequential([keras.Input((784,)), layers.Dense(32, activation="relu"),
-                              layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
 elif name == "dropout":
-    model = keras.Sequential([keras.Input((784,)), layers.Dense(512, activation="relu"),
-                              layers.Dropout(0.2), layers.Dense(512, activation="relu"),
-                              layers.Dropout(0.2), layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            layers.Dense(512, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(512, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
     optimizer = "rmsprop"
 elif name == "batchnorm":
-    model = keras.Sequential([keras.Input((784,)), layers.Dense(512, use_bias=False),
-                              layers.BatchNormalization(), layers.Activation("relu"),
-                              layers.Dense(128, use_bias=False), layers.BatchNormalization(),
-                              layers.Activation("relu"), layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            layers.Dense(512, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.Dense(128, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
 else:
     X_train = X_train.reshape(-1, 28, 28, 1)
     X_test = X_test.reshape(-1, 28, 28, 1)
-    model = keras.Sequential([keras.Input((28, 28, 1)),
-                              layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
-                              layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
-                              layers.Flatten(), layers.Dense(64, activation="relu"),
-                              layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
 model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 model.summary()
 
@@ -61,9 +88,14 @@ score = model.evaluate(X_test, Y_test, verbose=0)
 print("Test loss:", score[0])
 print("Test accuracy:", score[1])
 samples = int(len(X_train) * 0.9) * epochs
-print("BENCH " + json.dumps({
-    "fit_seconds": fit_seconds,
-    "test_accuracy": float(score[1]),
-    "samples_per_second": samples / fit_seconds,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-}))
+print(
+    "BENCH "
+    + json.dumps(
+        {
+            "fit_seconds": fit_seconds,
+            "test_accuracy": float(score[1]),
+            "samples_per_second": samples / fit_seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+)

@@ -56,15 +56,29 @@ def bench_line(stdout: str) -> dict:
 def one_round(model: str, epochs: int, runs_dir: Path) -> dict[str, dict]:
     config = str(ROOT / "configs" / f"{MODELS[model]}.yaml")
     results = {}
-    wall, rss, out = run_process([sys.executable, str(HERE / "hand_written.py"), model, str(epochs)])
+    wall, rss, out = run_process(
+        [sys.executable, str(HERE / "hand_written.py"), model, str(epochs)]
+    )
     results["hand"] = {**bench_line(out), "process_seconds": wall, "peak_rss_mb": rss}
 
     before = set(runs_dir.glob("*"))
-    wall, rss, _ = run_process([
-        sys.executable, "-m", "dlrun", "train", config, "--set", "data.dataset=mnist_5k",
-        "--set", f"training.epochs={epochs}", "--set", "training.early_stopping=null",
-        "--runs-dir", str(runs_dir),
-    ])
+    wall, rss, _ = run_process(
+        [
+            sys.executable,
+            "-m",
+            "dlrun",
+            "train",
+            config,
+            "--set",
+            "data.dataset=mnist_5k",
+            "--set",
+            f"training.epochs={epochs}",
+            "--set",
+            "training.early_stopping=null",
+            "--runs-dir",
+            str(runs_dir),
+        ]
+    )
     (run,) = set(runs_dir.glob("*")) - before
     metrics = json.loads((run / "metrics.json").read_text())
     results["cli"] = {
@@ -75,8 +89,9 @@ def one_round(model: str, epochs: int, runs_dir: Path) -> dict[str, dict]:
         "peak_rss_mb": rss,
     }
 
-    wall, rss, out = run_process([sys.executable, str(HERE / "api_fit.py"), config, str(epochs),
-                                  str(runs_dir)])
+    wall, rss, out = run_process(
+        [sys.executable, str(HERE / "api_fit.py"), config, str(epochs), str(runs_dir)]
+    )
     results["api"] = {**bench_line(out), "process_seconds": wall, "peak_rss_mb": rss}
     return results
 
@@ -95,11 +110,19 @@ def machine() -> str:
     except OSError:
         pass
     versions = subprocess.run(
-        [sys.executable, "-c", "import tensorflow as tf, keras; print(tf.__version__, keras.__version__)"],
-        capture_output=True, text=True, env=ENV,
+        [
+            sys.executable,
+            "-c",
+            "import tensorflow as tf, keras; print(tf.__version__, keras.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
     ).stdout.split()
-    return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, "
-            f"TensorFlow {versions[0]}, Keras {versions[1]}")
+    return (
+        f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, "
+        f"TensorFlow {versions[0]}, Keras {versions[1]}"
+    )
 
 
 def report(all_rounds: dict[str, list[dict]], epochs: int, repeat: int, cli_rows) -> str:
@@ -114,8 +137,11 @@ def report(all_rounds: dict[str, list[dict]], epochs: int, repeat: int, cli_rows
         "| model | who | fit s | process s | samples/s | peak RSS MB | test acc |",
         "|---|---|---|---|---|---|---|",
     ]
-    ratios = ["", "| model | fit (cli) | fit (api) | process | memory | accuracy diff (points) |",
-              "|---|---|---|---|---|---|"]
+    ratios = [
+        "",
+        "| model | fit (cli) | fit (api) | process | memory | accuracy diff (points) |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, rounds in all_rounds.items():
         for who in ("hand", "cli", "api"):
             lines.append(
@@ -138,10 +164,18 @@ def report(all_rounds: dict[str, list[dict]], epochs: int, repeat: int, cli_rows
             f"{memory:.2f} {'ok' if memory <= 1.15 else 'MISSED'} | "
             f"{accuracy:+.1f} {'ok' if abs(accuracy) <= 1 else 'MISSED'} |"
         )
-    lines += ["", "Ratios dlrun / hand-written (targets: fit <= 0.90, process <= 1.10, "
-              "memory <= 1.15, accuracy within 1 point):", *ratios]
-    lines += ["", "## Commands that read runs (whole process, median of 7)", "",
-              cli_speed.table(cli_rows)]
+    lines += [
+        "",
+        "Ratios dlrun / hand-written (targets: fit <= 0.90, process <= 1.10, "
+        "memory <= 1.15, accuracy within 1 point):",
+        *ratios,
+    ]
+    lines += [
+        "",
+        "## Commands that read runs (whole process, median of 7)",
+        "",
+        cli_speed.table(cli_rows),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -159,9 +193,14 @@ def main() -> None:
             for index in range(args.repeat):
                 result = one_round(model, args.epochs, Path(tmp) / model)
                 all_rounds[model].append(result)
-                print(f"{model} round {index + 1}: " + ", ".join(
-                    f"{who} fit {r['fit_seconds']:.2f}s process {r['process_seconds']:.2f}s"
-                    for who, r in result.items()), flush=True)
+                print(
+                    f"{model} round {index + 1}: "
+                    + ", ".join(
+                        f"{who} fit {r['fit_seconds']:.2f}s process {r['process_seconds']:.2f}s"
+                        for who, r in result.items()
+                    ),
+                    flush=True,
+                )
     text = report(all_rounds, args.epochs, args.repeat, cli_speed.measure())
     Path(args.out).write_text(text)
     print(text)

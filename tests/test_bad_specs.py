@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SPEC, run_dirs
 from typer.testing import CliRunner
 
+from conftest import TINY_SPEC, run_dirs
 from dlrun.cli import app
 
 runner = CliRunner()

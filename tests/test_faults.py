@@ -116,7 +116,7 @@ def test_sigkill_while_checkpoints_are_written_leaves_a_loadable_one(tmp_path):
     for attempt in range(3):
         runs = tmp_path / f"runs{attempt}"
         process = dlrun("train", spec, "--runs-dir", runs)
-        wait_for(lambda: any(runs.glob("*/checkpoints/last.keras")), process)
+        wait_for(lambda runs=runs: any(runs.glob("*/checkpoints/last.keras")), process)
         time.sleep(rng.uniform(0.0, 0.5))
         process.send_signal(signal.SIGKILL)
         process.wait()

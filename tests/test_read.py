@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_SPEC, run_dirs
 from typer.testing import CliRunner
 
+from conftest import TINY_SPEC, run_dirs
 from dlrun.cli import app
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ import time
 import urllib.request
 
 import pytest
-from conftest import TINY_SPEC
 from typer.testing import CliRunner
 
+from conftest import TINY_SPEC
 from dlrun.board import exposed
 from dlrun.cli import app
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import CONFIGS, run_dirs
 from typer.testing import CliRunner
 
+from conftest import CONFIGS, run_dirs
 from dlrun.cli import app
 from dlrun.spec import load_spec
 
