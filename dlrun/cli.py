@@ -315,5 +315,48 @@ def tensorboard(
     raise typer.Exit(board.run(command))
 
 
+@app.command()
+@fails_cleanly
+def sweep(
+    sweep_file: Annotated[Path | None, typer.Argument(help="The sweep YAML file.")] = None,
+    runs_dir: RunsDirOption = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
+    ] = None,
+) -> None:
+    """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
+
+    Example: dlrun sweep configs/sweep_hidden_epochs.yaml
+    """
+    from dlrun import store
+    from dlrun import sweep as sweeps
+    from dlrun.compare import render
+    from dlrun.errors import SpecError
+
+    if (sweep_file is None) == (resume is None):
+        raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
+    if resume is not None:
+        found, sweep_dir = sweeps.reopen(resume), resume
+    else:
+        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
+    console = _console()
+    fits = found.fits()
+    console.print(
+        f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
+        f"{len(fits)} fits on {found.spec.workers} worker(s)"
+    )
+    result = sweeps.run_sweep(found, sweep_dir, console)
+    table = sweeps.pivot(result["frame"], found.spec.scoring).reset_index()
+    console.print(render(table, "table", title=f"mean {found.spec.scoring} over the folds"))
+    if result["best"] is None:
+        typer.echo("Error: no fit finished with a score; see the trials' meta.json", err=True)
+        raise typer.Exit(1)
+    console.print(f"best: {result['best']['params']} -> {result['best']['mean_test_score']:.4f}")
+    if "refit" in result:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in result["refit"].items())
+        console.print(f"refit on the whole training split, test: {scores}")
+    console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
+
+
 def main() -> None:
     app()

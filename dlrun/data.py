@@ -168,14 +168,15 @@ def load_data(spec: Spec) -> Data:
     y_train, y_test, num_classes = _labels(y_train, y_test)
     x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
     x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
-    if spec.data.one_hot:
-        eye = np.eye(num_classes, dtype=np.float32)
-        y_train, y_test = eye[y_train], eye[y_test]
 
-    # As Keras' own validation_split: the last part of the training data, before shuffling.
     x_val = y_val = None
     split = spec.training.validation_split
-    if split:
+    if spec.data.cv:
+        train_index, val_index = fold_indices(y_train, spec.data.cv.folds, spec)[spec.data.cv.index]
+        x_train, x_val = x_train[train_index], x_train[val_index]
+        y_train, y_val = y_train[train_index], y_train[val_index]
+    elif split:
+        # As Keras' own validation_split: the last part of the training data, before shuffling.
         cut = int(len(x_train) * (1 - split))
         if cut == 0 or cut == len(x_train):
             raise spec.error(
@@ -184,7 +185,26 @@ def load_data(spec: Spec) -> Data:
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
+    if spec.data.one_hot:
+        eye = np.eye(num_classes, dtype=np.float32)
+        y_train, y_test = eye[y_train], eye[y_test]
+        y_val = eye[y_val] if y_val is not None else None
     return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+
+
+def fold_indices(labels: np.ndarray, folds: int, spec: Spec) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (train, validation) index pairs over the training split, fixed."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    if folds > smallest:
+        raise spec.error(
+            ("data", "cv", "folds"),
+            f"{folds} folds need at least {folds} samples of every class; "
+            f"the smallest class has {smallest}",
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SPLIT_SEED)
+    return list(splitter.split(np.zeros(len(labels)), labels))
 
 
 def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0, epoch=None):

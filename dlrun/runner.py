@@ -120,13 +120,22 @@ def train(
     console,
     command: list[str] | None = None,
     extra_callbacks: tuple = (),
+    folder: str | None = None,
 ) -> Outcome:
-    """Train a spec into a new run folder under runs_root; never raises for a training fault."""
+    """Train a spec into a new run folder under runs_root; never raises for a training fault.
+
+    `folder` names the run folder exactly (a sweep's trials); by default it is
+    `<name>-<timestamp>`.
+    """
     from dlrun.backend import devices, tensorflow, versions
 
     tensorflow()  # first, so that its start-up chatter is silenced
     prepared = prepare(spec)
-    run_dir = store.create_run_dir(runs_root, spec.name)
+    if folder is None:
+        run_dir = store.create_run_dir(runs_root, spec.name)
+    else:
+        run_dir = runs_root / store.check_name(folder)
+        run_dir.mkdir(parents=True)
     store.write_text(run_dir / store.CONFIG, spec.dump())
     meta = _Meta(
         run_dir,

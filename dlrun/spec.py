@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -32,6 +32,7 @@ FILE_DATASETS = ("npz", "csv")
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
+Model = TypeVar("Model", bound=BaseModel)
 OVERRIDDEN = 0  # the "line" of a value given with --set
 
 
@@ -51,6 +52,7 @@ class DataSpec(_Section):
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
     one_hot: bool = True  # labels through keras.utils.to_categorical
     test_split: float = Field(0.2, gt=0, lt=1)  # only for data without a test split of its own
+    cv: FoldSpec | None = None  # validate on a k-fold split instead of validation_split
 
     @field_validator("path")
     @classmethod
@@ -61,6 +63,19 @@ class DataSpec(_Section):
         if dataset not in FILE_DATASETS and path:
             raise ValueError(f"path is only used with dataset npz or csv, not '{dataset}'")
         return path
+
+
+class FoldSpec(_Section):
+    """One cross-validation fold (what `dlrun sweep` writes into each trial's spec)."""
+
+    folds: int = Field(ge=2)  # stratified k-fold on the training split
+    index: int = Field(ge=0)  # validate on this fold, train on the others
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> FoldSpec:
+        if self.index >= self.folds:
+            raise ValueError(f"index must be below folds ({self.folds}), got {self.index}")
+        return self
 
 
 class LayerSpec(BaseModel):
@@ -151,6 +166,10 @@ class Spec(_Section):
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.data.cv is not None or self.training.validation_split > 0
 
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
@@ -254,6 +273,8 @@ def apply_override(raw: dict, assignment: str) -> None:
             else:
                 if node.get(part) is None:
                     node[part] = {}
+                elif isinstance(node[part], str):  # `optimizer: adam` gains arguments
+                    node[part] = {"type": node[part]}
                 node = node[part]
         else:
             parent = ".".join(parts[:depth])
@@ -263,9 +284,9 @@ def apply_override(raw: dict, assignment: str) -> None:
 # --- loading ----------------------------------------------------------------------------------
 
 
-def _fields_at(loc: Loc) -> list[str]:
+def _fields_at(loc: Loc, root: type[BaseModel]) -> list[str]:
     """The keys a section accepts, for 'did you mean' on an unknown key."""
-    model: Any = Spec
+    model: Any = root
     for part in loc:
         if isinstance(part, int) or model is None:
             return []
@@ -325,6 +346,24 @@ def format_problem(source: str, lines: dict[Loc, int], loc: Loc, message: str) -
     return f"{where}: {path}: {message}" if path else f"{where}: {message}"
 
 
+def validate_model(model: type[Model], raw: dict, source: str, lines: dict[Loc, int]) -> Model:
+    """pydantic validation with every problem as one `file:line: dotted.path: message` line."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if error["type"] == "extra_forbidden":
+                key = str(loc[-1])
+                known = _fields_at(loc[:-1], model)
+                message = f"unknown key {key!r}" + did_you_mean(key, known)
+            else:
+                message = _describe(error)
+            problems.append(format_problem(source, lines, loc, message))
+        raise SpecError(problems) from None
+
+
 def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec:
     """Raw mapping -> Spec, or a SpecError listing every problem found."""
     lines = lines or {}
@@ -333,19 +372,7 @@ def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec
             f"{source}: expected a mapping with data, model, compile and training; "
             f"got {type(raw).__name__ if raw is not None else 'an empty file'}"
         )
-    try:
-        spec = Spec.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            if error["type"] == "extra_forbidden":
-                key = str(loc[-1])
-                message = f"unknown key {key!r}" + did_you_mean(key, _fields_at(loc[:-1]))
-            else:
-                message = _describe(error)
-            problems.append(format_problem(source, lines, loc, message))
-        raise SpecError(problems) from None
+    spec = validate_model(Spec, raw, source, lines)
     spec._source, spec._lines = source, lines
     problems = _cross_checks(spec)
     if problems:
@@ -368,7 +395,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         if base not in logged:
             message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
             problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
-        elif monitor.startswith("val_") and spec.training.validation_split == 0:
+        elif monitor.startswith("val_") and not spec.has_validation:
             message = (
                 f"{monitor!r} needs a validation split; "
                 f"set training.validation_split above 0 or monitor {base!r}"
