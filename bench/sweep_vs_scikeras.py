@@ -10,7 +10,6 @@ Usage: python bench/sweep_vs_scikeras.py [--out bench/sweep_results.md]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dlrun import store
 from dlrun.errors import SpecError
@@ -66,9 +66,14 @@ class SweepSpec(_Strict):
     def _one_search(self) -> SweepSpec:
         if (self.grid is None) == (self.random is None):
             raise ValueError("give either grid or random, not both and not neither")
-        if self.cv == 1:
-            raise ValueError("cv: 1 fold is not cross-validation; use 0 (validation split) or >= 2")
         return self
+
+    @field_validator("cv")
+    @classmethod
+    def _folds(cls, cv: int) -> int:
+        if cv == 1:
+            raise ValueError("1 fold is not cross-validation; use 0 (validation split) or >= 2")
+        return cv
 
 
 @dataclass
