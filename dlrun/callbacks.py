@@ -29,57 +29,6 @@ def _finite(logs: dict) -> bool:
     return all(math.isfinite(v) for k, v in logs.items() if k.endswith("loss"))
 
 
-class CheckpointWriter:
-    """Saves .keras checkpoints on a background thread, from a snapshot of the weights.
-
-    Serialising a model takes tens of milliseconds; training need not wait for it. The epoch's
-    weights and optimizer state are copied (fast) into a twin model, which is saved while the
-    next epoch runs. Only one save is in flight; `wait()` finishes it and raises its error.
-    """
-
-    def __init__(self, model, compile_twin):
-        self.model = model
-        self.twin = keras.models.clone_model(
-            model, clone_function=lambda layer: layer.__class__.from_config(layer.get_config())
-        )
-        self.twin.name = model.name
-        compile_twin(self.twin)
-        self.twin.optimizer.build(self.twin.trainable_variables)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def save(self, path: Path, copies: tuple[Path, ...] = ()) -> None:
-        """Snapshot now; write `path` (then `copies` of it) in the background."""
-        self.wait()
-        weights = self.model.get_weights()
-        state = [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables]
-        self._thread = threading.Thread(
-            target=self._write, args=(weights, state, path, copies), daemon=True
-        )
-        self._thread.start()
-
-    def _write(self, weights, state, path: Path, copies: tuple[Path, ...]) -> None:
-        try:
-            self.twin.set_weights(weights)
-            for variable, value in zip(self.twin.optimizer.variables, state, strict=True):
-                variable.assign(value)
-            with store.atomic_path(path) as tmp:
-                self.twin.save(tmp)
-            for copy in copies:
-                with store.atomic_path(copy) as tmp:
-                    shutil.copyfile(path, tmp)
-        except BaseException as exc:  # raised on the training thread by wait()
-            self._error = exc
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-
 class RunRecorder(keras.callbacks.Callback):
     """Once an epoch: history.csv, then last.keras and best.keras, all atomic.
 
@@ -89,19 +38,11 @@ class RunRecorder(keras.callbacks.Callback):
     which epoch it ends, history.csv holds the rows (and so the best value) up to it.
     """
 
-    def __init__(
-        self,
-        run_dir: Path,
-        monitor: str,
-        mode: str,
-        checkpoints: CheckpointWriter,
-        rows: list[dict] | None = None,
-    ):
+    def __init__(self, run_dir: Path, monitor: str, mode: str, rows: list[dict] | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
         self.is_better = better(mode, monitor)
-        self.checkpoints = checkpoints
         self.rows: list[dict] = list(rows or [])
         self.epochs_done = len(self.rows)
         self.best_value, self.best_epoch = best_of(self.rows, monitor, self.is_better)
@@ -134,16 +75,16 @@ class RunRecorder(keras.callbacks.Callback):
         improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
         )
-        copies = (self.run_dir / store.BEST,) if improved else ()  # a copy, not a second save
-        self.checkpoints.save(self.run_dir / store.LAST, copies)
+        with store.atomic_path(self.run_dir / store.LAST) as tmp:
+            self.model.save(tmp)
+        if improved:  # the same weights: a copy, not a second save
+            with store.atomic_path(self.run_dir / store.BEST) as tmp:
+                shutil.copyfile(self.run_dir / store.LAST, tmp)
         # Only now is the epoch done: an interrupt before this line leaves the previous
-        # checkpoint, and the counters must agree with it.
+        # checkpoints, and the counters must agree with them.
         self.epochs_done = epoch + 1
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
-
-    def on_train_end(self, logs=None):
-        self.checkpoints.wait()
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
@@ -155,17 +96,6 @@ def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, in
             if best_value is None or is_better(value, best_value):
                 best_value, best_epoch = value, int(row["epoch"])
     return best_value, best_epoch
-
-
-class EpochClock(keras.callbacks.Callback):
-    """Sets the epoch variable the shuffling pipeline reads, before each epoch's batches."""
-
-    def __init__(self, variable):
-        super().__init__()
-        self.variable = variable
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.variable.assign(epoch)
 
 
 def _format_logs(logs: dict) -> str:

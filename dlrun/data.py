@@ -207,30 +207,38 @@ def fold_indices(labels: np.ndarray, folds: int, spec: Spec) -> list[tuple[np.nd
     return list(splitter.split(np.zeros(len(labels)), labels))
 
 
-def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0, epoch=None):
-    """A tf.data pipeline over in-memory arrays: (shuffled) batches of gathered rows, prefetched.
+def steps(count: int, batch_size: int) -> int:
+    return -(-count // batch_size)
 
-    With `epoch` (an int64 tf.Variable the training loop sets at each epoch's start) the order
-    is a pure function of (seed, epoch): a resumed run sees exactly the batches an
-    uninterrupted one would have. Shuffling indices and gathering whole batches is also
-    cheaper than a per-element shuffle buffer.
+
+def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """A tf.data pipeline over in-memory arrays, in order: batch, prefetch."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def shuffled_epochs(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int
+):
+    """The batches of epochs first_epoch..epochs-1 as one stream, each epoch shuffled anew.
+
+    Epoch e's order depends only on (seed, e), so a resumed run sees exactly the batches an
+    uninterrupted one would have. Fit it with steps_per_epoch=steps(len(x), batch_size).
     """
     import tensorflow as tf
 
     features, labels = tf.constant(x), tf.constant(y)
     count = len(x)
-    steps = -(-count // batch_size)
 
-    def batches(_):
-        indices = tf.range(count, dtype=tf.int64)
-        if epoch is not None:
-            key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
-            indices = tf.argsort(tf.random.stateless_uniform([count], seed=key))
-        return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+    def one_epoch(epoch):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.argsort(tf.random.stateless_uniform([count], seed=key))
+        rows = (tf.gather(features, order), tf.gather(labels, order))
+        return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
-    dataset = tf.data.Dataset.from_tensors(0).flat_map(batches)
-    dataset = dataset.map(lambda index: (tf.gather(features, index), tf.gather(labels, index)))
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -192,12 +192,13 @@ def resume(
     store.remove_partial_files(run.path)
     epoch = 0
     if (run.path / store.LAST).exists():
+        from dlrun.data import steps
         from dlrun.evaluate import load_model
 
         saved = load_model(run.path / store.LAST, unsafe_load)
         _take_state(prepared.model, saved)
-        steps = -(-len(prepared.data.x_train) // spec.training.batch_size)
-        epoch = int(saved.optimizer.iterations.numpy()) // steps
+        per_epoch = steps(len(prepared.data.x_train), spec.training.batch_size)
+        epoch = int(saved.optimizer.iterations.numpy()) // per_epoch
     rows = store.read_history(run.path)[:epoch]
     meta = _Meta(run.path, dict(run.meta))
     attempts = [
@@ -227,11 +228,9 @@ def _take_state(model, saved) -> None:
 
 def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_callbacks) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run."""
-    import tensorflow as tf
-
-    from dlrun.builder import compile_model, summary_text
-    from dlrun.callbacks import CheckpointWriter, EpochClock, RunRecorder
-    from dlrun.data import pipeline
+    from dlrun.builder import summary_text
+    from dlrun.callbacks import RunRecorder
+    from dlrun.data import pipeline, shuffled_epochs, steps
 
     spec, data, model = prepared.spec, prepared.data, prepared.model
     summary = summary_text(model)
@@ -240,15 +239,15 @@ def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_ca
         store.write_text(run_dir / store.HISTORY, store.history_text(rows))
 
     batch = spec.training.batch_size
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False) if spec.training.shuffle else None
-    train_ds = pipeline(data.x_train, data.y_train, batch, spec.seed, epoch)
+    epochs = spec.training.epochs
+    if spec.training.shuffle:
+        train_ds = shuffled_epochs(data.x_train, data.y_train, batch, spec.seed, len(rows), epochs)
+    else:
+        train_ds = pipeline(data.x_train, data.y_train, batch)
     val_ds = pipeline(data.x_val, data.y_val, batch) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
-    writer = CheckpointWriter(model, lambda twin: compile_model(twin, spec, data.num_classes))
-    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, writer, rows)
+    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run_dir, console, recorder, rows), *extra_callbacks]
-    if epoch is not None:
-        callbacks.insert(0, EpochClock(epoch))
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
@@ -258,7 +257,8 @@ def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_ca
             train_ds,
             validation_data=val_ds,
             initial_epoch=len(rows),
-            epochs=spec.training.epochs,
+            epochs=epochs,
+            steps_per_epoch=steps(len(data.x_train), batch),
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
             verbose=0,
@@ -280,7 +280,6 @@ def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_ca
         meta.update(traceback=traceback.format_exc())
     finally:
         signal.signal(signal.SIGTERM, previous)
-        writer.wait()  # the last checkpoint is complete before the run is reported
     train_seconds = time.perf_counter() - started
     exit_code = exit_code or EXIT_CODES[status]
 

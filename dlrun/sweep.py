@@ -244,7 +244,8 @@ def load_sweep(path: Path) -> Sweep:
                 str(path),
                 lines,
                 ("scoring",),
-                f"{spec.scoring!r} is not logged by the base spec; expected one of {', '.join(logged)}",
+                f"{spec.scoring!r} is not logged by the base spec; "
+                f"expected one of {', '.join(logged)}",
             )
         )
     if problems:

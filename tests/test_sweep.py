@@ -245,7 +245,8 @@ def test_a_killed_sweep_resumes_without_retraining_finished_fits(tmp_path):
             "the smallest class has 139",  # 80% of the 174 eights
         ),
         (
-            "base: tiny.yaml\nrandom:\n  n_iter: 2\n  space:\n    training.epochs: {gauss: [1, 3]}\n",
+            "base: tiny.yaml\nrandom:\n  n_iter: 2\n  space:\n"
+            "    training.epochs: {gauss: [1, 3]}\n",
             "{path}:5: random.space.training.epochs: unknown distribution 'gauss'; expected one "
             "of uniform, loguniform, randint, choice",
         ),
