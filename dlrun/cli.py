@@ -335,17 +335,23 @@ def sweep(
 
     if (sweep_file is None) == (resume is None):
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
-    if resume is not None:
-        found, sweep_dir = sweeps.reopen(resume), resume
-    else:
-        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
+    source = resume / sweeps.SWEEP_FILE if resume is not None else sweep_file
+    executor = sweeps.pool(sweeps.peek_workers(source))  # TensorFlow loads while we check
+    try:
+        if resume is not None:
+            found, sweep_dir = sweeps.reopen(resume), resume
+        else:
+            found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
+    except BaseException:
+        sweeps.abandon(executor)
+        raise
     console = _console()
     fits = found.fits()
     console.print(
         f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
         f"{len(fits)} fits on {found.spec.workers} worker(s)"
     )
-    result = sweeps.run_sweep(found, sweep_dir, console)
+    result = sweeps.run_sweep(found, sweep_dir, console, executor)
     table = sweeps.pivot(result["frame"], found.spec.scoring).reset_index()
     console.print(render(table, "table", title=f"mean {found.spec.scoring} over the folds"))
     if result["best"] is None:

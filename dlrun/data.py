@@ -108,7 +108,24 @@ def _csv(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     return x.to_numpy(np.float32), frame[column].to_numpy()
 
 
+_READ: dict[tuple, tuple] = {}  # the last data set read, by what identifies it
+
+
 def _raw(spec: Spec) -> tuple[tuple, tuple | None]:
+    """The data set's arrays as shipped; read once per process (a sweep's worker reuses them).
+
+    Callers never modify these arrays: scaling, splitting and one-hot encoding make copies.
+    """
+    data = spec.data
+    stamp = Path(data.path).stat().st_mtime_ns if data.path and Path(data.path).exists() else 0
+    key = (data.dataset, data.path, data.label_column, stamp)
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = _read(spec)
+    return _READ[key]
+
+
+def _read(spec: Spec) -> tuple[tuple, tuple | None]:
     name = spec.data.dataset
     if name in KERAS_DATASETS:
         return _keras_dataset(name)

@@ -121,11 +121,13 @@ def train(
     command: list[str] | None = None,
     extra_callbacks: tuple = (),
     folder: str | None = None,
+    score_test: bool = True,
 ) -> Outcome:
     """Train a spec into a new run folder under runs_root; never raises for a training fault.
 
     `folder` names the run folder exactly (a sweep's trials); by default it is
-    `<name>-<timestamp>`.
+    `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
+    look at the test split (and skipping it saves a model load per trial).
     """
     from dlrun.backend import devices, tensorflow, versions
 
@@ -159,7 +161,7 @@ def train(
             "attempts": [{"started": _now(), "pid": os.getpid(), "from_epoch": 0}],
         },
     )
-    return _fit(prepared, run_dir, meta, console, [], extra_callbacks)
+    return _fit(prepared, run_dir, meta, console, [], extra_callbacks, score_test)
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
@@ -226,7 +228,15 @@ def _take_state(model, saved) -> None:
         variable.assign(value)
 
 
-def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_callbacks) -> Outcome:
+def _fit(
+    prepared: Prepared,
+    run_dir: Path,
+    meta: _Meta,
+    console,
+    rows: list[dict],
+    extra_callbacks: tuple,
+    score_test: bool = True,
+) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
     from dlrun.callbacks import RunRecorder
@@ -284,7 +294,7 @@ def _fit(prepared: Prepared, run_dir: Path, meta: _Meta, console, rows, extra_ca
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
-    if status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
+    if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
         metrics["test"] = _test_metrics(prepared, run_dir, batch)
     store.write_json(run_dir / store.METRICS, metrics)
     if spec.training.tensorboard:

@@ -300,11 +300,45 @@ def _check_folds(sweep: Sweep, path: Path, lines) -> None:
 
 
 def _init_worker(threads: int) -> None:
-    """Each worker gets its share of the cores: TensorFlow reads these before it starts."""
+    """Each worker gets its share of the cores (TensorFlow reads these as it starts), then
+    imports TensorFlow at once, while the main process is still checking the sweep."""
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dlrun.backend import tensorflow
+
+    tensorflow()
+
+
+def pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes, started early so that their TensorFlow imports overlap other work."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
+    executor = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    )
+    for _ in range(workers):  # start the workers now rather than at the first fit
+        executor.submit(os.getpid)
+    return executor
+
+
+def abandon(executor: ProcessPoolExecutor) -> None:
+    """Stop workers that have done nothing yet (the sweep file was refused): exit at once
+    instead of waiting for their TensorFlow imports."""
+    processes = list(getattr(executor, "_processes", {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+def peek_workers(path: Path) -> int:
+    """The workers a sweep file asks for (1 when it cannot be read; load_sweep says why)."""
+    try:
+        workers = yaml.safe_load(Path(path).read_text()).get("workers", 1)
+    except (OSError, yaml.YAMLError, AttributeError):
+        return 1
+    return workers if isinstance(workers, int) and 1 <= workers <= 64 else 1
 
 
 def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[dict], str | None]:
@@ -331,7 +365,9 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
 
                 shutil.rmtree(run_dir)
             spec = validate_spec(yaml.safe_load(spec_yaml), folder)
-            outcome = runner.train(spec, Path(trials_dir), console, ["dlrun", "sweep"], (), folder)
+            outcome = runner.train(
+                spec, Path(trials_dir), console, ["dlrun", "sweep"], (), folder, score_test=False
+            )
         return outcome.status, store.read_history(run_dir), outcome.message
     except Exception as exc:  # one broken trial is recorded; the sweep goes on
         return store.FAILED, store.read_history(run_dir), f"{type(exc).__name__}: {exc}"
@@ -402,24 +438,17 @@ def _progress(console):
     )
 
 
-def run_sweep(sweep: Sweep, sweep_dir: Path, console) -> dict:
+def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: ProcessPoolExecutor) -> dict:
     """Run every fit (skipping finished ones), then write cv_results.csv, best.yaml, refit."""
     fits = sweep.fits()
     trials = sweep_dir / TRIALS
     trials.mkdir(parents=True, exist_ok=True)
-    workers = min(sweep.spec.workers, len(fits))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    workers = sweep.spec.workers
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
     higher = _higher_is_better(sweep.spec.scoring)
     best: float | None = None
     started = time.perf_counter()
-    context = get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
-    with (
-        _progress(console) as progress,
-        ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
-        ) as pool,
-    ):
+    with _progress(console) as progress, executor as pool:
         task = progress.add_task("sweep", total=len(fits), state="")
         pending = {
             pool.submit(
