@@ -165,7 +165,7 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
     table = Table(title=title)
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(str(column), justify="right" if numeric else "left")
+        table.add_column(str(column), justify="right" if numeric else "left", no_wrap=True)
     for row in cells:
         table.add_row(*row)
     return table
