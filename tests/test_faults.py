@@ -70,6 +70,17 @@ def history_rows(runs):
     return rows
 
 
+def interrupted_run(tmp_path, epochs=40):
+    """A run stopped with Ctrl-C after its first epoch."""
+    spec = write_spec(tmp_path, epochs=epochs)
+    runs = tmp_path / "runs"
+    process = dlrun("train", spec, "--runs-dir", runs)
+    run, _ = wait_for(lambda: (r := history_rows(runs)()) and r[1] >= 1 and r, process)
+    process.send_signal(signal.SIGINT)
+    assert finish(process)[0] == 130
+    return run
+
+
 def weights(path):
     return keras.models.load_model(path, safe_mode=True).get_weights()
 
@@ -150,12 +161,7 @@ def test_sigterm_interrupts_and_the_run_resumes(tmp_path):
 
 
 def test_resume_refuses_an_edited_config_unless_forced(tmp_path):
-    spec = write_spec(tmp_path, epochs=40)
-    runs = tmp_path / "runs"
-    process = dlrun("train", spec, "--runs-dir", runs)
-    run, _ = wait_for(lambda: (r := history_rows(runs)()) and r[1] >= 1 and r, process)
-    process.send_signal(signal.SIGINT)
-    assert finish(process)[0] == 130
+    run = interrupted_run(tmp_path)
     config = run / "config.yaml"
     config.write_text(config.read_text().replace("epochs: 40", "epochs: 3"))
     result = runner.invoke(app, ["train", "--resume", str(run)])
@@ -183,12 +189,7 @@ def test_resume_refuses_a_completed_run(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_that_safe_mode_refuses(tmp_path):
-    spec = write_spec(tmp_path, epochs=40)
-    runs = tmp_path / "runs"
-    process = dlrun("train", spec, "--runs-dir", runs)
-    run, _ = wait_for(lambda: (r := history_rows(runs)()) and r[1] >= 1 and r, process)
-    process.send_signal(signal.SIGINT)
-    assert finish(process)[0] == 130
+    run = interrupted_run(tmp_path)
     hostile = keras.Sequential([keras.Input((64,)), keras.layers.Lambda(lambda x: x + 1)])
     hostile.add(keras.layers.Dense(10, activation="softmax"))
     hostile.compile(loss="categorical_crossentropy")

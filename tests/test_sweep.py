@@ -50,6 +50,15 @@ def write(tmp_path, sweep_text, spec_extra="  deterministic: true\n"):
     return path
 
 
+def sweep_results(path):
+    """Run a sweep file through the CLI; its folder and cv_results.csv."""
+    runs = path.parent / "runs"
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    (sweep_dir,) = run_dirs(runs)
+    return sweep_dir, pd.read_csv(sweep_dir / "cv_results.csv")
+
+
 def history(run):
     return pd.read_csv(run / "history.csv")
 
@@ -148,10 +157,7 @@ refit: false
 """,
         spec_extra="",
     )
-    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 0, result.output
-    (sweep_dir,) = run_dirs(tmp_path / "runs")
-    frame = pd.read_csv(sweep_dir / "cv_results.csv")
+    sweep_dir, frame = sweep_results(path)
     assert len(frame) == 3 and not (sweep_dir / "refit").exists()
     assert frame["param_model.layers.0.units"].between(4, 12).all()
     assert frame["param_compile.optimizer.learning_rate"].between(0.001, 0.01).all()
@@ -174,10 +180,7 @@ refit: false
 """,
         spec_extra="",
     )
-    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 0, result.output
-    (sweep_dir,) = run_dirs(tmp_path / "runs")
-    frame = pd.read_csv(sweep_dir / "cv_results.csv")
+    sweep_dir, frame = sweep_results(path)
     assert frame["status"].tolist() == ["diverged", "completed"]
     assert np.isnan(frame["mean_test_score"][0]) and np.isfinite(frame["mean_test_score"][1])
     assert frame["rank_test_score"].tolist() == [2, 1]
