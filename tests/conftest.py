@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,9 @@ def tiny_spec(tmp_path: Path) -> Path:
 
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+
+def default_sigint() -> None:
+    """For subprocesses that tests stop with Ctrl-C: a shell running CI in the background
+    starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

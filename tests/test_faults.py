@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import TINY_SPEC, default_sigint, run_dirs
 from dlrun import api
 from dlrun.cli import app
 
@@ -36,6 +36,7 @@ def write_spec(tmp_path, epochs=5, batch_size=16, extra="", name="tiny.yaml"):
 def dlrun(*args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "dlrun", *map(str, args)],
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

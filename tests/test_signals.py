@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import TINY_SPEC, default_sigint, run_dirs
 
 
 def start_training(tmp_path, epochs=200):
@@ -17,6 +17,7 @@ def start_training(tmp_path, epochs=200):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
         [sys.executable, "-m", "dlrun", "train", str(spec), "--runs-dir", str(runs)],
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, default_sigint
 from dlrun.board import exposed
 from dlrun.cli import app
 
@@ -45,6 +45,7 @@ def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
