@@ -20,10 +20,6 @@ from dlrun.spec import KERAS_DATASETS, DataSpec, Spec
 SPLIT_SEED = 0
 # Image shape of the offline data sets, which ship as flat vectors.
 IMAGE_SHAPES = {"mnist_5k": (28, 28, 1), "digits": (8, 8, 1)}
-# Two batches ahead is all a CPU fit needs. AUTOTUNE's prefetch made about half of the CNN
-# fits end with a 5-second stall while its iterator was torn down (py-spy: the main thread
-# idle in Keras' fit wrapper after the last epoch; bench/results.md before and after).
-PREFETCH = 2
 KERAS_CACHE = {
     "mnist": "mnist.npz",
     "fashion_mnist": "fashion-mnist/",
@@ -237,7 +233,7 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int):
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    return dataset.prefetch(PREFETCH)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def shuffled_epochs(
@@ -260,7 +256,7 @@ def shuffled_epochs(
         return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    return dataset.prefetch(PREFETCH)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
