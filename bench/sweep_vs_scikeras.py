@@ -51,9 +51,11 @@ search = GridSearchCV(clf, {"model__units": [32, 64, 256], "epochs": [1, 5, 10]}
 start = time.perf_counter()
 search.fit(X_train, y_train)
 seconds = time.perf_counter() - start
-rows = [{"units": p["model__units"], "epochs": p["epochs"], "mean_test_score": t, "mean_train_score": r}
-        for p, t, r in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"],
-                           search.cv_results_["mean_train_score"])]
+results = search.cv_results_
+rows = [{"units": p["model__units"], "epochs": p["epochs"],
+         "mean_test_score": t, "mean_train_score": r}
+        for p, t, r in zip(results["params"], results["mean_test_score"],
+                           results["mean_train_score"])]
 print("BENCH " + json.dumps({"seconds": seconds, "rows": rows}))
 """
 
