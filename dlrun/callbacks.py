@@ -16,12 +16,13 @@ import keras
 import numpy as np
 
 from dlrun import events, store
+from dlrun.spec import higher_is_better
 
 
 def better(mode: str, monitor: str):
     """min/max/auto (max for accuracy-like names, as Keras does) -> comparison function."""
     if mode == "auto":
-        mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+        mode = "max" if higher_is_better(monitor) else "min"
     return (lambda new, old: new > old) if mode == "max" else (lambda new, old: new < old)
 
 

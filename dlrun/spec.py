@@ -180,6 +180,11 @@ class Spec(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def higher_is_better(metric: str) -> bool:
+    """Keras' own "auto" rule: accuracy-like metrics are maximised, everything else minimised."""
+    return any(key in metric for key in ("acc", "auc", "precision", "recall"))
+
+
 def did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
     lowered = {c.lower(): c for c in candidates}
     if word.lower() in lowered:

@@ -31,6 +31,7 @@ from dlrun.spec import (
     apply_override,
     did_you_mean,
     format_problem,
+    higher_is_better,
     parse_yaml,
     validate,
     validate_model,
@@ -58,7 +59,7 @@ class SweepSpec(_Strict):
     grid: dict[str, list] | None = None  # every combination
     random: RandomSpec | None = None
     cv: int = Field(3, ge=0)  # stratified k-fold on the training split; 0 = validation split
-    scoring: str = "accuracy"  # a logged metric; higher is better except for losses
+    scoring: str = "accuracy"  # a logged metric; higher is better for accuracy-like names
     workers: int = Field(1, ge=1)  # trials in parallel processes, sharing the cores
     refit: bool = True  # retrain the best on the whole training split, score the test split
 
@@ -373,10 +374,6 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
         return store.FAILED, store.read_history(run_dir), f"{type(exc).__name__}: {exc}"
 
 
-def _higher_is_better(scoring: str) -> bool:
-    return not scoring.endswith("loss")
-
-
 def results_table(sweep: Sweep, outcomes: dict[str, tuple[str, list[dict], str | None]]):
     """GridSearchCV's cv_results_ as a DataFrame: one row per parameter setting."""
     import pandas as pd
@@ -413,7 +410,7 @@ def results_table(sweep: Sweep, outcomes: dict[str, tuple[str, list[dict], str |
         row["status"] = ",".join(sorted(set(statuses)))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    scores = frame["mean_test_score"] if _higher_is_better(scoring) else -frame["mean_test_score"]
+    scores = frame["mean_test_score"] if higher_is_better(scoring) else -frame["mean_test_score"]
     frame["rank_test_score"] = scores.rank(ascending=False, method="min").fillna(len(frame))
     frame["rank_test_score"] = frame["rank_test_score"].astype(int)
     order = [c for c in frame.columns if c.startswith("param_")]
@@ -445,7 +442,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: ProcessPoolExecu
     trials.mkdir(parents=True, exist_ok=True)
     workers = sweep.spec.workers
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
-    higher = _higher_is_better(sweep.spec.scoring)
+    higher = higher_is_better(sweep.spec.scoring)
     best: float | None = None
     started = time.perf_counter()
     with _progress(console) as progress, executor as pool:
