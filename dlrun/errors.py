@@ -35,3 +35,9 @@ class RunError(DlrunError):
     """A run folder is missing, damaged or in the wrong state for what was asked."""
 
     exit_code = 1
+
+
+class UsageError(DlrunError):
+    """The command line asks for something impossible: a missing folder, clashing options."""
+
+    exit_code = 2

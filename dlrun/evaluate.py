@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -45,7 +47,8 @@ def evaluate(
 ) -> dict:
     """Evaluate a run's checkpoint on its test split (or on data given by `data.*` overrides).
 
-    Writes evaluations/<timestamp>.json and plots/confusion_matrix.png inside the run.
+    Writes evaluations/<timestamp>-<checkpoint>-<data>.json and a confusion matrix PNG of the
+    same name inside the run: no evaluation overwrites another.
     """
     from sklearn.metrics import classification_report, confusion_matrix
 
@@ -79,6 +82,7 @@ def evaluate(
     created = datetime.now()
     result = {
         "run": run.name,
+        "run_status": run.status,
         "checkpoint": checkpoint,
         "created": created.astimezone().isoformat(timespec="seconds"),
         "data": spec.data.model_dump(mode="json"),
@@ -90,11 +94,31 @@ def evaluate(
         ),
         "confusion_matrix": matrix.tolist(),
     }
-    stamp = created.strftime(store.TIMESTAMP)
-    out = run.path / store.EVALUATIONS / f"{stamp}-{checkpoint}.json"
+    out = _claim(run.path / store.EVALUATIONS, created, checkpoint, spec.data)
     store.write_json(out, result)
     from dlrun.plots import confusion_plot
 
-    confusion_plot(matrix, names, run.path / store.CONFUSION_PLOT)
-    result["written"] = [str(out), str(run.path / store.CONFUSION_PLOT)]
+    picture = out.with_name(f"{out.stem}-confusion_matrix.png")
+    confusion_plot(matrix, names, picture)
+    result["written"] = [str(out), str(picture)]
     return result
+
+
+def data_tag(data) -> str:
+    """The data an evaluation scored, in a file name: the dataset, and the file for npz/csv."""
+    tag = data.dataset + (f"-{Path(data.path).stem}" if getattr(data, "path", None) else "")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)[:60]
+
+
+def _claim(folder: Path, created: datetime, checkpoint: str, data) -> Path:
+    """A new evaluations/<time>-<checkpoint>-<data>.json, taken atomically (-2... on a clash)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(data)}"
+    for attempt in range(1, 1000):
+        path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"{folder}: could not find a free file name for {stem}")

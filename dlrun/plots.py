@@ -10,6 +10,10 @@ from dlrun import store
 
 
 def pyplot():
+    import logging
+
+    # Font-cache and cache-folder notes are matplotlib's business, not the user's terminal's.
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window

@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from dlrun.errors import RunError, SpecError
-from dlrun.spec import NAME_PATTERN
 
 # The files of a run, in one place.
 CONFIG = "config.yaml"
@@ -54,6 +53,8 @@ def runs_root(path: str | Path | None = None) -> Path:
 
 def check_name(name: str) -> str:
     """A run name is one folder name: no separators, no '..', no control characters."""
+    from dlrun.spec import NAME_PATTERN  # here, so that reading runs never loads pydantic
+
     if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
         raise SpecError(
             f"run name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "
