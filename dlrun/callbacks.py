@@ -124,10 +124,13 @@ class PlainProgress(keras.callbacks.Callback):
 
 
 class LiveProgress(keras.callbacks.Callback):
-    """A rich progress bar per epoch with live loss and metrics.
+    """A rich progress bar for the epoch in progress; each finished epoch becomes a plain line.
 
     The batch hook only stores a counter and the latest logs; a timer thread redraws a few
-    times a second. async_safe lets Keras call the hook off the training thread.
+    times a second. async_safe lets Keras call the hook off the training thread. A finished
+    epoch is printed once, above the bar, with its final metrics and then never redrawn: the
+    timer used to repaint a finished row with the next epoch's reset counter (`0/29 0:00:00`,
+    no metrics), and a live area taller than the terminal is cropped.
     """
 
     async_safe = True
@@ -144,6 +147,7 @@ class LiveProgress(keras.callbacks.Callback):
         )
 
         self.epochs = epochs
+        self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -158,6 +162,8 @@ class LiveProgress(keras.callbacks.Callback):
         self._seen = 0
         self._logs: dict = {}
         self._task = None
+        self._started = 0.0
+        self._lock = threading.Lock()  # the timer never draws a task the epoch end retired
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,32 +174,46 @@ class LiveProgress(keras.callbacks.Callback):
         self._thread.start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._seen, self._logs = 0, {}
-        self._task = self.progress.add_task(
-            f"epoch {epoch + 1}/{self.epochs}", total=self.params.get("steps"), metrics=""
-        )
+        with self._lock:
+            self._seen, self._logs = 0, {}
+            self._started = time.perf_counter()
+            self._task = self.progress.add_task(
+                f"epoch {epoch + 1}/{self.epochs}", total=self.params.get("steps"), metrics=""
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         self.batch_calls += 1
         self._seen = batch + 1
         self._logs = logs
 
-    def _redraw(self, logs: dict | None = None) -> None:
-        if self._task is None:
-            return
-        shown = logs if logs is not None else self._logs or {}
-        metrics = _format_logs({k: float(v) for k, v in shown.items()})
-        self.progress.update(self._task, completed=self._seen, metrics=metrics)
-        self.progress.refresh()
-        self.renders += 1
+    def _redraw(self) -> None:
+        with self._lock:
+            if self._task is None:
+                return
+            metrics = _format_logs({k: float(v) for k, v in (self._logs or {}).items()})
+            self.progress.update(self._task, completed=self._seen, metrics=metrics)
+            self.progress.refresh()
+            self.renders += 1
 
     def _redraw_loop(self) -> None:
         while not self._stop.wait(self.REFRESH_SECONDS):
             self._redraw()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._seen = self.params.get("steps") or self._seen
-        self._redraw(logs or {})
+        seconds = time.perf_counter() - self._started
+        with self._lock:
+            if self._task is not None:
+                self.progress.remove_task(self._task)
+                self._task = None
+            # Printed through the live display: it lands above the bar and stays.
+            self.progress.console.print(
+                f"epoch {epoch + 1}/{self.epochs}  {_format_logs(logs or {})}  {seconds:.1f}s",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            self.progress.refresh()
+            self.renders += 1
 
     def on_train_end(self, logs=None):
         self._stop.set()

@@ -147,6 +147,11 @@ def compare_table(
             return name
         if name in by_name:
             return by_name[name]
+        endings = [key for key in present if key.endswith(f".{name}")]
+        if len(endings) == 1:
+            return endings[0]
+        if endings:
+            raise QueryError(f"{option}: {name!r} could be {', '.join(endings)}; give more of it")
         raise QueryError(
             f"{option}: no column {name!r}; columns are {', '.join(known[:60])}"
             + (" ..." if len(known) > 60 else "")
@@ -282,9 +287,12 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
     return table
 
 
-def curves_plot(runs: list[Run], comparison: Comparison, path) -> None:
+def curves_plot(runs: list[Run], comparison: Comparison, path):
     """Validation curves of the runs shown, one colour per run, labelled by run name; the
-    config values that differ among them are a table under the plot, not a legend over it."""
+    config values that differ among them are a table under the plot, not a legend over it.
+
+    Returns the (closed) matplotlib Figure.
+    """
     import warnings
 
     from dlrun import store
@@ -346,3 +354,4 @@ def curves_plot(runs: list[Run], comparison: Comparison, path) -> None:
         with store.atomic_path(path) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
+    return figure

@@ -294,6 +294,9 @@ def _fit(
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
+    stopped = _stopped_early(callbacks)
+    if stopped and status == store.COMPLETED:
+        metrics["stopped_early"] = stopped
     if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
         metrics["test"] = _test_metrics(prepared, run_dir, batch)
     store.write_json(run_dir / store.METRICS, metrics)
@@ -315,6 +318,20 @@ def _fit(
         attempts=attempts,
     )
     return Outcome(run_dir, status, exit_code, metrics, message)
+
+
+def _stopped_early(callbacks: list) -> dict | None:
+    """Where early stopping ended the fit, and why (None when it ran every epoch)."""
+    from dlrun.callbacks import EarlyStopping
+
+    for callback in callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return {
+                "epoch": int(callback.stopped_epoch) + 1,
+                "monitor": callback.monitor,
+                "patience": int(callback.patience),
+            }
+    return None
 
 
 def _raise_terminated(signum, frame):
