@@ -48,6 +48,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.epochs_done = len(self.rows)
         self.best_value, self.best_epoch = best_of(self.rows, monitor, self.is_better)
         self.diverged_at: int | None = None
+        self.best_weights: list | None = None  # of the best epoch of this attempt
         self._good_weights = None
         self._started = 0.0
 
@@ -86,6 +87,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.epochs_done = epoch + 1
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
+            self.best_weights = weights
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:

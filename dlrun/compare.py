@@ -93,9 +93,16 @@ def _result_row(run: Run) -> dict[str, Any]:
     return row
 
 
+_MISSING = object()
+
+
 def _differs(rows: list[dict], key: str) -> bool:
-    seen = {json.dumps(row.get(key, "<missing>"), sort_keys=True, default=str) for row in rows}
-    return len(seen) > 1
+    first = rows[0].get(key, _MISSING) if rows else None
+    # Compared with their type: 1 and 1.0 and True are different settings.
+    return any(
+        (value := row.get(key, _MISSING)) != first or type(value) is not type(first)
+        for row in rows
+    )
 
 
 def compare_table(

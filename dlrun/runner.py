@@ -130,9 +130,15 @@ def train(
     look at the test split (and skipping it saves a model load per trial).
     """
     from dlrun.backend import devices, tensorflow, versions
+    from dlrun.plot_worker import HistoryPlotter
 
-    tensorflow()  # first, so that its start-up chatter is silenced
-    prepared = prepare(spec)
+    plotter = HistoryPlotter()  # imports matplotlib on the other core meanwhile
+    try:
+        tensorflow()  # first, so that its start-up chatter is silenced
+        prepared = prepare(spec)
+    except BaseException:
+        plotter.cancel()
+        raise
     if folder is None:
         run_dir = store.create_run_dir(runs_root, spec.name)
     else:
@@ -161,7 +167,7 @@ def train(
             "attempts": [{"started": _now(), "pid": os.getpid(), "from_epoch": 0}],
         },
     )
-    return _fit(prepared, run_dir, meta, console, [], extra_callbacks, score_test)
+    return _fit(prepared, run_dir, meta, console, [], extra_callbacks, score_test, plotter)
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
@@ -236,6 +242,7 @@ def _fit(
     rows: list[dict],
     extra_callbacks: tuple,
     score_test: bool = True,
+    plotter=None,
 ) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
@@ -298,16 +305,18 @@ def _fit(
     if stopped and status == store.COMPLETED:
         metrics["stopped_early"] = stopped
     if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
-        metrics["test"] = _test_metrics(prepared, run_dir, batch)
+        metrics["test"] = _test_metrics(prepared, run_dir, batch, recorder.best_weights)
     store.write_json(run_dir / store.METRICS, metrics)
     if spec.training.tensorboard:
         from dlrun.callbacks import write_hparams
 
         write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
     if recorder.rows:
-        from dlrun.plots import history_plot
+        from dlrun.plot_worker import HistoryPlotter
 
-        history_plot(recorder.rows, run_dir / store.HISTORY_PLOT)
+        (plotter or HistoryPlotter.here()).draw(recorder.rows, run_dir / store.HISTORY_PLOT)
+    elif plotter is not None:
+        plotter.cancel()
     attempts = meta.data.get("attempts") or [{}]
     attempts[-1].update(ended=_now(), status=status)
     meta.update(
@@ -354,15 +363,23 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
     }
 
 
-def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
-    """Scores of the best checkpoint on the test split."""
+def _test_metrics(
+    prepared: Prepared, run_dir: Path, batch_size: int, best_weights: list | None = None
+) -> dict:
+    """Scores of the best checkpoint on the test split.
+
+    The best epoch's weights are still in memory unless it came before a resume; putting them
+    back costs nothing, loading best.keras costs a model deserialisation.
+    """
     import keras
 
     from dlrun.data import pipeline
 
     model = prepared.model
     best = run_dir / store.BEST
-    if best.exists():
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    elif best.exists():
         model = keras.models.load_model(best, safe_mode=True)
     test_ds = pipeline(prepared.data.x_test, prepared.data.y_test, batch_size)
     scores = model.evaluate(test_ds, verbose=0, return_dict=True)
