@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-_SERVE = "from dlrun.plot_worker import serve; serve()"
+# Without the working folder on sys.path: a `dlrun/` folder there must not shadow this one.
+_SERVE = "import sys; sys.path.remove(''); from dlrun.plot_worker import serve; serve()"
 
 
 class HistoryPlotter:
@@ -25,12 +27,17 @@ class HistoryPlotter:
         self.process: subprocess.Popen | None = None
         if not helper:
             return
+        # The helper imports this very dlrun, whatever folder it is started in.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         with contextlib.suppress(OSError):
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _SERVE],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": path},
+                start_new_session=True,  # Ctrl-C in the terminal is for the trainer alone
             )
 
     @classmethod
@@ -38,8 +45,8 @@ class HistoryPlotter:
         """One that draws in this process (a resumed run starts no helper)."""
         return cls(helper=False)
 
-    def draw(self, rows: list[dict], path: Path) -> None:
-        """Draw the plot through the helper, or here if the helper cannot."""
+    def draw(self, rows: list[dict], path: Path) -> bool:
+        """Draw the plot through the helper, or here if the helper cannot; True: the helper did."""
         drawn = False
         if self.process is not None:
             try:
@@ -54,6 +61,7 @@ class HistoryPlotter:
             from dlrun.plots import history_plot
 
             history_plot(rows, path)
+        return drawn
 
     def cancel(self) -> None:
         """No plot after all: the helper sees its stdin close and exits."""
