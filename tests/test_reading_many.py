@@ -361,3 +361,42 @@ def test_evaluating_a_running_run_says_it_is_running(lab, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith(f"Note: {run.name} is still running (")
     assert "the run is still running)" in result.stdout
+
+
+# --- what reading runs loads -------------------------------------------------------------------
+
+PROBE = """
+import sys
+from dlrun.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = {"tensorflow", "keras", "pandas", "pydantic"}
+loaded = sorted({m.split(".")[0] for m in sys.modules} & heavy)
+print("LOADED:" + ",".join(loaded))
+"""
+
+
+@pytest.mark.parametrize(
+    "args, allowed",
+    [
+        (["runs"], {"pydantic"}),  # Typer itself uses pydantic
+        (["compare", "--format", "csv"], {"pydantic"}),
+        (["compare", "--where", "training.epochs == 1", "--format", "csv"], {"pydantic", "pandas"}),
+    ],
+)
+def test_reading_runs_loads_neither_tensorflow_nor_pandas_unless_filtering(lab, args, allowed):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args, "--runs-dir", str(lab)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(filter(None, result.stdout.rsplit("LOADED:", 1)[1].strip().split(",")))
+    assert loaded <= allowed, loaded
+    assert plain_runs(lab)[0].name in result.stdout
