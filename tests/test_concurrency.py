@@ -92,7 +92,8 @@ def test_two_resumes_at_once_one_trains_the_other_exits_2(killed_run):
     meta = json.loads((killed_run / "meta.json").read_text())
     assert meta["status"] == "interrupted"
     assert len(meta["attempts"]) == 2  # the loser recorded nothing
-    assert meta["epochs_done"] == len((killed_run / "history.csv").read_text().splitlines()) - 1
+    rows = epochs_in(killed_run)  # the stop may fall between an epoch's row and its checkpoint
+    assert meta["epochs_done"] in (rows, rows - 1) and meta["epochs_done"] > before
 
 
 def test_a_lock_held_elsewhere_is_running_whatever_the_pid(killed_run):
