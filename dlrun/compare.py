@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dlrun.errors import DlrunError, RunError
+from dlrun.errors import RunError
+from dlrun.errors import UsageError as QueryError  # --sort, --columns, --format (exit 2)
 from dlrun.store import Run
+from dlrun.textsafe import clean, clean_value
 
 if TYPE_CHECKING:  # pandas takes most of a second to import: only --where and sweeps need it
     import pandas as pd
 
 FORMATS = ("table", "csv", "markdown", "json")
-
-
-class QueryError(DlrunError):
-    exit_code = 2
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -204,7 +201,7 @@ def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]
     """Headers (short names), formatted cells, and which headers are numeric (right-aligned)."""
     names = comparison.short_names()
     config = set(comparison.config_keys)
-    headers = [names.get(c, c) if c in config else c for c in comparison.columns]
+    headers = [clean(names.get(c, c), newlines=False) for c in comparison.columns]
     cells, numeric = [], set()
     for column, header in zip(comparison.columns, headers, strict=True):
         values = [row.get(column) for row in comparison.rows]
@@ -215,9 +212,12 @@ def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]
     for row in comparison.rows:
         cells.append(
             [
-                ("" if c not in row else config_cell(row[c]))
-                if c in config
-                else result_cell(row.get(c))
+                clean(
+                    ("" if c not in row else config_cell(row[c]))
+                    if c in config
+                    else result_cell(row.get(c)),
+                    newlines=False,
+                )
                 for c in comparison.columns
             ]
         )
@@ -232,12 +232,17 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
 
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(comparison.columns)
+        writer.writerow([clean(c, newlines=False) for c in comparison.columns])
         for row in comparison.rows:
-            writer.writerow(["" if row.get(c) is None else row[c] for c in comparison.columns])
+            writer.writerow(
+                ["" if row.get(c) is None else clean_value(row[c]) for c in comparison.columns]
+            )
         return out.getvalue()
     if fmt == "json":
-        records = [{c: row.get(c) for c in comparison.columns} for row in comparison.rows]
+        records = [
+            {clean(c, newlines=False): clean_value(row.get(c)) for c in comparison.columns}
+            for row in comparison.rows
+        ]
         return json.dumps(records, indent=2, default=str) + "\n"
     headers, cells, _ = comparison_cells(comparison)
     header = "| " + " | ".join(headers) + " |"
@@ -246,20 +251,10 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
 
 
 def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
-    """DataFrame.query with dotted config paths usable as they are (training.epochs >= 5)."""
+    """The rows where the --where filter holds; parsed into comparisons, never run as code."""
+    from dlrun.where import filter_rows  # pandas: loaded only when there is a filter
 
-    def quote(match: re.Match) -> str:
-        return f"`{match.group(0)}`" if match.group(0) in frame.columns else match.group(0)
-
-    # Dotted names outside string literals become backticked column names.
-    parts = re.split(r"('[^']*'|\"[^\"]*\")", expression)
-    pattern = r"[A-Za-z_][\w]*(?:\.\w+)+"
-    parts = [p if i % 2 else re.sub(pattern, quote, p) for i, p in enumerate(parts)]
-    try:
-        return frame.query("".join(parts), engine="python")
-    except Exception as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise QueryError(f"--where {expression!r}: {message}") from None
+    return filter_rows(frame, expression)
 
 
 def _cell(value: Any) -> str:
@@ -267,13 +262,22 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
-    return str(value)
+    return clean(value, newlines=False)
 
 
 def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
-    """A DataFrame (a sweep's results) as a rich Table for `table`, else csv, markdown or json."""
+    """A DataFrame (a sweep's results) as a rich Table for `table`, else csv, markdown or json.
+
+    Cells and headers come from run folders: control characters are replaced in every format,
+    and the table holds rich Text, so `[link=...]` or `[/]` in a name is shown as it is.
+    """
     import pandas as pd
 
+    frame = frame.rename(columns=lambda c: clean(c, newlines=False))
+    frame = frame.copy()
+    for index, dtype in enumerate(frame.dtypes):  # text: from disk, cleaned
+        if pd.api.types.is_object_dtype(dtype):
+            frame.iloc[:, index] = frame.iloc[:, index].map(clean_value)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
@@ -284,13 +288,14 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
         rule = "|" + "|".join("---" for _ in frame.columns) + "|"
         return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in cells)]) + "\n"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(clean(title, newlines=False)) if title else None)
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(str(column), justify="right" if numeric else "left", no_wrap=True)
+        table.add_column(Text(str(column)), justify="right" if numeric else "left", no_wrap=True)
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 

@@ -37,6 +37,12 @@ class RunError(DlrunError):
     exit_code = 1
 
 
+class RunInUse(RunError):
+    """Another process holds the run's (or sweep's) lock: it is training right now."""
+
+    exit_code = 2
+
+
 class UsageError(DlrunError):
     """The command line asks for something impossible: a missing folder, clashing options."""
 

@@ -8,6 +8,7 @@ mean score and its refit's test score); its trials are listed only when asked fo
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from dlrun import store
 from dlrun.errors import UsageError
+from dlrun.textsafe import clean
 
 # A sweep folder's own files (dlrun.sweep names them; importing it would load pydantic models).
 SWEEP_FILE, SWEEP_RESULTS, SWEEP_TRIALS, SWEEP_REFIT = (
@@ -153,12 +155,9 @@ def _best_text(metrics: dict) -> str:
 
 
 def run_row(item: Found) -> dict[str, str]:
-    run = store.Run(item.path, item.meta or {})
-    try:
-        metrics = store.read_json(item.path / store.METRICS, item.path)
-    except store.RunError:
-        metrics = {}
-    meta = run.meta
+    """One run's row; RunError when its meta.json or metrics.json holds the wrong types."""
+    run = store.open_run(item.path)
+    meta, metrics = run.meta, run.metrics
     params = metrics.get("params")
     return {
         "run": item.shown_as,
@@ -176,9 +175,11 @@ def run_row(item: Found) -> dict[str, str]:
 def _sweep_scoring(path: Path) -> str:
     import yaml
 
+    from dlrun import safeyaml
+
     try:
-        raw = yaml.load((path / SWEEP_FILE).read_text(), store._YAML_LOADER)
-    except (OSError, yaml.YAMLError):
+        raw = safeyaml.load(store.read_text(path / SWEEP_FILE), str(path / SWEEP_FILE))
+    except (OSError, yaml.YAMLError, store.RunError, store.SpecError, RecursionError):
         return "score"
     scoring = raw.get("scoring") if isinstance(raw, dict) else None
     return scoring if isinstance(scoring, str) else "score"
@@ -187,11 +188,11 @@ def _sweep_scoring(path: Path) -> str:
 def _best_mean_score(path: Path) -> float | None:
     """The rank-1 row's mean_test_score of cv_results.csv."""
     try:
-        with open(path / SWEEP_RESULTS, newline="") as file:
-            for row in csv.DictReader(file):
-                if row.get("rank_test_score") == "1":
-                    return float(row["mean_test_score"])
-    except (OSError, KeyError, ValueError, csv.Error):
+        text = store.read_text(path / SWEEP_RESULTS)
+        for row in csv.DictReader(io.StringIO(text)):
+            if row.get("rank_test_score") == "1":
+                return float(row["mean_test_score"])
+    except (OSError, KeyError, ValueError, csv.Error, store.RunError):
         return None
     return None
 
@@ -234,8 +235,17 @@ def sweep_row(item: Found) -> dict[str, str]:
     }
 
 
-def rows(found: list[Found]) -> list[dict[str, str]]:
-    return [run_row(item) if item.meta is not None else sweep_row(item) for item in found]
+def rows(found: list[Found]) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows to show, every cell cleaned of control characters; damaged runs as warnings."""
+    shown, warnings = [], []
+    for item in found:
+        try:
+            row = run_row(item) if item.meta is not None else sweep_row(item)
+        except store.RunError as exc:
+            warnings.append(f"skipped {exc}")
+            continue
+        shown.append({key: clean(value, newlines=False) for key, value in row.items()})
+    return shown, warnings
 
 
 def limited(found: list[Found], limit: int | None) -> tuple[list[Found], int]:

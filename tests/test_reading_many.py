@@ -354,10 +354,16 @@ def test_evaluating_a_running_run_says_it_is_running(lab, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(plain_runs(lab)[0], run)
+    from dlrun import store
+
     meta = json.loads((run / "meta.json").read_text())
-    meta.update(status="running", pid=os.getpid(), ended=None)  # this process: alive
+    meta.update(status="running", ended=None)
     (run / "meta.json").write_text(json.dumps(meta))
-    result = runner.invoke(app, ["evaluate", str(run)])
+    held = store.take_lock(run)  # as the training process holds it
+    try:
+        result = runner.invoke(app, ["evaluate", str(run)])
+    finally:
+        os.close(held)
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith(f"Note: {run.name} is still running (")
     assert "the run is still running)" in result.stdout
