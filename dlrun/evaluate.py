@@ -37,6 +37,11 @@ def load_model(path: Path, unsafe_load: bool = False):
         raise RunError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
+def _printable(name: str) -> str:
+    """A class name as printed: control characters (terminal escapes) removed."""
+    return "".join(c for c in name if c.isprintable())
+
+
 def evaluate(
     run_path: Path,
     checkpoint: str = "best",
@@ -64,14 +69,13 @@ def evaluate(
     spec = load_spec(run.path / store.CONFIG, overrides)
     model = load_model(model_path, unsafe_load)
     data = load_data(spec)
-    scores = model.evaluate(
-        pipeline(data.x_test, data.y_test, spec.training.batch_size), verbose=0, return_dict=True
-    )
-    probabilities = model.predict(data.x_test, batch_size=spec.training.batch_size, verbose=0)
+    test_ds = pipeline(data.x_test, data.y_test, spec.training.batch_size, data.source)
+    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
+    probabilities = model.predict(test_ds, verbose=0)
     predicted = np.argmax(probabilities, axis=-1)
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     labels = list(range(data.num_classes))
-    names = [str(label) for label in labels]
+    names = [_printable(name) for name in data.class_names or map(str, labels)]
     report = classification_report(
         truth, predicted, labels=labels, target_names=names, output_dict=True, zero_division=0
     )
@@ -95,6 +99,8 @@ def evaluate(
     store.write_json(out, result)
     from dlrun.plots import confusion_plot
 
-    confusion_plot(matrix, names, run.path / store.CONFUSION_PLOT)
+    # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
+    shown = [name.replace("$", r"\$") for name in names]
+    confusion_plot(matrix, shown, run.path / store.CONFUSION_PLOT)
     result["written"] = [str(out), str(run.path / store.CONFUSION_PLOT)]
     return result
