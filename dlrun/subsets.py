@@ -56,9 +56,7 @@ def limited(spec: Spec, y: np.ndarray) -> np.ndarray:
         return np.arange(len(labels))
     rows = np.arange(len(labels))
     try:
-        kept, _ = train_test_split(
-            rows, train_size=limit, stratify=labels, random_state=LIMIT_SEED
-        )
+        kept, _ = train_test_split(rows, train_size=limit, stratify=labels, random_state=LIMIT_SEED)
     except ValueError:  # a class with a single sample cannot be stratified: plain sample
         kept, _ = train_test_split(rows, train_size=limit, random_state=LIMIT_SEED)
     return np.sort(kept)

@@ -172,8 +172,8 @@ def _truncate(spec: Spec, model, what: str):
                 f"Its layers ({more or 'all'}): {shown}",
             )
         layer = model.get_layer(until)
-    outputs = model.outputs if layer is None else layer.output
-    return keras.Model(model.inputs, outputs, name=BASE)
+    outputs = model.output if layer is None else layer.output
+    return keras.Model(model.input, outputs, name=BASE)
 
 
 def _preprocess_layer(function, scale: float, channels: int):
@@ -189,7 +189,9 @@ def _preprocess_layer(function, scale: float, channels: int):
         return np.asarray(function(pixel.reshape(1, 1, 1, channels).copy()), np.float64)[0, 0, 0]
 
     shift = apply(np.zeros(channels, np.float32))
-    kernel = np.stack([apply(np.eye(channels, dtype=np.float32)[c]) - shift for c in range(channels)])
+    kernel = np.stack(
+        [apply(np.eye(channels, dtype=np.float32)[c]) - shift for c in range(channels)]
+    )
     kernel = kernel * scale  # rows: input channel, columns: output channel
     if np.allclose(kernel, np.eye(channels)) and np.allclose(shift, 0):
         return None
