@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.backend import tensorflow
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, SpecError
 from dlrun.spec import Spec, did_you_mean
 
 BASE = "base"  # the nested model's name inside a transfer model
@@ -66,6 +66,24 @@ def _download_error(spec: Spec, name: str, exc: Exception) -> DlrunError:
     )
 
 
+def _imagenet(spec: Spec, build, size: tuple[int, int], options: dict):
+    """The application with Keras' imagenet weights: its own download and cache."""
+    import contextlib
+    import io
+    import warnings
+
+    # Keras prints "Downloading data from ..." and warns about sizes it has no weights for;
+    # a failure is reported in one line instead.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return build(weights="imagenet", input_shape=(*size, 3), **options)
+        except ValueError:
+            raise
+        except Exception as exc:  # urllib and Keras raise many kinds for "no network"
+            raise _download_error(spec, spec.model.base.application, exc) from None
+
+
 def _application(spec: Spec, size: tuple[int, int]):
     """The keras.applications model, its input size, and its preprocessing function."""
     base = spec.model.base
@@ -81,14 +99,11 @@ def _application(spec: Spec, size: tuple[int, int]):
     try:
         size = _minimum_size(build, options, size) or size
         if base.weights == "imagenet":
-            try:
-                model = build(weights="imagenet", input_shape=(*size, 3), **options)
-            except ValueError:
-                raise
-            except Exception as exc:  # urllib and Keras raise many kinds for "no network"
-                raise _download_error(spec, base.application, exc) from None
+            model = _imagenet(spec, build, size, options)
         else:
             model = build(weights=None, input_shape=(*size, 3), **options)
+    except SpecError:
+        raise
     except (TypeError, ValueError) as exc:
         raise spec.error(
             ("model", "base"), f"{base.application} refused: {_first_line(exc)}"
