@@ -39,7 +39,7 @@ def truncated(model, layer: str | int):
             f"--layer {layer}: no such layer{did_you_mean(layer, names)} "
             f"Its layers: {', '.join(names)}"
         )
-    return keras.Model(model.inputs, chosen.output)
+    return keras.Model(model.inputs[0], chosen.output)
 
 
 def _activations(model, x: np.ndarray, y: np.ndarray, batch_size: int, source) -> np.ndarray:

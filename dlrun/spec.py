@@ -167,11 +167,12 @@ class BaseSpec(_Section):
         if len(given) != 1:
             found = ", ".join(given) if given else "none"
             raise ValueError(f"give exactly one of application, run or file; found {found}")
-        if not self.application and "weights" in self.model_fields_set:
+        # Checked on values, not on the keys given: config.yaml spells out every default.
+        if not self.application and self.weights != "imagenet":
             raise ValueError("weights is only used with application; a run or file has its own")
         if not self.application and self.options:
             raise ValueError("options is only used with application")
-        if self.run is None and "checkpoint" in self.model_fields_set:
+        if self.run is None and self.checkpoint != "best":
             raise ValueError("checkpoint is only used with run")
         return self
 

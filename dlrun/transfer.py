@@ -1,9 +1,10 @@
 """`model.base`: a trained network below a new head, and the finetuning stage.  [TensorFlow]
 
 The model is functional: input -> adapters (resize, gray to rgb, preprocess) -> base -> head.
-The base is one nested model named `base`, called with training=False so its batch
-normalization stays in inference mode even once it is unfrozen (Keras' transfer-learning
-advice). Adapters are ordinary, saveable layers (no Lambda), frozen, and show in summary.txt.
+The base is one nested model named `base`, called with training=False and frozen, so its
+batch normalization runs in inference mode; finetuning unfreezes everything but the batch
+normalization layers, which keeps them so (see unfreeze). Adapters are ordinary, saveable
+layers (no Lambda), frozen, and show in summary.txt.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def _application(spec: Spec, size: tuple[int, int]):
             + did_you_mean(base.application, sorted(constructors)),
         )
     options = {"include_top": False, **base.options}
+    if base.weights not in (None, "imagenet") and not Path(base.weights).is_file():
+        raise spec.error(("model", "base", "weights"), f"no such file: {base.weights}")
     try:
         size = _minimum_size(build, options, size) or size
         if base.weights == "imagenet":
@@ -110,8 +113,6 @@ def _application(spec: Spec, size: tuple[int, int]):
         ) from None
     if base.weights not in (None, "imagenet"):
         path = Path(base.weights)
-        if not path.is_file():
-            raise spec.error(("model", "base", "weights"), f"no such file: {path}")
         try:
             model.load_weights(path)
         except Exception as exc:
@@ -187,8 +188,8 @@ def _truncate(spec: Spec, model, what: str):
                 f"Its layers ({more or 'all'}): {shown}",
             )
         layer = model.get_layer(until)
-    outputs = model.output if layer is None else layer.output
-    return keras.Model(model.input, outputs, name=BASE)
+    outputs = model.outputs[0] if layer is None else layer.output
+    return keras.Model(model.inputs[0], outputs, name=BASE)
 
 
 def _preprocess_layer(function, scale: float, channels: int):
@@ -293,14 +294,29 @@ def base_of(model):
         return None
 
 
+def _batch_norms(layer) -> list:
+    import keras
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [layer]
+    return [found for inner in getattr(layer, "layers", []) for found in _batch_norms(inner)]
+
+
 def unfreeze(model, spec: Spec) -> None:
-    """The finetuning stage's trainable flags: all of the base, or its top N layers."""
+    """The finetuning stage's trainable flags: all of the base, or its top N layers.
+
+    Batch normalization stays frozen: Keras passes the outer training=True on to a nested
+    model whatever it was called with, and a frozen BatchNormalization is the one that
+    runs in inference mode, so its statistics, learnt on much more data, stay as they were.
+    """
     base = base_of(model)
     unfreeze = spec.training.finetune.unfreeze
     base.trainable = True
     if unfreeze != "all":
         for layer in base.layers[:-unfreeze]:
             layer.trainable = False
+    for layer in _batch_norms(base):
+        layer.trainable = False
 
 
 def counts(model) -> tuple[int, int]:
