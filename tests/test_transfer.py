@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from test_images import StopAfter, assert_same_run, folder_spec, one_line_error, write_folder
 from typer.testing import CliRunner
 
 from conftest import run_dirs
@@ -19,7 +20,6 @@ from dlrun import api
 from dlrun.cli import app
 from dlrun.data import load_data
 from dlrun.spec import load_spec
-from test_images import StopAfter, assert_same_run, folder_spec, one_line_error, write_folder
 
 runner = CliRunner()
 
