@@ -97,8 +97,7 @@ def _differs(rows: list[dict], key: str) -> bool:
     first = rows[0].get(key, _MISSING) if rows else None
     # Compared with their type: 1 and 1.0 and True are different settings.
     return any(
-        (value := row.get(key, _MISSING)) != first or type(value) is not type(first)
-        for row in rows
+        (value := row.get(key, _MISSING)) != first or type(value) is not type(first) for row in rows
     )
 
 

@@ -166,9 +166,9 @@ def test_runs_dir_option_and_environment_on_every_reading_command(lab, tmp_path,
     assert both.stderr == (
         "Error: give the folder once: as an argument or with --runs-dir, not both\n"
     )
-    for command in ("train", "validate", "runs", "show", "evaluate", "compare", "tensorboard"):
-        if command != "validate":  # validate writes and reads no runs
-            assert "--runs-dir" in runner.invoke(app, [command, "--help"]).stdout
+    commands = ["train", "runs", "show", "evaluate", "features", "compare", "tensorboard", "sweep"]
+    for command in commands:  # every command but validate, which reads and writes no runs
+        assert "--runs-dir" in runner.invoke(app, [command, "--help"]).stdout
 
 
 @pytest.mark.parametrize(
