@@ -272,7 +272,11 @@ def runs_command(
     if rows:
         headers = [h for h in rows[0] if h != "backend" or any(r["backend"] for r in rows)]
         cells = [[row[h] for h in headers] for row in rows]
-        table, dropped = fitted_table(headers, cells, console.width, {"params"})
+        # Narrow terminals lose the start time first, the scores last.
+        priority = ["run", "status", "test", "best", "epochs", "backend", "params", "duration"]
+        table, dropped = fitted_table(
+            headers, cells, console.width, {"params"}, keep=2, priority=priority
+        )
         console.print(table)
         if dropped:
             typer.echo(f"not shown, for the terminal's width: {', '.join(dropped)}")
@@ -461,7 +465,7 @@ def compare(
 
         console = _console()
         headers, cells, numeric = comparison_cells(comparison)
-        table, dropped = fitted_table(headers, cells, console.width, numeric)
+        table, dropped = fitted_table(headers, cells, console.width, numeric, keep=2)
         console.print(table)
         if dropped:
             typer.echo(

@@ -12,15 +12,23 @@ from collections.abc import Sequence
 _COLUMN_EXTRA = 3
 
 
-def fit_columns(widths: Sequence[int], width: int, keep: int = 1) -> list[int]:
-    """Indexes of the columns that fit in `width`, in order; the first `keep` always stay."""
+def fit_columns(
+    widths: Sequence[int], width: int, keep: int = 1, order: Sequence[int] | None = None
+) -> list[int]:
+    """Indexes of the columns that fit in `width`, in display order.
+
+    Columns are taken in `order` (most important first; default: left to right) until one does
+    not fit; that one and all after it are dropped. The first `keep` of `order` always stay.
+    """
+    order = list(range(len(widths))) if order is None else list(order)
     used = 1  # the table's right border
     kept = []
-    for index, column in enumerate(widths):
-        if index < keep or used + column + _COLUMN_EXTRA <= width:
-            kept.append(index)
-            used += column + _COLUMN_EXTRA
-    return kept
+    for position, index in enumerate(order):
+        if position >= keep and used + widths[index] + _COLUMN_EXTRA > width:
+            break
+        kept.append(index)
+        used += widths[index] + _COLUMN_EXTRA
+    return sorted(kept)
 
 
 def fitted_table(
@@ -30,13 +38,22 @@ def fitted_table(
     numeric: set[str] = frozenset(),
     title: str | None = None,
     keep: int = 1,
+    priority: Sequence[str] | None = None,
 ):
-    """A rich Table of the columns that fit in `width`, and the headers it had to leave out."""
+    """A rich Table of the columns that fit in `width`, and the headers it had to leave out.
+
+    `priority` names the headers from most to least important (default: left to right).
+    """
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    kept = fit_columns(widths, width, keep)
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    order = None
+    if priority is not None:
+        ranked = [headers.index(h) for h in priority if h in headers]
+        order = ranked + [i for i in range(len(headers)) if i not in ranked]
+    kept = fit_columns(widths, width, keep, order)
     table = Table(title=Text(title) if title else None)
     for index in kept:
         justify = "right" if headers[index] in numeric else "left"

@@ -406,3 +406,14 @@ def test_reading_runs_loads_neither_tensorflow_nor_pandas_unless_filtering(lab, 
     loaded = set(filter(None, result.stdout.rsplit("LOADED:", 1)[1].strip().split(",")))
     assert loaded <= allowed, loaded
     assert plain_runs(lab)[0].name in result.stdout
+
+
+def test_a_narrow_listing_drops_the_start_time_before_the_scores(crowd):
+    wide = runner.invoke(app, ["runs", str(crowd), "--limit", "2"], env={"COLUMNS": "250"})
+    assert "started" in wide.stdout.splitlines()[1] and "width" not in wide.stdout
+    narrow = runner.invoke(app, ["runs", str(crowd), "--limit", "2"], env={"COLUMNS": "110"})
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines if line[:1] in "┏┃┡│└") <= 110
+    header = [cell.strip() for cell in lines[1].strip("┃ ").split("┃")]
+    assert header[:2] == ["run", "status"] and "test" in header and "best" in header
+    assert "not shown, for the terminal's width: started" in narrow.stdout
