@@ -252,6 +252,71 @@ def evaluate(
 
 @app.command()
 @fails_cleanly
+def attack(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
+    eps: Annotated[
+        str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
+    ] = "0,0.02,0.05,0.1,0.2",
+    steps: Annotated[int, typer.Option(help="PGD gradient steps.")] = 10,
+    step_size: Annotated[
+        float | None,
+        typer.Option(help="PGD step, a fraction of the input range [default: 2.5*eps/steps]."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Test samples, chosen stratified (seed 0).")] = 1000,
+    target: Annotated[
+        int | None, typer.Option(help="Push towards this class: a targeted attack.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    set_: SetOption = None,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Fool a run's model with adversarial examples (FGSM or PGD); accuracy per eps.
+
+    Example: dlrun attack runs/mnist-cnn-20261124-153506 --method fgsm --eps 0,0.1,0.2
+    """
+    from rich.table import Table
+
+    from dlrun.attack import attack as run_attack
+    from dlrun.attack import parse_eps
+
+    result = run_attack(
+        run,
+        method=method,
+        eps=parse_eps(eps),
+        steps=steps,
+        step_size=step_size,
+        samples=samples,
+        target=target,
+        checkpoint=checkpoint,
+        overrides=set_ or [],
+        unsafe_load=unsafe_load,
+        console=_console(stderr=True),
+    )
+    targeted = result["target"] is not None
+    title = f"{result['method']} on {result['samples']} test samples ({checkpoint} checkpoint)"
+    if targeted:
+        title += f", target class {result['target']}"
+    table = Table(title=title)
+    for column in ("eps", "clean accuracy", "adversarial accuracy"):
+        table.add_column(column, justify="right")
+    if targeted:
+        table.add_column("target success rate", justify="right")
+    for row in result["results"]:
+        cells = [f"{row['eps']:g}", f"{row['clean_accuracy']:.4f}"]
+        cells.append(f"{row['adversarial_accuracy']:.4f}")
+        if targeted:
+            cells.append(f"{row['target_success_rate']:.4f}")
+        table.add_row(*cells)
+    _console().print(table)
+    for path in result["written"]:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
 def compare(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Runs or runs folders [default: ./runs].")

@@ -35,3 +35,9 @@ class RunError(DlrunError):
     """A run folder is missing, damaged or in the wrong state for what was asked."""
 
     exit_code = 1
+
+
+class AttackError(DlrunError):
+    """An attack was asked for with settings, a target or a model it cannot work with."""
+
+    exit_code = 2

@@ -258,6 +258,9 @@ def _fit(
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run_dir, console, recorder, rows), *extra_callbacks]
+    if spec.training.adversarial:
+        train_ds, first = _adversarial(prepared, train_ds, len(rows))
+        callbacks = [*first, *callbacks]
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
@@ -315,6 +318,26 @@ def _fit(
         attempts=attempts,
     )
     return Outcome(run_dir, status, exit_code, metrics, message)
+
+
+def _adversarial(prepared: Prepared, train_ds, epochs_done: int) -> tuple[object, list]:
+    """Training batches mixed with attacks, and the callback that scores validation attacks.
+
+    The callback comes first, so that history.csv and TensorBoard see its metric.
+    """
+    from dlrun import attack
+
+    spec, data, model = prepared.spec, prepared.data, prepared.model
+    settings = spec.training.adversarial
+    threat = attack.training_threat(spec, data.x_train)
+    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
+    batches = attack.mixed_batches(model, train_ds, threat, settings.ratio, seed)
+    if data.x_val is None:
+        return batches, []
+    check = attack.validation_callback(
+        data.x_val, data.y_val, threat, spec.training.batch_size, spec.seed
+    )
+    return batches, [check]
 
 
 def _raise_terminated(signum, frame):

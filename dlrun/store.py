@@ -39,6 +39,8 @@ PLOTS = "plots"
 HISTORY_PLOT = "plots/history.png"
 CONFUSION_PLOT = "plots/confusion_matrix.png"
 EVALUATIONS = "evaluations"
+ATTACKS = "attacks"
+ADVERSARIAL_PLOT = "plots/adversarial.png"
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 INTERRUPTED, DIVERGED, CRASHED = "interrupted", "diverged", "crashed"
