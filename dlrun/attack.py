@@ -14,6 +14,7 @@ from the clean input with step eps. The input gradient is the only backend-speci
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -250,30 +251,32 @@ def stratified(labels: np.ndarray, samples: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def _free_path(folder: Path, stem: str) -> Path:
-    """folder/stem.json, or stem-2.json, ... : never overwrite an attack of the same second."""
-    for attempt in range(1, 10_000):
-        path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
-        if not path.exists():
-            return path
-    raise RunError(f"{folder}: no free file name for {stem}")
-
-
 def _write_new_json(folder: Path, stem: str, data: dict) -> Path:
-    """Write JSON atomically under a name that no other file has, even when two race."""
+    """folder/stem.json, or stem-2.json, ...: written whole, never over another file.
+
+    The complete file is linked into place: os.link fails if the name is taken, even by a
+    second attack in the same second, and a reader never sees half a file.
+    """
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, default=store._jsonable) + "\n"
-    while True:
-        path = _free_path(folder, stem)
-        with store.atomic_path(path) as tmp:
-            tmp.write_text(text)
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp.json", dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(tmp, 0o666 & ~store._UMASK)  # mkstemp makes 0600
+        for attempt in range(1, 10_000):
+            path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
             try:
-                os.link(tmp, path)  # atomic, and fails if the name was taken meanwhile
+                os.link(tmp, path)
             except FileExistsError:
                 continue
             return path
+    finally:
+        tmp.unlink(missing_ok=True)
+    raise RunError(f"{folder}: no free file name for {stem}")
 
 
 # --- the attack command -----------------------------------------------------------------------

@@ -105,9 +105,7 @@ def adversarial_plot(
             axis_row[1].imshow(change, cmap="bwr", vmin=-1, vmax=1)
         axis_row[1].set_title(f"perturbation (eps {eps:g})", fontsize=9)
         axis_row[2].imshow(scaled(adversarial), **grey)
-        axis_row[2].set_title(
-            f"adversarial: {np.argmax(after)} ({np.max(after):.0%})", fontsize=9
-        )
+        axis_row[2].set_title(f"adversarial: {np.argmax(after)} ({np.max(after):.0%})", fontsize=9)
         for axis in axis_row:
             axis.set_xticks([])
             axis.set_yticks([])
