@@ -493,6 +493,8 @@ def mixed_batches(
         x, y = np.array(x), np.asarray(y)
         count = int(round(ratio * len(x)))
         if count:
+            # JAX's fit holds the weights outside the model during an epoch: put them back.
+            getattr(model, "jax_state_sync", lambda: None)()
             chosen = np.sort(rng.choice(len(x), count, replace=False))
             x[chosen] = perturb(model, loss, x[chosen], y[chosen], threat, rng)
         yield x, y

@@ -4,6 +4,7 @@ One normally trained and one adversarially trained run are shared by the whole m
 attack reads its results back from the attacks/*.json it wrote.
 """
 
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,7 +22,7 @@ import tensorflow as tf
 import yaml
 from typer.testing import CliRunner
 
-from conftest import CONFIGS, TINY_SPEC, default_sigint, run_dirs
+from conftest import CONFIGS, ROOT, TINY_SPEC, default_sigint, run_dirs
 from dlrun import attack
 from dlrun.cli import app
 from dlrun.data import load_data
@@ -163,6 +165,17 @@ def test_adversarial_png_shows_original_perturbation_and_adversarial(normal_run,
     assert f"wrote {png}" in pgd["stdout"]
     image = tf.io.decode_png(png.read_bytes())
     assert image.shape[0] > image.shape[1] > 300  # six rows of three panels
+
+
+def test_progress_bar_counts_batches(normal_run):
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    attack.attack(normal_run, eps=[0, 0.1], steps=2, samples=200, console=console)
+    text = out.getvalue()
+    assert "pgd on 200 samples" in text
+    assert "4/4" in text and "5/4" not in text  # batches of 64
 
 
 def test_two_attacks_in_one_second_keep_both_files(tmp_path):
@@ -408,19 +421,44 @@ def test_a_symlinked_attacks_folder_is_not_followed(normal_run, tmp_path):
     assert not (run / "plots" / "adversarial.png").exists()
 
 
-# --- the adversarial configs ------------------------------------------------------------------
+# --- the README's experiment, with fewer epochs and samples -----------------------------------
 
 
-@pytest.mark.parametrize("name", ["mnist_dense_adversarial", "mnist_cnn_adversarial"])
-def test_adversarial_config_trains_and_is_attacked(name, tmp_path):
-    runs = tmp_path / "runs"
-    args = ["train", str(CONFIGS / f"{name}.yaml"), "--runs-dir", str(runs)]
-    args += ["--set", "data.dataset=mnist_5k", "--set", "training.epochs=1"]
-    args += ["--set", "training.adversarial.steps=1"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(runs)
-    assert "val_adversarial_accuracy" in pd.read_csv(run / "history.csv").columns
-    data = attack_json(run, "--method", "fgsm", "--eps", "0,0.1", "--samples", "100")
-    assert data["samples"] == 100
-    assert data["results"][1]["adversarial_accuracy"] <= data["results"][0]["clean_accuracy"]
+def readme_experiment() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- adversarial -->", 1)[1].split("<!-- /adversarial -->", 1)[0]
+    return block.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_experiment_runs(tmp_path):
+    script = readme_experiment()
+    assert script.count("training.epochs=5") == 1 and script.count("--samples 500") == 2
+    script = script.replace("training.epochs=5", "training.epochs=1")
+    script = script.replace("--samples 500", "--samples 20")
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = run_dirs(tmp_path / "runs" / "robust")
+    assert [run.name.rsplit("-", 2)[0] for run in runs] == [
+        "mnist-cnn",
+        "mnist-cnn-adversarial",
+        "mnist-dense",
+        "mnist-dense-adversarial",
+    ]
+    for run in runs:
+        written = sorted(p.name.rsplit("-", 1)[-1] for p in (run / "attacks").glob("*.json"))
+        assert written == ["fgsm.json", "pgd.json"]
+        history = pd.read_csv(run / "history.csv")
+        assert ("val_adversarial_accuracy" in history) == run.name.startswith(
+            ("mnist-cnn-adversarial", "mnist-dense-adversarial")
+        )
+    assert result.stdout.count("adversarial accuracy") == 8
