@@ -279,6 +279,28 @@ def _write_new_json(folder: Path, stem: str, data: dict) -> Path:
     raise RunError(f"{folder}: no free file name for {stem}")
 
 
+def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
+    """The run, its checkpoint and its spec, if the run can be attacked and written to."""
+    from dlrun.evaluate import CHECKPOINTS
+    from dlrun.spec import load_spec
+
+    if checkpoint not in CHECKPOINTS:
+        raise AttackError(f"--checkpoint: expected best or last, got {checkpoint!r}")
+    for assignment in overrides:
+        if not assignment.startswith("data."):
+            raise SpecError(f"--set {assignment}: attack takes data.KEY=VALUE overrides only")
+    run = store.open_run(run_path)
+    model_path = run.path / CHECKPOINTS[checkpoint]
+    if not model_path.is_file():
+        raise AttackError(
+            f"{run.path}: no {CHECKPOINTS[checkpoint]} to attack; the run saved no checkpoint "
+            f"(status {run.status}, {run.meta.get('epochs_done', 0)} epochs done)"
+        )
+    for folder in (store.ATTACKS, store.PLOTS):
+        _safe_folder(run.path, folder)
+    return run, model_path, load_spec(run.path / store.CONFIG, overrides)
+
+
 # --- the attack command -----------------------------------------------------------------------
 
 
@@ -300,26 +322,11 @@ def attack(
     Writes attacks/<timestamp>-<method>.json and plots/adversarial.png inside the run.
     `step_size` is a fraction of the input range; by default 2.5 * eps / steps (Madry et al.).
     """
-    from dlrun.evaluate import CHECKPOINTS, load_model
-    from dlrun.spec import load_spec
+    from dlrun.evaluate import load_model
 
     eps = [float(value) for value in eps]
     check_arguments(method, eps, steps, step_size, samples)
-    if checkpoint not in CHECKPOINTS:
-        raise AttackError(f"--checkpoint: expected best or last, got {checkpoint!r}")
-    for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: attack takes data.KEY=VALUE overrides only")
-    run = store.open_run(run_path)
-    model_path = run.path / CHECKPOINTS[checkpoint]
-    if not model_path.is_file():
-        raise AttackError(
-            f"{run.path}: no {CHECKPOINTS[checkpoint]} to attack; the run saved no checkpoint "
-            f"(status {run.status}, {run.meta.get('epochs_done', 0)} epochs done)"
-        )
-    for folder in (store.ATTACKS, store.PLOTS):
-        _safe_folder(run.path, folder)
-    spec = load_spec(run.path / store.CONFIG, overrides)
+    run, model_path, spec = check_run(run_path, checkpoint, overrides)
 
     from dlrun.data import load_data
 

@@ -253,7 +253,7 @@ def evaluate(
 @app.command()
 @fails_cleanly
 def attack(
-    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, attacked in turn.")],
     method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
     eps: Annotated[
         str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
@@ -273,46 +273,52 @@ def attack(
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
 ) -> None:
-    """Fool a run's model with adversarial examples (FGSM or PGD); accuracy per eps.
+    """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
 
     Example: dlrun attack runs/mnist-cnn-20261124-153506 --method fgsm --eps 0,0.1,0.2
     """
     from rich.table import Table
+    from rich.text import Text
 
-    from dlrun.attack import attack as run_attack
-    from dlrun.attack import parse_eps
+    from dlrun import attack as attacks
 
-    result = run_attack(
-        run,
-        method=method,
-        eps=parse_eps(eps),
-        steps=steps,
-        step_size=step_size,
-        samples=samples,
-        target=target,
-        checkpoint=checkpoint,
-        overrides=set_ or [],
-        unsafe_load=unsafe_load,
-        console=_console(stderr=True),
-    )
-    targeted = result["target"] is not None
-    title = f"{result['method']} on {result['samples']} test samples ({checkpoint} checkpoint)"
-    if targeted:
-        title += f", target class {result['target']}"
-    table = Table(title=title)
-    for column in ("eps", "clean accuracy", "adversarial accuracy"):
-        table.add_column(column, justify="right")
-    if targeted:
-        table.add_column("target success rate", justify="right")
-    for row in result["results"]:
-        cells = [f"{row['eps']:g}", f"{row['clean_accuracy']:.4f}"]
-        cells.append(f"{row['adversarial_accuracy']:.4f}")
+    values = attacks.parse_eps(eps)
+    attacks.check_arguments(method, values, steps, step_size, samples)
+    for run in runs:  # every run, before the first is attacked
+        attacks.check_run(run, checkpoint, set_ or [])
+    for run in runs:
+        result = attacks.attack(
+            run,
+            method=method,
+            eps=values,
+            steps=steps,
+            step_size=step_size,
+            samples=samples,
+            target=target,
+            checkpoint=checkpoint,
+            overrides=set_ or [],
+            unsafe_load=unsafe_load,
+            console=_console(stderr=True),
+        )
+        targeted = result["target"] is not None
+        title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
+        title += f" ({checkpoint} checkpoint)"
         if targeted:
-            cells.append(f"{row['target_success_rate']:.4f}")
-        table.add_row(*cells)
-    _console().print(table)
-    for path in result["written"]:
-        typer.echo(f"wrote {path}")
+            title += f", target class {result['target']}"
+        table = Table(title=Text(title))  # a run's name is never read as markup
+        for column in ("eps", "clean accuracy", "adversarial accuracy"):
+            table.add_column(column, justify="right")
+        if targeted:
+            table.add_column("target success rate", justify="right")
+        for row in result["results"]:
+            cells = [f"{row['eps']:g}", f"{row['clean_accuracy']:.4f}"]
+            cells.append(f"{row['adversarial_accuracy']:.4f}")
+            if targeted:
+                cells.append(f"{row['target_success_rate']:.4f}")
+            table.add_row(*cells)
+        _console().print(table)
+        for path in result["written"]:
+            typer.echo(f"wrote {path}")
 
 
 @app.command()

