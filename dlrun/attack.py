@@ -229,10 +229,11 @@ def _check_numeric_input(model, path: Path) -> None:
 
 
 def _safe_folder(run_path: Path, name: str) -> None:
-    """Refuse to write through a folder of the run that is a symlink (it may lead outside)."""
+    """Check, writing nothing yet, that a folder of the run is no symlink out of it."""
     folder = run_path / name
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise RunError(f"{folder}: is a symlink or not a folder; refusing to write through it")
+        kind = "a symlink" if folder.is_symlink() else "not a folder"
+        raise RunError(f"{folder}: is {kind}; refusing to write out of the run {run_path.name}")
 
 
 def stratified(labels: np.ndarray, samples: int) -> np.ndarray:
@@ -259,7 +260,6 @@ def _write_new_json(folder: Path, stem: str, data: dict) -> Path:
     """
     import json
 
-    folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, default=store._jsonable) + "\n"
     fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp.json", dir=folder)
     tmp = Path(name)
@@ -328,11 +328,13 @@ def attack(
     check_arguments(method, eps, steps, step_size, samples)
     run, model_path, spec = check_run(run_path, checkpoint, overrides)
 
+    from dlrun.builder import build_model
     from dlrun.data import load_data
 
-    model = load_model(model_path, unsafe_load)
-    _check_numeric_input(model, model_path)
     data = load_data(spec)
+    params = build_model(spec, data.input_shape).count_params()
+    model = load_model(model_path, unsafe_load, params)
+    _check_numeric_input(model, model_path)
     if target is not None and not 0 <= target < data.num_classes:
         raise AttackError(
             f"--target: class {target} does not exist; the data has classes "
@@ -420,12 +422,12 @@ def attack(
         "data": spec.data.model_dump(mode="json"),
         "results": results,
     }
-    written = _write_new_json(
-        run.path / store.ATTACKS, f"{created.strftime(store.TIMESTAMP)}-{method}", result
-    )
+    # Into the run only: a received run's attacks/ or plots/ may be a symlink out of it.
+    folder = store.safe_folder(run.path, store.ATTACKS)
+    written = _write_new_json(folder, f"{created.strftime(store.TIMESTAMP)}-{method}", result)
     from dlrun.plots import adversarial_plot
 
-    plot = run.path / store.ADVERSARIAL_PLOT
+    plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
     adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, path=plot)
     result["written"] = [str(written), str(plot)]
     return result
