@@ -191,7 +191,7 @@ def _resume(
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
-    if (run.path / store.LAST).exists():
+    if store.within(run.path, store.LAST).exists():
         from dlrun.data import steps
         from dlrun.evaluate import load_model
 
