@@ -296,7 +296,9 @@ def _fit(
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Once stopped, a repeated SIGTERM must not cut the writing of the outcome short.
+    stopping = status == store.INTERRUPTED
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
             metrics["test"] = _test_metrics(prepared, run_dir, batch)
@@ -319,16 +321,19 @@ def _fit(
         message = f"writing the run's results failed: {type(exc).__name__}: {exc}"[:600]
         run.meta["traceback"] = traceback.format_exc()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
+        attempts[-1].update(ended=_now(), status=str(status))
+        run.finish(
+            status,
+            message,
+            ended=_now(),
+            epochs_done=recorder.epochs_done,
+            attempts=attempts,
+        )
+    finally:
         signal.signal(signal.SIGTERM, previous)
-    attempts = _list(run.meta.get("attempts")) or [{}]
-    attempts[-1].update(ended=_now(), status=str(status))
-    run.finish(
-        status,
-        message,
-        ended=_now(),
-        epochs_done=recorder.epochs_done,
-        attempts=attempts,
-    )
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
