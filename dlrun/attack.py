@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -182,6 +182,28 @@ def input_range(x_train: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
+def data_range(data, spec) -> tuple[float, float]:
+    """The valid input range of the spec's data, on the model's input scale."""
+    if data.source is not None:  # an image folder, decoded as it streams: pixels over scale
+        return 0.0, 255.0 / spec.data.scale
+    # The training data's range, widened to the test inputs so that every x lies inside it.
+    low, high = input_range(data.x_train)
+    return min(low, float(np.min(data.x_test))), max(high, float(np.max(data.x_test)))
+
+
+def batches(data, x: np.ndarray, y: np.ndarray, batch: int) -> Callable[[], Iterator]:
+    """A fresh iterator of (x, y) NumPy batches each call: slices, or decoded image files."""
+    if data.source is None:
+        return lambda: ((x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch))
+    from dlrun.data import pipeline
+
+    def decoded():
+        for xb, yb in pipeline(x, y, batch, data.source):
+            yield np.asarray(xb), np.asarray(yb)
+
+    return decoded
+
+
 # --- checks before anything is loaded or written ----------------------------------------------
 
 
@@ -340,16 +362,14 @@ def attack(
             f"--target: class {target} does not exist; the data has classes "
             f"0-{data.num_classes - 1}"
         )
-    # The training data's range, widened to the test inputs so that every x lies inside it.
-    low, high = input_range(data.x_train)
-    low, high = min(low, float(data.x_test.min())), max(high, float(data.x_test.max()))
+    low, high = data_range(data, spec)
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     chosen = stratified(truth, samples)
     if target is not None:  # a targeted attack is scored on the samples not already of it
         chosen = chosen[truth[chosen] != target]
         if not len(chosen):
             raise AttackError(f"--target: every chosen sample is already of class {target}")
-    x, y, truth = data.x_test[chosen], data.y_test[chosen], truth[chosen]
+    x, y, truth = data.x_test[chosen], data.y_test[chosen], truth[chosen]  # x: or file paths
     if target is not None:  # the labels the attack pulls towards, in the run's label format
         aimed = np.full(len(x), target)
         y = np.eye(data.num_classes, dtype=y.dtype)[aimed] if y.ndim > 1 else aimed.astype(y.dtype)
@@ -376,8 +396,9 @@ def attack(
     shown = None
     strongest = int(np.argmax(eps))
     with _progress(console, -(-len(x) // batch), f"{method} on {len(x)} samples") as advance:
-        for start in range(0, len(x), batch):
-            xb, yb, tb = x[start : start + batch], y[start : start + batch], truth[start:][:batch]
+        starts = range(0, len(x), batch)
+        for start, (xb, yb) in zip(starts, batches(data, x, y, batch)(), strict=True):
+            tb = truth[start : start + batch]
             clean = predict(model, xb)
             clean_correct += int(np.sum(np.argmax(clean, -1) == tb))
             for index, threat in enumerate(threats):
@@ -472,10 +493,10 @@ class _progress:
 # --- adversarial training ---------------------------------------------------------------------
 
 
-def training_threat(spec, x_train: np.ndarray) -> Threat:
+def training_threat(spec, data) -> Threat:
     """The threat of `training.adversarial`, on the model's input scale."""
     settings = spec.training.adversarial
-    low, high = input_range(x_train)
+    low, high = data_range(data, spec)
     width = high - low
     return Threat(
         settings.method,
@@ -510,31 +531,28 @@ def mixed_batches(
 
 
 def adversarial_accuracy(
-    model, x: np.ndarray, y: np.ndarray, threat: Threat, batch: int, seed: int
+    model, batches: Callable[[], Iterator], threat: Threat, seed: int
 ) -> float:
-    """Accuracy on adversarial versions of (x, y), batch by batch."""
+    """Accuracy on adversarial versions of the batches."""
     loss = model_loss(model)
     rng = np.random.default_rng(seed)
-    truth = np.argmax(y, axis=-1) if y.ndim > 1 else y.astype(int)
-    correct = 0
-    for start in range(0, len(x), batch):
-        adversarial = perturb(
-            model, loss, x[start : start + batch], y[start : start + batch], threat, rng
-        )
-        correct += int(np.sum(np.argmax(predict(model, adversarial), -1) == truth[start:][:batch]))
-    return correct / len(x)
+    correct = total = 0
+    for x, y in batches():
+        truth = np.argmax(y, axis=-1) if y.ndim > 1 else y.astype(int)
+        adversarial = perturb(model, loss, x, y, threat, rng)
+        correct += int(np.sum(np.argmax(predict(model, adversarial), -1) == truth))
+        total += len(x)
+    return correct / total
 
 
-def validation_callback(x_val, y_val, threat: Threat, batch: int, seed: int):
+def validation_callback(batches: Callable[[], Iterator], threat: Threat, seed: int):
     """A callback adding val_adversarial_accuracy to each epoch's logs, before they are recorded."""
     import keras
 
     class AdversarialValidation(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if logs is not None:
-                logs[ADVERSARIAL_METRIC] = adversarial_accuracy(
-                    self.model, x_val, y_val, threat, batch, seed
-                )
+                logs[ADVERSARIAL_METRIC] = adversarial_accuracy(self.model, batches, threat, seed)
 
     return AdversarialValidation()
 

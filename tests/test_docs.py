@@ -21,6 +21,7 @@ COMMANDS = [
     "show",
     "evaluate",
     "attack",
+    "features",
     "compare",
     "tensorboard",
     "sweep",
