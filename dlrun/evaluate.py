@@ -94,7 +94,7 @@ def evaluate(
     for assignment in overrides:
         if not assignment.startswith("data."):
             raise SpecError(f"--set {assignment}: evaluate takes data.KEY=VALUE overrides only")
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.exists():
         raise RunError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]}; the run saved no checkpoint "

@@ -215,7 +215,7 @@ def _resume(
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
-    if (run.path / store.LAST).exists():
+    if store.within(run.path, store.LAST).exists():
         from dlrun.data import steps
         from dlrun.evaluate import load_model
 
@@ -290,6 +290,8 @@ def _fit(
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+    if spec.training.adversarial:
+        callbacks = [*_adversarial_validation(prepared), *callbacks]
     stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
 
     status, exit_code, message = store.COMPLETED, 0, None
@@ -317,6 +319,8 @@ def _fit(
                 )
             else:
                 train_ds = pipeline(data.x_train, data.y_train, batch, source)
+            if spec.training.adversarial:
+                train_ds = _adversarial_batches(prepared, train_ds, begin)
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -361,7 +365,9 @@ def _fit(
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Once stopped, a repeated SIGTERM must not cut the writing of the outcome short.
+    stopping = status == store.INTERRUPTED
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
             done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
@@ -389,17 +395,43 @@ def _fit(
         message = f"writing the run's results failed: {type(exc).__name__}: {exc}"[:600]
         run.meta["traceback"] = traceback.format_exc()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
+        attempts[-1].update(ended=_now(), status=str(status))
+        run.finish(
+            status,
+            message,
+            ended=_now(),
+            epochs_done=recorder.epochs_done,
+            attempts=attempts,
+        )
+    finally:
         signal.signal(signal.SIGTERM, previous)
-    attempts = _list(run.meta.get("attempts")) or [{}]
-    attempts[-1].update(ended=_now(), status=str(status))
-    run.finish(
-        status,
-        message,
-        ended=_now(),
-        epochs_done=recorder.epochs_done,
-        attempts=attempts,
-    )
     return Outcome(run_dir, status, exit_code, metrics, message)
+
+
+def _adversarial_batches(prepared: Prepared, train_ds, epochs_done: int):
+    """The training batches with a share of each replaced by attacks on the current weights."""
+    from dlrun import attack
+
+    spec, model = prepared.spec, prepared.model
+    threat = attack.training_threat(spec, prepared.data)
+    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
+    return attack.mixed_batches(model, train_ds, threat, spec.training.adversarial.ratio, seed)
+
+
+def _adversarial_validation(prepared: Prepared) -> list:
+    """The callback that adds val_adversarial_accuracy; it goes first, so that history.csv
+    and TensorBoard see its metric."""
+    from dlrun import attack
+
+    spec, data = prepared.spec, prepared.data
+    if data.x_val is None:
+        return []
+    threat = attack.training_threat(spec, data)
+    batches = attack.batches(data, data.x_val, data.y_val, spec.training.batch_size)
+    return [attack.validation_callback(batches, threat, spec.seed)]
 
 
 def _close_callbacks(callbacks: list) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -217,6 +218,15 @@ class TensorBoardSpec(_Section):
     write_graph: bool = True
 
 
+class AdversarialSpec(_Section):
+    """Adversarial training: part of each batch replaced by attacks on the current weights."""
+
+    method: Literal["fgsm", "pgd"] = "pgd"  # pgd: stronger, `steps` gradients per batch
+    eps: float = Field(0.1, ge=0, le=1)  # L-infinity radius, as a fraction of the input range
+    ratio: float = Field(0.5, gt=0, le=1)  # share of each batch made adversarial
+    steps: int = Field(3, ge=1)  # pgd steps (fgsm always takes one)
+
+
 class FinetuneSpec(_Section):
     """A second stage once the head has trained: unfreeze the base, recompile, train on."""
 
@@ -241,6 +251,7 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
 
 
@@ -310,8 +321,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     from dlrun import safeyaml
 
     safeyaml.check(text, source)  # before anything is built: an alias bomb stops here
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses NUL, ESC... right here
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -338,8 +350,16 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise SpecError(f"{where}: YAML syntax error: {problem}") from None
     except RecursionError:
         raise SpecError(f"{source}: nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        if "digits" not in str(exc):
+            raise
+        raise SpecError(
+            f"{source}: a number longer than {sys.get_int_max_str_digits()} digits; "
+            "write a smaller one"
+        ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # --- overrides --------------------------------------------------------------------------------
@@ -496,6 +516,9 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
             problems.append(spec.error(("training", "finetune"), message))
     logged = ["loss", *spec.compile.metrics]
     names = logged + [f"val_{m}" for m in logged]
+    if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
+        logged.append("adversarial_accuracy")
+        names.append("val_adversarial_accuracy")
     watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
     if spec.training.early_stopping:
         watched.append(
@@ -503,7 +526,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         )
     for loc, monitor in watched:
         base = monitor.removeprefix("val_")
-        if base not in logged:
+        if base not in logged or monitor == "adversarial_accuracy":  # validation only
             message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
             problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
         elif monitor.startswith("val_") and not spec.has_validation:
