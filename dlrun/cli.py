@@ -143,9 +143,10 @@ def validate(
     from dlrun.spec import load_spec
 
     spec = load_spec(spec_file, set_ or [])
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     from dlrun.builder import build_model, compile_model, summary_text
     from dlrun.data import signature
 
@@ -336,7 +337,8 @@ def sweep(
     if (sweep_file is None) == (resume is None):
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
     source = resume / sweeps.SWEEP_FILE if resume is not None else sweep_file
-    executor = sweeps.pool(sweeps.peek_workers(source))  # TensorFlow loads while we check
+    # Keras (and TensorFlow) load in the workers while we check the sweep file.
+    executor = sweeps.pool(sweeps.peek_workers(source), sweeps.peek_backend(source))
     try:
         if resume is not None:
             found, sweep_dir = sweeps.reopen(resume), resume

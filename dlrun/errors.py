@@ -35,3 +35,9 @@ class RunError(DlrunError):
     """A run folder is missing, damaged or in the wrong state for what was asked."""
 
     exit_code = 1
+
+
+class BackendError(DlrunError):
+    """The Keras backend or device a spec asks for is not available on this machine."""
+
+    exit_code = 2

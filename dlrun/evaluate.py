@@ -16,10 +16,9 @@ CHECKPOINTS = {"best": store.BEST, "last": store.LAST}
 
 def load_model(path: Path, unsafe_load: bool = False):
     """keras.models.load_model with safe_mode on, unless the user vouches for the file."""
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load
 
-    tensorflow()
-    import keras
+    keras = load()
 
     try:
         return keras.models.load_model(path, safe_mode=not unsafe_load)
@@ -49,12 +48,15 @@ def evaluate(
     """
     from sklearn.metrics import classification_report, confusion_matrix
 
-    from dlrun.data import load_data, pipeline
+    from dlrun.backend import use
+    from dlrun.data import evaluation_input, load_data
 
     run = store.open_run(run_path)
     for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: evaluate takes data.KEY=VALUE overrides only")
+        if not assignment.startswith(("data.", "backend=")):
+            raise SpecError(
+                f"--set {assignment}: evaluate takes data.KEY=VALUE and backend=NAME overrides only"
+            )
     model_path = run.path / CHECKPOINTS[checkpoint]
     if not model_path.exists():
         raise RunError(
@@ -62,11 +64,11 @@ def evaluate(
             f"(status {run.status}, {run.meta.get('epochs_done', 0)} epochs done)"
         )
     spec = load_spec(run.path / store.CONFIG, overrides)
+    use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     model = load_model(model_path, unsafe_load)
     data = load_data(spec)
-    scores = model.evaluate(
-        pipeline(data.x_test, data.y_test, spec.training.batch_size), verbose=0, return_dict=True
-    )
+    test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
     probabilities = model.predict(data.x_test, batch_size=spec.training.batch_size, verbose=0)
     predicted = np.argmax(probabilities, axis=-1)
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class Prepared:
     spec: Spec
     data: object  # data.Data
     model: object  # keras.Model
+    devices: list[str] = field(default_factory=list)  # what it trains on (devices.used)
 
 
 @dataclass
@@ -48,15 +49,18 @@ class Outcome:
 
 def prepare(spec: Spec) -> Prepared:
     """Seed, load the data, build and compile the model: every spec problem surfaces here."""
-    from dlrun.backend import seed_everything
+    from dlrun.backend import seed_everything, use
     from dlrun.builder import build_model, compile_model
     from dlrun.data import load_data
+    from dlrun.devices import placement
 
+    use(spec.backend, spec.training.device)
     seed_everything(spec.seed, spec.training.deterministic)
     data = load_data(spec)
-    model = build_model(spec, data.input_shape)
-    compile_model(model, spec, data.num_classes)
-    return Prepared(spec, data, model)
+    with placement(spec) as devices:
+        model = build_model(spec, data.input_shape)
+        compile_model(model, spec, data.num_classes)
+    return Prepared(spec, data, model, devices)
 
 
 def _git_commit() -> str | None:
@@ -129,9 +133,10 @@ def train(
     `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
     look at the test split (and skipping it saves a model load per trial).
     """
-    from dlrun.backend import devices, tensorflow, versions
+    from dlrun.backend import load, use, versions
 
-    tensorflow()  # first, so that its start-up chatter is silenced
+    use(spec.backend, spec.training.device)
+    load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
     if folder is None:
         run_dir = store.create_run_dir(runs_root, spec.name)
@@ -151,10 +156,11 @@ def train(
             "command": command if command is not None else sys.argv,
             "cwd": os.getcwd(),
             "seed": spec.seed,
+            "backend": spec.backend,
             "epochs_planned": spec.training.epochs,
             "epochs_done": 0,
             "versions": versions(),
-            "devices": devices(),
+            "devices": prepared.devices,
             "git_commit": _git_commit(),
             "config_sha256": _config_digest(run_dir),
             "message": None,
@@ -176,7 +182,7 @@ def resume(
     extra_callbacks: tuple = (),
 ) -> Outcome:
     """Continue an interrupted, crashed or failed run from its last completed epoch."""
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
     run = store.open_run(run_path)
     if run.status not in RESUMABLE:
@@ -189,18 +195,21 @@ def resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(run.path / store.CONFIG)
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
     if (run.path / store.LAST).exists():
+        import keras
+
         from dlrun.data import steps
         from dlrun.evaluate import load_model
 
         saved = load_model(run.path / store.LAST, unsafe_load)
         _take_state(prepared.model, saved)
         per_epoch = steps(len(prepared.data.x_train), spec.training.batch_size)
-        epoch = int(saved.optimizer.iterations.numpy()) // per_epoch
+        epoch = int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
     rows = store.read_history(run.path)[:epoch]
     meta = _Meta(run.path, dict(run.meta))
     attempts = [
@@ -240,9 +249,8 @@ def _fit(
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
     from dlrun.callbacks import RunRecorder
-    from dlrun.data import pipeline, shuffled_epochs, steps
 
-    spec, data, model = prepared.spec, prepared.data, prepared.model
+    spec, model = prepared.spec, prepared.model
     summary = summary_text(model)
     store.write_text(run_dir / store.SUMMARY, summary)
     if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
@@ -250,25 +258,20 @@ def _fit(
 
     batch = spec.training.batch_size
     epochs = spec.training.epochs
-    if spec.training.shuffle:
-        train_ds = shuffled_epochs(data.x_train, data.y_train, batch, spec.seed, len(rows), epochs)
-    else:
-        train_ds = pipeline(data.x_train, data.y_train, batch)
-    val_ds = pipeline(data.x_val, data.y_val, batch) if data.x_val is not None else None
+    inputs, feeding = _inputs(prepared, len(rows))
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, rows)
-    callbacks = [*_callbacks(prepared, run_dir, console, recorder, rows), *extra_callbacks]
+    callbacks = [*feeding, *_callbacks(prepared, run_dir, console, recorder, rows)]
+    callbacks += extra_callbacks
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         model.fit(
-            train_ds,
-            validation_data=val_ds,
+            **inputs,
             initial_epoch=len(rows),
             epochs=epochs,
-            steps_per_epoch=steps(len(data.x_train), batch),
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
             verbose=0,
@@ -317,6 +320,33 @@ def _fit(
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
+def _inputs(prepared: Prepared, first_epoch: int) -> tuple[dict, list]:
+    """fit()'s data arguments, and the callbacks that feed it, for the backend in use.
+
+    TensorFlow: tf.data pipelines (one stream of epochs, each shuffled by (seed, epoch)).
+    JAX and torch: NumPy arrays reordered in place before each epoch, in the same manner.
+    """
+    from dlrun.data import EpochFeed, pipeline, shuffled_epochs, steps, uses_tf_data
+
+    spec, data = prepared.spec, prepared.data
+    batch, epochs, seed = spec.training.batch_size, spec.training.epochs, spec.seed
+    has_val = data.x_val is not None
+    if uses_tf_data():
+        if spec.training.shuffle:
+            x = shuffled_epochs(data.x_train, data.y_train, batch, seed, first_epoch, epochs)
+        else:
+            x = pipeline(data.x_train, data.y_train, batch)
+        val = pipeline(data.x_val, data.y_val, batch) if has_val else None
+        per_epoch = steps(len(data.x_train), batch)
+        return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
+    from dlrun.callbacks import EpochShuffle
+
+    feed = EpochFeed(data.x_train, data.y_train, seed, spec.training.shuffle)
+    val = (data.x_val, data.y_val) if has_val else None
+    arguments = {"x": feed.x, "y": feed.y, "batch_size": batch, "validation_data": val}
+    return arguments, [EpochShuffle(feed)]
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -341,12 +371,12 @@ def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
     """Scores of the best checkpoint on the test split."""
     import keras
 
-    from dlrun.data import pipeline
+    from dlrun.data import evaluation_input
 
     model = prepared.model
     best = run_dir / store.BEST
     if best.exists():
         model = keras.models.load_model(best, safe_mode=True)
-    test_ds = pipeline(prepared.data.x_test, prepared.data.y_test, batch_size)
-    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
+    test = evaluation_input(prepared.data.x_test, prepared.data.y_test, batch_size)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
     return {key: float(value) for key, value in scores.items()}

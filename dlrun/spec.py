@@ -29,6 +29,9 @@ KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 OFFLINE_DATASETS = ("digits", "mnist_5k")
 FILE_DATASETS = ("npz", "csv")
 # Layers that run code named in the file: a spec is data, never a program.
+BACKENDS = ("tensorflow", "jax", "torch")
+# compile.steps_per_execution's default, from CPU measurements (bench/steps_per_execution.py).
+STEPS_PER_EXECUTION = 1
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
@@ -123,6 +126,10 @@ class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
     loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
     metrics: list[str] = ["accuracy"]
+    # XLA compilation: Keras' "auto" compiles where the backend supports it.
+    jit_compile: Literal["auto"] | bool = "auto"
+    # Batches per compiled call: fewer Python round trips per step (bench/steps_per_execution.py).
+    steps_per_execution: int = Field(STEPS_PER_EXECUTION, ge=1)
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
 
@@ -154,10 +161,14 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: the backend's accelerator, else CPU
+    mixed_precision: bool = False  # float16 (GPU) or bfloat16 (CPU) compute, float32 output
+    distribute: Literal["data_parallel"] | None = None  # one model over every local device
 
 
 class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = 0  # initial weights, shuffling and the validation split
     data: DataSpec
     model: ModelSpec

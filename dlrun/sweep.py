@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dlrun import store
 from dlrun.errors import SpecError
 from dlrun.spec import (
+    BACKENDS,
     NAME_PATTERN,
     Spec,
     apply_override,
@@ -224,9 +225,15 @@ def load_sweep(path: Path) -> Sweep:
         if spec.grid is not None
         else (lambda key: ("random", "space", key))
     )
+    from dlrun.backend import require
+
+    require(base["backend"])
     problems = []
     for key, rule in space.items():
-        if not _path_exists(base, key):
+        if key == "backend":
+            message = "cannot vary within a sweep (a worker runs one backend); run one per backend"
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
+        elif not _path_exists(base, key):
             candidates = sorted(_flat_keys(base))
             problems.append(
                 format_problem(
@@ -300,24 +307,29 @@ def _check_folds(sweep: Sweep, path: Path, lines) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, backend: str = "tensorflow") -> None:
     """Each worker gets its share of the cores (TensorFlow reads these as it starts), then
-    imports TensorFlow at once, while the main process is still checking the sweep."""
+    imports Keras on the sweep's backend at once, while the main process checks the sweep."""
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
+    from dlrun.errors import BackendError
 
-    tensorflow()
+    try:
+        use(backend)
+    except BackendError:
+        return  # the main process reports it when it checks the sweep
+    load()
 
 
-def pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes, started early so that their TensorFlow imports overlap other work."""
+def pool(workers: int, backend: str = "tensorflow") -> ProcessPoolExecutor:
+    """Worker processes, started early so that their Keras imports overlap other work."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
     executor = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+        workers, mp_context=context, initializer=_init_worker, initargs=(threads, backend)
     )
     for _ in range(workers):  # start the workers now rather than at the first fit
         executor.submit(os.getpid)
@@ -340,6 +352,16 @@ def peek_workers(path: Path) -> int:
     except (OSError, yaml.YAMLError, AttributeError):
         return 1
     return workers if isinstance(workers, int) and 1 <= workers <= 64 else 1
+
+
+def peek_backend(path: Path) -> str:
+    """The backend of a sweep file's base spec (tensorflow when it cannot be read)."""
+    try:
+        base = yaml.safe_load(Path(path).read_text()).get("base")
+        backend = yaml.safe_load((Path(path).parent / base).read_text()).get("backend")
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return "tensorflow"
+    return backend if backend in BACKENDS else "tensorflow"
 
 
 def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[dict], str | None]:
