@@ -309,3 +309,19 @@ def evaluation_input(x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
     if uses_tf_data():
         return {"x": pipeline(x, y, batch_size)}
     return {"x": x, "y": y, "batch_size": batch_size}
+
+
+def check_steps_per_execution(spec: Spec, count: int) -> None:
+    """On TensorFlow the shuffled epochs are one stream, and Keras takes steps_per_execution
+    batches at a time from it: a last group of an epoch would take the next epoch's batches."""
+    per_execution = spec.compile.steps_per_execution
+    per_epoch = steps(count, spec.training.batch_size)
+    if uses_tf_data() and spec.training.shuffle and per_epoch % per_execution:
+        divisors = [d for d in range(2, per_epoch + 1) if per_epoch % d == 0][:4]
+        raise spec.error(
+            ("compile", "steps_per_execution"),
+            f"{per_execution} does not divide the {per_epoch} steps of an epoch; on the "
+            "tensorflow backend an epoch would then run batches of the next one: use a "
+            f"divisor of {per_epoch} ({', '.join(map(str, divisors)) or 'only 1'}) "
+            "or another backend",
+        )

@@ -99,3 +99,21 @@ def placement(spec: Spec) -> Iterator[list[str]]:
     finally:
         keras.config.set_dtype_policy(previous)
 
+
+def check_batches(spec: Spec, sizes: dict[str, int], devices: list[str]) -> None:
+    """JAX's DataParallel shards every batch over the devices and refuses an uneven last one
+    (an IndivisibleError in the middle of fit); say so before anything is trained."""
+    if spec.training.distribute != "data_parallel" or backend.current() != "jax":
+        return
+    batch, count = spec.training.batch_size, len(devices)
+    uneven = {name: size % batch for name, size in sizes.items() if size % batch % count}
+    if uneven:
+        found = ", ".join(
+            f"{name} {sizes[name]} ({rest} left over)" for name, rest in uneven.items()
+        )
+        raise BackendError(
+            f"training.distribute: data_parallel on jax needs every batch to split evenly over "
+            f"{count} devices, but the last batch of a split does not: {found} with batch_size "
+            f"{batch}; choose batch_size, validation_split and data.test_split so that each "
+            "split's last batch divides evenly, or use backend: tensorflow"
+        )

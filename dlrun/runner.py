@@ -51,13 +51,18 @@ def prepare(spec: Spec) -> Prepared:
     """Seed, load the data, build and compile the model: every spec problem surfaces here."""
     from dlrun.backend import seed_everything, use
     from dlrun.builder import build_model, compile_model
-    from dlrun.data import load_data
-    from dlrun.devices import placement
+    from dlrun.data import check_steps_per_execution, load_data
+    from dlrun.devices import check_batches, placement
 
     use(spec.backend, spec.training.device)
     seed_everything(spec.seed, spec.training.deterministic)
     data = load_data(spec)
+    check_steps_per_execution(spec, len(data.x_train))
     with placement(spec) as devices:
+        sizes = {"train": len(data.x_train), "test": len(data.x_test)}
+        if data.x_val is not None:
+            sizes["validation"] = len(data.x_val)
+        check_batches(spec, sizes, devices)
         model = build_model(spec, data.input_shape)
         compile_model(model, spec, data.num_classes)
     return Prepared(spec, data, model, devices)
