@@ -37,6 +37,12 @@ class RunError(DlrunError):
     exit_code = 1
 
 
+class RunInUse(RunError):
+    """Another process holds the run's (or sweep's) lock: it is training right now."""
+
+    exit_code = 2
+
+
 class BackendError(DlrunError):
     """The Keras backend or device a spec asks for is not available on this machine."""
 

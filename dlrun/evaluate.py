@@ -12,11 +12,45 @@ from dlrun.errors import RunError, SpecError
 from dlrun.spec import load_spec
 
 CHECKPOINTS = {"best": store.BEST, "last": store.LAST}
+# A .keras file holds float32 weights, up to two optimizer moments per weight, the step
+# counter and a config: 16 bytes a parameter leaves room; the fixed part covers the config.
+BYTES_PER_PARAM = 16
+FIXED_BYTES = 64 * 1024 * 1024
+MAX_ENTRIES = 1000
 
 
-def load_model(path: Path, unsafe_load: bool = False):
-    """keras.models.load_model with safe_mode on, unless the user vouches for the file."""
+def check_archive(path: Path, params: int | None) -> None:
+    """Refuse, before loading, a model file that expands far beyond what `params` need.
+
+    A .keras file is a zip: a few kilobytes can claim gigabytes once uncompressed.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(store.safe_file(path)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: Keras says what is wrong with it
+    limit = FIXED_BYTES + BYTES_PER_PARAM * (params or 0) if params is not None else 2**32
+    size = sum(entry.file_size for entry in entries)
+    if len(entries) > MAX_ENTRIES or size > limit:
+        raise RunError(
+            f"{path}: expands to {size / 2**20:,.0f} MiB in {len(entries)} entries, far more "
+            f"than {params:,} parameters need ({limit / 2**20:,.0f} MiB); refused unloaded"
+            if params is not None
+            else f"{path}: expands to {size / 2**20:,.0f} MiB; refused unloaded"
+        )
+
+
+def load_model(path: Path, unsafe_load: bool = False, params: int | None = None):
+    """keras.models.load_model with safe_mode on, unless the user vouches for the file.
+
+    `params`: the parameter count the run's config builds; a file expanding far beyond it
+    is refused before Keras opens it.
+    """
     from dlrun.backend import load
+
+    check_archive(path, params)
 
     keras = load()
 
@@ -65,8 +99,10 @@ def evaluate(
         )
     spec = load_spec(run.path / store.CONFIG, overrides)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
-    model = load_model(model_path, unsafe_load)
     data = load_data(spec)
+    from dlrun.builder import build_model
+
+    model = load_model(model_path, unsafe_load, build_model(spec, data.input_shape).count_params())
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
     probabilities = model.predict(data.x_test, batch_size=spec.training.batch_size, verbose=0)
@@ -93,10 +129,12 @@ def evaluate(
         "confusion_matrix": matrix.tolist(),
     }
     stamp = created.strftime(store.TIMESTAMP)
-    out = run.path / store.EVALUATIONS / f"{stamp}-{checkpoint}.json"
+    # Into the run only: a received run's evaluations/ or plots/ may be a symlink out of it.
+    out = store.inside(run.path, f"{store.EVALUATIONS}/{stamp}-{checkpoint}.json")
     store.write_json(out, result)
     from dlrun.plots import confusion_plot
 
-    confusion_plot(matrix, names, run.path / store.CONFUSION_PLOT)
-    result["written"] = [str(out), str(run.path / store.CONFUSION_PLOT)]
+    plot = store.inside(run.path, store.CONFUSION_PLOT)
+    confusion_plot(matrix, names, plot)
+    result["written"] = [str(out), str(plot)]
     return result
