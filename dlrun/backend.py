@@ -186,7 +186,6 @@ def versions() -> dict[str, str]:
     module = tensorflow() if name == "tensorflow" else importlib.import_module(name)
     return {
         "python": platform.python_version(),
-        "backend": name,
         name: module.__version__,
         "keras": keras.__version__,
         "dlrun": dlrun.__version__,
