@@ -118,7 +118,9 @@ def _report(console, outcome) -> None:
 
     final, test = outcome.metrics.get("final", {}), outcome.metrics.get("test", {})
     names = [
-        k for k in final if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds")
+        k
+        for k in final
+        if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds", "stage")
     ]
     table = Table(title=f"{outcome.run_dir.name}: {outcome.status}")
     table.add_column("metric")
@@ -263,6 +265,36 @@ def evaluate(
     typer.echo(result["report_text"])
     for path in result["written"]:
         typer.echo(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
+def features(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    layer: Annotated[str, typer.Option(help="Layer name or index (as in summary.txt).")],
+    out: Annotated[Path, typer.Option(help="The .npz file to write.")],
+    set_: SetOption = None,
+    classifier: Annotated[
+        str | None, typer.Option(help="logistic: fit LogisticRegression, print test accuracy.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+) -> None:
+    """Write a layer's activations on the train and test splits to an .npz file.
+
+    Example: dlrun features runs/cnn-20261124-153506 --layer -2 --out f.npz --classifier logistic
+    """
+    from dlrun.errors import SpecError
+    from dlrun.evaluate import CHECKPOINTS
+    from dlrun.features import extract
+
+    if checkpoint not in CHECKPOINTS:
+        raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
+    result = extract(run, layer, out, set_ or [], classifier, checkpoint)
+    shape = "x".join(map(str, result["shape"]))
+    typer.echo(f"{result['train']} train and {result['test']} test samples, features {shape}")
+    if "accuracy" in result:
+        typer.echo(f"LogisticRegression test accuracy: {result['accuracy']:.4f}")
+    typer.echo(f"wrote {result['out']}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun import subsets
 from dlrun.errors import DataError
 from dlrun.spec import KERAS_DATASETS, DataSpec, Spec
 
@@ -46,9 +47,13 @@ class Data:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    class_names: list[str] | None = None  # kept in the run; evaluate shows them
+    source: object | None = None  # images.FolderSource: x_* are file paths it decodes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.source is not None:
+            return self.source.input_shape
         return tuple(self.x_train.shape[1:])
 
 
@@ -172,6 +177,10 @@ def load_data(spec: Spec) -> Data:
     """The spec's data as scaled, shaped arrays with train/validation/test splits."""
     from sklearn.model_selection import train_test_split
 
+    if spec.data.dataset == "directory":  # streamed from disk, never held in memory
+        from dlrun.images import load_folder
+
+        return load_folder(spec)
     train, test = _raw(spec)
     x_train, y_train = np.asarray(train[0]), np.asarray(train[1])
     if len(x_train) != len(y_train):
@@ -188,6 +197,7 @@ def load_data(spec: Spec) -> Data:
         )
     else:
         x_test, y_test = np.asarray(test[0]), np.asarray(test[1])
+    x_train, y_train, x_test, y_test, names = subsets.select(spec, x_train, y_train, x_test, y_test)
     y_train, y_test, num_classes = _labels(y_train, y_test)
     x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
     x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
@@ -212,7 +222,7 @@ def load_data(spec: Spec) -> Data:
         eye = np.eye(num_classes, dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
         y_val = eye[y_val] if y_val is not None else None
-    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names)
 
 
 def fold_indices(labels: np.ndarray, folds: int, spec: Spec) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -234,16 +244,28 @@ def steps(count: int, batch_size: int) -> int:
     return -(-count // batch_size)
 
 
-def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int):
-    """A tf.data pipeline over in-memory arrays, in order: batch, prefetch."""
+def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, source=None):
+    """A tf.data pipeline over in-memory arrays, in order: batch, prefetch.
+
+    With a source (an image folder), x holds file paths that it decodes as they stream.
+    """
     import tensorflow as tf
+
+    if source is not None:
+        return source.pipeline(x, y, batch_size)
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def shuffled_epochs(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+    source=None,
 ):
     """The batches of epochs first_epoch..epochs-1 as one stream, each epoch shuffled anew.
 
@@ -251,6 +273,9 @@ def shuffled_epochs(
     uninterrupted one would have. Fit it with steps_per_epoch=steps(len(x), batch_size).
     """
     import tensorflow as tf
+
+    if source is not None:
+        return source.shuffled_epochs(x, y, batch_size, seed, first_epoch, epochs)
 
     features, labels = tf.constant(x), tf.constant(y)
     count = len(x)
@@ -270,6 +295,10 @@ def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
     if spec.data.dataset in KERAS_SHAPES:
         shape, classes = KERAS_SHAPES[spec.data.dataset]
         return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes
+    if spec.data.dataset == "directory":  # lists the folder, decodes nothing
+        from dlrun.images import folder_signature
+
+        return folder_signature(spec)
     data = load_data(spec)
     return data.input_shape, data.num_classes
 
@@ -292,15 +321,15 @@ class EpochFeed:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool):
-        self.source = (x, y)
+        self.arrays = (x, y)
         self.x, self.y = (x.copy(), y.copy()) if shuffle else (x, y)
         self.seed, self.shuffle = seed, shuffle
 
     def arrange(self, epoch: int) -> None:
         if self.shuffle:
             order = epoch_order(self.seed, epoch, len(self.x))
-            np.take(self.source[0], order, axis=0, out=self.x)
-            np.take(self.source[1], order, axis=0, out=self.y)
+            np.take(self.arrays[0], order, axis=0, out=self.x)
+            np.take(self.arrays[1], order, axis=0, out=self.y)
 
 
 def uses_tf_data() -> bool:
@@ -310,11 +339,22 @@ def uses_tf_data() -> bool:
     return current() == "tensorflow"
 
 
-def evaluation_input(x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+def evaluation_input(x: np.ndarray, y: np.ndarray, batch_size: int, source=None) -> dict:
     """Keyword arguments for evaluate(): a tf.data pipeline on TensorFlow, arrays elsewhere."""
     if uses_tf_data():
-        return {"x": pipeline(x, y, batch_size)}
+        return {"x": pipeline(x, y, batch_size, source)}
     return {"x": x, "y": y, "batch_size": batch_size}
+
+
+def check_feed(spec: Spec, data: Data) -> None:
+    """What the backend's input path cannot do, refused before anything is trained."""
+    if data.source is not None and not uses_tf_data():
+        raise spec.error(
+            ("backend",),
+            f"image folders are decoded by tf.data, on the tensorflow backend only; "
+            f"set backend: tensorflow (got {spec.backend})",
+        )
+    check_steps_per_execution(spec, len(data.x_train))
 
 
 def check_steps_per_execution(spec: Spec, count: int) -> None:

@@ -70,6 +70,11 @@ def load_model(path: Path, unsafe_load: bool = False, params: int | None = None)
         raise RunError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
+def _printable(name: str) -> str:
+    """A class name as printed: control characters (terminal escapes) removed."""
+    return "".join(c for c in name if c.isprintable())
+
+
 def evaluate(
     run_path: Path,
     checkpoint: str = "best",
@@ -102,14 +107,17 @@ def evaluate(
     data = load_data(spec)
     from dlrun.builder import build_model
 
-    model = load_model(model_path, unsafe_load, build_model(spec, data.input_shape).count_params())
-    test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size)
+    # A transfer model's base comes from elsewhere (a run, an application): rebuilding it only
+    # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
+    model = load_model(model_path, unsafe_load, params)
+    test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
-    probabilities = model.predict(data.x_test, batch_size=spec.training.batch_size, verbose=0)
+    probabilities = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
     predicted = np.argmax(probabilities, axis=-1)
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     labels = list(range(data.num_classes))
-    names = [str(label) for label in labels]
+    names = [_printable(name) for name in data.class_names or map(str, labels)]
     report = classification_report(
         truth, predicted, labels=labels, target_names=names, output_dict=True, zero_division=0
     )
@@ -134,7 +142,9 @@ def evaluate(
     store.write_json(out, result)
     from dlrun.plots import confusion_plot
 
+    # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
+    shown = [name.replace("$", r"\$") for name in names]
     plot = store.inside(run.path, store.CONFUSION_PLOT)
-    confusion_plot(matrix, names, plot)
+    confusion_plot(matrix, shown, plot)
     result["written"] = [str(out), str(plot)]
     return result

@@ -36,6 +36,7 @@ class Prepared:
     data: object  # data.Data
     model: object  # keras.Model
     devices: list[str] = field(default_factory=list)  # what it trains on (devices.used)
+    stage: int = 1  # 2 once training.finetune has unfrozen the base
 
 
 @dataclass
@@ -51,13 +52,13 @@ def prepare(spec: Spec) -> Prepared:
     """Seed, load the data, build and compile the model: every spec problem surfaces here."""
     from dlrun.backend import seed_everything, use
     from dlrun.builder import build_model, compile_model
-    from dlrun.data import check_steps_per_execution, load_data
+    from dlrun.data import check_feed, load_data
     from dlrun.devices import check_batches, placement
 
     use(spec.backend, spec.training.device)
     seed_everything(spec.seed, spec.training.deterministic)
     data = load_data(spec)
-    check_steps_per_execution(spec, len(data.x_train))
+    check_feed(spec, data)
     with placement(spec) as devices:
         sizes = {"train": len(data.x_train), "test": len(data.x_test)}
         if data.x_val is not None:
@@ -65,7 +66,29 @@ def prepare(spec: Spec) -> Prepared:
         check_batches(spec, sizes, devices)
         model = build_model(spec, data.input_shape)
         compile_model(model, spec, data.num_classes)
+    if spec.training.finetune:
+        from dlrun.transfer import check_finetune
+
+        check_finetune(model, spec)
     return Prepared(spec, data, model, devices)
+
+
+def _epochs(spec: Spec) -> int:
+    """Epochs of both stages together (history.csv numbers them on)."""
+    finetune = spec.training.finetune
+    return spec.training.epochs + (finetune.epochs if finetune else 0)
+
+
+def _start_finetune(prepared: Prepared) -> None:
+    """Stage 2: unfreeze the base and recompile with the finetuning learning rate."""
+    from dlrun.builder import compile_model
+    from dlrun.transfer import unfreeze
+
+    spec, model = prepared.spec, prepared.model
+    unfreeze(model, spec)
+    compile_model(model, spec, prepared.data.num_classes)
+    model.optimizer.learning_rate = spec.training.finetune.learning_rate
+    prepared.stage = 2
 
 
 def _git_commit() -> str | None:
@@ -102,7 +125,7 @@ def _callbacks(
             )
         )
     progress = LiveProgress if console.is_terminal else PlainProgress
-    callbacks.append(progress(console, training.epochs))
+    callbacks.append(progress(console, _epochs(prepared.spec)))
     return callbacks
 
 
@@ -145,7 +168,7 @@ def train(
             "cwd": os.getcwd(),
             "seed": spec.seed,
             "backend": spec.backend,
-            "epochs_planned": spec.training.epochs,
+            "epochs_planned": _epochs(spec),
             "epochs_done": 0,
             "versions": versions(),
             "devices": prepared.devices,
@@ -153,6 +176,7 @@ def train(
             "config_sha256": _config_digest(run_dir),
             "message": None,
             "attempts": [{"started": _now(), "pid": os.getpid(), "from_epoch": 0}],
+            "class_names": prepared.data.class_names,
         }
     )
     with run:
@@ -210,9 +234,16 @@ def _resume(
         from dlrun.evaluate import load_model
 
         saved = load_model(run.path / store.LAST, unsafe_load, prepared.model.count_params())
+        first = 0
+        # A finetuning checkpoint trains more weights than the first stage's model does.
+        if spec.training.finetune and len(saved.trainable_weights) > len(
+            prepared.model.trainable_weights
+        ):
+            _start_finetune(prepared)
+            first = int(run.meta.get("finetune_from", spec.training.epochs))
         _take_state(prepared.model, saved)
         per_epoch = steps(len(prepared.data.x_train), spec.training.batch_size)
-        epoch = int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
+        epoch = first + int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
     rows = store.read_history(run.path)[:epoch]
     attempts = [
         *_list(folder.meta.get("attempts")),
@@ -253,35 +284,65 @@ def _fit(
 ) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
-    from dlrun.callbacks import RunRecorder
+    from dlrun.callbacks import EarlyStopping, RunRecorder
 
     spec, model = prepared.spec, prepared.model
     run_dir = run.path
     summary = summary_text(model)
+    if spec.model.base is not None:
+        from dlrun.transfer import stage_counts
+
+        summary += stage_counts(model, spec)
     run.write_text(store.SUMMARY, summary)
     if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
         run.record_epoch(rows)
 
     batch = spec.training.batch_size
-    epochs = spec.training.epochs
-    inputs, feeding = _inputs(prepared, len(rows))
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
-    callbacks = [*feeding, *_callbacks(prepared, run, console, recorder, rows)]
-    callbacks += extra_callbacks
+    callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+    stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        model.fit(
-            **inputs,
-            initial_epoch=len(rows),
-            epochs=epochs,
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline shuffles
-            verbose=0,
-        )
+        for stage in (1, 2) if spec.training.finetune else (1,):
+            if stage < prepared.stage:
+                continue
+            if stage == 2:
+                if prepared.stage == 1:  # starts where the first stage stopped
+                    _start_finetune(prepared)
+                    run.update(finetune_from=recorder.epochs_done)
+                end = run.meta["finetune_from"] + spec.training.finetune.epochs
+            else:
+                end = spec.training.epochs
+            begin = recorder.epochs_done
+            recorder.stage = stage if spec.training.finetune else None
+            for callback in callbacks:  # patience counts within a stage
+                if isinstance(callback, EarlyStopping):
+                    callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
+            inputs, feeding = _inputs(prepared, begin, end)
+            model.fit(
+                **inputs,
+                initial_epoch=begin,
+                epochs=end,
+                callbacks=[*feeding, *callbacks],
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+            )
+            if recorder.diverged_at or not recorder.epochs_done:
+                break
+            if spec.training.finetune and len(stages) < stage and score_test:
+                stages.append(
+                    {
+                        "stage": stage,
+                        "name": ("head", "finetune")[stage - 1],
+                        "epochs_done": recorder.epochs_done,
+                        "test": _test_metrics(prepared, run_dir, batch),
+                    }
+                )
+                run.update(stages=stages)
         if recorder.diverged_at:
             status = store.DIVERGED
             message = (
@@ -307,7 +368,12 @@ def _fit(
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
-            metrics["test"] = _test_metrics(prepared, run_dir, batch)
+            done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
+            metrics["test"] = (
+                stages[-1]["test"] if done else _test_metrics(prepared, run_dir, batch)
+            )
+        if stages:
+            metrics["stages"] = stages
         run.write_json(store.METRICS, metrics)
         if spec.training.tensorboard:
             from dlrun.callbacks import write_hparams
@@ -340,8 +406,8 @@ def _fit(
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
-def _inputs(prepared: Prepared, first_epoch: int) -> tuple[dict, list]:
-    """fit()'s data arguments, and the callbacks that feed it, for the backend in use.
+def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
+    """fit()'s data arguments for epochs begin..end-1, and the callbacks that feed them.
 
     TensorFlow: tf.data pipelines (one stream of epochs, each shuffled by (seed, epoch)).
     JAX and torch: NumPy arrays reordered in place before each epoch, in the same manner.
@@ -349,14 +415,14 @@ def _inputs(prepared: Prepared, first_epoch: int) -> tuple[dict, list]:
     from dlrun.data import EpochFeed, pipeline, shuffled_epochs, steps, uses_tf_data
 
     spec, data = prepared.spec, prepared.data
-    batch, epochs, seed = spec.training.batch_size, spec.training.epochs, spec.seed
+    batch, seed, source = spec.training.batch_size, spec.seed, data.source
     has_val = data.x_val is not None
     if uses_tf_data():
         if spec.training.shuffle:
-            x = shuffled_epochs(data.x_train, data.y_train, batch, seed, first_epoch, epochs)
+            x = shuffled_epochs(data.x_train, data.y_train, batch, seed, begin, end, source)
         else:
-            x = pipeline(data.x_train, data.y_train, batch)
-        val = pipeline(data.x_val, data.y_val, batch) if has_val else None
+            x = pipeline(data.x_train, data.y_train, batch, source)
+        val = pipeline(data.x_val, data.y_val, batch, source) if has_val else None
         per_epoch = steps(len(data.x_train), batch)
         return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
     from dlrun.callbacks import EpochShuffle
@@ -409,6 +475,7 @@ def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
     best = run_dir / store.BEST
     if best.exists():
         model = keras.models.load_model(best, safe_mode=True)
-    test = evaluation_input(prepared.data.x_test, prepared.data.y_test, batch_size)
+    data = prepared.data
+    test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
     return {key: float(value) for key, value in scores.items()}
