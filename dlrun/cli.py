@@ -176,6 +176,22 @@ def _collect(paths: list[Path] | None):
     return runs
 
 
+def _readable_configs(runs: list) -> list:
+    """The runs whose config.yaml reads; a damaged one is skipped with a warning."""
+    from dlrun.errors import RunError
+    from dlrun.textsafe import clean
+
+    readable = []
+    for run in runs:
+        try:
+            run.config  # noqa: B018 - read now, so that a damaged one is skipped here
+        except RunError as exc:
+            typer.echo(f"Warning: skipped {clean(exc, newlines=False)}", err=True)
+            continue
+        readable.append(run)
+    return readable
+
+
 @app.command("runs")
 @fails_cleanly
 def runs_command(
@@ -320,7 +336,7 @@ def compare(
 
     if fmt not in FORMATS:
         raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    runs = _collect(paths)
+    runs = _readable_configs(_collect(paths))
     frame, differing = compare_table(
         runs, show_all=show_all, where=where, sort=sort, reverse=reverse
     )

@@ -96,7 +96,7 @@ def evaluate(
             raise SpecError(
                 f"--set {assignment}: evaluate takes data.KEY=VALUE and backend=NAME overrides only"
             )
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.exists():
         raise RunError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]}; the run saved no checkpoint "

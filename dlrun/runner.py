@@ -227,7 +227,7 @@ def _resume(
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
-    if (run.path / store.LAST).exists():
+    if store.within(run.path, store.LAST).exists():
         import keras
 
         from dlrun.data import steps
@@ -365,7 +365,9 @@ def _fit(
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Once stopped, a repeated SIGTERM must not cut the writing of the outcome short.
+    stopping = status == store.INTERRUPTED
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
             done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
@@ -393,16 +395,19 @@ def _fit(
         message = f"writing the run's results failed: {type(exc).__name__}: {exc}"[:600]
         run.meta["traceback"] = traceback.format_exc()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
+        attempts[-1].update(ended=_now(), status=str(status))
+        run.finish(
+            status,
+            message,
+            ended=_now(),
+            epochs_done=recorder.epochs_done,
+            attempts=attempts,
+        )
+    finally:
         signal.signal(signal.SIGTERM, previous)
-    attempts = _list(run.meta.get("attempts")) or [{}]
-    attempts[-1].update(ended=_now(), status=str(status))
-    run.finish(
-        status,
-        message,
-        ended=_now(),
-        epochs_done=recorder.epochs_done,
-        attempts=attempts,
-    )
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -321,8 +322,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     from dlrun import safeyaml
 
     safeyaml.check(text, source)  # before anything is built: an alias bomb stops here
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses NUL, ESC... right here
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -349,8 +351,16 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise SpecError(f"{where}: YAML syntax error: {problem}") from None
     except RecursionError:
         raise SpecError(f"{source}: nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        if "digits" not in str(exc):
+            raise
+        raise SpecError(
+            f"{source}: a number longer than {sys.get_int_max_str_digits()} digits; "
+            "write a smaller one"
+        ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # --- overrides --------------------------------------------------------------------------------
