@@ -301,6 +301,8 @@ def _fit(
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+    if spec.training.adversarial:
+        callbacks = [*_adversarial_validation(prepared), *callbacks]
     stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
 
     status, exit_code, message = store.COMPLETED, 0, None
@@ -323,6 +325,8 @@ def _fit(
                 if isinstance(callback, EarlyStopping):
                     callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
             inputs, feeding = _inputs(prepared, begin, end)
+            if spec.training.adversarial:  # a tf.data stream: tensorflow only (data.check_feed)
+                inputs["x"] = _adversarial_batches(prepared, inputs["x"], begin)
             model.fit(
                 **inputs,
                 initial_epoch=begin,
@@ -436,6 +440,29 @@ def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
     val = (data.x_val, data.y_val) if has_val else None
     arguments = {"x": feed.x, "y": feed.y, "batch_size": batch, "validation_data": val}
     return arguments, [EpochShuffle(feed)]
+
+
+def _adversarial_batches(prepared: Prepared, train_ds, epochs_done: int):
+    """The training batches with a share of each replaced by attacks on the current weights."""
+    from dlrun import attack
+
+    spec, model = prepared.spec, prepared.model
+    threat = attack.training_threat(spec, prepared.data)
+    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
+    return attack.mixed_batches(model, train_ds, threat, spec.training.adversarial.ratio, seed)
+
+
+def _adversarial_validation(prepared: Prepared) -> list:
+    """The callback that adds val_adversarial_accuracy; it goes first, so that history.csv
+    and TensorBoard see its metric."""
+    from dlrun import attack
+
+    spec, data = prepared.spec, prepared.data
+    if data.x_val is None:
+        return []
+    threat = attack.training_threat(spec, data)
+    batches = attack.batches(data, data.x_val, data.y_val, spec.training.batch_size)
+    return [attack.validation_callback(batches, threat, spec.seed)]
 
 
 def _close_callbacks(callbacks: list) -> None:
