@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.backend import tensorflow
+from dlrun.backend import load
 from dlrun.errors import DlrunError, SpecError
 from dlrun.spec import Spec, did_you_mean
 
@@ -228,8 +228,7 @@ def _preprocess_layer(function, scale: float, channels: int):
 
 def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list):
     """input -> adapters -> frozen base (training=False) -> head, as one functional model."""
-    tensorflow()
-    import keras
+    keras = load()
 
     base_spec = spec.model.base
     if len(input_shape) != 3:
