@@ -179,9 +179,10 @@ def validate(
     from dlrun.spec import load_spec
 
     spec = load_spec(spec_file, set_ or [])
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     from dlrun.builder import build_model, compile_model, summary_text
     from dlrun.data import signature
 
@@ -237,6 +238,22 @@ def _default_root_missing(paths: list[Path] | None, runs_dir: Path | None) -> bo
     return not paths and runs_dir is None and "DLRUN_RUNS_DIR" not in os.environ
 
 
+def _readable_configs(runs: list) -> list:
+    """The runs whose config.yaml reads; a damaged one is skipped with a warning."""
+    from dlrun.errors import RunError
+    from dlrun.textsafe import clean
+
+    readable = []
+    for run in runs:
+        try:
+            run.config  # noqa: B018 - read now, so that a damaged one is skipped here
+        except RunError as exc:
+            typer.echo(f"Warning: skipped {clean(exc, newlines=False)}", err=True)
+            continue
+        readable.append(run)
+    return readable
+
+
 @app.command("runs")
 @fails_cleanly
 def runs_command(
@@ -270,7 +287,7 @@ def runs_command(
     _warn(damaged)
     console = _console()
     if rows:
-        headers = [h for h in rows[0] if h != "backend" or any(r["backend"] for r in rows)]
+        headers = list(rows[0])
         cells = [[row[h] for h in headers] for row in rows]
         # Narrow terminals lose the start time first, the scores last.
         priority = ["run", "status", "test", "best", "epochs", "backend", "params", "duration"]
@@ -381,6 +398,77 @@ def evaluate(
 
 @app.command()
 @fails_cleanly
+def attack(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, attacked in turn.")],
+    method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
+    eps: Annotated[
+        str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
+    ] = "0,0.02,0.05,0.1,0.2",
+    steps: Annotated[int, typer.Option(help="PGD gradient steps.")] = 10,
+    step_size: Annotated[
+        float | None,
+        typer.Option(help="PGD step, a fraction of the input range [default: 2.5*eps/steps]."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Test samples, chosen stratified (seed 0).")] = 1000,
+    target: Annotated[
+        int | None, typer.Option(help="Push towards this class: a targeted attack.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    set_: SetOption = None,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
+
+    Example: dlrun attack runs/mnist-cnn-20261124-153506 --method fgsm --eps 0,0.1,0.2
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from dlrun import attack as attacks
+
+    values = attacks.parse_eps(eps)
+    attacks.check_arguments(method, values, steps, step_size, samples)
+    for run in runs:  # every run, before the first is attacked
+        attacks.check_run(run, checkpoint, set_ or [])
+    for run in runs:
+        result = attacks.attack(
+            run,
+            method=method,
+            eps=values,
+            steps=steps,
+            step_size=step_size,
+            samples=samples,
+            target=target,
+            checkpoint=checkpoint,
+            overrides=set_ or [],
+            unsafe_load=unsafe_load,
+            console=_console(stderr=True),
+        )
+        targeted = result["target"] is not None
+        title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
+        title += f" ({checkpoint} checkpoint)"
+        if targeted:
+            title += f", target class {result['target']}"
+        table = Table(title=Text(title))  # a run's name is never read as markup
+        for column in ("eps", "clean accuracy", "adversarial accuracy"):
+            table.add_column(column, justify="right")
+        if targeted:
+            table.add_column("target success rate", justify="right")
+        for row in result["results"]:
+            cells = [f"{row['eps']:g}", f"{row['clean_accuracy']:.4f}"]
+            cells.append(f"{row['adversarial_accuracy']:.4f}")
+            if targeted:
+                cells.append(f"{row['target_success_rate']:.4f}")
+            table.add_row(*cells)
+        _console().print(table)
+        for path in result["written"]:
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
 def features(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
     layer: Annotated[str, typer.Option(help="Layer name or index (as in summary.txt).")],
@@ -446,7 +534,7 @@ def compare(
 
     if fmt not in FORMATS:
         raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    runs = _collect(paths, runs_dir)
+    runs = _readable_configs(_collect(paths, runs_dir))
     comparison = compare_table(
         runs,
         show_all=show_all,
@@ -565,7 +653,9 @@ def _run_sweep(found, sweep_dir: Path) -> dict:
         markup=False,
     )
     try:
-        return sweeps.run_sweep(found, sweep_dir, console, sweeps.pool(found.spec.workers))
+        return sweeps.run_sweep(
+            found, sweep_dir, console, sweeps.pool(found.spec.workers, found.base["backend"])
+        )
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)

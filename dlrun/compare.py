@@ -136,8 +136,8 @@ def compare_table(
     present = [k for k in config_keys if any(k in row for row in rows)]
     differing = [k for k in present if _differs(rows, k)]
     first = [k for k in result_keys if k in FIRST]
-    first += [k for k in ALWAYS_SHOWN_CONFIG if k in present]
     first += [k for k in result_keys if k.startswith(("best_", "test_")) and k != "best_epoch"]
+    first += [k for k in ALWAYS_SHOWN_CONFIG if k in present]
     last = [k for k in result_keys if k in LAST]
     config_shown = [k for k in (present if show_all else differing) if k not in first]
     comparison = Comparison([*first, *config_shown, *last], rows, differing, present)
@@ -275,7 +275,7 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
     frame = frame.rename(columns=lambda c: clean(c, newlines=False))
     frame = frame.copy()
     for index, dtype in enumerate(frame.dtypes):  # text: from disk, cleaned
-        if pd.api.types.is_object_dtype(dtype):
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
             frame.iloc[:, index] = frame.iloc[:, index].map(clean_value)
     if fmt == "csv":
         return frame.to_csv(index=False)
@@ -298,6 +298,11 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
     return table
 
 
+def _plain(text: str) -> str:
+    """A stranger's text for matplotlib: no control characters, no mathtext from a '$'."""
+    return clean(text, newlines=False).replace("$", r"\$")
+
+
 def curves_plot(runs: list[Run], comparison: Comparison, path):
     """Validation curves of the runs shown, one colour per run, labelled by run name; the
     config values that differ among them are a table under the plot, not a legend over it.
@@ -311,9 +316,9 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
 
     histories = {}
     for run in runs:
-        try:
+        try:  # bounded, regular files only: a received run's history.csv may be a FIFO
             rows = store.read_history(run.path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, RunError):
             continue
         if rows:
             histories[run.name] = rows
@@ -351,12 +356,14 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         below.axis("off")
         keys = comparison.differing
         cells = [
-            [run.name, *(config_cell(by_run.get(run.name, {}).get(k)) for k in keys)]
+            [
+                _plain(run.name),
+                *(_plain(config_cell(by_run.get(run.name, {}).get(k))) for k in keys),
+            ]
             for run in shown
         ]
-        table = below.table(
-            cellText=cells, colLabels=["run", *(names[k] for k in keys)], loc="upper center"
-        )
+        labels = ["run", *(_plain(names[k]) for k in keys)]
+        table = below.table(cellText=cells, colLabels=labels, loc="upper center")
         table.auto_set_font_size(False)
         table.set_fontsize(8)
         table.auto_set_column_width(list(range(len(keys) + 1)))

@@ -69,13 +69,13 @@ def _read_meta(path: Path, warnings: list[str]) -> dict | None:
 
 def _walk(folder: Path, root: Path, in_sweep: bool, warnings: list[str]) -> Iterator[Found]:
     """Runs and sweeps below folder; symbolic links are not followed."""
-    if (folder / store.META).is_file():
+    if os.path.lexists(folder / store.META):  # a FIFO or a link is damage, reported as such
         meta = _read_meta(folder, warnings)
         if meta is not None:
             shown = folder.name if folder == root else folder.relative_to(root).as_posix()
             yield Found(folder, shown, str(meta.get("started") or ""), meta, in_sweep)
         return
-    if (folder / SWEEP_FILE).is_file() and not in_sweep:
+    if os.path.lexists(folder / SWEEP_FILE) and not in_sweep:
         shown = folder.name if folder == root else folder.relative_to(root).as_posix()
         yield Found(folder, shown, _started_of_file(folder / SWEEP_FILE), None)
         in_sweep = True
@@ -101,7 +101,7 @@ def find(paths: list[Path], trials: bool = False) -> tuple[list[Found], int, lis
     hidden = 0
     warnings: list[str] = []
     for root in paths:
-        show_trials = trials or (root / SWEEP_FILE).is_file()
+        show_trials = trials or os.path.lexists(root / SWEEP_FILE)
         for item in _walk(root, root, False, warnings):
             if item.trial and not show_trials:
                 hidden += 1
@@ -162,7 +162,7 @@ def run_row(item: Found) -> dict[str, str]:
     return {
         "run": item.shown_as,
         "status": str(run.status),
-        "backend": str(meta.get("backend") or ""),
+        "backend": str(meta.get("backend") or "tensorflow"),  # runs before backends: TF
         "started": str(meta.get("started") or "")[:19].replace("T", " "),
         "duration": duration(meta.get("started"), meta.get("ended")),
         "epochs": f"{run.epochs_done()}/{meta.get('epochs_planned', '?')}",
@@ -203,7 +203,9 @@ def sweep_row(item: Found) -> dict[str, str]:
     statuses = []
     if trials.is_dir():
         for child in os.scandir(trials):
-            if child.is_dir(follow_symlinks=False) and (Path(child.path) / store.META).is_file():
+            if child.is_dir(follow_symlinks=False) and os.path.lexists(
+                Path(child.path) / store.META
+            ):
                 meta = _read_meta(Path(child.path), [])
                 statuses.append(store.Run(Path(child.path), meta or {}).status)
     finished = (item.path / SWEEP_RESULTS).is_file()

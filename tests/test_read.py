@@ -194,7 +194,9 @@ def test_compare_where_sort_and_formats(two_runs, tmp_path):
         ],
     )
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("| run | status | best_val_loss | test_accuracy | test_loss |")
+    assert lines[0].startswith(
+        "| run | status | best_val_loss | test_accuracy | test_loss | backend |"
+    )
     assert "| layers.0.units | epochs | epochs_done |" in lines[0]
     assert lines[1].startswith("|---|")
     assert "| 24 | 2 | 2 |" in lines[2] and "| 8 | 1 | 1 |" in lines[3]

@@ -212,9 +212,16 @@ def compare_csv(*args):
 def test_compare_puts_results_first_then_the_keys_that_differ(lab):
     rows, header = compare_csv(*map(str, plain_runs(lab)))
     columns = header.split(",")
-    assert columns[:5] == ["run", "status", "best_val_loss", "test_accuracy", "test_loss"]
-    assert columns[5:7] == ["model.layers.0.units", "training.epochs"]
-    assert columns[7:] == ["epochs_done", "best_epoch", "params", "train_seconds"]
+    assert columns[:6] == [
+        "run",
+        "status",
+        "best_val_loss",
+        "test_accuracy",
+        "test_loss",
+        "backend",  # the Keras backend: always shown
+    ]
+    assert columns[6:8] == ["model.layers.0.units", "training.epochs"]
+    assert columns[8:] == ["epochs_done", "best_epoch", "params", "train_seconds"]
     assert sorted((r["model.layers.0.units"], r["training.epochs"]) for r in rows) == [
         ("24", "1"),
         ("24", "2"),
@@ -243,6 +250,7 @@ def test_compare_table_uses_short_names_and_whole_numbers(lab):
         "best_val_loss",
         "test_accuracy",
         "test_loss",
+        "backend",
         "layers.0.units",  # model.layers.0.units: `units` and `0.units` say too little
         "epochs",  # training.epochs
         "epochs_done",
