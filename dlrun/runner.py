@@ -149,17 +149,11 @@ def train(
     look at the test split (and skipping it saves a model load per trial).
     """
     from dlrun.backend import load, use, versions
-    from dlrun.plot_worker import HistoryPlotter
 
-    plotter = HistoryPlotter()  # imports matplotlib on the other core meanwhile
-    try:
-        use(spec.backend, spec.training.device)
-        load()  # first, so that TensorFlow's start-up chatter is silenced
-        prepared = prepare(spec)
-        run = store.RunFolder.create(runs_root, spec.name, folder)
-    except BaseException:
-        plotter.cancel()
-        raise
+    use(spec.backend, spec.training.device)
+    load()  # first, so that TensorFlow's start-up chatter is silenced
+    prepared = prepare(spec)
+    run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
     run.write_text(store.CONFIG, spec.dump())
     run.start(
@@ -186,7 +180,7 @@ def train(
         }
     )
     with run:
-        return _fit(prepared, run, console, [], extra_callbacks, score_test, plotter)
+        return _fit(prepared, run, console, [], extra_callbacks, score_test)
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
@@ -287,7 +281,6 @@ def _fit(
     rows: list[dict],
     extra_callbacks: tuple,
     score_test: bool = True,
-    plotter=None,
 ) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
@@ -398,9 +391,9 @@ def _fit(
 
             write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
         if recorder.rows:
-            from dlrun.plot_worker import HistoryPlotter
+            from dlrun.plots import history_plot
 
-            (plotter or HistoryPlotter.here()).draw(recorder.rows, run.file(store.HISTORY_PLOT))
+            history_plot(recorder.rows, run.file(store.HISTORY_PLOT))
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         status = store.INTERRUPTED
@@ -424,8 +417,6 @@ def _fit(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if plotter is not None:
-            plotter.cancel()  # when nothing was drawn: the helper exits
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
