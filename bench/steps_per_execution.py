@@ -34,8 +34,8 @@ if model_name == "cnn":
               keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
               keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
 else:
-    layers = [keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")]
-keras.utils.set_random_seed(0) if backend == "tensorflow" else None
+    layers = [keras.layers.Dense(32, activation="relu"),
+              keras.layers.Dense(10, activation="softmax")]
 model = keras.Sequential([keras.Input(x.shape[1:]), *layers])
 model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"],
               steps_per_execution=spe)
