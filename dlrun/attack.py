@@ -363,6 +363,9 @@ def attack(
             f"0-{data.num_classes - 1}"
         )
     low, high = data_range(data, spec)
+    from dlrun.evaluate import _printable
+
+    names = [_printable(str(n)) for n in data.class_names or range(data.num_classes)]
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     chosen = stratified(truth, samples)
     if target is not None:  # a targeted attack is scored on the samples not already of it
@@ -437,6 +440,8 @@ def attack(
         "step_size": step_size,
         "random_start": method == "pgd",
         "target": target,
+        "target_name": names[target] if target is not None else None,
+        "class_names": names,
         "samples": total,
         "sample_seed": SAMPLE_SEED,
         "input_range": [low, high],
@@ -449,7 +454,7 @@ def attack(
     from dlrun.plots import adversarial_plot
 
     plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
-    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, path=plot)
+    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, names=names, path=plot)
     result["written"] = [str(written), str(plot)]
     return result
 

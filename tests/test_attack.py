@@ -352,6 +352,25 @@ def test_attack_on_a_cnn(tmp_path):
     assert strong["max_abs_perturbation"] <= 0.2 + 1e-6
 
 
+def test_an_image_folder_trains_adversarially_and_is_attacked_by_class_name(tmp_path):
+    from test_images import folder_spec, write_folder
+
+    folder = write_folder(tmp_path / "animals")
+    spec = folder_spec(tmp_path, folder, extra=ADVERSARIAL.replace("pgd", "fgsm"))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    assert pd.read_csv(run / "history.csv")["val_adversarial_accuracy"].between(0, 1).all()
+    data = attack_json(run, "--method", "pgd", "--steps", "3", "--eps", "0,0.3", "--target", "1")
+    assert data["class_names"] == ["cat", "dog", "owl"] and data["target_name"] == "dog"
+    assert data["input_range"] == [0.0, 1.0]  # decoded pixels / 255
+    assert data["samples"] == 6  # the test split's cats and owls
+    zero, strong = data["results"]
+    assert strong["max_abs_perturbation"] <= 0.3 + 1e-6
+    assert strong["target_success_rate"] > zero["target_success_rate"]
+    assert "target class 1 (dog)" in data["stdout"]
+
+
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------
 
 
