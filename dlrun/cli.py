@@ -151,9 +151,10 @@ def validate(
     from dlrun.spec import load_spec
 
     spec = load_spec(spec_file, set_ or [])
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     from dlrun.builder import build_model, compile_model, summary_text
     from dlrun.data import signature
 
@@ -506,7 +507,9 @@ def _run_sweep(found, sweep_dir: Path) -> dict:
         markup=False,
     )
     try:
-        return sweeps.run_sweep(found, sweep_dir, console, sweeps.pool(found.spec.workers))
+        return sweeps.run_sweep(
+            found, sweep_dir, console, sweeps.pool(found.spec.workers, found.base["backend"])
+        )
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)

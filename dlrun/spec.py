@@ -31,6 +31,9 @@ OFFLINE_DATASETS = ("digits", "mnist_5k")
 FILE_DATASETS = ("npz", "csv")
 FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Layers that run code named in the file: a spec is data, never a program.
+BACKENDS = ("tensorflow", "jax", "torch")
+# compile.steps_per_execution's default, from CPU measurements (bench/steps_per_execution.py).
+STEPS_PER_EXECUTION = 1
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
@@ -196,6 +199,10 @@ class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
     loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
     metrics: list[str] = ["accuracy"]
+    # XLA compilation: Keras' "auto" compiles where the backend supports it.
+    jit_compile: Literal["auto"] | bool = "auto"
+    # Batches per compiled call: fewer Python round trips per step (bench/steps_per_execution.py).
+    steps_per_execution: int = Field(STEPS_PER_EXECUTION, ge=1)
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
 
@@ -251,12 +258,16 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: the backend's accelerator, else CPU
+    mixed_precision: bool = False  # float16 (GPU) or bfloat16 (CPU) compute, float32 output
+    distribute: Literal["data_parallel"] | None = None  # one model over every local device
     adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
 
 
 class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec
     model: ModelSpec
