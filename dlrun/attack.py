@@ -309,10 +309,12 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     if checkpoint not in CHECKPOINTS:
         raise AttackError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: attack takes data.KEY=VALUE overrides only")
+        if not assignment.startswith(("data.", "backend=")):
+            raise SpecError(
+                f"--set {assignment}: attack takes data.KEY=VALUE and backend=NAME overrides only"
+            )
     run = store.open_run(run_path)
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.is_file():
         raise AttackError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]} to attack; the run saved no checkpoint "
@@ -350,11 +352,15 @@ def attack(
     check_arguments(method, eps, steps, step_size, samples)
     run, model_path, spec = check_run(run_path, checkpoint, overrides)
 
+    from dlrun.backend import use
+
+    use(spec.backend)  # the run's own, or another: a .keras file loads on every backend
     from dlrun.builder import build_model
     from dlrun.data import load_data
 
     data = load_data(spec)
-    params = build_model(spec, data.input_shape).count_params()
+    # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
     _check_numeric_input(model, model_path)
     if target is not None and not 0 <= target < data.num_classes:
