@@ -309,10 +309,12 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     if checkpoint not in CHECKPOINTS:
         raise AttackError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: attack takes data.KEY=VALUE overrides only")
+        if not assignment.startswith(("data.", "backend=")):
+            raise SpecError(
+                f"--set {assignment}: attack takes data.KEY=VALUE and backend=NAME overrides only"
+            )
     run = store.open_run(run_path)
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.is_file():
         raise AttackError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]} to attack; the run saved no checkpoint "
@@ -350,11 +352,15 @@ def attack(
     check_arguments(method, eps, steps, step_size, samples)
     run, model_path, spec = check_run(run_path, checkpoint, overrides)
 
+    from dlrun.backend import use
+
+    use(spec.backend)  # the run's own, or another: a .keras file loads on every backend
     from dlrun.builder import build_model
     from dlrun.data import load_data
 
     data = load_data(spec)
-    params = build_model(spec, data.input_shape).count_params()
+    # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
     _check_numeric_input(model, model_path)
     if target is not None and not 0 <= target < data.num_classes:
@@ -363,6 +369,9 @@ def attack(
             f"0-{data.num_classes - 1}"
         )
     low, high = data_range(data, spec)
+    from dlrun.evaluate import _printable
+
+    names = [_printable(str(n)) for n in data.class_names or range(data.num_classes)]
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     chosen = stratified(truth, samples)
     if target is not None:  # a targeted attack is scored on the samples not already of it
@@ -437,6 +446,8 @@ def attack(
         "step_size": step_size,
         "random_start": method == "pgd",
         "target": target,
+        "target_name": names[target] if target is not None else None,
+        "class_names": names,
         "samples": total,
         "sample_seed": SAMPLE_SEED,
         "input_range": [low, high],
@@ -449,7 +460,7 @@ def attack(
     from dlrun.plots import adversarial_plot
 
     plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
-    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, path=plot)
+    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, names=names, path=plot)
     result["written"] = [str(written), str(plot)]
     return result
 

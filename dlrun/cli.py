@@ -337,7 +337,7 @@ def attack(
         title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
         title += f" ({checkpoint} checkpoint)"
         if targeted:
-            title += f", target class {result['target']}"
+            title += f", target class {result['target']} ({result['target_name']})"
         table = Table(title=Text(title))  # a run's name is never read as markup
         for column in ("eps", "clean accuracy", "adversarial accuracy"):
             table.add_column(column, justify="right")
