@@ -354,12 +354,6 @@ def check_feed(spec: Spec, data: Data) -> None:
             f"image folders are decoded by tf.data, on the tensorflow backend only; "
             f"set backend: tensorflow (got {spec.backend})",
         )
-    if spec.training.adversarial and not uses_tf_data():
-        raise spec.error(
-            ("training", "adversarial"),
-            f"adversarial training mixes attacks into a tf.data stream, on the tensorflow "
-            f"backend only; set backend: tensorflow (got {spec.backend})",
-        )
     check_steps_per_execution(spec, len(data.x_train))
 
 
