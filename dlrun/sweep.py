@@ -54,6 +54,13 @@ class RandomSpec(_Strict):
     seed: int = Field(0, ge=0, lt=2**32)  # the draws, not the training
 
 
+class ResourcesSpec(_Strict):
+    """What each fit reserves on a Ray node (the local executor uses `workers` instead)."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
 class SweepSpec(_Strict):
     base: str  # a spec file, relative to the sweep file
     name: str = Field("sweep", pattern=NAME_PATTERN)
@@ -63,6 +70,7 @@ class SweepSpec(_Strict):
     scoring: str = "accuracy"  # a logged metric; higher is better for accuracy-like names
     workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
     refit: bool = True  # retrain the best on the whole training split, score the test split
+    resources: ResourcesSpec = ResourcesSpec()  # per fit, with --executor ray
 
     @model_validator(mode="after")
     def _one_search(self) -> SweepSpec:
@@ -356,6 +364,16 @@ def pool(workers: int, backend: str = "tensorflow") -> Workers:
     """Worker processes; start them only once the sweep file has been checked."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     return Workers(workers, _init_worker, (threads, backend))
+
+
+def ray_pool(sweep: Sweep, sweep_dir: Path, address: str | None = None):
+    """Fits as Ray tasks reserving the sweep file's resources (dlrun.raysweep)."""
+    from dlrun.raysweep import RayWorkers
+
+    resources = sweep.spec.resources
+    return RayWorkers(
+        sweep_dir / TRIALS, sweep.base["backend"], resources.cpu, resources.gpu, address
+    )
 
 
 def lock(sweep_dir: Path) -> int:
