@@ -392,6 +392,7 @@ def _fit(
         run.meta["traceback"] = traceback.format_exc()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor Ctrl-C, for these lines
     try:
         attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
         attempts[-1].update(ended=_now(), status=str(status))
@@ -404,6 +405,7 @@ def _fit(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
