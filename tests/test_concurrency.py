@@ -124,6 +124,25 @@ def test_a_lock_held_elsewhere_is_running_whatever_the_pid(killed_run):
     assert store.open_run(killed_run).status == "crashed"
 
 
+def test_full_disk_for_the_final_meta_json_overwrites_it_in_place(tmp_path, monkeypatch):
+    """The atomic write needs room for a second copy; the last resort needs none."""
+    write_json = store.write_json
+
+    def full_at_the_end(path, data):
+        if Path(path).name == store.META and data.get("ended"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_json(path, data)
+
+    monkeypatch.setattr(store, "write_json", full_at_the_end)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["ended"] and meta["epochs_done"] == 2
+
+
 @pytest.mark.parametrize("failing", ["plot", "metrics"])
 def test_full_disk_at_the_end_still_finalises_meta(tmp_path, monkeypatch, failing):
     """ENOSPC injected into the final plot or metrics.json: failed, with the true epochs."""
