@@ -295,6 +295,77 @@ def evaluate(
 
 @app.command()
 @fails_cleanly
+def attack(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, attacked in turn.")],
+    method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
+    eps: Annotated[
+        str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
+    ] = "0,0.02,0.05,0.1,0.2",
+    steps: Annotated[int, typer.Option(help="PGD gradient steps.")] = 10,
+    step_size: Annotated[
+        float | None,
+        typer.Option(help="PGD step, a fraction of the input range [default: 2.5*eps/steps]."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Test samples, chosen stratified (seed 0).")] = 1000,
+    target: Annotated[
+        int | None, typer.Option(help="Push towards this class: a targeted attack.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    set_: SetOption = None,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
+
+    Example: dlrun attack runs/mnist-cnn-20261124-153506 --method fgsm --eps 0,0.1,0.2
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from dlrun import attack as attacks
+
+    values = attacks.parse_eps(eps)
+    attacks.check_arguments(method, values, steps, step_size, samples)
+    for run in runs:  # every run, before the first is attacked
+        attacks.check_run(run, checkpoint, set_ or [])
+    for run in runs:
+        result = attacks.attack(
+            run,
+            method=method,
+            eps=values,
+            steps=steps,
+            step_size=step_size,
+            samples=samples,
+            target=target,
+            checkpoint=checkpoint,
+            overrides=set_ or [],
+            unsafe_load=unsafe_load,
+            console=_console(stderr=True),
+        )
+        targeted = result["target"] is not None
+        title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
+        title += f" ({checkpoint} checkpoint)"
+        if targeted:
+            title += f", target class {result['target']}"
+        table = Table(title=Text(title))  # a run's name is never read as markup
+        for column in ("eps", "clean accuracy", "adversarial accuracy"):
+            table.add_column(column, justify="right")
+        if targeted:
+            table.add_column("target success rate", justify="right")
+        for row in result["results"]:
+            cells = [f"{row['eps']:g}", f"{row['clean_accuracy']:.4f}"]
+            cells.append(f"{row['adversarial_accuracy']:.4f}")
+            if targeted:
+                cells.append(f"{row['target_success_rate']:.4f}")
+            table.add_row(*cells)
+        _console().print(table)
+        for path in result["written"]:
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
 def features(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
     layer: Annotated[str, typer.Option(help="Layer name or index (as in summary.txt).")],

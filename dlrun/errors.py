@@ -37,6 +37,12 @@ class RunError(DlrunError):
     exit_code = 1
 
 
+class AttackError(DlrunError):
+    """An attack was asked for with settings, a target or a model it cannot work with."""
+
+    exit_code = 2
+
+
 class RunInUse(RunError):
     """Another process holds the run's (or sweep's) lock: it is training right now."""
 

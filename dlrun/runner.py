@@ -290,6 +290,8 @@ def _fit(
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+    if spec.training.adversarial:
+        callbacks = [*_adversarial_validation(prepared), *callbacks]
     stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
 
     status, exit_code, message = store.COMPLETED, 0, None
@@ -320,6 +322,8 @@ def _fit(
                 )
             else:
                 train_ds = pipeline(data.x_train, data.y_train, batch, source)
+            if spec.training.adversarial:
+                train_ds = _adversarial_batches(prepared, train_ds, begin)
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -409,6 +413,29 @@ def _fit(
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
     return Outcome(run_dir, status, exit_code, metrics, message)
+
+
+def _adversarial_batches(prepared: Prepared, train_ds, epochs_done: int):
+    """The training batches with a share of each replaced by attacks on the current weights."""
+    from dlrun import attack
+
+    spec, model = prepared.spec, prepared.model
+    threat = attack.training_threat(spec, prepared.data)
+    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
+    return attack.mixed_batches(model, train_ds, threat, spec.training.adversarial.ratio, seed)
+
+
+def _adversarial_validation(prepared: Prepared) -> list:
+    """The callback that adds val_adversarial_accuracy; it goes first, so that history.csv
+    and TensorBoard see its metric."""
+    from dlrun import attack
+
+    spec, data = prepared.spec, prepared.data
+    if data.x_val is None:
+        return []
+    threat = attack.training_threat(spec, data)
+    batches = attack.batches(data, data.x_val, data.y_val, spec.training.batch_size)
+    return [attack.validation_callback(batches, threat, spec.seed)]
 
 
 def _close_callbacks(callbacks: list) -> None:

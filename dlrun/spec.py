@@ -218,6 +218,15 @@ class TensorBoardSpec(_Section):
     write_graph: bool = True
 
 
+class AdversarialSpec(_Section):
+    """Adversarial training: part of each batch replaced by attacks on the current weights."""
+
+    method: Literal["fgsm", "pgd"] = "pgd"  # pgd: stronger, `steps` gradients per batch
+    eps: float = Field(0.1, ge=0, le=1)  # L-infinity radius, as a fraction of the input range
+    ratio: float = Field(0.5, gt=0, le=1)  # share of each batch made adversarial
+    steps: int = Field(3, ge=1)  # pgd steps (fgsm always takes one)
+
+
 class FinetuneSpec(_Section):
     """A second stage once the head has trained: unfreeze the base, recompile, train on."""
 
@@ -242,6 +251,7 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
 
 
@@ -506,6 +516,9 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
             problems.append(spec.error(("training", "finetune"), message))
     logged = ["loss", *spec.compile.metrics]
     names = logged + [f"val_{m}" for m in logged]
+    if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
+        logged.append("adversarial_accuracy")
+        names.append("val_adversarial_accuracy")
     watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
     if spec.training.early_stopping:
         watched.append(
@@ -513,7 +526,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         )
     for loc, monitor in watched:
         base = monitor.removeprefix("val_")
-        if base not in logged:
+        if base not in logged or monitor == "adversarial_accuracy":  # validation only
             message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
             problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
         elif monitor.startswith("val_") and not spec.has_validation:

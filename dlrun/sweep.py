@@ -266,6 +266,8 @@ def load_sweep(path: Path) -> Sweep:
         elif message := _check_rule(key, rule):
             problems.append(format_problem(str(path), lines, loc_of(key), message))
     logged = ["loss", *base["compile"]["metrics"]]
+    if base["training"].get("adversarial"):  # validation only: its train score stays empty
+        logged.append("adversarial_accuracy")
     if spec.scoring not in logged:
         problems.append(
             format_problem(
