@@ -312,7 +312,7 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
         if not assignment.startswith("data."):
             raise SpecError(f"--set {assignment}: attack takes data.KEY=VALUE overrides only")
     run = store.open_run(run_path)
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])  # no symlink out of the run
     if not model_path.is_file():
         raise AttackError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]} to attack; the run saved no checkpoint "
