@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from dlrun.backend import tensorflow
+from dlrun.backend import load
 from dlrun.spec import Spec, did_you_mean
 
 # Keyword arguments every Keras layer takes through **kwargs on top of its own signature.
@@ -94,8 +94,11 @@ def make_layers(spec: Spec) -> list[Any]:
             )
         if unknown:
             continue
+        kwargs = entry.kwargs()
+        if spec.training.mixed_precision and index == len(spec.model.layers) - 1:
+            kwargs.setdefault("dtype", "float32")  # softmax and loss in full precision
         try:
-            layers.append(cls(**entry.kwargs()))
+            layers.append(cls(**kwargs))
         except Exception as exc:
             problems.append(
                 spec.error(loc, f"{entry.type} refused its arguments: {_first_line(exc)}")
@@ -109,9 +112,7 @@ def make_layers(spec: Spec) -> list[Any]:
 
 def build_model(spec: Spec, input_shape: tuple[int, ...]):
     """A Sequential model on the data's input shape; a layer that cannot be built is named."""
-    tensorflow()
-    import keras
-
+    keras = load()
     layers = make_layers(spec)
     if spec.model.base is not None:  # a trained network below these layers
         from dlrun.transfer import build_transfer_model
@@ -176,7 +177,19 @@ def compile_model(model, spec: Spec, num_classes: int) -> None:
                 ) from None
         metrics.append(name)
     _check_labels(model, spec, num_classes)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=metrics,
+        jit_compile=spec.compile.jit_compile,
+        steps_per_execution=spec.steps_per_execution(_on_gpu(spec)),
+    )
+
+
+def _on_gpu(spec: Spec) -> bool:
+    from dlrun.devices import used
+
+    return used(spec)[0].startswith("GPU")
 
 
 def _check_labels(model, spec: Spec, num_classes: int) -> None:

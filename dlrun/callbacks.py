@@ -313,3 +313,14 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                     self.wait = 0
         if self.restore_best_weights:
             self.best_weights = self.model.get_weights()  # the best epoch's are not in memory
+
+
+class EpochShuffle(keras.callbacks.Callback):
+    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them."""
+
+    def __init__(self, feed):
+        super().__init__()
+        self.feed = feed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.feed.arrange(epoch)

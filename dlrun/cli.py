@@ -162,9 +162,10 @@ def validate(
     from dlrun.spec import load_spec
 
     spec = load_spec(spec_file, set_ or [])
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     from dlrun.builder import build_model, compile_model, summary_text
     from dlrun.data import signature
 
@@ -347,7 +348,7 @@ def attack(
         title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
         title += f" ({checkpoint} checkpoint)"
         if targeted:
-            title += f", target class {result['target']}"
+            title += f", target class {result['target']} ({result['target_name']})"
         table = Table(title=Text(title))  # a run's name is never read as markup
         for column in ("eps", "clean accuracy", "adversarial accuracy"):
             table.add_column(column, justify="right")
@@ -467,6 +468,13 @@ def sweep(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes) or ray (Ray tasks).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
+    ] = None,
 ) -> None:
     """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
 
@@ -479,6 +487,14 @@ def sweep(
 
     if (sweep_file is None) == (resume is None):
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
+    if executor not in ("local", "ray"):
+        raise SpecError(f"--executor: expected local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise SpecError("--address is a Ray cluster's; add --executor ray")
+    if executor == "ray":
+        from dlrun.raysweep import ray_module
+
+        ray_module()  # installed? Said before any folder is made
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
@@ -486,7 +502,7 @@ def sweep(
         found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
         held = sweeps.lock(sweep_dir)
     try:
-        result = _run_sweep(found, sweep_dir)
+        result = _run_sweep(found, sweep_dir, executor, address)
     finally:
         os.close(held)
     console = _console()
@@ -505,7 +521,7 @@ def sweep(
     console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
 
 
-def _run_sweep(found, sweep_dir: Path) -> dict:
+def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | None = None) -> dict:
     """Start the workers only now that the sweep file is checked; Ctrl-C/SIGTERM stop them."""
     from dlrun import sweep as sweeps
 
@@ -517,7 +533,11 @@ def _run_sweep(found, sweep_dir: Path) -> dict:
         markup=False,
     )
     try:
-        return sweeps.run_sweep(found, sweep_dir, console, sweeps.pool(found.spec.workers))
+        if executor == "ray":
+            workers = sweeps.ray_pool(found, sweep_dir, address)
+        else:
+            workers = sweeps.pool(found.spec.workers, found.base["backend"])
+        return sweeps.run_sweep(found, sweep_dir, console, workers)
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)

@@ -53,3 +53,9 @@ class DamagedRun(RunError):
     """A file of a run cannot be read back (a received run, or a hand edit): fix or remove it."""
 
     exit_code = 2
+
+
+class BackendError(DlrunError):
+    """The Keras backend or device a spec asks for is not available on this machine."""
+
+    exit_code = 2

@@ -48,12 +48,11 @@ def load_model(path: Path, unsafe_load: bool = False, params: int | None = None)
     `params`: the parameter count the run's config builds; a file expanding far beyond it
     is refused before Keras opens it.
     """
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load
 
     check_archive(path, params)
 
-    tensorflow()
-    import keras
+    keras = load()
 
     try:
         return keras.models.load_model(path, safe_mode=not unsafe_load)
@@ -88,12 +87,15 @@ def evaluate(
     """
     from sklearn.metrics import classification_report, confusion_matrix
 
-    from dlrun.data import load_data, pipeline
+    from dlrun.backend import use
+    from dlrun.data import evaluation_input, load_data
 
     run = store.open_run(run_path)
     for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: evaluate takes data.KEY=VALUE overrides only")
+        if not assignment.startswith(("data.", "backend=")):
+            raise SpecError(
+                f"--set {assignment}: evaluate takes data.KEY=VALUE and backend=NAME overrides only"
+            )
     model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.exists():
         raise RunError(
@@ -102,6 +104,7 @@ def evaluate(
         )
     store.read_bytes(run.path / store.CONFIG)  # a regular file of bounded size, or refused
     spec = load_spec(run.path / store.CONFIG, overrides)
+    use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     data = load_data(spec)
     from dlrun.builder import build_model
 
@@ -109,9 +112,9 @@ def evaluate(
     # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
-    test_ds = pipeline(data.x_test, data.y_test, spec.training.batch_size, data.source)
-    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
-    probabilities = model.predict(test_ds, verbose=0)
+    test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
+    probabilities = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
     predicted = np.argmax(probabilities, axis=-1)
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     labels = list(range(data.num_classes))

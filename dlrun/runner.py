@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class Prepared:
     spec: Spec
     data: object  # data.Data
     model: object  # keras.Model
+    devices: list[str] = field(default_factory=list)  # what it trains on (devices.used)
     stage: int = 1  # 2 once training.finetune has unfrozen the base
 
 
@@ -49,19 +50,27 @@ class Outcome:
 
 def prepare(spec: Spec) -> Prepared:
     """Seed, load the data, build and compile the model: every spec problem surfaces here."""
-    from dlrun.backend import seed_everything
+    from dlrun.backend import seed_everything, use
     from dlrun.builder import build_model, compile_model
-    from dlrun.data import load_data
+    from dlrun.data import check_feed, load_data
+    from dlrun.devices import check_batches, placement
 
+    use(spec.backend, spec.training.device)
     seed_everything(spec.seed, spec.training.deterministic)
     data = load_data(spec)
-    model = build_model(spec, data.input_shape)
-    compile_model(model, spec, data.num_classes)
+    check_feed(spec, data)
+    with placement(spec) as devices:
+        sizes = {"train": len(data.x_train), "test": len(data.x_test)}
+        if data.x_val is not None:
+            sizes["validation"] = len(data.x_val)
+        check_batches(spec, sizes, devices)
+        model = build_model(spec, data.input_shape)
+        compile_model(model, spec, data.num_classes)
     if spec.training.finetune:
         from dlrun.transfer import check_finetune
 
         check_finetune(model, spec)
-    return Prepared(spec, data, model)
+    return Prepared(spec, data, model, devices)
 
 
 def _epochs(spec: Spec) -> int:
@@ -139,9 +148,10 @@ def train(
     `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
     look at the test split (and skipping it saves a model load per trial).
     """
-    from dlrun.backend import devices, tensorflow, versions
+    from dlrun.backend import load, use, versions
 
-    tensorflow()  # first, so that its start-up chatter is silenced
+    use(spec.backend, spec.training.device)
+    load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
@@ -157,10 +167,11 @@ def train(
             "command": command if command is not None else sys.argv,
             "cwd": os.getcwd(),
             "seed": spec.seed,
+            "backend": spec.backend,
             "epochs_planned": _epochs(spec),
             "epochs_done": 0,
             "versions": versions(),
-            "devices": devices(),
+            "devices": prepared.devices,
             "git_commit": _git_commit(),
             "config_sha256": _config_digest(run_dir),
             "message": None,
@@ -198,7 +209,7 @@ def _resume(
     unsafe_load: bool,
     extra_callbacks: tuple,
 ) -> Outcome:
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
     run = folder.read()
     if run.status not in RESUMABLE:
@@ -211,11 +222,14 @@ def _resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(run.path / store.CONFIG)
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
     if store.within(run.path, store.LAST).exists():
+        import keras
+
         from dlrun.data import steps
         from dlrun.evaluate import load_model
 
@@ -229,7 +243,7 @@ def _resume(
             first = int(run.meta.get("finetune_from", spec.training.epochs))
         _take_state(prepared.model, saved)
         per_epoch = steps(len(prepared.data.x_train), spec.training.batch_size)
-        epoch = first + int(saved.optimizer.iterations.numpy()) // per_epoch
+        epoch = first + int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
     rows = store.read_history(run.path)[:epoch]
     attempts = [
         *_list(folder.meta.get("attempts")),
@@ -271,9 +285,8 @@ def _fit(
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
     from dlrun.callbacks import EarlyStopping, RunRecorder
-    from dlrun.data import pipeline, shuffled_epochs, steps
 
-    spec, data, model = prepared.spec, prepared.data, prepared.model
+    spec, model = prepared.spec, prepared.model
     run_dir = run.path
     summary = summary_text(model)
     if spec.model.base is not None:
@@ -285,8 +298,6 @@ def _fit(
         run.record_epoch(rows)
 
     batch = spec.training.batch_size
-    source = data.source
-    val_ds = pipeline(data.x_val, data.y_val, batch, source) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
@@ -316,21 +327,14 @@ def _fit(
             for callback in callbacks:  # patience counts within a stage
                 if isinstance(callback, EarlyStopping):
                     callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
-            if spec.training.shuffle:
-                train_ds = shuffled_epochs(
-                    data.x_train, data.y_train, batch, spec.seed, begin, end, source
-                )
-            else:
-                train_ds = pipeline(data.x_train, data.y_train, batch, source)
+            inputs, feeding = _inputs(prepared, begin, end)
             if spec.training.adversarial:
-                train_ds = _adversarial_batches(prepared, train_ds, begin)
+                inputs, feeding = _adversarial_inputs(prepared, inputs, feeding, begin, end)
             model.fit(
-                train_ds,
-                validation_data=val_ds,
+                **inputs,
                 initial_epoch=begin,
                 epochs=end,
-                steps_per_epoch=steps(len(data.x_train), batch),
-                callbacks=callbacks,
+                callbacks=[*feeding, *callbacks],
                 shuffle=False,  # the pipeline shuffles
                 verbose=0,
             )
@@ -415,14 +419,64 @@ def _fit(
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
-def _adversarial_batches(prepared: Prepared, train_ds, epochs_done: int):
-    """The training batches with a share of each replaced by attacks on the current weights."""
-    from dlrun import attack
+def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
+    """fit()'s data arguments for epochs begin..end-1, and the callbacks that feed them.
 
-    spec, model = prepared.spec, prepared.model
-    threat = attack.training_threat(spec, prepared.data)
-    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
-    return attack.mixed_batches(model, train_ds, threat, spec.training.adversarial.ratio, seed)
+    TensorFlow: tf.data pipelines (one stream of epochs, each shuffled by (seed, epoch)).
+    JAX and torch: NumPy arrays reordered in place before each epoch, in the same manner.
+    """
+    from dlrun.data import EpochFeed, pipeline, shuffled_epochs, steps, uses_tf_data
+
+    spec, data = prepared.spec, prepared.data
+    batch, seed, source = spec.training.batch_size, spec.seed, data.source
+    has_val = data.x_val is not None
+    if uses_tf_data():
+        if spec.training.shuffle:
+            x = shuffled_epochs(data.x_train, data.y_train, batch, seed, begin, end, source)
+        else:
+            x = pipeline(data.x_train, data.y_train, batch, source)
+        val = pipeline(data.x_val, data.y_val, batch, source) if has_val else None
+        per_epoch = steps(len(data.x_train), batch)
+        return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
+    from dlrun.callbacks import EpochShuffle
+
+    feed = EpochFeed(data.x_train, data.y_train, seed, spec.training.shuffle)
+    val = (data.x_val, data.y_val) if has_val else None
+    arguments = {"x": feed.x, "y": feed.y, "batch_size": batch, "validation_data": val}
+    return arguments, [EpochShuffle(feed)]
+
+
+def _adversarial_inputs(
+    prepared: Prepared, inputs: dict, feeding: list, begin: int, end: int
+) -> tuple[dict, list]:
+    """fit()'s data with a share of each batch replaced by attacks on the current weights.
+
+    TensorFlow: the tf.data stream of _inputs, mixed batch by batch. JAX and torch: the same
+    epochs in the same order (epoch_order), batched from the arrays, then mixed.
+    """
+    from dlrun import attack, backend
+    from dlrun.data import epoch_order, steps, uses_tf_data
+
+    spec, data, model = prepared.spec, prepared.data, prepared.model
+    threat = attack.training_threat(spec, data)
+    seed = spec.seed + begin  # a resumed run does not repeat the first attempt's noise
+    ratio = spec.training.adversarial.ratio
+    if uses_tf_data():
+        mixed = attack.mixed_batches(model, inputs["x"], threat, ratio, seed)
+        return {**inputs, "x": mixed}, feeding
+    x, y, batch = data.x_train, data.y_train, spec.training.batch_size
+
+    def epochs():
+        for epoch in range(begin, end):
+            order = epoch_order(spec.seed, epoch, len(x)) if spec.training.shuffle else None
+            for start in range(0, len(x), batch):
+                rows = slice(start, start + batch) if order is None else order[start:][:batch]
+                yield x[rows], y[rows]
+
+    mixed = attack.mixed_batches(model, epochs(), threat, ratio, seed)
+    val = inputs.get("validation_data")
+    arguments = {"x": mixed, "validation_data": val, "steps_per_epoch": steps(len(x), batch)}
+    return arguments, [attack.weights_keeper()] if backend.current() == "jax" else []
 
 
 def _adversarial_validation(prepared: Prepared) -> list:
@@ -482,13 +536,13 @@ def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
     """Scores of the best checkpoint on the test split."""
     import keras
 
-    from dlrun.data import pipeline
+    from dlrun.data import evaluation_input
 
     model = prepared.model
     best = run_dir / store.BEST
     if best.exists():
         model = keras.models.load_model(best, safe_mode=True)
     data = prepared.data
-    test_ds = pipeline(data.x_test, data.y_test, batch_size, data.source)
-    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
+    test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
     return {key: float(value) for key, value in scores.items()}

@@ -31,6 +31,12 @@ OFFLINE_DATASETS = ("digits", "mnist_5k")
 FILE_DATASETS = ("npz", "csv")
 FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Layers that run code named in the file: a spec is data, never a program.
+BACKENDS = ("tensorflow", "jax", "torch")
+# compile.steps_per_execution: auto is this on a GPU with JAX or torch, 1 elsewhere. The CPU
+# (bench/steps_per_execution.md) gained on the dense net but lost on the CNN; the H200 gained on
+# both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
+# not straddle (data.check_steps_per_execution).
+STEPS_PER_EXECUTION_GPU = 8
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
@@ -196,8 +202,19 @@ class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
     loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
     metrics: list[str] = ["accuracy"]
+    # XLA compilation: Keras' "auto" compiles where the backend supports it.
+    jit_compile: Literal["auto"] | bool = "auto"
+    # Batches per compiled call: fewer Python round trips per step; auto: see above.
+    steps_per_execution: Literal["auto"] | int = "auto"
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
+
+    @field_validator("steps_per_execution")
+    @classmethod
+    def _positive(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"expected auto or a whole number >= 1, got {value}")
+        return value
 
 
 class EarlyStoppingSpec(_Section):
@@ -251,12 +268,16 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: the backend's accelerator, else CPU
+    mixed_precision: bool = False  # float16 (GPU) or bfloat16 (CPU) compute, float32 output
+    distribute: Literal["data_parallel"] | None = None  # one model over every local device
     adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
 
 
 class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec
     model: ModelSpec
@@ -269,6 +290,13 @@ class Spec(_Section):
     @property
     def has_validation(self) -> bool:
         return self.data.cv is not None or self.training.validation_split > 0
+
+    def steps_per_execution(self, on_gpu: bool = False) -> int:
+        """compile.steps_per_execution, with auto resolved for the backend and device."""
+        value = self.compile.steps_per_execution
+        if value != "auto":
+            return value
+        return STEPS_PER_EXECUTION_GPU if on_gpu and self.backend != "tensorflow" else 1
 
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
