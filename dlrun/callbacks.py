@@ -16,14 +16,7 @@ import keras
 import numpy as np
 
 from dlrun import events, store
-from dlrun.spec import higher_is_better
-
-
-def better(mode: str, monitor: str):
-    """min/max/auto (max for accuracy-like names, as Keras does) -> comparison function."""
-    if mode == "auto":
-        mode = "max" if higher_is_better(monitor) else "min"
-    return (lambda new, old: new > old) if mode == "max" else (lambda new, old: new < old)
+from dlrun import metrics as directions_of
 
 
 def _finite(logs: dict) -> bool:
@@ -43,10 +36,12 @@ class RunRecorder(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
-        self.is_better = better(mode, monitor)
+        self.mode = mode
+        self.directions: dict[str, str] = {}  # from the compiled model, as fit() starts
+        self.is_better = directions_of.better(mode, monitor, {})
         self.rows: list[dict] = list(rows or [])
         self.epochs_done = len(self.rows)
-        self.best_value, self.best_epoch = best_of(self.rows, monitor, self.is_better)
+        self.best_value = self.best_epoch = None
         self.diverged_at: int | None = None
         self._good_weights = None
         self._started = 0.0
@@ -54,10 +49,19 @@ class RunRecorder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._good_weights = self.model.get_weights()
 
+    def _read_directions(self) -> None:
+        # Keras builds the compile metrics as it traces the first step, so their directions
+        # are known only at the end of the first epoch (where its own EarlyStopping reads them).
+        self.directions = directions_of.compiled(self.model)
+        self.is_better = directions_of.better(self.mode, self.monitor, self.directions)
+        self.best_value, self.best_epoch = best_of(self.rows, self.monitor, self.is_better)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.directions:
+            self._read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}

@@ -319,12 +319,15 @@ def tensorboard(
 @fails_cleanly
 def sweep(
     sweep_file: Annotated[Path | None, typer.Argument(help="The sweep YAML file.")] = None,
+    set_: SetOption = None,
     runs_dir: RunsDirOption = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
     ] = None,
 ) -> None:
     """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
+
+    --set overrides a key of the base spec, e.g. --set data.dataset=digits.
 
     Example: dlrun sweep configs/sweep_hidden_epochs.yaml
     """
@@ -335,13 +338,15 @@ def sweep(
 
     if (sweep_file is None) == (resume is None):
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
+    if resume is not None and set_:
+        raise SpecError("--set does not apply to --resume; the sweep folder's base.yaml is fixed")
     source = resume / sweeps.SWEEP_FILE if resume is not None else sweep_file
     executor = sweeps.pool(sweeps.peek_workers(source))  # TensorFlow loads while we check
     try:
         if resume is not None:
             found, sweep_dir = sweeps.reopen(resume), resume
         else:
-            found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
+            found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
     except BaseException:
         sweeps.abandon(executor)
         raise

@@ -59,6 +59,14 @@ def prepare(spec: Spec) -> Prepared:
     return Prepared(spec, data, model)
 
 
+def _adapt(prepared: Prepared) -> list[str]:
+    """Preprocessing layers adapted on the training split (a resumed run reloads them)."""
+    from dlrun.adapt import adapt_layers
+
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    return adapt_layers(prepared.model, data.x_train, batch)
+
+
 def _git_commit() -> str | None:
     try:
         result = subprocess.run(
@@ -243,7 +251,8 @@ def _fit(
     from dlrun.data import pipeline, shuffled_epochs, steps
 
     spec, data, model = prepared.spec, prepared.data, prepared.model
-    summary = summary_text(model)
+    adapted = _adapt(prepared) if not rows else []
+    summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
     store.write_text(run_dir / store.SUMMARY, summary)
     if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
         store.write_text(run_dir / store.HISTORY, store.history_text(rows))
@@ -334,6 +343,11 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        # What reading the run later needs without Keras: which way each metric is better,
+        # what the labels were.
+        "directions": recorder.directions,
+        "task": prepared.data.task,
+        "classes": prepared.data.classes,
     }
 
 

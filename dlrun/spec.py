@@ -28,6 +28,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 OFFLINE_DATASETS = ("digits", "mnist_5k")
 FILE_DATASETS = ("npz", "csv")
+# Keras loss names (lower case, no underscores) that make a run a regression.
+REGRESSION_LOSSES = {
+    *("mse", "mae", "mape", "msle", "huber", "logcosh", "huberloss", "logcoshloss"),
+    *("meansquarederror", "meanabsoluteerror", "meanabsolutepercentageerror"),
+    "meansquaredlogarithmicerror",
+}
 # Layers that run code named in the file: a spec is data, never a program.
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
@@ -52,6 +58,9 @@ class DataSpec(_Section):
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
     one_hot: bool = True  # labels through keras.utils.to_categorical
     test_split: float = Field(0.2, gt=0, lt=1)  # only for data without a test split of its own
+    # classification: labels are classes (encoded, stratified splits); regression: numbers.
+    # Unset: regression when the loss is a regression loss (mse, mae, huber, ...).
+    task: Literal["classification", "regression"] | None = None
     cv: FoldSpec | None = None  # validate on a k-fold split instead of validation_split
 
     @field_validator("path")
@@ -122,9 +131,21 @@ def _named(value: Any) -> Any:
 class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
     loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
-    metrics: list[str] = ["accuracy"]
+    metrics: list[Any] = ["accuracy"]  # names or {type: F1Score, average: macro}
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: list[Any]) -> list[Any]:
+        return [_named(entry) for entry in metrics]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The names the metrics are logged under (history.csv columns)."""
+        from dlrun.metrics import entry_name
+
+        return [entry_name(entry) for entry in self.metrics]
 
 
 class EarlyStoppingSpec(_Section):
@@ -137,7 +158,7 @@ class EarlyStoppingSpec(_Section):
 
 class CheckpointSpec(_Section):
     monitor: str = "val_loss"  # best.keras holds the epoch best on this
-    mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy-like names
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: the metric's own direction in Keras
 
 
 class TensorBoardSpec(_Section):
@@ -171,6 +192,15 @@ class Spec(_Section):
     def has_validation(self) -> bool:
         return self.data.cv is not None or self.training.validation_split > 0
 
+    @property
+    def task(self) -> str:
+        """classification or regression: data.task, else what the loss implies."""
+        if self.data.task:
+            return self.data.task
+        loss = self.compile.loss
+        name = (loss if isinstance(loss, str) else loss["type"]).lower().replace("_", "")
+        return "regression" if name in REGRESSION_LOSSES else "classification"
+
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
         return SpecError(format_problem(self._source, self._lines, loc, message))
@@ -178,11 +208,6 @@ class Spec(_Section):
     def dump(self) -> str:
         """The resolved spec as YAML: `dlrun train` on it alone reproduces the run."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Keras' own "auto" rule: accuracy-like metrics are maximised, everything else minimised."""
-    return any(key in metric for key in ("acc", "auc", "precision", "recall"))
 
 
 def did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
@@ -387,7 +412,7 @@ def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec
 
 def _cross_checks(spec: Spec) -> list[SpecError]:
     """Checks that span sections: a monitored metric must be logged."""
-    logged = ["loss", *spec.compile.metrics]
+    logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
     if spec.training.early_stopping:

@@ -38,6 +38,7 @@ TENSORBOARD = "tensorboard"
 PLOTS = "plots"
 HISTORY_PLOT = "plots/history.png"
 CONFUSION_PLOT = "plots/confusion_matrix.png"
+PREDICTED_PLOT = "plots/predicted_vs_true.png"
 EVALUATIONS = "evaluations"
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"

@@ -1,0 +1,283 @@
+"""Correct answers off the lecture's path: binary, regression, odd labels, any metric.
+
+Real runs on scikit-learn's bundled tables (breast cancer, wine, diabetes), written to csv
+files once per session and trained for a few epochs each.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn import datasets
+from typer.testing import CliRunner
+
+from conftest import run_dirs
+from dlrun.cli import app
+
+runner = CliRunner()
+
+
+def _csv(folder: Path, name: str, x: np.ndarray, y, standardize: bool = True) -> Path:
+    if standardize:  # these tests are about labels and metrics, not feature scaling
+        x = (x - x.mean(axis=0)) / x.std(axis=0)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    frame["label"] = y
+    path = folder / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _spec(path: Path, data: dict, layers: list, compile_: dict, training: dict | None = None):
+    spec = {
+        "name": path.stem,
+        "seed": 0,
+        "data": {"scale": 1.0, **data},
+        "model": {"layers": layers},
+        "compile": compile_,
+        "training": {"batch_size": 32, "epochs": 6, "validation_split": 0.2, **(training or {})},
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _train(spec: Path, runs: Path, *extra: str) -> Path:
+    before = set(run_dirs(runs))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs), *extra])
+    assert result.exit_code == 0, result.output
+    (made,) = set(run_dirs(runs)) - before
+    return made
+
+
+def _evaluate(run: Path, *extra: str) -> dict:
+    result = runner.invoke(app, ["evaluate", str(run), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.fixture(scope="session")
+def tables(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tables")
+    cancer = datasets.load_breast_cancer()
+    _csv(folder, "cancer", cancer.data, np.where(cancer.target == 1, 1, -1))  # labels -1, 1
+    wine = datasets.load_wine()
+    _csv(folder, "wine123", wine.data, wine.target + 1)  # labels 1, 2, 3
+    _csv(folder, "wine_names", wine.data, np.array(["barolo", "grignolino", "barbera"])[wine.target])
+    _csv(folder, "wine_raw", wine.data, wine.target, standardize=False)
+    diabetes = datasets.load_diabetes()
+    _csv(folder, "diabetes", diabetes.data, diabetes.target, standardize=False)
+    return folder
+
+
+WINE_LAYERS = [{"type": "Dense", "units": 16, "activation": "relu"}]
+SOFTMAX3 = {"type": "Dense", "units": 3, "activation": "softmax"}
+
+
+@pytest.fixture(scope="session")
+def binary_run(tables, tmp_path_factory) -> Path:
+    spec = _spec(
+        tmp_path_factory.mktemp("specs") / "cancer.yaml",
+        {"dataset": "csv", "path": str(tables / "cancer.csv"), "one_hot": False},
+        [*WINE_LAYERS, {"type": "Dense", "units": 1, "activation": "sigmoid"}],
+        {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy"}
+        | {"metrics": ["accuracy"]},
+    )
+    return _train(spec, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def f1_run(tables, tmp_path_factory) -> Path:
+    """Wine with labels 1..3, checkpoint and early stopping on macro F1."""
+    watch = {"monitor": "val_f1_score", "mode": "auto"}
+    spec = _spec(
+        tmp_path_factory.mktemp("specs") / "wine123.yaml",
+        {"dataset": "csv", "path": str(tables / "wine123.csv")},
+        [*WINE_LAYERS, SOFTMAX3],
+        {"optimizer": {"type": "sgd", "learning_rate": 0.01}, "loss": "categorical_crossentropy"}
+        | {"metrics": ["accuracy", {"type": "F1Score", "average": "macro"}]},
+        {"checkpoint": watch, "early_stopping": {"monitor": "val_f1_score", "patience": 10}},
+    )
+    return _train(spec, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def names_run(tables, tmp_path_factory) -> Path:
+    spec = _spec(
+        tmp_path_factory.mktemp("specs") / "wine_names.yaml",
+        {"dataset": "csv", "path": str(tables / "wine_names.csv"), "one_hot": False},
+        [*WINE_LAYERS, SOFTMAX3],
+        {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+        {"epochs": 3},
+    )
+    return _train(spec, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def regression_run(tables, tmp_path_factory) -> Path:
+    spec = _spec(
+        tmp_path_factory.mktemp("specs") / "diabetes.yaml",
+        {"dataset": "csv", "path": str(tables / "diabetes.csv")},
+        [{"type": "Dense", "units": 16, "activation": "relu"}, {"type": "Dense", "units": 1}],
+        {"optimizer": {"type": "adam", "learning_rate": 0.05}, "loss": "mse"}
+        | {"metrics": ["mae", "r2_score"]},
+        {"checkpoint": {"monitor": "val_r2_score"}},
+    )
+    return _train(spec, tmp_path_factory.mktemp("runs"))
+
+
+def _best_epoch(run: Path, column: str, highest: bool) -> int:
+    history = pd.read_csv(run / "history.csv")
+    index = history[column].idxmax() if highest else history[column].idxmin()
+    return int(history.loc[index, "epoch"])
+
+
+# --- 1, 2: which way is better, metrics with arguments ---------------------------------------
+
+
+def test_directions_come_from_keras_for_every_metric_family():
+    import keras
+
+    from dlrun import metrics
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    names = [
+        "accuracy", "auc", "precision", "recall", "r2_score", "mae", "mse", "hinge",
+        "binary_crossentropy", "cosine_similarity",
+    ]  # fmt: skip
+    objects = [keras.metrics.F1Score(average="micro"), keras.metrics.BinaryIoU(name="iou")]
+    model.compile(loss="binary_crossentropy", metrics=[*names, *objects])
+    x, y = np.zeros((4, 3), "float32"), np.array([[0], [1], [0], [1]], "float32")
+    model.fit(x, y, epochs=1, verbose=0)
+    found = metrics.compiled(model)
+    up = {"accuracy", "auc", "precision", "recall", "r2_score", "cosine_similarity", "f1_score"}
+    up |= {"iou"}
+    down = {"loss", "mae", "mse", "hinge", "binary_crossentropy"}
+    assert {name for name in up | down if found.get(name) == "max"} == up
+    assert {name for name in up | down if found.get(name) == "min"} == down
+    assert found["val_f1_score"] == "max" and found["val_mae"] == "min"
+
+
+def test_f1_monitored_run_keeps_its_best_epoch(f1_run):
+    recorded = json.loads((f1_run / "metrics.json").read_text())
+    assert recorded["directions"]["val_f1_score"] == "max"
+    assert recorded["best_epoch"] == _best_epoch(f1_run, "val_f1_score", highest=True)
+    history = pd.read_csv(f1_run / "history.csv")
+    assert recorded["best_value"] == pytest.approx(history["val_f1_score"].max())
+    assert "f1_score" in recorded["test"]
+
+
+def test_a_metric_giving_one_value_per_class_is_refused_before_training(tables, tmp_path):
+    spec = _spec(
+        tmp_path / "vector.yaml",
+        {"dataset": "csv", "path": str(tables / "wine123.csv")},
+        [*WINE_LAYERS, SOFTMAX3],
+        {"metrics": ["accuracy", {"type": "F1Score"}]},
+    )
+    for args in (["validate", str(spec)], ["train", str(spec), "--runs-dir", str(tmp_path / "r")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "compile.metrics.1" in result.output and "average" in result.output
+        assert "Traceback" not in result.output
+    assert run_dirs(tmp_path / "r") == []
+
+
+# --- 3: binary --------------------------------------------------------------------------------
+
+
+def test_binary_run_is_thresholded_and_its_report_agrees_with_its_accuracy(binary_run):
+    result = _evaluate(binary_run)
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.shape == (2, 2)
+    assert (matrix.sum(axis=0) > 0).all(), "both classes must be predicted"
+    assert result["report"]["accuracy"] == pytest.approx(result["scores"]["accuracy"], abs=1e-6)
+    assert result["classes"] == ["-1", "1"]  # the data's own labels, not indices
+    assert result["scores"]["accuracy"] > 0.85
+
+
+def test_one_sigmoid_unit_with_one_hot_labels_is_refused_before_a_folder_exists(tables, tmp_path):
+    spec = _spec(
+        tmp_path / "mismatch.yaml",
+        {"dataset": "csv", "path": str(tables / "cancer.csv"), "one_hot": True},
+        [*WINE_LAYERS, {"type": "Dense", "units": 1, "activation": "sigmoid"}],
+        {"loss": "binary_crossentropy", "metrics": ["accuracy"]},
+    )
+    for args in (["validate", str(spec)], ["train", str(spec), "--runs-dir", str(tmp_path / "r")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "model.layers.1" in result.output and "one_hot: false" in result.output
+    assert run_dirs(tmp_path / "r") == []
+
+
+# --- 4: labels --------------------------------------------------------------------------------
+
+
+def test_labels_1_to_3_are_three_classes_named_as_in_the_data(f1_run):
+    recorded = json.loads((f1_run / "metrics.json").read_text())
+    assert recorded["classes"] == ["1", "2", "3"]
+    result = _evaluate(f1_run)
+    assert result["classes"] == ["1", "2", "3"]
+    assert np.array(result["confusion_matrix"]).shape == (3, 3)
+    assert {"1", "2", "3"} <= set(result["report"])
+
+
+def test_string_labels_keep_their_names(names_run):
+    recorded = json.loads((names_run / "metrics.json").read_text())
+    assert recorded["classes"] == ["barbera", "barolo", "grignolino"]
+    result = runner.invoke(app, ["evaluate", str(names_run)])
+    assert result.exit_code == 0, result.output
+    for name in ("barbera", "barolo", "grignolino"):
+        assert name in result.output
+
+
+# --- 5: regression ----------------------------------------------------------------------------
+
+
+def test_regression_run_trains_and_evaluates_as_regression(regression_run):
+    recorded = json.loads((regression_run / "metrics.json").read_text())
+    assert recorded["task"] == "regression" and recorded["classes"] is None
+    assert recorded["best_epoch"] == _best_epoch(regression_run, "val_r2_score", highest=True)
+    result = _evaluate(regression_run)
+    assert "confusion_matrix" not in result
+    # scikit-learn's MAE of the predictions and Keras' own mae metric must agree.
+    assert result["regression"]["mae"] == pytest.approx(result["scores"]["mae"], rel=1e-4)
+    assert result["regression"]["r2"] == pytest.approx(result["scores"]["r2_score"], abs=1e-4)
+    assert result["regression"]["rmse"] ** 2 == pytest.approx(result["scores"]["loss"], rel=1e-3)
+    assert (regression_run / "plots" / "predicted_vs_true.png").stat().st_size > 1000
+    printed = runner.invoke(app, ["evaluate", str(regression_run)])
+    assert "RMSE" in printed.output and "R²" in printed.output
+
+
+def test_regression_from_data_task_with_a_loss_dlrun_does_not_know(tables, tmp_path):
+    spec = _spec(
+        tmp_path / "task.yaml",
+        {"dataset": "csv", "path": str(tables / "diabetes.csv"), "task": "regression"},
+        [{"type": "Dense", "units": 1}],
+        {"loss": "log_cosh", "metrics": ["mae"]},
+        {"epochs": 1},
+    )
+    run = _train(spec, tmp_path / "runs")
+    assert json.loads((run / "metrics.json").read_text())["task"] == "regression"
+
+
+# --- 6: preprocessing layers that must be adapted ---------------------------------------------
+
+
+def test_normalization_is_adapted_on_the_training_split(tables, tmp_path):
+    import keras
+
+    spec = _spec(
+        tmp_path / "norm.yaml",
+        {"dataset": "csv", "path": str(tables / "wine_raw.csv")},
+        [{"type": "Normalization"}, *WINE_LAYERS, SOFTMAX3],
+        {"metrics": ["accuracy"]},
+        {"epochs": 1},
+    )
+    run = _train(spec, tmp_path / "runs")
+    assert "adapted on the training split" in (run / "summary.txt").read_text()
+    model = keras.models.load_model(run / "checkpoints" / "last.keras")
+    mean = keras.ops.convert_to_numpy(model.layers[0].mean).ravel()
+    wine = datasets.load_wine().data
+    # The training split is most of the data: its mean is near the whole set's, never 0.
+    assert mean == pytest.approx(wine.mean(axis=0), rel=0.15)
