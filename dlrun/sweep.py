@@ -278,29 +278,37 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
 
 
 def _check_folds(sweep: Sweep, path: Path, lines) -> None:
-    """cv folds cannot outnumber the samples of the smallest class of the training split."""
+    """cv folds cannot outnumber the samples of the smallest class of the training split, on
+    every data set the sweep trains on (a grid over data.* replaces the base's data)."""
     from dlrun.data import load_data
 
-    raw = json.loads(json.dumps(sweep.base))
-    raw["training"]["validation_split"] = 0.0
-    raw["training"]["checkpoint"]["monitor"] = "loss"
-    raw["training"]["early_stopping"] = None
-    data = load_data(validate(raw, sweep.source))
-    if data.task == "regression":  # plain k-fold: any fold count up to the sample count works
-        return
-    labels = data.y_train
-    labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
-    smallest = int(np.bincount(labels).min())
-    if sweep.spec.cv > smallest:
-        raise SpecError(
-            format_problem(
-                str(path),
-                lines,
-                ("cv",),
-                f"{sweep.spec.cv} folds need at least {sweep.spec.cv} samples of every class; "
-                f"the smallest class has {smallest}",
+    datas = {
+        json.dumps({k: v for k, v in setting.items() if k.startswith("data.")}, sort_keys=True)
+        for setting in sweep.settings
+    }
+    for data in sorted(datas):
+        raw = json.loads(json.dumps(sweep.base))
+        for key, value in json.loads(data).items():
+            apply_override(raw, f"{key}={json.dumps(value)}")
+        raw["training"]["validation_split"] = 0.0
+        raw["training"]["checkpoint"]["monitor"] = "loss"
+        raw["training"]["early_stopping"] = None
+        loaded = load_data(validate(raw, sweep.source))
+        if loaded.task == "regression":  # plain k-fold: any count up to the samples works
+            continue
+        labels = loaded.y_train
+        labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
+        smallest = int(np.bincount(labels).min())
+        if sweep.spec.cv > smallest:
+            raise SpecError(
+                format_problem(
+                    str(path),
+                    lines,
+                    ("cv",),
+                    f"{sweep.spec.cv} folds need at least {sweep.spec.cv} samples of every "
+                    f"class; the smallest class has {smallest}",
+                )
             )
-        )
 
 
 # --- running ---------------------------------------------------------------------------------

@@ -64,7 +64,9 @@ def tables(tmp_path_factory) -> Path:
     _csv(folder, "cancer", cancer.data, np.where(cancer.target == 1, 1, -1))  # labels -1, 1
     wine = datasets.load_wine()
     _csv(folder, "wine123", wine.data, wine.target + 1)  # labels 1, 2, 3
-    _csv(folder, "wine_names", wine.data, np.array(["barolo", "grignolino", "barbera"])[wine.target])
+    _csv(
+        folder, "wine_names", wine.data, np.array(["barolo", "grignolino", "barbera"])[wine.target]
+    )
     _csv(folder, "wine_raw", wine.data, wine.target, standardize=False)
     diabetes = datasets.load_diabetes()
     _csv(folder, "diabetes", diabetes.data, diabetes.target, standardize=False)
