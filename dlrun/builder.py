@@ -202,6 +202,28 @@ def _lookup_problems(spec: Spec) -> list[str]:
     return _lookups(spec)[1]
 
 
+def keras_problems(path, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The unknown layers, layer arguments, optimizer, loss and metric names of a spec that
+    failed schema validation, so that one round of fixes is enough ([] if none can be told)."""
+    from dlrun.errors import SpecError
+    from dlrun.spec import load_raw, valid_sections
+
+    try:
+        raw, lines = load_raw(path, overrides)
+    except SpecError:
+        return []
+    spec = valid_sections(raw, str(path), lines)
+    if spec is None:
+        return []
+    tensorflow()
+    try:
+        make_layers(spec)
+        problems = []
+    except SpecError as exc:
+        problems = exc.problems
+    return problems + _lookup_problems(spec)
+
+
 def compile_model(model, spec: Spec, num_classes: int) -> None:
     """compile() with the optimizer, loss and metrics looked up by Keras; every problem with
     them, or between the labels and the last layer, is reported at once."""

@@ -82,6 +82,7 @@ class RunRecorder(keras.callbacks.Callback):
         )
         with store.atomic_path(self.run_dir / store.LAST) as tmp:
             self.model.save(tmp)
+        store.write_json(self.run_dir / store.LAST_EPOCH, {"epoch": epoch + 1})
         if improved:  # the same weights: a copy, not a second save
             with store.atomic_path(self.run_dir / store.BEST) as tmp:
                 shutil.copyfile(self.run_dir / store.LAST, tmp)
@@ -280,20 +281,31 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' EarlyStopping that can pick up where a resumed run left off.
 
     `replay(rows)` feeds it the history rows of the epochs already done, so its best value
-    and patience counter continue instead of starting over.
+    and patience counter continue instead of starting over. `best` is a checkpoint holding
+    the best epoch on this callback's monitor (best.keras when the monitors agree): its
+    weights are what restore_best_weights puts back, not the weights at resume time.
     """
 
-    def replay(self, rows: list[dict]) -> None:
+    def replay(self, rows: list[dict], best: Path | None = None) -> None:
         self._rows = list(rows)
+        self._best_checkpoint = best
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        rows = getattr(self, "_rows", [])
-        if not rows:
-            return
+        self._pending = bool(getattr(self, "_rows", []))
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Replayed here, not in on_train_begin: Keras builds the compile metrics (whose
+        # directions decide mode auto) only as it traces the first step.
+        if getattr(self, "_pending", False):
+            self._pending = False
+            self._replay()
+        super().on_epoch_end(epoch, logs)
+
+    def _replay(self) -> None:
         if self.monitor_op is None:
             self._set_monitor_op()
-        for row in rows:
+        for row in self._rows:
             current = row.get(self.monitor)
             if current is None or row["epoch"] - 1 < self.start_from_epoch:
                 continue
@@ -303,4 +315,9 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 if self.baseline is None or self._is_improvement(current, self.baseline):
                     self.wait = 0
         if self.restore_best_weights:
-            self.best_weights = self.model.get_weights()  # the best epoch's are not in memory
+            best = getattr(self, "_best_checkpoint", None)
+            if best is not None and Path(best).exists():
+                saved = keras.models.load_model(best, safe_mode=True, compile=False)
+                self.best_weights = saved.get_weights()
+            else:  # no checkpoint of this monitor's best epoch: the nearest we have
+                self.best_weights = self.model.get_weights()

@@ -72,8 +72,16 @@ def train(
     unsafe_load: Annotated[
         bool, typer.Option(help="Resume from a checkpoint that Keras' safe_mode refuses.")
     ] = False,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --resume: train to this many epochs in all, even a completed run."
+        ),
+    ] = None,
 ) -> None:
     """Train the model a spec describes into a new run folder, or --resume a stopped run.
+
+    `--resume RUN --epochs N` continues a completed run up to N epochs (a new attempt).
 
     Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
     """
@@ -83,16 +91,17 @@ def train(
         raise SpecError("give a spec file to train, or --resume RUN to continue a run (not both)")
     if resume is not None and set_:
         raise SpecError("--set does not apply to --resume; the run's config.yaml is its spec")
+    if epochs is not None and resume is None:
+        raise SpecError("--epochs goes with --resume; for a new run use --set training.epochs=N")
     if resume is None:
-        from dlrun.spec import load_spec
-
-        spec = load_spec(spec_file, set_ or [])
+        spec = _load(spec_file, set_ or [])
     from dlrun import runner, store
 
     console = _console()
     if resume is not None:
         command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
-        outcome = runner.resume(resume, console, command, force, unsafe_load)
+        command += [f"--epochs={epochs}"] if epochs else []
+        outcome = runner.resume(resume, console, command, force, unsafe_load, epochs=epochs)
     else:
         # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
         command = ["dlrun", "train", str(spec_file)]
@@ -105,6 +114,23 @@ def train(
         if outcome.status == store.INTERRUPTED:
             typer.echo(f"resume with: dlrun train --resume {outcome.run_dir}", err=True)
         raise typer.Exit(outcome.exit_code)
+
+
+def _load(spec_file: Path, overrides: list[str]):
+    """The spec; when its schema is wrong, Keras' problems with the model and compile
+    sections are reported in the same go (TensorFlow is loaded only then)."""
+    from dlrun.errors import SpecError
+    from dlrun.spec import load_spec
+
+    try:
+        return load_spec(spec_file, overrides)
+    except SpecError as exc:
+        from dlrun.builder import keras_problems
+
+        problems = exc.problems + [
+            p for p in keras_problems(spec_file, overrides) if p not in exc.problems
+        ]
+        raise SpecError(problems) from None
 
 
 def _report(console, outcome) -> None:
@@ -140,9 +166,7 @@ def validate(
 
     Example: dlrun validate configs/mnist_cnn.yaml
     """
-    from dlrun.spec import load_spec
-
-    spec = load_spec(spec_file, set_ or [])
+    spec = _load(spec_file, set_ or [])
     from dlrun.backend import tensorflow
 
     tensorflow()

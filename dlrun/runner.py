@@ -103,7 +103,11 @@ def _callbacks(prepared: Prepared, run_dir: Path, console, recorder, rows: list[
     callbacks = [recorder]
     if training.early_stopping:
         stopping = EarlyStopping(**training.early_stopping.model_dump())
-        stopping.replay(rows)
+        same = (training.early_stopping.monitor, training.early_stopping.mode) == (
+            training.checkpoint.monitor,
+            training.checkpoint.mode,
+        )
+        stopping.replay(rows, run_dir / store.BEST if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
@@ -173,6 +177,8 @@ def train(
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
+# With --epochs, a run that ended can train on: a completed or early-stopped run continues.
+EXTENDABLE = (*RESUMABLE, store.COMPLETED)
 
 
 def resume(
@@ -182,14 +188,19 @@ def resume(
     force: bool = False,
     unsafe_load: bool = False,
     extra_callbacks: tuple = (),
+    epochs: int | None = None,
 ) -> Outcome:
-    """Continue an interrupted, crashed or failed run from its last completed epoch."""
+    """Continue an interrupted, crashed or failed run from its last completed epoch; with
+    `epochs`, also a completed run, up to that many epochs in all (a new attempt)."""
     from dlrun.backend import tensorflow
 
     run = store.open_run(run_path)
-    if run.status not in RESUMABLE:
+    allowed = RESUMABLE if epochs is None else EXTENDABLE
+    if run.status not in allowed:
+        hint = "; pass --epochs N to train a completed run further" if epochs is None else ""
         raise RunError(
-            f"{run.path}: status is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed"
+            f"{run.path}: status is {run.status}; only {', '.join(allowed)} runs can be resumed"
+            + (hint if run.status == store.COMPLETED else "")
         )
     if _config_digest(run.path) != run.meta.get("config_sha256") and not force:
         raise RunError(
@@ -197,18 +208,25 @@ def resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(run.path / store.CONFIG)
+    done = completed_epoch(run.path)
+    if epochs is not None:
+        if epochs <= (done if done is not None else run.epochs_done()):
+            raise RunError(
+                f"{run.path}: --epochs {epochs} is not more than the {run.epochs_done()} epochs "
+                f"done; give the total wanted, e.g. --epochs {run.epochs_done() + 5}"
+            )
+        spec.training.epochs = epochs
+        store.write_text(run.path / store.CONFIG, spec.dump())  # the run describes itself
     tensorflow()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
     if (run.path / store.LAST).exists():
-        from dlrun.data import steps
         from dlrun.evaluate import load_model
 
         saved = load_model(run.path / store.LAST, unsafe_load)
         _take_state(prepared.model, saved)
-        per_epoch = steps(len(prepared.data.x_train), spec.training.batch_size)
-        epoch = int(saved.optimizer.iterations.numpy()) // per_epoch
+        epoch = done if done is not None else _epoch_from_steps(saved, prepared)
     rows = store.read_history(run.path)[:epoch]
     meta = _Meta(run.path, dict(run.meta))
     attempts = [
@@ -221,11 +239,31 @@ def resume(
         host=socket.gethostname(),
         ended=None,
         message=None,
+        epochs_planned=spec.training.epochs,
         config_sha256=_config_digest(run.path),
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
     )
     return _fit(prepared, run.path, meta, console, rows, extra_callbacks)
+
+
+def completed_epoch(run_dir: Path) -> int | None:
+    """The epoch last.keras ends, as recorded beside it (None: a run recorded before that)."""
+    path = run_dir / store.LAST_EPOCH
+    if not path.exists():
+        return None
+    epoch = store.read_json(path, run_dir).get("epoch")
+    if not isinstance(epoch, int) or epoch < 0:
+        raise RunError(f"{run_dir}: {store.LAST_EPOCH} is damaged (no whole epoch number)")
+    return epoch
+
+
+def _epoch_from_steps(saved, prepared: Prepared) -> int:
+    # Runs recorded before last.json: right only if batch size and splits are unchanged.
+    from dlrun.data import steps
+
+    per_epoch = steps(len(prepared.data.x_train), prepared.spec.training.batch_size)
+    return int(saved.optimizer.iterations.numpy()) // per_epoch
 
 
 def _take_state(model, saved) -> None:

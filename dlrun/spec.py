@@ -434,8 +434,10 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
     return problems
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Read a spec file, apply `--set` overrides and validate it."""
+def load_raw(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, dict[Loc, int]]:
+    """A spec file's raw YAML with `--set` overrides applied, and the line of every key."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -450,4 +452,27 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         apply_override(raw, assignment)
         key = tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].split("."))
         lines[key] = OVERRIDDEN
-    return validate(raw, str(path), lines)
+    return raw, lines
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a spec file, apply `--set` overrides and validate it."""
+    raw, lines = load_raw(path, overrides)
+    return validate(raw, str(Path(path)), lines)
+
+
+def valid_sections(raw: Any, source: str, lines: dict[Loc, int]) -> Spec | None:
+    """A spec of the model and compile sections alone when they are valid, for finding the
+    Keras-level problems of a spec whose other sections are not (None: nothing to check)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        model = ModelSpec.model_validate(raw.get("model"))
+        compile_ = CompileSpec.model_validate(raw.get("compile") or {})
+    except ValidationError:
+        return None
+    spec = Spec.model_construct(
+        name="check", seed=0, data=DataSpec.model_construct(), model=model, compile=compile_
+    )
+    spec._source, spec._lines = source, lines
+    return spec

@@ -34,6 +34,7 @@ METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 BEST = "checkpoints/best.keras"
 LAST = "checkpoints/last.keras"
+LAST_EPOCH = "checkpoints/last.json"  # {"epoch": N}: the epoch last.keras ends, for --resume
 TENSORBOARD = "tensorboard"
 PLOTS = "plots"
 HISTORY_PLOT = "plots/history.png"

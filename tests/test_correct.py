@@ -283,3 +283,90 @@ def test_normalization_is_adapted_on_the_training_split(tables, tmp_path):
     wine = datasets.load_wine().data
     # The training split is most of the data: its mean is near the whole set's, never 0.
     assert mean == pytest.approx(wine.mean(axis=0), rel=0.15)
+
+
+# --- 9: resume bookkeeping --------------------------------------------------------------------
+
+
+def test_a_completed_run_trains_on_from_its_recorded_epoch(tiny_spec, tmp_path):
+    run = _train(tiny_spec, tmp_path / "runs")
+    config = run / "config.yaml"
+    # A smaller batch: the optimizer's step count no longer divides into epochs as before.
+    config.write_text(config.read_text().replace("batch_size: 64", "batch_size: 16"))
+    args = ["train", "--resume", str(run), "--epochs", "3", "--force"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "meta.json").read_text())
+    assert [a["from_epoch"] for a in meta["attempts"]] == [0, 2]
+    assert meta["status"] == "completed" and meta["epochs_done"] == 3
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [1, 2, 3]
+    assert yaml.safe_load(config.read_text())["training"]["epochs"] == 3
+    again = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3"])
+    assert again.exit_code == 1 and "not more than the 3 epochs done" in again.output
+
+
+def test_early_stopping_replay_takes_the_best_weights_from_best_keras(f1_run):
+    import keras
+
+    from dlrun.callbacks import EarlyStopping
+    from dlrun.store import read_history
+
+    model = keras.models.load_model(f1_run / "checkpoints" / "last.keras")
+    x, y = np.zeros((4, 13), "float32"), np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    model.evaluate(x, y, verbose=0)  # builds the compile metrics, as fit's first step does
+    model.set_weights([w + 1.0 for w in model.get_weights()])  # the weights at resume time
+    best = keras.models.load_model(f1_run / "checkpoints" / "best.keras").get_weights()
+    rows = read_history(f1_run)
+    stopping = EarlyStopping(monitor="val_f1_score", patience=10, restore_best_weights=True)
+    stopping.replay(rows, f1_run / "checkpoints" / "best.keras")
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    stopping.on_epoch_end(len(rows), {"val_f1_score": 0.0})  # no better than the best
+    assert stopping.best == pytest.approx(max(row["val_f1_score"] for row in rows))
+    assert len(stopping.best_weights) == len(best)
+    for restored, saved in zip(stopping.best_weights, best, strict=True):
+        np.testing.assert_array_equal(restored, saved)
+
+
+# --- 10, 11: errors in one pass, evaluating on other data --------------------------------------
+
+SIX_TYPOS = """\
+data: {dataset: digits, scale: 16, flatten: true}
+model:
+  layers:
+    - {type: Dence, units: 16}
+    - {type: Dense, unit: 10, activation: softmax}
+compile:
+  optimizer: adamm
+  metrics: [acuracy]
+training:
+  epochs: "3"
+  validation_split: 2
+"""
+
+
+def test_schema_and_keras_problems_are_reported_in_one_pass(tmp_path):
+    spec = tmp_path / "typos.yaml"
+    spec.write_text(SIX_TYPOS)
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    expected = [
+        "training.epochs:",
+        "training.validation_split:",
+        "model.layers.0.type: unknown layer 'Dence'",
+        "model.layers.1.unit: Dense has no argument 'unit'; did you mean 'units'?",
+        "compile.optimizer: unknown optimizer 'adamm'",
+        "compile.metrics.0: unknown metric 'acuracy'; did you mean 'accuracy'?",
+    ]
+    for part in expected:
+        assert sum(part in line for line in lines) == 1, (part, lines)
+    assert len(lines) == 6 and all(line.startswith("Error: ") for line in lines)
+
+
+def test_evaluating_on_data_of_another_shape_is_one_line(binary_run, tables):
+    other = ["--set", f"data.path={tables / 'wine_raw.csv'}"]
+    result = runner.invoke(app, ["evaluate", str(binary_run), *other])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: ") and "(30,)" in line and "(13,)" in line
