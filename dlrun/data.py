@@ -166,6 +166,17 @@ def encode_labels(
     return encoder.transform(y_train), encoder.transform(y_test), names
 
 
+def _check_strata(labels: np.ndarray, spec: Spec) -> None:
+    """A stratified split needs two samples of every class; continuous targets have one."""
+    values, counts = np.unique(np.ravel(labels), return_counts=True)
+    if counts.min() < 2:
+        raise spec.error(
+            ("data",),
+            f"{len(values)} distinct labels, some with a single sample: cannot split by class; "
+            "for numeric targets use a regression loss (mse, mae, ...) or data.task: regression",
+        )
+
+
 def regression_targets(y: np.ndarray, spec: Spec) -> np.ndarray:
     """Regression targets as float32; anything that is not a number is refused."""
     try:
@@ -200,6 +211,8 @@ def load_data(spec: Spec) -> Data:
         )
     regression = spec.task == "regression"
     if test is None:
+        if not regression:
+            _check_strata(y_train, spec)
         x_train, x_test, y_train, y_test = train_test_split(
             x_train,
             y_train,

@@ -263,6 +263,20 @@ def test_regression_from_data_task_with_a_loss_dlrun_does_not_know(tables, tmp_p
     assert json.loads((run / "metrics.json").read_text())["task"] == "regression"
 
 
+def test_continuous_targets_with_a_classification_loss_are_one_line(tables, tmp_path):
+    spec = _spec(
+        tmp_path / "wrong_loss.yaml",
+        {"dataset": "csv", "path": str(tables / "diabetes.csv")},
+        [{"type": "Dense", "units": 1}],
+        {"metrics": ["accuracy"]},
+    )
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert "data.task: regression" in line and "Traceback" not in result.output
+    assert run_dirs(tmp_path / "runs") == []
+
+
 # --- 6: preprocessing layers that must be adapted ---------------------------------------------
 
 
@@ -370,3 +384,24 @@ def test_evaluating_on_data_of_another_shape_is_one_line(binary_run, tables):
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith("Error: ") and "(30,)" in line and "(13,)" in line
+
+
+# --- the README's sections on tabular data, binary classification and regression ----------------
+
+
+@pytest.mark.parametrize("section", ["tabular", "binary", "regression"])
+def test_readme_section_specs_validate(section, tables, tmp_path, monkeypatch):
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split(f"<!-- {section} -->", 1)[1].split(f"<!-- /{section} -->", 1)[0]
+    spec = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    files = {"wine.csv": "wine_raw.csv", "cancer.csv": "cancer.csv"}
+    files["diabetes.csv"] = "diabetes.csv"
+    for name, source in files.items():
+        (tmp_path / name).write_bytes((tables / source).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(spec)
+    result = runner.invoke(app, ["validate", "spec.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "spec.yaml: valid" in result.output
