@@ -32,9 +32,12 @@ class RunRecorder(keras.callbacks.Callback):
     which epoch it ends, history.csv holds the rows (and so the best value) up to it.
     """
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, rows: list[dict] | None = None):
+    def __init__(
+        self, run: store.RunFolder, monitor: str, mode: str, rows: list[dict] | None = None
+    ):
         super().__init__()
-        self.run_dir = run_dir
+        self.run = run
+        self.run_dir = run.path
         self.monitor = monitor
         self.mode = mode
         self.directions: dict[str, str] = {}  # from the compiled model, as fit() starts
@@ -67,7 +70,7 @@ class RunRecorder(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
         row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
         self.rows.append(row)
-        store.write_text(self.run_dir / store.HISTORY, store.history_text(self.rows))
+        self.run.record_epoch(self.rows)
         weights = self.model.get_weights()
         # Clipped losses can stay finite while the weights are already NaN: check both.
         if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
@@ -80,17 +83,18 @@ class RunRecorder(keras.callbacks.Callback):
         improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
         )
-        with store.atomic_path(self.run_dir / store.LAST) as tmp:
+        last = self.run.file(store.LAST)
+        with store.atomic_path(last) as tmp:
             self.model.save(tmp)
-        store.write_json(self.run_dir / store.LAST_EPOCH, {"epoch": epoch + 1})
         if improved:  # the same weights: a copy, not a second save
-            with store.atomic_path(self.run_dir / store.BEST) as tmp:
-                shutil.copyfile(self.run_dir / store.LAST, tmp)
+            with store.atomic_path(self.run.file(store.BEST)) as tmp:
+                shutil.copyfile(last, tmp)
         # Only now is the epoch done: an interrupt before this line leaves the previous
         # checkpoints, and the counters must agree with them.
         self.epochs_done = epoch + 1
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
+        self.run.epoch_done(self.epochs_done)
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
@@ -201,9 +205,14 @@ class LiveProgress(keras.callbacks.Callback):
         self._redraw(logs or {})
 
     def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the redraw thread and the live display (shows the cursor again); idempotent."""
         self._stop.set()
         if self._thread:
             self._thread.join()
+            self._thread = None
         self.progress.stop()
 
 
@@ -223,8 +232,8 @@ class TensorBoard(keras.callbacks.Callback):
         self._train = self._validation = None
 
     def on_train_begin(self, logs=None):
-        self._train = events.EventWriter(self.log_dir / "train")
-        self._validation = events.EventWriter(self.log_dir / "validation")
+        self._train = events.EventWriter(store.safe_folder(self.log_dir, "train"))
+        self._validation = events.EventWriter(store.safe_folder(self.log_dir, "validation"))
         if self.write_graph:
             self._train.write(0, events.keras_graph(self.model.to_json()))
 
@@ -271,7 +280,7 @@ def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
     scores = {f"final_{k}": v for k, v in (metrics.get("final") or {}).items()}
     scores.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
     finite = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    writer = events.EventWriter(run_dir / store.TENSORBOARD)
+    writer = events.EventWriter(store.safe_folder(run_dir, store.TENSORBOARD))
     writer.write(0, events.hparams(values, run_dir.name))
     writer.write(0, events.scalars(finite))
     writer.close()

@@ -51,7 +51,10 @@ def fails_cleanly(command):
         try:
             return command(*args, **kwargs)
         except DlrunError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
+            from dlrun.textsafe import clean
+
+            # Messages quote names, paths and values from disk: never a control sequence.
+            for line in clean(exc).splitlines() or [type(exc).__name__]:
                 typer.echo(f"Error: {line}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
@@ -96,6 +99,9 @@ def train(
     if resume is None:
         spec = _load(spec_file, set_ or [])
     from dlrun import runner, store
+
+    if resume is None:
+        store.check_runs_root(store.runs_root(runs_dir))  # before TensorFlow and the data
 
     console = _console()
     if resume is not None:
@@ -183,10 +189,11 @@ def validate(
 def _collect(paths: list[Path] | None):
     """Runs under the given run folders or runs folders (default: the runs folder)."""
     from dlrun import store
+    from dlrun.textsafe import clean
 
     runs, warnings = store.list_runs(paths or [store.runs_root()])
     for warning in warnings:
-        typer.echo(f"Warning: {warning}", err=True)
+        typer.echo(f"Warning: {clean(warning, newlines=False)}", err=True)
     return runs
 
 
@@ -217,22 +224,29 @@ def show(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """
     import json
 
+    from rich.text import Text
+
     from dlrun import store
+    from dlrun.textsafe import clean
 
     found = store.open_run(run)
     console = _console()
-    console.rule(f"{found.name}: {found.status}")
+
+    def say(text: str) -> None:  # all of it from disk: no markup, no control characters
+        console.print(clean(text), markup=False, highlight=False)
+
+    console.rule(Text(clean(f"{found.name}: {found.status}", newlines=False)))
     if found.meta.get("message"):
-        console.print(f"message: {found.meta['message']}")
-    console.print((found.path / store.CONFIG).read_text().rstrip(), markup=False)
+        say(f"message: {found.meta['message']}")
+    say(store.read_text(found.path / store.CONFIG).rstrip())
     summary = found.path / store.SUMMARY
-    if summary.exists():
-        console.print(summary.read_text().rstrip(), markup=False)
+    if os.path.lexists(summary):
+        say(store.read_text(summary).rstrip())
     if found.metrics:
-        console.print(json.dumps(found.metrics, indent=2), markup=False)
-    console.print("files:")
-    for path in sorted(p for p in found.path.rglob("*") if p.is_file()):
-        console.print(f"  {path}", markup=False)
+        say(json.dumps(found.metrics, indent=2))
+    say("files:")
+    for path in sorted(store.run_files(found.path)):
+        say(f"  {path}")
 
 
 @app.command()
@@ -364,33 +378,49 @@ def sweep(
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
     if resume is not None and set_:
         raise SpecError("--set does not apply to --resume; the sweep folder's base.yaml is fixed")
-    source = resume / sweeps.SWEEP_FILE if resume is not None else sweep_file
-    executor = sweeps.pool(sweeps.peek_workers(source))  # TensorFlow loads while we check
+    if resume is not None:
+        held = sweeps.lock(resume)  # before anything is read: a second resume stops here
+        found, sweep_dir = sweeps.reopen(resume), resume
+    else:
+        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
+        held = sweeps.lock(sweep_dir)
     try:
-        if resume is not None:
-            found, sweep_dir = sweeps.reopen(resume), resume
-        else:
-            found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
-    except BaseException:
-        sweeps.abandon(executor)
-        raise
+        result = _run_sweep(found, sweep_dir)
+    finally:
+        os.close(held)
     console = _console()
-    fits = found.fits()
-    console.print(
-        f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
-        f"{len(fits)} fits on {found.spec.workers} worker(s)"
-    )
-    result = sweeps.run_sweep(found, sweep_dir, console, executor)
     table = sweeps.pivot(result["frame"], found.spec.scoring).reset_index()
     console.print(render(table, "table", title=f"mean {found.spec.scoring} over the folds"))
     if result["best"] is None:
         typer.echo("Error: no fit finished with a score; see the trials' meta.json", err=True)
         raise typer.Exit(1)
-    console.print(f"best: {result['best']['params']} -> {result['best']['mean_test_score']:.4f}")
+    console.print(
+        f"best: {result['best']['params']} -> {result['best']['mean_test_score']:.4f}",
+        markup=False,
+    )
     if "refit" in result:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in result["refit"].items())
         console.print(f"refit on the whole training split, test: {scores}")
     console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
+
+
+def _run_sweep(found, sweep_dir: Path) -> dict:
+    """Start the workers only now that the sweep file is checked; Ctrl-C/SIGTERM stop them."""
+    from dlrun import sweep as sweeps
+
+    console = _console()
+    fits = found.fits()
+    console.print(
+        f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
+        f"{len(fits)} fits on {found.spec.workers} worker(s)",
+        markup=False,
+    )
+    try:
+        return sweeps.run_sweep(found, sweep_dir, console, sweeps.pool(found.spec.workers))
+    except sweeps.SweepStopped as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def main() -> None:

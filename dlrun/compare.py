@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from dlrun.errors import DlrunError, RunError
+from dlrun.errors import RunError
 from dlrun.store import Run
+from dlrun.textsafe import clean, clean_value
+from dlrun.where import QueryError as QueryError
+from dlrun.where import filter_rows
 
 FORMATS = ("table", "csv", "markdown", "json")
-
-
-class QueryError(DlrunError):
-    exit_code = 2
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -125,20 +123,8 @@ def compare_table(
 
 
 def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
-    """DataFrame.query with dotted config paths usable as they are (training.epochs >= 5)."""
-
-    def quote(match: re.Match) -> str:
-        return f"`{match.group(0)}`" if match.group(0) in frame.columns else match.group(0)
-
-    # Dotted names outside string literals become backticked column names.
-    parts = re.split(r"('[^']*'|\"[^\"]*\")", expression)
-    pattern = r"[A-Za-z_][\w]*(?:\.\w+)+"
-    parts = [p if i % 2 else re.sub(pattern, quote, p) for i, p in enumerate(parts)]
-    try:
-        return frame.query("".join(parts), engine="python")
-    except Exception as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise QueryError(f"--where {expression!r}: {message}") from None
+    """The rows where the --where filter holds; parsed into comparisons, never run as code."""
+    return filter_rows(frame, expression)
 
 
 def _cell(value: Any) -> str:
@@ -146,11 +132,20 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
-    return str(value)
+    return clean(value, newlines=False)
 
 
 def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
-    """A rich Table for `table`, else text in csv, markdown or json."""
+    """A rich Table for `table`, else text in csv, markdown or json.
+
+    Cells and headers come from run folders: control characters are replaced in every format,
+    and the table holds rich Text, so `[link=...]` or `[/]` in a name is shown as it is.
+    """
+    frame = frame.rename(columns=lambda c: clean(c, newlines=False))
+    frame = frame.copy()
+    for index, dtype in enumerate(frame.dtypes):  # text: from disk, cleaned
+        if pd.api.types.is_object_dtype(dtype):
+            frame.iloc[:, index] = frame.iloc[:, index].map(clean_value)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
@@ -161,13 +156,14 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
         rule = "|" + "|".join("---" for _ in frame.columns) + "|"
         return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in cells)]) + "\n"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(clean(title, newlines=False)) if title else None)
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(str(column), justify="right" if numeric else "left", no_wrap=True)
+        table.add_column(Text(str(column)), justify="right" if numeric else "left", no_wrap=True)
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 

@@ -96,7 +96,13 @@ def _csv(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     path = Path(spec.data.path)
     if not path.is_file():
         raise spec.error(("data", "path"), f"no such file: {path}")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise spec.error(("data", "path"), f"{path} is not a readable csv ({reason})") from None
+    if frame.empty:
+        raise spec.error(("data", "path"), f"{path} has a header but no rows")
     column = spec.data.label_column
     if column not in frame.columns:
         raise spec.error(

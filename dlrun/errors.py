@@ -35,3 +35,9 @@ class RunError(DlrunError):
     """A run folder is missing, damaged or in the wrong state for what was asked."""
 
     exit_code = 1
+
+
+class RunInUse(RunError):
+    """Another process holds the run's (or sweep's) lock: it is training right now."""
+
+    exit_code = 2

@@ -12,11 +12,45 @@ from dlrun.errors import DataError, RunError, SpecError
 from dlrun.spec import load_spec
 
 CHECKPOINTS = {"best": store.BEST, "last": store.LAST}
+# A .keras file holds float32 weights, up to two optimizer moments per weight, the step
+# counter and a config: 16 bytes a parameter leaves room; the fixed part covers the config.
+BYTES_PER_PARAM = 16
+FIXED_BYTES = 64 * 1024 * 1024
+MAX_ENTRIES = 1000
 
 
-def load_model(path: Path, unsafe_load: bool = False):
-    """keras.models.load_model with safe_mode on, unless the user vouches for the file."""
+def check_archive(path: Path, params: int | None) -> None:
+    """Refuse, before loading, a model file that expands far beyond what `params` need.
+
+    A .keras file is a zip: a few kilobytes can claim gigabytes once uncompressed.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(store.safe_file(path)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: Keras says what is wrong with it
+    limit = FIXED_BYTES + BYTES_PER_PARAM * (params or 0) if params is not None else 2**32
+    size = sum(entry.file_size for entry in entries)
+    if len(entries) > MAX_ENTRIES or size > limit:
+        raise RunError(
+            f"{path}: expands to {size / 2**20:,.0f} MiB in {len(entries)} entries, far more "
+            f"than {params:,} parameters need ({limit / 2**20:,.0f} MiB); refused unloaded"
+            if params is not None
+            else f"{path}: expands to {size / 2**20:,.0f} MiB; refused unloaded"
+        )
+
+
+def load_model(path: Path, unsafe_load: bool = False, params: int | None = None):
+    """keras.models.load_model with safe_mode on, unless the user vouches for the file.
+
+    `params`: the parameter count the run's config builds; a file expanding far beyond it
+    is refused before Keras opens it.
+    """
     from dlrun.backend import tensorflow
+
+    check_archive(path, params)
 
     tensorflow()
     import keras
@@ -61,9 +95,14 @@ def evaluate(
             f"(status {run.status}, {run.meta.get('epochs_done', 0)} epochs done)"
         )
     spec = load_spec(run.path / store.CONFIG, overrides)
-    model = load_model(model_path, unsafe_load)
     data = load_data(spec)
-    check_shape(model, data.input_shape, run.path)
+    trained_on = run.metrics.get("input_shape")  # recorded at train time
+    if isinstance(trained_on, list):
+        check_shape(tuple(trained_on), data.input_shape, run.path)
+    from dlrun.builder import build_model
+
+    model = load_model(model_path, unsafe_load, build_model(spec, data.input_shape).count_params())
+    check_shape(tuple(model.input_shape[1:]), data.input_shape, run.path)
     scores = model.evaluate(
         pipeline(data.x_test, data.y_test, spec.training.batch_size), verbose=0, return_dict=True
     )
@@ -79,16 +118,17 @@ def evaluate(
         "scores": {key: float(value) for key, value in scores.items()},
     }
     stamp = created.strftime(store.TIMESTAMP)
-    out = run.path / store.EVALUATIONS / f"{stamp}-{checkpoint}.json"
+    # Into the run only: a received run's evaluations/ or plots/ may be a symlink out of it.
+    out = store.inside(run.path, f"{store.EVALUATIONS}/{stamp}-{checkpoint}.json")
     if data.task == "regression":
-        plot = run.path / store.PREDICTED_PLOT
+        plot = store.inside(run.path, store.PREDICTED_PLOT)
         result.update(regression_report(data.y_test, outputs))
         store.write_json(out, result)
         from dlrun.plots import predicted_plot
 
         predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
     else:
-        plot = run.path / store.CONFUSION_PLOT
+        plot = store.inside(run.path, store.CONFUSION_PLOT)
         names = data.classes or [str(label) for label in range(data.num_classes)]
         result.update(classification_result(data.y_test, outputs, names))
         store.write_json(out, result)
@@ -99,9 +139,9 @@ def evaluate(
     return result
 
 
-def check_shape(model, input_shape: tuple[int, ...], run_path: Path) -> None:
+def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -> None:
     """Data of another shape than the model was trained on: one line naming both."""
-    expected = tuple(model.input_shape[1:])
+    expected = tuple(expected)
     if tuple(input_shape) != expected:
         raise DataError(
             f"{run_path}: the model takes inputs of shape {expected} but the data gives "

@@ -22,8 +22,8 @@ from dlrun import store
 from dlrun.errors import RunError
 from dlrun.spec import Spec, load_spec
 
-EXIT_CODES = {store.COMPLETED: 0, store.FAILED: 1, store.DIVERGED: 3, store.INTERRUPTED: 130}
-SIGTERM_EXIT = 143
+EXIT_CODES = {status: status.exit_code for status in store.Status}
+SIGTERM_EXIT = store.SIGTERM_EXIT
 
 
 class Terminated(KeyboardInterrupt):
@@ -81,22 +81,9 @@ def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-class _Meta:
-    """meta.json, rewritten atomically on every change."""
-
-    def __init__(self, run_dir: Path, data: dict):
-        self.path, self.data = run_dir / store.META, data
-        self.save()
-
-    def update(self, **changes) -> None:
-        self.data.update(changes)
-        self.save()
-
-    def save(self) -> None:
-        store.write_json(self.path, self.data)
-
-
-def _callbacks(prepared: Prepared, run_dir: Path, console, recorder, rows: list[dict]) -> list:
+def _callbacks(
+    prepared: Prepared, folder: store.RunFolder, console, recorder, rows: list[dict]
+) -> list:
     from dlrun.callbacks import EarlyStopping, LiveProgress, PlainProgress, TensorBoard
 
     training = prepared.spec.training
@@ -107,12 +94,12 @@ def _callbacks(prepared: Prepared, run_dir: Path, console, recorder, rows: list[
             training.checkpoint.monitor,
             training.checkpoint.mode,
         )
-        stopping.replay(rows, run_dir / store.BEST if same else None)
+        stopping.replay(rows, folder.path / store.BEST if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
             TensorBoard(
-                run_dir / store.TENSORBOARD,
+                store.safe_folder(folder.path, store.TENSORBOARD),
                 histogram_freq=training.tensorboard.histogram_freq,
                 write_graph=training.tensorboard.write_graph,
             )
@@ -123,7 +110,7 @@ def _callbacks(prepared: Prepared, run_dir: Path, console, recorder, rows: list[
 
 
 def _config_digest(run_dir: Path) -> str:
-    return hashlib.sha256((run_dir / store.CONFIG).read_bytes()).hexdigest()
+    return hashlib.sha256(store.read_bytes(run_dir / store.CONFIG)).hexdigest()
 
 
 def train(
@@ -145,14 +132,10 @@ def train(
 
     tensorflow()  # first, so that its start-up chatter is silenced
     prepared = prepare(spec)
-    if folder is None:
-        run_dir = store.create_run_dir(runs_root, spec.name)
-    else:
-        run_dir = runs_root / store.check_name(folder)
-        run_dir.mkdir(parents=True)
-    store.write_text(run_dir / store.CONFIG, spec.dump())
-    meta = _Meta(
-        run_dir,
+    run = store.RunFolder.create(runs_root, spec.name, folder)
+    run_dir = run.path
+    run.write_text(store.CONFIG, spec.dump())
+    run.start(
         {
             "name": spec.name,
             "status": store.RUNNING,
@@ -171,9 +154,10 @@ def train(
             "config_sha256": _config_digest(run_dir),
             "message": None,
             "attempts": [{"started": _now(), "pid": os.getpid(), "from_epoch": 0}],
-        },
+        }
     )
-    return _fit(prepared, run_dir, meta, console, [], extra_callbacks, score_test)
+    with run:
+        return _fit(prepared, run, console, [], extra_callbacks, score_test)
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
@@ -192,9 +176,24 @@ def resume(
 ) -> Outcome:
     """Continue an interrupted, crashed or failed run from its last completed epoch; with
     `epochs`, also a completed run, up to that many epochs in all (a new attempt)."""
+    # The lock first, then the status: of two resumes at once, the second stops here.
+    folder = store.RunFolder.acquire(run_path)
+    with folder:
+        return _resume(folder, console, command, force, unsafe_load, extra_callbacks, epochs)
+
+
+def _resume(
+    folder: store.RunFolder,
+    console,
+    command: list[str] | None,
+    force: bool,
+    unsafe_load: bool,
+    extra_callbacks: tuple,
+    epochs: int | None,
+) -> Outcome:
     from dlrun.backend import tensorflow
 
-    run = store.open_run(run_path)
+    run = folder.read()
     allowed = RESUMABLE if epochs is None else EXTENDABLE
     if run.status not in allowed:
         hint = "; pass --epochs N to train a completed run further" if epochs is None else ""
@@ -208,15 +207,15 @@ def resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(run.path / store.CONFIG)
-    done = completed_epoch(run.path)
+    done = completed_epoch(run)
     if epochs is not None:
-        if epochs <= (done if done is not None else run.epochs_done()):
+        if epochs <= max(done, run.epochs_done()):
             raise RunError(
                 f"{run.path}: --epochs {epochs} is not more than the {run.epochs_done()} epochs "
                 f"done; give the total wanted, e.g. --epochs {run.epochs_done() + 5}"
             )
         spec.training.epochs = epochs
-        store.write_text(run.path / store.CONFIG, spec.dump())  # the run describes itself
+        folder.write_text(store.CONFIG, spec.dump())  # the run describes itself
     tensorflow()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
@@ -224,16 +223,15 @@ def resume(
     if (run.path / store.LAST).exists():
         from dlrun.evaluate import load_model
 
-        saved = load_model(run.path / store.LAST, unsafe_load)
+        saved = load_model(run.path / store.LAST, unsafe_load, prepared.model.count_params())
         _take_state(prepared.model, saved)
-        epoch = done if done is not None else _epoch_from_steps(saved, prepared)
+        epoch = done or _epoch_from_steps(saved, prepared)
     rows = store.read_history(run.path)[:epoch]
-    meta = _Meta(run.path, dict(run.meta))
     attempts = [
-        *meta.data.get("attempts", []),
+        *_list(folder.meta.get("attempts")),
         {"started": _now(), "pid": os.getpid(), "from_epoch": epoch},
     ]
-    meta.update(
+    folder.update(
         status=store.RUNNING,
         pid=os.getpid(),
         host=socket.gethostname(),
@@ -244,22 +242,22 @@ def resume(
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
     )
-    return _fit(prepared, run.path, meta, console, rows, extra_callbacks)
+    return _fit(prepared, folder, console, rows, extra_callbacks)
 
 
-def completed_epoch(run_dir: Path) -> int | None:
-    """The epoch last.keras ends, as recorded beside it (None: a run recorded before that)."""
-    path = run_dir / store.LAST_EPOCH
-    if not path.exists():
-        return None
-    epoch = store.read_json(path, run_dir).get("epoch")
-    if not isinstance(epoch, int) or epoch < 0:
-        raise RunError(f"{run_dir}: {store.LAST_EPOCH} is damaged (no whole epoch number)")
-    return epoch
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def completed_epoch(run: store.Run) -> int:
+    """The epoch last.keras ends: meta.json counts it once the epoch's checkpoints are saved."""
+    done = run.meta.get("epochs_done")
+    return done if isinstance(done, int) and not isinstance(done, bool) and done > 0 else 0
 
 
 def _epoch_from_steps(saved, prepared: Prepared) -> int:
-    # Runs recorded before last.json: right only if batch size and splits are unchanged.
+    # Runs recorded before meta.json counted each epoch: right only if batch size and splits
+    # are unchanged.
     from dlrun.data import steps
 
     per_epoch = steps(len(prepared.data.x_train), prepared.spec.training.batch_size)
@@ -276,8 +274,7 @@ def _take_state(model, saved) -> None:
 
 def _fit(
     prepared: Prepared,
-    run_dir: Path,
-    meta: _Meta,
+    run: store.RunFolder,
     console,
     rows: list[dict],
     extra_callbacks: tuple,
@@ -289,11 +286,12 @@ def _fit(
     from dlrun.data import pipeline, shuffled_epochs, steps
 
     spec, data, model = prepared.spec, prepared.data, prepared.model
+    run_dir = run.path
     adapted = _adapt(prepared) if not rows else []
     summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
-    store.write_text(run_dir / store.SUMMARY, summary)
+    run.write_text(store.SUMMARY, summary)
     if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
-        store.write_text(run_dir / store.HISTORY, store.history_text(rows))
+        run.record_epoch(rows)
 
     batch = spec.training.batch_size
     epochs = spec.training.epochs
@@ -303,8 +301,8 @@ def _fit(
         train_ds = pipeline(data.x_train, data.y_train, batch)
     val_ds = pipeline(data.x_val, data.y_val, batch) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
-    recorder = RunRecorder(run_dir, checkpoint.monitor, checkpoint.mode, rows)
-    callbacks = [*_callbacks(prepared, run_dir, console, recorder, rows), *extra_callbacks]
+    recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
+    callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
@@ -334,34 +332,60 @@ def _fit(
         exit_code = SIGTERM_EXIT if terminated else 130
     except Exception as exc:  # a training fault: recorded in the run, reported in one line
         status, message = store.FAILED, f"{type(exc).__name__}: {str(exc).strip()[:500]}"
-        meta.update(traceback=traceback.format_exc())
+        run.meta["traceback"] = traceback.format_exc()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _close_callbacks(callbacks)
     train_seconds = time.perf_counter() - started
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
-    if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
-        metrics["test"] = _test_metrics(prepared, run_dir, batch)
-    store.write_json(run_dir / store.METRICS, metrics)
-    if spec.training.tensorboard:
-        from dlrun.callbacks import write_hparams
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:  # a full disk (or a stop) here must still leave a finished meta.json
+        if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
+            metrics["test"] = _test_metrics(prepared, run_dir, batch)
+        run.write_json(store.METRICS, metrics)
+        if spec.training.tensorboard:
+            from dlrun.callbacks import write_hparams
 
-        write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
-    if recorder.rows:
-        from dlrun.plots import history_plot
+            write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
+        if recorder.rows:
+            from dlrun.plots import history_plot
 
-        history_plot(recorder.rows, run_dir / store.HISTORY_PLOT)
-    attempts = meta.data.get("attempts") or [{}]
-    attempts[-1].update(ended=_now(), status=status)
-    meta.update(
-        status=status,
+            history_plot(recorder.rows, run.file(store.HISTORY_PLOT))
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        status = store.INTERRUPTED
+        message = "stopped by SIGTERM" if terminated else "stopped by Ctrl-C (SIGINT)"
+        exit_code = SIGTERM_EXIT if terminated else 130
+    except Exception as exc:
+        status, exit_code = store.FAILED, EXIT_CODES[store.FAILED]
+        message = f"writing the run's results failed: {type(exc).__name__}: {exc}"[:600]
+        run.meta["traceback"] = traceback.format_exc()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    attempts = _list(run.meta.get("attempts")) or [{}]
+    attempts[-1].update(ended=_now(), status=str(status))
+    run.finish(
+        status,
+        message,
         ended=_now(),
         epochs_done=recorder.epochs_done,
-        message=message,
         attempts=attempts,
     )
     return Outcome(run_dir, status, exit_code, metrics, message)
+
+
+def _close_callbacks(callbacks: list) -> None:
+    """Keras calls on_train_end only when fit returns: on an exception, close what the
+    callbacks hold open (the live progress bar, the TensorBoard files) here."""
+    for callback in callbacks:
+        close = getattr(callback, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # closing must not hide why fit stopped
+                pass
 
 
 def _raise_terminated(signum, frame):
@@ -384,6 +408,7 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         # What reading the run later needs without Keras: which way each metric is better,
         # what the labels were.
         "directions": recorder.directions,
+        "input_shape": list(prepared.data.input_shape),
         "task": prepared.data.task,
         "classes": prepared.data.classes,
     }

@@ -179,7 +179,7 @@ class TrainingSpec(_Section):
 
 class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
-    seed: int = 0  # initial weights, shuffling and the validation split
+    seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec
     model: ModelSpec
     compile: CompileSpec = CompileSpec()
@@ -244,6 +244,9 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None
 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """Safe-load YAML, refusing duplicate keys; also return the line of every dotted path."""
+    from dlrun import safeyaml
+
+    safeyaml.check(text, source)  # before anything is built: an alias bomb stops here
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -259,11 +262,19 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise SpecError(
             f"{source}:{mark.line + 1}: YAML tag {tag} is not allowed; a spec holds plain values"
         ) from None
+    except yaml.reader.ReaderError as exc:  # NUL, ESC and other bytes YAML does not allow
+        raise SpecError(
+            f"{source}: character #x{exc.character:04x} at position {exc.position} is not "
+            "allowed in YAML; remove it"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join(str(problem).split())
         raise SpecError(f"{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply to read") from None
     finally:
         loader.dispose()
 

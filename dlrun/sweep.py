@@ -12,10 +12,9 @@ import itertools
 import json
 import math
 import os
+import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,13 @@ from dlrun.spec import (
     validate,
     validate_model,
 )
+from dlrun.workers import Workers
 
 SWEEP_FILE, BASE_FILE = "sweep.yaml", "base.yaml"
 RESULTS, BEST_SPEC, TRIALS, REFIT = "cv_results.csv", "best.yaml", "trials", "refit"
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 EPOCHS = "training.epochs"
+MAX_FITS = 10_000  # grid combinations x folds, or n_iter x folds
 
 
 class _Strict(BaseModel):
@@ -48,9 +49,9 @@ class _Strict(BaseModel):
 
 
 class RandomSpec(_Strict):
-    n_iter: int = Field(ge=1)  # parameter settings drawn
+    n_iter: int = Field(ge=1, le=MAX_FITS)  # parameter settings drawn
     space: dict[str, Any]  # path: [values] or {uniform|loguniform|randint: [low, high]}
-    seed: int = 0  # the draws, not the training
+    seed: int = Field(0, ge=0, lt=2**32)  # the draws, not the training
 
 
 class SweepSpec(_Strict):
@@ -60,7 +61,7 @@ class SweepSpec(_Strict):
     random: RandomSpec | None = None
     cv: int = Field(3, ge=0)  # stratified k-fold on the training split; 0 = validation split
     scoring: str = "accuracy"  # a logged metric; its Keras direction says which way is better
-    workers: int = Field(1, ge=1)  # trials in parallel processes, sharing the cores
+    workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
     refit: bool = True  # retrain the best on the whole training split, score the test split
 
     @model_validator(mode="after")
@@ -68,6 +69,14 @@ class SweepSpec(_Strict):
         if (self.grid is None) == (self.random is None):
             raise ValueError("give either grid or random, not both and not neither")
         return self
+
+    @field_validator("workers")
+    @classmethod
+    def _cores(cls, workers: int) -> int:
+        cores = os.cpu_count() or 1
+        if workers > cores:
+            raise ValueError(f"at most {cores} (the cores of this machine), got {workers}")
+        return workers
 
     @field_validator("cv")
     @classmethod
@@ -208,13 +217,31 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
     `overrides` (`dlrun sweep --set`) apply to the base spec, as `dlrun train --set` does.
     """
     try:
-        text = path.read_text()
-    except OSError:
+        text = store.read_text(path)
+    except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
+    except (OSError, DlrunError) as exc:
+        raise SpecError(f"{path}: cannot be read ({exc})") from None
     raw, lines = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping with base and grid (or random)")
     spec = validate_model(SweepSpec, raw, str(path), lines)
+    folds = max(spec.cv, 1)
+    if spec.grid is not None:
+        planned = math.prod(len(values) for values in spec.grid.values()) * folds
+    else:
+        planned = spec.random.n_iter * folds
+    if planned > MAX_FITS:
+        where = "grid" if spec.grid is not None else "random"
+        raise SpecError(
+            format_problem(
+                str(path),
+                lines,
+                (where,),
+                f"{planned:,} fits (settings x folds) is more than the {MAX_FITS:,} allowed; "
+                "narrow the search or use random with a smaller n_iter",
+            )
+        )
     from dlrun.spec import load_spec
 
     base_path = (path.parent / spec.base).resolve()
@@ -316,7 +343,7 @@ def _check_folds(sweep: Sweep, path: Path, lines) -> None:
 
 def _init_worker(threads: int) -> None:
     """Each worker gets its share of the cores (TensorFlow reads these as it starts), then
-    imports TensorFlow at once, while the main process is still checking the sweep."""
+    imports TensorFlow at once."""
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -326,34 +353,29 @@ def _init_worker(threads: int) -> None:
     tensorflow()
 
 
-def pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes, started early so that their TensorFlow imports overlap other work."""
+def pool(workers: int) -> Workers:
+    """Worker processes; start them only once the sweep file has been checked."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    context = get_context("spawn")  # a fresh interpreter: TensorFlow is not fork-safe
-    executor = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
-    )
-    for _ in range(workers):  # start the workers now rather than at the first fit
-        executor.submit(os.getpid)
-    return executor
+    return Workers(workers, _init_worker, (threads,))
 
 
-def abandon(executor: ProcessPoolExecutor) -> None:
-    """Stop workers that have done nothing yet (the sweep file was refused): exit at once
-    instead of waiting for their TensorFlow imports."""
-    processes = list(getattr(executor, "_processes", {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
+def lock(sweep_dir: Path) -> int:
+    """The sweep folder's lock, held by the sweep's parent process for its whole life."""
+    if not sweep_dir.is_dir():
+        from dlrun.errors import RunError
+
+        raise RunError(f"{sweep_dir}: no such sweep folder")
+    return store.take_lock(sweep_dir, "sweep")
 
 
-def peek_workers(path: Path) -> int:
-    """The workers a sweep file asks for (1 when it cannot be read; load_sweep says why)."""
-    try:
-        workers = yaml.safe_load(Path(path).read_text()).get("workers", 1)
-    except (OSError, yaml.YAMLError, AttributeError):
-        return 1
-    return workers if isinstance(workers, int) and 1 <= workers <= 64 else 1
+class SweepStopped(DlrunError):
+    """Ctrl-C or SIGTERM stopped the sweep: the fits running were recorded as interrupted."""
+
+    def __init__(self, sweep_dir: Path, signum: int):
+        self.sweep_dir, self.signum = sweep_dir, signum
+        self.exit_code = store.SIGTERM_EXIT if signum == signal.SIGTERM else 130
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+        super().__init__(f"sweep stopped by {name}; the fits running were recorded as interrupted")
 
 
 def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[dict], str | None]:
@@ -385,7 +407,14 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
             )
         return outcome.status, store.read_history(run_dir), outcome.message
     except Exception as exc:  # one broken trial is recorded; the sweep goes on
-        return store.FAILED, store.read_history(run_dir), f"{type(exc).__name__}: {exc}"
+        return store.FAILED, _history(run_dir), f"{type(exc).__name__}: {exc}"
+
+
+def _history(run_dir: Path) -> list[dict]:
+    try:
+        return store.read_history(run_dir)
+    except DlrunError:
+        return []
 
 
 def results_table(
@@ -463,8 +492,12 @@ def _progress(console):
     )
 
 
-def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: ProcessPoolExecutor) -> dict:
-    """Run every fit (skipping finished ones), then write cv_results.csv, best.yaml, refit."""
+def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict:
+    """Run every fit (skipping finished ones), then write cv_results.csv, best.yaml, refit.
+
+    Ctrl-C or SIGTERM: no further fit starts, the running ones are stopped and recorded as
+    interrupted, and SweepStopped is raised (nothing of the results is written).
+    """
     fits = sweep.fits()
     trials = sweep_dir / TRIALS
     trials.mkdir(parents=True, exist_ok=True)
@@ -473,33 +506,40 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: ProcessPoolExecu
     directions: dict[str, str] = {}
     best: float | None = None
     started = time.perf_counter()
-    with _progress(console) as progress, executor as pool:
-        task = progress.add_task("sweep", total=len(fits), state="")
-        pending = {
-            pool.submit(
-                _run_fit,
-                sweep.trial_spec(fit.params, fit.fold, fit.epochs).dump(),
-                str(trials),
-                fit.folder,
-            ): fit
-            for fit in fits
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                fit = pending.pop(future)
-                status, history, message = future.result()
-                outcomes[fit.folder] = (status, history, message)
-                directions = directions or _directions(trials / fit.folder)
+    tasks = [
+        (
+            fit.folder,
+            _run_fit,
+            (sweep.trial_spec(fit.params, fit.fold, fit.epochs).dump(), str(trials), fit.folder),
+        )
+        for fit in fits
+    ]
+
+    def record(folder: str, kind: str, value: Any) -> tuple[str, list[dict], str | None]:
+        if kind == "ok":
+            return value
+        if kind == "died":  # killed (OOM, SIGKILL): the trial's lock is free, so it crashed
+            message = f"its worker process died (exit code {value})"
+            return store.CRASHED, _history(trials / folder), message
+        return store.FAILED, _history(trials / folder), str(value)
+
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    previous_int = signal.getsignal(signal.SIGINT)
+    try:
+        with _progress(console) as progress:
+            task = progress.add_task("sweep", total=len(fits), state="")
+            for folder, kind, value in executor.run(tasks):
+                status, history, message = outcomes[folder] = record(folder, kind, value)
+                directions = directions or _directions(trials / folder)
                 higher = higher_is_better(sweep.spec.scoring, directions)
                 score = history[-1].get(f"val_{sweep.spec.scoring}") if history else None
                 if score is not None and math.isfinite(score):
                     if best is None or (score > best if higher else score < best):
                         best = score
-                line = f"{fit.folder}: {status}" + (f" ({message})" if message else "")
+                line = f"{folder}: {status}" + (f" ({message})" if message else "")
                 if not console.is_terminal:
-                    console.print(line, highlight=False)
-                left = len(pending)
+                    console.print(line, highlight=False, markup=False)
+                left = len(fits) - len(outcomes)
                 running = min(left, workers)
                 best_text = f"{best:.4f}" if best is not None else "-"
                 progress.update(
@@ -507,6 +547,19 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: ProcessPoolExecu
                     advance=1,
                     state=f"running {running}, left {left - running}, best {best_text}",
                 )
+    except KeyboardInterrupt as exc:
+        stopped = signal.SIGTERM if isinstance(exc, _Stop) else signal.SIGINT
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for folder, kind, value in executor.stop():
+            status, _, message = outcomes[folder] = record(folder, kind, value)
+            if not console.is_terminal:
+                console.print(f"{folder}: {status} ({message})", highlight=False, markup=False)
+        raise SweepStopped(sweep_dir, stopped) from None
+    finally:
+        executor.close()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     frame = results_table(sweep, outcomes, directions)
     store.write_text(sweep_dir / RESULTS, frame.to_csv(index=False))
     summary: dict[str, Any] = {
@@ -539,6 +592,14 @@ def _directions(run_dir: Path) -> dict[str, str]:
         return store.read_json(run_dir / store.METRICS).get("directions") or {}
     except DlrunError:
         return {}
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGTERM in the sweep's parent, handled like Ctrl-C."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop()
 
 
 def _plain(value: Any) -> Any:
@@ -575,6 +636,7 @@ def start(
 ) -> tuple[Sweep, Path]:
     """Check the sweep file, then make its folder with the resolved sweep and base spec
     (overrides included, so --resume needs none)."""
+    store.check_runs_root(runs_root)
     sweep = load_sweep(path, overrides)
     sweep_dir = store.create_run_dir(runs_root, sweep.spec.name)
     resolved = sweep.spec.model_dump(mode="json", exclude_none=True)

@@ -207,7 +207,7 @@ def test_compare_where_sort_and_formats(two_runs, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--where", "epochz > 1"], "Error: --where 'epochz > 1': name 'epochz' is not defined\n"),
+        (["--where", "epochz > 1"], "Error: --where: no column 'epochz'; columns are run, status"),
         (["--sort", "nope"], "Error: --sort: no column 'nope'; columns are"),
         (
             ["--format", "xml"],

@@ -1,0 +1,65 @@
+"""YAML from strangers: a budget on alias expansion and nesting, checked before anything is built.
+
+A billion-laughs document is a few hundred bytes whose aliases expand to billions of nodes; the
+check walks the parser's events once (no recursion, no expansion), adding up how many nodes each
+anchor stands for, and refuses the document as soon as the expanded total passes the budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from dlrun.errors import SpecError
+
+MAX_NODES = 100_000  # a spec has a few hundred; a sweep grid a few thousand
+MAX_DEPTH = 64  # a spec nests five or six levels
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def check(text: str, source: str) -> None:
+    """SpecError when the YAML nests too deep or its aliases expand past the node budget."""
+    anchors: dict[str, int] = {}  # anchor -> the nodes it stands for, expanded
+    stack: list[list] = []  # [anchor, nodes so far] per open collection
+    expanded = 0  # nodes of the document with every alias expanded
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, _STARTS):
+                stack.append([event.anchor, 1])
+                expanded += 1
+                if len(stack) > MAX_DEPTH:
+                    raise SpecError(
+                        f"{source}:{event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} "
+                        "levels; a spec is a few levels deep"
+                    )
+                continue
+            if isinstance(event, _ENDS):
+                anchor, size = stack.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, size = event.anchor, 1
+                expanded += 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor, size = None, anchors.get(event.anchor, 1)
+                expanded += size
+            else:
+                continue
+            if anchor is not None:
+                anchors[anchor] = size
+            if stack:
+                stack[-1][1] += size
+            if expanded > MAX_NODES:
+                raise SpecError(
+                    f"{source}:{event.start_mark.line + 1}: aliases expand to more than "
+                    f"{MAX_NODES:,} values; refused (write the values out instead)"
+                )
+    except yaml.YAMLError:
+        return  # the real parse reports the syntax error with its line
+
+
+def load(text: str, source: str) -> Any:
+    """yaml.safe_load after the budget check (libyaml when present)."""
+    check(text, source)
+    return yaml.load(text, Loader=_LOADER)
