@@ -123,6 +123,10 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
         layers = make_layers(spec)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
+    if spec.model.base is not None:  # a trained network below these layers
+        from dlrun.transfer import build_transfer_model
+
+        return build_transfer_model(spec, input_shape, layers)
     model = keras.Sequential(name=spec.name.replace(".", "_").replace("-", "_"))
     model.add(keras.Input(shape=input_shape))
     shape = (None, *input_shape)

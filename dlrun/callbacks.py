@@ -46,6 +46,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.epochs_done = len(self.rows)
         self.best_value = self.best_epoch = None
         self.diverged_at: int | None = None
+        self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
         self._good_weights = None
         self._started = 0.0
 
@@ -68,6 +69,8 @@ class RunRecorder(keras.callbacks.Callback):
         logs = {key: float(value) for key, value in (logs or {}).items()}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
+        if self.stage is not None:
+            row["stage"] = self.stage
         row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
         self.rows.append(row)
         self.run.record_epoch(self.rows)

@@ -144,7 +144,9 @@ def _report(console, outcome) -> None:
 
     final, test = outcome.metrics.get("final", {}), outcome.metrics.get("test", {})
     names = [
-        k for k in final if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds")
+        k
+        for k in final
+        if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds", "stage")
     ]
     table = Table(title=f"{outcome.run_dir.name}: {outcome.status}")
     table.add_column("metric")
@@ -195,6 +197,22 @@ def _collect(paths: list[Path] | None):
     for warning in warnings:
         typer.echo(f"Warning: {clean(warning, newlines=False)}", err=True)
     return runs
+
+
+def _readable_configs(runs: list) -> list:
+    """The runs whose config.yaml reads; a damaged one is skipped with a warning."""
+    from dlrun.errors import RunError
+    from dlrun.textsafe import clean
+
+    readable = []
+    for run in runs:
+        try:
+            run.config  # noqa: B018 - read now, so that a damaged one is skipped here
+        except RunError as exc:
+            typer.echo(f"Warning: skipped {clean(exc, newlines=False)}", err=True)
+            continue
+        readable.append(run)
+    return readable
 
 
 @app.command("runs")
@@ -290,6 +308,36 @@ def evaluate(
 
 @app.command()
 @fails_cleanly
+def features(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    layer: Annotated[str, typer.Option(help="Layer name or index (as in summary.txt).")],
+    out: Annotated[Path, typer.Option(help="The .npz file to write.")],
+    set_: SetOption = None,
+    classifier: Annotated[
+        str | None, typer.Option(help="logistic: fit LogisticRegression, print test accuracy.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+) -> None:
+    """Write a layer's activations on the train and test splits to an .npz file.
+
+    Example: dlrun features runs/cnn-20261124-153506 --layer -2 --out f.npz --classifier logistic
+    """
+    from dlrun.errors import SpecError
+    from dlrun.evaluate import CHECKPOINTS
+    from dlrun.features import extract
+
+    if checkpoint not in CHECKPOINTS:
+        raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
+    result = extract(run, layer, out, set_ or [], classifier, checkpoint)
+    shape = "x".join(map(str, result["shape"]))
+    typer.echo(f"{result['train']} train and {result['test']} test samples, features {shape}")
+    if "accuracy" in result:
+        typer.echo(f"LogisticRegression test accuracy: {result['accuracy']:.4f}")
+    typer.echo(f"wrote {result['out']}")
+
+
+@app.command()
+@fails_cleanly
 def compare(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Runs or runs folders [default: ./runs].")
@@ -311,7 +359,7 @@ def compare(
 
     if fmt not in FORMATS:
         raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    runs = _collect(paths)
+    runs = _readable_configs(_collect(paths))
     frame, differing = compare_table(
         runs, show_all=show_all, where=where, sort=sort, reverse=reverse
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime
 from typing import Any
@@ -144,7 +145,7 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
     frame = frame.rename(columns=lambda c: clean(c, newlines=False))
     frame = frame.copy()
     for index, dtype in enumerate(frame.dtypes):  # text: from disk, cleaned
-        if pd.api.types.is_object_dtype(dtype):
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
             frame.iloc[:, index] = frame.iloc[:, index].map(clean_value)
     if fmt == "csv":
         return frame.to_csv(index=False)
@@ -175,9 +176,10 @@ def curves_plot(runs: list[Run], differing: list[str], path) -> None:
     plt = pyplot()
     histories = {}
     for run in runs:
-        try:
-            histories[run.name] = pd.read_csv(run.path / store.HISTORY)
-        except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        try:  # bounded, regular files only: a received run's history.csv may be a FIFO
+            text = store.read_text(run.path / store.HISTORY)
+            histories[run.name] = pd.read_csv(io.StringIO(text))
+        except (FileNotFoundError, RunError, pd.errors.ParserError, pd.errors.EmptyDataError):
             continue
     if not histories:
         raise RunError("--plot: none of the runs shown has a history.csv")

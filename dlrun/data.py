@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun import subsets
 from dlrun.errors import DataError
 from dlrun.spec import KERAS_DATASETS, DataSpec, Spec
 
@@ -46,11 +47,14 @@ class Data:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int  # regression: the number of targets per sample
-    classes: list[str] | None = None  # class names in label order; None for regression
-    task: str = "classification"
+    class_names: list[str] | None = None  # kept in the run; evaluate shows them
+    source: object | None = None  # images.FolderSource: x_* are file paths it decodes
+    task: str = "classification"  # or regression: y_* are numbers, not classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.source is not None:
+            return self.source.input_shape
         return tuple(self.x_train.shape[1:])
 
 
@@ -209,6 +213,10 @@ def load_data(spec: Spec) -> Data:
     """The spec's data as scaled, shaped arrays with train/validation/test splits."""
     from sklearn.model_selection import train_test_split
 
+    if spec.data.dataset == "directory":  # streamed from disk, never held in memory
+        from dlrun.images import load_folder
+
+        return load_folder(spec)
     train, test = _raw(spec)
     x_train, y_train = np.asarray(train[0]), np.asarray(train[1])
     if len(x_train) != len(y_train):
@@ -228,13 +236,15 @@ def load_data(spec: Spec) -> Data:
         )
     else:
         x_test, y_test = np.asarray(test[0]), np.asarray(test[1])
-    classes = None
+    x_train, y_train, x_test, y_test, names = subsets.select(spec, x_train, y_train, x_test, y_test)
     if regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
         num_classes = int(np.prod(y_train.shape[1:]))
-    else:
-        y_train, y_test, classes = encode_labels(y_train, y_test, spec)
-        num_classes = len(classes)
+    elif names is None:
+        y_train, y_test, names = encode_labels(y_train, y_test, spec)
+        num_classes = len(names)
+    else:  # data.classes numbered them already, in the order it lists them
+        num_classes = len(names)
     x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
     x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
 
@@ -260,7 +270,7 @@ def load_data(spec: Spec) -> Data:
         y_train, y_test = eye[y_train], eye[y_test]
         y_val = eye[y_val] if y_val is not None else None
     task = "regression" if regression else "classification"
-    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, classes, task)
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
 
 
 def fold_indices(
@@ -292,16 +302,28 @@ def steps(count: int, batch_size: int) -> int:
     return -(-count // batch_size)
 
 
-def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int):
-    """A tf.data pipeline over in-memory arrays, in order: batch, prefetch."""
+def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, source=None):
+    """A tf.data pipeline over in-memory arrays, in order: batch, prefetch.
+
+    With a source (an image folder), x holds file paths that it decodes as they stream.
+    """
     import tensorflow as tf
+
+    if source is not None:
+        return source.pipeline(x, y, batch_size)
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def shuffled_epochs(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+    source=None,
 ):
     """The batches of epochs first_epoch..epochs-1 as one stream, each epoch shuffled anew.
 
@@ -309,6 +331,9 @@ def shuffled_epochs(
     uninterrupted one would have. Fit it with steps_per_epoch=steps(len(x), batch_size).
     """
     import tensorflow as tf
+
+    if source is not None:
+        return source.shuffled_epochs(x, y, batch_size, seed, first_epoch, epochs)
 
     features, labels = tf.constant(x), tf.constant(y)
     count = len(x)
@@ -328,5 +353,9 @@ def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
     if spec.data.dataset in KERAS_SHAPES:
         shape, classes = KERAS_SHAPES[spec.data.dataset]
         return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes
+    if spec.data.dataset == "directory":  # lists the folder, decodes nothing
+        from dlrun.images import folder_signature
+
+        return folder_signature(spec)
     data = load_data(spec)
     return data.input_shape, data.num_classes

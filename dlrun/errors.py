@@ -41,3 +41,9 @@ class RunInUse(RunError):
     """Another process holds the run's (or sweep's) lock: it is training right now."""
 
     exit_code = 2
+
+
+class DamagedRun(RunError):
+    """A file of a run cannot be read back (a received run, or a hand edit): fix or remove it."""
+
+    exit_code = 2

@@ -71,6 +71,11 @@ def load_model(path: Path, unsafe_load: bool = False, params: int | None = None)
         raise RunError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
+def _printable(name: str) -> str:
+    """A class name as printed: control characters (terminal escapes) removed."""
+    return "".join(c for c in name if c.isprintable())
+
+
 def evaluate(
     run_path: Path,
     checkpoint: str = "best",
@@ -88,7 +93,7 @@ def evaluate(
     for assignment in overrides:
         if not assignment.startswith("data."):
             raise SpecError(f"--set {assignment}: evaluate takes data.KEY=VALUE overrides only")
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.exists():
         raise RunError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]}; the run saved no checkpoint "
@@ -101,12 +106,14 @@ def evaluate(
         check_shape(tuple(trained_on), data.input_shape, run.path)
     from dlrun.builder import build_model
 
-    model = load_model(model_path, unsafe_load, build_model(spec, data.input_shape).count_params())
+    # A transfer model's base comes from elsewhere (a run, an application): rebuilding it only
+    # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
+    model = load_model(model_path, unsafe_load, params)
     check_shape(tuple(model.input_shape[1:]), data.input_shape, run.path)
-    scores = model.evaluate(
-        pipeline(data.x_test, data.y_test, spec.training.batch_size), verbose=0, return_dict=True
-    )
-    outputs = model.predict(data.x_test, batch_size=spec.training.batch_size, verbose=0)
+    test_ds = pipeline(data.x_test, data.y_test, spec.training.batch_size, data.source)
+    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
+    outputs = model.predict(test_ds, verbose=0)
     created = datetime.now()
     result = {
         "run": run.name,
@@ -129,12 +136,15 @@ def evaluate(
         predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
     else:
         plot = store.inside(run.path, store.CONFUSION_PLOT)
-        names = data.classes or [str(label) for label in range(data.num_classes)]
+        labels = [str(label) for label in range(data.num_classes)]
+        names = [_printable(name) for name in data.class_names or labels]
         result.update(classification_result(data.y_test, outputs, names))
         store.write_json(out, result)
         from dlrun.plots import confusion_plot
 
-        confusion_plot(np.array(result["confusion_matrix"]), names, plot)
+        # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
+        shown = [name.replace("$", r"\$") for name in names]
+        confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
     result["written"] = [str(out), str(plot)]
     return result
 

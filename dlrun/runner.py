@@ -35,6 +35,7 @@ class Prepared:
     spec: Spec
     data: object  # data.Data
     model: object  # keras.Model
+    stage: int = 1  # 2 once training.finetune has unfrozen the base
 
 
 @dataclass
@@ -56,6 +57,10 @@ def prepare(spec: Spec) -> Prepared:
     data = load_data(spec)
     model = build_model(spec, data.input_shape)
     compile_model(model, spec, data.num_classes)
+    if spec.training.finetune:
+        from dlrun.transfer import check_finetune
+
+        check_finetune(model, spec)
     return Prepared(spec, data, model)
 
 
@@ -65,6 +70,24 @@ def _adapt(prepared: Prepared) -> list[str]:
 
     data, batch = prepared.data, prepared.spec.training.batch_size
     return adapt_layers(prepared.model, data.x_train, batch)
+
+
+def _epochs(spec: Spec) -> int:
+    """Epochs of both stages together (history.csv numbers them on)."""
+    finetune = spec.training.finetune
+    return spec.training.epochs + (finetune.epochs if finetune else 0)
+
+
+def _start_finetune(prepared: Prepared) -> None:
+    """Stage 2: unfreeze the base and recompile with the finetuning learning rate."""
+    from dlrun.builder import compile_model
+    from dlrun.transfer import unfreeze
+
+    spec, model = prepared.spec, prepared.model
+    unfreeze(model, spec)
+    compile_model(model, spec, prepared.data.num_classes)
+    model.optimizer.learning_rate = spec.training.finetune.learning_rate
+    prepared.stage = 2
 
 
 def _git_commit() -> str | None:
@@ -105,7 +128,7 @@ def _callbacks(
             )
         )
     progress = LiveProgress if console.is_terminal else PlainProgress
-    callbacks.append(progress(console, training.epochs))
+    callbacks.append(progress(console, _epochs(prepared.spec)))
     return callbacks
 
 
@@ -146,7 +169,7 @@ def train(
             "command": command if command is not None else sys.argv,
             "cwd": os.getcwd(),
             "seed": spec.seed,
-            "epochs_planned": spec.training.epochs,
+            "epochs_planned": _epochs(spec),
             "epochs_done": 0,
             "versions": versions(),
             "devices": devices(),
@@ -154,6 +177,7 @@ def train(
             "config_sha256": _config_digest(run_dir),
             "message": None,
             "attempts": [{"started": _now(), "pid": os.getpid(), "from_epoch": 0}],
+            "class_names": prepared.data.class_names,
         }
     )
     with run:
@@ -214,18 +238,27 @@ def _resume(
                 f"{run.path}: --epochs {epochs} is not more than the {run.epochs_done()} epochs "
                 f"done; give the total wanted, e.g. --epochs {run.epochs_done() + 5}"
             )
+        if spec.training.finetune:
+            raise RunError(f"{run.path}: --epochs does not apply to a run with two stages")
         spec.training.epochs = epochs
         folder.write_text(store.CONFIG, spec.dump())  # the run describes itself
     tensorflow()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
-    if (run.path / store.LAST).exists():
+    if store.within(run.path, store.LAST).exists():
         from dlrun.evaluate import load_model
 
         saved = load_model(run.path / store.LAST, unsafe_load, prepared.model.count_params())
+        first = 0
+        # A finetuning checkpoint trains more weights than the first stage's model does.
+        if spec.training.finetune and len(saved.trainable_weights) > len(
+            prepared.model.trainable_weights
+        ):
+            _start_finetune(prepared)
+            first = int(run.meta.get("finetune_from", spec.training.epochs))
         _take_state(prepared.model, saved)
-        epoch = done or _epoch_from_steps(saved, prepared)
+        epoch = done or first + _epoch_from_steps(saved, prepared)
     rows = store.read_history(run.path)[:epoch]
     attempts = [
         *_list(folder.meta.get("attempts")),
@@ -237,7 +270,7 @@ def _resume(
         host=socket.gethostname(),
         ended=None,
         message=None,
-        epochs_planned=spec.training.epochs,
+        epochs_planned=_epochs(spec),
         config_sha256=_config_digest(run.path),
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
@@ -282,42 +315,76 @@ def _fit(
 ) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
-    from dlrun.callbacks import RunRecorder
+    from dlrun.callbacks import EarlyStopping, RunRecorder
     from dlrun.data import pipeline, shuffled_epochs, steps
 
     spec, data, model = prepared.spec, prepared.data, prepared.model
     run_dir = run.path
     adapted = _adapt(prepared) if not rows else []
     summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
+    if spec.model.base is not None:
+        from dlrun.transfer import stage_counts
+
+        summary += stage_counts(model, spec)
     run.write_text(store.SUMMARY, summary)
     if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
         run.record_epoch(rows)
 
     batch = spec.training.batch_size
-    epochs = spec.training.epochs
-    if spec.training.shuffle:
-        train_ds = shuffled_epochs(data.x_train, data.y_train, batch, spec.seed, len(rows), epochs)
-    else:
-        train_ds = pipeline(data.x_train, data.y_train, batch)
-    val_ds = pipeline(data.x_val, data.y_val, batch) if data.x_val is not None else None
+    source = data.source
+    val_ds = pipeline(data.x_val, data.y_val, batch, source) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+    stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
 
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=len(rows),
-            epochs=epochs,
-            steps_per_epoch=steps(len(data.x_train), batch),
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline shuffles
-            verbose=0,
-        )
+        for stage in (1, 2) if spec.training.finetune else (1,):
+            if stage < prepared.stage:
+                continue
+            if stage == 2:
+                if prepared.stage == 1:  # starts where the first stage stopped
+                    _start_finetune(prepared)
+                    run.update(finetune_from=recorder.epochs_done)
+                end = run.meta["finetune_from"] + spec.training.finetune.epochs
+            else:
+                end = spec.training.epochs
+            begin = recorder.epochs_done
+            recorder.stage = stage if spec.training.finetune else None
+            for callback in callbacks:  # patience counts within a stage
+                if isinstance(callback, EarlyStopping):
+                    callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
+            if spec.training.shuffle:
+                train_ds = shuffled_epochs(
+                    data.x_train, data.y_train, batch, spec.seed, begin, end, source
+                )
+            else:
+                train_ds = pipeline(data.x_train, data.y_train, batch, source)
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=begin,
+                epochs=end,
+                steps_per_epoch=steps(len(data.x_train), batch),
+                callbacks=callbacks,
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+            )
+            if recorder.diverged_at or not recorder.epochs_done:
+                break
+            if spec.training.finetune and len(stages) < stage and score_test:
+                stages.append(
+                    {
+                        "stage": stage,
+                        "name": ("head", "finetune")[stage - 1],
+                        "epochs_done": recorder.epochs_done,
+                        "test": _test_metrics(prepared, run_dir, batch),
+                    }
+                )
+                run.update(stages=stages)
         if recorder.diverged_at:
             status = store.DIVERGED
             message = (
@@ -340,10 +407,17 @@ def _fit(
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Once stopped, a repeated SIGTERM must not cut the writing of the outcome short.
+    stopping = status == store.INTERRUPTED
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
-            metrics["test"] = _test_metrics(prepared, run_dir, batch)
+            done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
+            metrics["test"] = (
+                stages[-1]["test"] if done else _test_metrics(prepared, run_dir, batch)
+            )
+        if stages:
+            metrics["stages"] = stages
         run.write_json(store.METRICS, metrics)
         if spec.training.tensorboard:
             from dlrun.callbacks import write_hparams
@@ -363,16 +437,19 @@ def _fit(
         message = f"writing the run's results failed: {type(exc).__name__}: {exc}"[:600]
         run.meta["traceback"] = traceback.format_exc()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
+        attempts[-1].update(ended=_now(), status=str(status))
+        run.finish(
+            status,
+            message,
+            ended=_now(),
+            epochs_done=recorder.epochs_done,
+            attempts=attempts,
+        )
+    finally:
         signal.signal(signal.SIGTERM, previous)
-    attempts = _list(run.meta.get("attempts")) or [{}]
-    attempts[-1].update(ended=_now(), status=str(status))
-    run.finish(
-        status,
-        message,
-        ended=_now(),
-        epochs_done=recorder.epochs_done,
-        attempts=attempts,
-    )
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
@@ -410,7 +487,6 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "directions": recorder.directions,
         "input_shape": list(prepared.data.input_shape),
         "task": prepared.data.task,
-        "classes": prepared.data.classes,
     }
 
 
@@ -424,6 +500,7 @@ def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
     best = run_dir / store.BEST
     if best.exists():
         model = keras.models.load_model(best, safe_mode=True)
-    test_ds = pipeline(prepared.data.x_test, prepared.data.y_test, batch_size)
+    data = prepared.data
+    test_ds = pipeline(data.x_test, data.y_test, batch_size, data.source)
     scores = model.evaluate(test_ds, verbose=0, return_dict=True)
     return {key: float(value) for key, value in scores.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -34,6 +35,7 @@ REGRESSION_LOSSES = {
     *("meansquarederror", "meanabsoluteerror", "meanabsolutepercentageerror"),
     "meansquaredlogarithmicerror",
 }
+FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Layers that run code named in the file: a spec is data, never a program.
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
@@ -50,9 +52,17 @@ class _Section(BaseModel):
 
 class DataSpec(_Section):
     dataset: Literal[
-        "mnist", "fashion_mnist", "cifar10", "cifar100", "digits", "mnist_5k", "npz", "csv"
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "digits",
+        "mnist_5k",
+        "npz",
+        "csv",
+        "directory",
     ] = "mnist"
-    path: str | None = Field(None, validate_default=True)  # the file, for npz and csv
+    path: str | None = Field(None, validate_default=True)  # the file (npz, csv) or folder
     label_column: str = "label"  # csv only
     flatten: bool = False  # true: images -> vectors for dense nets; false: keep (H, W, C)
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
@@ -62,16 +72,49 @@ class DataSpec(_Section):
     # Unset: regression when the loss is a regression loss (mse, mae, huber, ...).
     task: Literal["classification", "regression"] | None = None
     cv: FoldSpec | None = None  # validate on a k-fold split instead of validation_split
+    # directory only: every image is decoded and resized to this, as rgb or grayscale
+    image_size: tuple[int, int] = Field((224, 224), validate_default=True)
+    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
+    classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
+    limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
 
     @field_validator("path")
     @classmethod
     def _path_for_files(cls, path: str | None, info) -> str | None:
         dataset = info.data.get("dataset")
+        takes_path = FILE_DATASETS + FOLDER_DATASETS
         if dataset in FILE_DATASETS and not path:
             raise ValueError(f"dataset '{dataset}' needs a path to the file; add data.path")
-        if dataset not in FILE_DATASETS and path:
-            raise ValueError(f"path is only used with dataset npz or csv, not '{dataset}'")
+        if dataset in FOLDER_DATASETS and not path:
+            raise ValueError("dataset 'directory' needs a path to the folder; add data.path")
+        if dataset not in takes_path and path:
+            raise ValueError(
+                f"path is only used with dataset npz, csv or directory, not '{dataset}'"
+            )
         return path
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size(cls, size: Any) -> Any:
+        if isinstance(size, list):  # YAML has lists, not tuples
+            size = tuple(size)
+        if isinstance(size, int) and not isinstance(size, bool):
+            size = (size, size)
+        if not (
+            isinstance(size, tuple)
+            and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+        ):
+            raise ValueError(f"expected [height, width] in pixels, got {size!r}")
+        return size
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list | None) -> list | None:
+        if classes is not None and len({str(c) for c in classes}) != len(classes):
+            raise ValueError(f"a class is named twice in {classes!r}")
+        return classes
 
 
 class FoldSpec(_Section):
@@ -115,7 +158,37 @@ class LayerSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class BaseSpec(_Section):
+    """A trained network to start from: a keras.applications model, a run's checkpoint or a file."""
+
+    application: str | None = None  # any keras.applications model by name, e.g. MobileNetV2
+    run: str | None = None  # a run folder: its checkpoint is the base
+    checkpoint: Literal["best", "last"] = "best"  # run only
+    file: str | None = None  # a .keras model file
+    weights: str | None = "imagenet"  # applications only: imagenet | null | path to weights
+    options: dict[str, Any] = {}  # applications only: keyword arguments, e.g. {alpha: 0.35}
+    until: str | int | None = None  # keep the base up to this layer (name or index)
+    trainable: bool = False  # false: frozen and in inference mode while the head trains
+    preprocess: Literal["auto", "none"] = "auto"  # auto: the application's preprocess_input
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BaseSpec:
+        given = [k for k in ("application", "run", "file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of application, run or file; found {found}")
+        # Checked on values, not on the keys given: config.yaml spells out every default.
+        if not self.application and self.weights != "imagenet":
+            raise ValueError("weights is only used with application; a run or file has its own")
+        if not self.application and self.options:
+            raise ValueError("options is only used with application")
+        if self.run is None and self.checkpoint != "best":
+            raise ValueError("checkpoint is only used with run")
+        return self
+
+
 class ModelSpec(_Section):
+    base: BaseSpec | None = None  # a trained network below the layers, which become its head
     layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
 
 
@@ -166,6 +239,21 @@ class TensorBoardSpec(_Section):
     write_graph: bool = True
 
 
+class FinetuneSpec(_Section):
+    """A second stage once the head has trained: unfreeze the base, recompile, train on."""
+
+    epochs: int = Field(ge=1)
+    unfreeze: Literal["all"] | int = "all"  # or how many of the base's top layers
+    learning_rate: float = Field(1e-5, gt=0)  # small: large steps wreck the pretrained weights
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _positive(cls, unfreeze: str | int) -> str | int:
+        if isinstance(unfreeze, int) and unfreeze < 1:
+            raise ValueError(f"expected all or a number of layers >= 1, got {unfreeze}")
+        return unfreeze
+
+
 class TrainingSpec(_Section):
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(12, ge=1)
@@ -175,6 +263,7 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
 
 
 class Spec(_Section):
@@ -247,8 +336,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     from dlrun import safeyaml
 
     safeyaml.check(text, source)  # before anything is built: an alias bomb stops here
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses NUL, ESC... right here
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -275,8 +365,16 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise SpecError(f"{where}: YAML syntax error: {problem}") from None
     except RecursionError:
         raise SpecError(f"{source}: nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        if "digits" not in str(exc):
+            raise
+        raise SpecError(
+            f"{source}: a number longer than {sys.get_int_max_str_digits()} digits; "
+            "write a smaller one"
+        ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # --- overrides --------------------------------------------------------------------------------
@@ -423,6 +521,14 @@ def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec
 
 def _cross_checks(spec: Spec) -> list[SpecError]:
     """Checks that span sections: a monitored metric must be logged."""
+    problems = []
+    if spec.training.finetune:
+        if spec.model.base is None:
+            message = "finetune needs a model.base to unfreeze; add one or remove finetune"
+            problems.append(spec.error(("training", "finetune"), message))
+        elif spec.model.base.trainable:
+            message = "finetune needs model.base.trainable: false (the base already trains)"
+            problems.append(spec.error(("training", "finetune"), message))
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
@@ -430,7 +536,6 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         watched.append(
             (("training", "early_stopping", "monitor"), spec.training.early_stopping.monitor)
         )
-    problems = []
     for loc, monitor in watched:
         base = monitor.removeprefix("val_")
         if base not in logged:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from dlrun.errors import RunError, RunInUse, SpecError
+from dlrun.errors import DamagedRun, RunError, RunInUse, SpecError
 from dlrun.spec import NAME_PATTERN
 
 # The files of a run, in one place.
@@ -245,6 +245,8 @@ def read_history(run_dir: Path) -> list[dict]:
         text = read_text(run_dir / HISTORY)
     except FileNotFoundError:
         return []
+    except RunError as exc:
+        raise DamagedRun(str(exc)) from None
     rows, line = [], 1
     try:
         for record in csv.DictReader(io.StringIO(text)):
@@ -258,7 +260,7 @@ def read_history(run_dir: Path) -> list[dict]:
             row["epoch"] = int(epoch)
             rows.append(row)
     except (ValueError, csv.Error) as exc:
-        raise RunError(
+        raise DamagedRun(
             f"{run_dir}: {HISTORY} is damaged (line {line}: {exc}); it cannot be read back"
         ) from None
     return rows
@@ -367,6 +369,16 @@ def safe_folder(run_dir: Path, relative: str) -> Path:
             kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a folder"
             raise RunError(f"{folder}: is {kind}; refusing to write out of the run {run_dir.name}")
     return folder
+
+
+def within(run_dir: Path, relative: str) -> Path:
+    """run_dir/relative for reading, refusing any symlink on the way (the file's own too)."""
+    path = run_dir
+    for part in Path(relative).parts:
+        path = path / part
+        if os.path.islink(path):
+            raise RunError(f"{path}: is a symlink; refusing to read out of the run {run_dir.name}")
+    return path
 
 
 def inside(run_dir: Path, relative: str) -> Path:

@@ -27,6 +27,8 @@ Result = tuple[str, str, Any]
 
 _PR_SET_PDEATHSIG = 1
 PARENT_CHECK_SECONDS = 0.5
+STOP_RESEND_SECONDS = 3.0  # a stopped worker that still runs gets SIGTERM again this often
+STOP_ATTEMPTS = 20
 
 
 def _follow_parent(parent: int) -> None:
@@ -39,8 +41,11 @@ def _follow_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)  # in a fit: recorded as interrupted
-        time.sleep(30)
+        # In a fit, SIGTERM is recorded as interrupted. A signal that lands inside library code
+        # can be swallowed there, so it is sent again until the worker is gone.
+        for _ in range(STOP_ATTEMPTS):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(STOP_RESEND_SECONDS)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -161,9 +166,15 @@ class Workers:
                 os.kill(slot.process.pid, signal.SIGTERM)
         results: list[Result] = []
         deadline = time.monotonic() + grace
+        resend = time.monotonic() + STOP_RESEND_SECONDS
         while busy and time.monotonic() < deadline:
+            if time.monotonic() > resend:  # swallowed inside library code: once more
+                for slot in busy:
+                    with contextlib.suppress(OSError):
+                        os.kill(slot.process.pid, signal.SIGTERM)
+                resend = time.monotonic() + STOP_RESEND_SECONDS
             waits = [slot.conn for slot in busy] + [slot.process.sentinel for slot in busy]
-            ready = connection.wait(waits, timeout=max(deadline - time.monotonic(), 0))
+            ready = connection.wait(waits, timeout=min(STOP_RESEND_SECONDS, grace))
             for slot in list(busy):
                 if slot.conn in ready or slot.process.sentinel in ready:
                     key = slot.key

@@ -155,3 +155,102 @@ def test_full_disk_at_the_end_still_finalises_meta(tmp_path, monkeypatch, failin
     assert (run / store.LAST).exists()
     assert store.open_run(run).status == "failed"
     assert "Traceback" not in result.output
+
+
+# --- sweeps: stopped, orphaned, losing a worker ----------------------------------------------
+
+LONG_SWEEP = """\
+base: tiny.yaml
+name: long
+grid:
+  model.layers.0.units: [8, 16, 24]
+  training.epochs: [{epochs}]
+cv: 0
+workers: 1
+refit: false
+"""
+
+
+def children(pid: int) -> list[int]:
+    """The sweep's worker processes (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
+def start_sweep(tmp_path, epochs=300, **kwargs):
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("64", "16"))
+    (tmp_path / "sweep.yaml").write_text(LONG_SWEEP.format(epochs=epochs))
+    runs = tmp_path / "runs"
+    process = dlrun("sweep", tmp_path / "sweep.yaml", "--runs-dir", runs, **kwargs)
+    trial = wait_until(
+        lambda: next((t for t in runs.glob("*/trials/*") if epochs_in(t) >= 1), None),
+        process,
+        timeout=180,
+    )
+    return process, trial
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stopped_sweep_starts_no_more_fits_and_says_how_to_resume(tmp_path, how):
+    process, trial = start_sweep(tmp_path, start_new_session=True)
+    workers = children(process.pid)
+    assert workers
+    if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground group
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == (130 if how == "ctrl-c" else 143), err
+    sweep_dir = trial.parent.parent
+    assert err.splitlines()[-1] == f"resume with: dlrun sweep --resume {sweep_dir}"
+    assert "Traceback" not in err
+    assert [t.name for t in (sweep_dir / "trials").iterdir()] == [trial.name]  # none queued ran
+    meta = json.loads((trial / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and meta["message"] == "stopped by SIGTERM"
+    wait_until(lambda: all(gone(pid) for pid in workers), timeout=30)
+
+
+def test_workers_stop_when_the_sweep_parent_is_killed(tmp_path):
+    process, trial = start_sweep(tmp_path)
+    workers = children(process.pid)
+    assert workers
+    process.kill()  # SIGKILL: the parent can do nothing more
+    process.communicate()
+    wait_until(lambda: all(gone(pid) for pid in workers), timeout=30)
+    meta = wait_until(
+        lambda: (m := json.loads((trial / "meta.json").read_text()))["status"] != "running" and m,
+        timeout=30,
+    )
+    assert meta["status"] == "interrupted"
+    assert store.open_run(trial).status == "interrupted"
+
+
+def test_a_worker_that_dies_is_a_crashed_trial_and_the_sweep_goes_on(tmp_path):
+    process, trial = start_sweep(tmp_path, epochs=25)
+    (worker,) = children(process.pid)
+    os.kill(worker, signal.SIGKILL)  # as the OOM killer would
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "BrokenProcessPool" not in err
+    assert f"{trial.name}: crashed (its worker process died (exit code -9))" in out
+    sweep_dir = trial.parent.parent
+    statuses = (sweep_dir / "cv_results.csv").read_text().splitlines()
+    assert [line.rsplit(",", 1)[1] for line in statuses[1:]].count("crashed") == 1
+    assert [line.rsplit(",", 1)[1] for line in statuses[1:]].count("completed") == 2
+    assert store.open_run(trial).status == "crashed"

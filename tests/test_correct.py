@@ -216,8 +216,8 @@ def test_one_sigmoid_unit_with_one_hot_labels_is_refused_before_a_folder_exists(
 
 
 def test_labels_1_to_3_are_three_classes_named_as_in_the_data(f1_run):
-    recorded = json.loads((f1_run / "metrics.json").read_text())
-    assert recorded["classes"] == ["1", "2", "3"]
+    meta = json.loads((f1_run / "meta.json").read_text())
+    assert meta["class_names"] == ["1", "2", "3"]
     result = _evaluate(f1_run)
     assert result["classes"] == ["1", "2", "3"]
     assert np.array(result["confusion_matrix"]).shape == (3, 3)
@@ -225,8 +225,8 @@ def test_labels_1_to_3_are_three_classes_named_as_in_the_data(f1_run):
 
 
 def test_string_labels_keep_their_names(names_run):
-    recorded = json.loads((names_run / "metrics.json").read_text())
-    assert recorded["classes"] == ["barbera", "barolo", "grignolino"]
+    meta = json.loads((names_run / "meta.json").read_text())
+    assert meta["class_names"] == ["barbera", "barolo", "grignolino"]
     result = runner.invoke(app, ["evaluate", str(names_run)])
     assert result.exit_code == 0, result.output
     for name in ("barbera", "barolo", "grignolino"):
@@ -238,7 +238,8 @@ def test_string_labels_keep_their_names(names_run):
 
 def test_regression_run_trains_and_evaluates_as_regression(regression_run):
     recorded = json.loads((regression_run / "metrics.json").read_text())
-    assert recorded["task"] == "regression" and recorded["classes"] is None
+    assert recorded["task"] == "regression"
+    assert json.loads((regression_run / "meta.json").read_text())["class_names"] is None
     assert recorded["best_epoch"] == _best_epoch(regression_run, "val_r2_score", highest=True)
     result = _evaluate(regression_run)
     assert "confusion_matrix" not in result

@@ -14,7 +14,17 @@ from conftest import ROOT
 from dlrun.cli import app
 
 runner = CliRunner()
-COMMANDS = ["train", "validate", "runs", "show", "evaluate", "compare", "tensorboard", "sweep"]
+COMMANDS = [
+    "train",
+    "validate",
+    "runs",
+    "show",
+    "evaluate",
+    "features",
+    "compare",
+    "tensorboard",
+    "sweep",
+]
 
 
 def test_every_command_is_listed_here():
