@@ -3,7 +3,12 @@
 Each run trains configs/mnist_cnn.yaml on mnist_5k through dlrun's runner and times, on the
 training thread: fit() called -> first epoch begins (set-up, tracing), the epochs themselves,
 the gaps between epochs, and last epoch ends -> fit() returns (teardown). A "stall" is a
-teardown or set-up far above the others. Usage: python bench/stall.py [--runs 10] [--epochs 3]
+teardown or set-up far above the others.
+
+--pipeline picks the training input: `stream` (dlrun's: one tf.data stream over all epochs,
+AUTOTUNE prefetch), `noprefetch` (the same stream without prefetch) or `numpy` (the arrays
+handed to Keras, which builds its own tf.data pipeline, as a hand-written script does).
+Usage: python bench/stall.py [--runs 10] [--epochs 3] [--pipeline stream]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--config", default=str(ROOT / "configs" / "mnist_cnn.yaml"))
+    parser.add_argument("--pipeline", choices=["stream", "noprefetch", "numpy"], default="stream")
     args = parser.parse_args()
 
     from dlrun.backend import tensorflow
@@ -55,6 +61,10 @@ def main() -> None:
     fit = keras.Model.fit
 
     def timed_fit(self, *a, **k):  # the bench's own wrapper: fit() call and return times
+        if a and isinstance(a[0], _NumpyInput):  # Keras batches (and shuffles) the arrays
+            arrays, a = a[0], a[1:]
+            k.update(x=arrays.x, y=arrays.y, batch_size=arrays.batch_size, shuffle=True)
+            k.pop("steps_per_epoch", None)
         marks.append(("fit_called", time.perf_counter()))
         try:
             return fit(self, *a, **k)
@@ -62,6 +72,7 @@ def main() -> None:
             marks.append(("fit_returned", time.perf_counter()))
 
     keras.Model.fit = timed_fit
+    _choose_pipeline(args.pipeline)
     overrides = ["data.dataset=mnist_5k", f"training.epochs={args.epochs}"]
     overrides += ["training.tensorboard=null"]
     rows = []
@@ -91,6 +102,34 @@ def main() -> None:
             f"{key:>13}: median {statistics.median(values):6.3f} s  max {max(values):6.3f} s",
             file=sys.stderr,
         )
+
+
+def _choose_pipeline(name: str) -> None:
+    """Swap the training input the runner builds (the bench's own patch, never dlrun's code)."""
+    from dlrun import data
+
+    stream = data.shuffled_epochs
+    if name == "noprefetch":
+
+        def without_prefetch(*args, **kwargs):
+            return stream(*args, **kwargs)._input_dataset  # the stream before .prefetch()
+
+        data.shuffled_epochs = without_prefetch
+    elif name == "numpy":
+        import numpy as np
+
+        def arrays(x, y, batch_size, seed, first_epoch, epochs):
+            order = np.random.default_rng(seed).permutation(len(x))
+            return _NumpyInput(x[order], y[order], batch_size)
+
+        data.shuffled_epochs = arrays
+
+
+class _NumpyInput:
+    """Marks NumPy input for the patched fit below."""
+
+    def __init__(self, x, y, batch_size):
+        self.x, self.y, self.batch_size = x, y, batch_size
 
 
 if __name__ == "__main__":
