@@ -1,4 +1,9 @@
-"""Importing TensorFlow quietly, seeding it, and naming the devices it sees.    [TensorFlow]
+"""Choosing Keras' backend and devices, importing quietly, seeding, naming the devices used.
+
+Keras reads its backend once, when it is first imported, so `use(spec)` must run before any
+`import keras`: it sets KERAS_BACKEND (and hides GPUs for `device: cpu`), and refuses a backend
+whose package is missing with the pip extra that installs it. On JAX and torch TensorFlow is
+never imported.
 
 TensorFlow prints start-up chatter (oneDNN notes, missing CUDA drivers) on the C++ side before
 Python's logging is set up; TF_CPP_MIN_LOG_LEVEL no longer silences all of it, so the import
@@ -7,13 +12,23 @@ runs with file descriptor 2 pointed at a temporary file, replayed only if the im
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
 from types import ModuleType
 
+from dlrun.errors import BackendError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+# backend -> (the package it needs, what installs it)
+PACKAGES = {
+    "tensorflow": ("tensorflow", 'pip install "dlrun"'),
+    "jax": ("jax", 'pip install "dlrun[jax]"'),
+    "torch": ("torch", 'pip install "dlrun[torch]"'),
+}
 
 
 def _quietly(action):
@@ -30,6 +45,61 @@ def _quietly(action):
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def current() -> str:
+    """The backend Keras runs on (or will, once imported)."""
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend"):
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def require(name: str) -> None:
+    """BackendError, naming the pip extra, when the backend's package is not installed."""
+    package, install = PACKAGES[name]
+    try:
+        missing = importlib.util.find_spec(package) is None
+    except (ImportError, ValueError):  # a broken install, or an import hook refusing it
+        missing = True
+    if missing:
+        raise BackendError(f"backend: {name} is not installed; install it with: {install}")
+
+
+def use(name: str, device: str = "auto") -> None:
+    """Fix Keras' backend (and hide GPUs for device cpu) before Keras is imported."""
+    require(name)
+    if "keras" in sys.modules:
+        if current() != name:
+            raise BackendError(
+                f"backend: this process already runs Keras on {current()}; Keras cannot switch "
+                f"to {name} once imported: run {name} in a new process"
+            )
+        return
+    os.environ["KERAS_BACKEND"] = name
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        if name == "jax":
+            os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def load() -> ModuleType:
+    """`import keras` on the chosen backend, quietly; TensorFlow too when it is the backend."""
+    if current() == "tensorflow":
+        tensorflow()
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+
+    def load_keras():
+        import keras
+        from keras.src.utils import module_utils
+
+        # Keras asks `tf.available` when it serializes a model, which imports TensorFlow
+        # wherever it is installed; on the other backends it is not wanted.
+        module_utils.tensorflow._available = False
+        return keras
+
+    return _quietly(load_keras)
 
 
 def tensorflow() -> ModuleType:
@@ -50,32 +120,73 @@ def tensorflow() -> ModuleType:
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Fix initial weights and shuffling; with `deterministic`, make TF ops repeatable too."""
-    tf = tensorflow()
-    import keras
+    keras = load()
+    if current() != "tensorflow":
+        # keras.utils.set_random_seed also seeds TensorFlow whenever it is installed, which
+        # would import it; these are the seeds it sets for the other backends.
+        import random
 
+        import numpy as np
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+
+        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+        random.seed(seed)
+        np.random.seed(seed)
+        if current() == "torch":
+            import torch
+
+            torch.manual_seed(seed)
+            if deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+        return
+    tf = tensorflow()
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
 
-def devices() -> list[str]:
+def accelerators() -> list[str]:
+    """The GPUs the backend sees, as TYPE:index."""
+    return [d for d in all_devices() if d.startswith("GPU")]
+
+
+def all_devices() -> list[str]:
+    """Every device the backend sees, as TYPE:index (CPU:0, GPU:0...)."""
+    name = current()
+    if name == "jax":
+        import jax
+
+        return [f"{'CPU' if d.platform == 'cpu' else 'GPU'}:{d.id}" for d in jax.devices()]
+    if name == "torch":
+        import torch
+
+        gpus = [f"GPU:{i}" for i in range(torch.cuda.device_count())]
+        return ["CPU:0", *gpus]
     tf = tensorflow()
     return [
         f"{d.device_type}:{d.name.rsplit(':', 1)[-1]}" for d in tf.config.list_logical_devices()
     ]
 
 
+def devices() -> list[str]:
+    """Kept for callers that list what TensorFlow sees; see all_devices."""
+    return all_devices()
+
+
 def versions() -> dict[str, str]:
     import platform
 
-    import keras
-
     import dlrun
 
-    tf = tensorflow()
+    keras = load()
+    name = current()
+    module = tensorflow() if name == "tensorflow" else importlib.import_module(name)
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        name: module.__version__,
         "keras": keras.__version__,
         "dlrun": dlrun.__version__,
     }

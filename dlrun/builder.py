@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from dlrun.backend import tensorflow
+from dlrun.backend import load
 from dlrun.metrics import entry_name
 from dlrun.spec import Spec, did_you_mean
 
@@ -95,8 +95,11 @@ def make_layers(spec: Spec) -> list[Any]:
             )
         if unknown:
             continue
+        kwargs = entry.kwargs()
+        if spec.training.mixed_precision and index == len(spec.model.layers) - 1:
+            kwargs.setdefault("dtype", "float32")  # softmax and loss in full precision
         try:
-            layers.append(cls(**entry.kwargs()))
+            layers.append(cls(**kwargs))
         except Exception as exc:
             problems.append(
                 spec.error(loc, f"{entry.type} refused its arguments: {_first_line(exc)}")
@@ -114,9 +117,7 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     Unknown layers and arguments are reported together with unknown optimizer, loss and
     metric names, so one round of fixes is enough.
     """
-    tensorflow()
-    import keras
-
+    keras = load()
     from dlrun.errors import SpecError
 
     try:
@@ -219,7 +220,7 @@ def keras_problems(path, overrides: list[str] | tuple[str, ...] = ()) -> list[st
     spec = valid_sections(raw, str(path), lines)
     if spec is None:
         return []
-    tensorflow()
+    load()
     try:
         make_layers(spec)
         problems = []
@@ -241,7 +242,13 @@ def compile_model(model, spec: Spec, num_classes: int) -> None:
         problems += _vector_metrics(model, spec, num_classes, found["metrics"])
     if problems:
         raise SpecError(problems)
-    model.compile(optimizer=found["optimizer"], loss=found["loss"], metrics=found["metrics"])
+    model.compile(
+        optimizer=found["optimizer"],
+        loss=found["loss"],
+        metrics=found["metrics"],
+        jit_compile=spec.compile.jit_compile,
+        steps_per_execution=spec.compile.steps_per_execution,
+    )
 
 
 def _dummy_labels(model, spec: Spec, num_classes: int):

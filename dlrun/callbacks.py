@@ -300,7 +300,8 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
 
     def replay(self, rows: list[dict], best: Path | None = None) -> None:
         self._rows = list(rows)
-        self._best_checkpoint = best
+        if best is not None:  # kept across the replays of later stages
+            self._best_checkpoint = best
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -333,3 +334,14 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()
+
+
+class EpochShuffle(keras.callbacks.Callback):
+    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them."""
+
+    def __init__(self, feed):
+        super().__init__()
+        self.feed = feed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.feed.arrange(epoch)

@@ -175,9 +175,10 @@ def validate(
     Example: dlrun validate configs/mnist_cnn.yaml
     """
     spec = _load(spec_file, set_ or [])
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     from dlrun.builder import build_model, compile_model, summary_text
     from dlrun.data import signature
 
@@ -308,6 +309,77 @@ def evaluate(
 
 @app.command()
 @fails_cleanly
+def attack(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, attacked in turn.")],
+    method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
+    eps: Annotated[
+        str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
+    ] = "0,0.02,0.05,0.1,0.2",
+    steps: Annotated[int, typer.Option(help="PGD gradient steps.")] = 10,
+    step_size: Annotated[
+        float | None,
+        typer.Option(help="PGD step, a fraction of the input range [default: 2.5*eps/steps]."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Test samples, chosen stratified (seed 0).")] = 1000,
+    target: Annotated[
+        int | None, typer.Option(help="Push towards this class: a targeted attack.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    set_: SetOption = None,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
+
+    Example: dlrun attack runs/mnist-cnn-20261124-153506 --method fgsm --eps 0,0.1,0.2
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from dlrun import attack as attacks
+
+    values = attacks.parse_eps(eps)
+    attacks.check_arguments(method, values, steps, step_size, samples)
+    for run in runs:  # every run, before the first is attacked
+        attacks.check_run(run, checkpoint, set_ or [])
+    for run in runs:
+        result = attacks.attack(
+            run,
+            method=method,
+            eps=values,
+            steps=steps,
+            step_size=step_size,
+            samples=samples,
+            target=target,
+            checkpoint=checkpoint,
+            overrides=set_ or [],
+            unsafe_load=unsafe_load,
+            console=_console(stderr=True),
+        )
+        targeted = result["target"] is not None
+        title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
+        title += f" ({checkpoint} checkpoint)"
+        if targeted:
+            title += f", target class {result['target']} ({result['target_name']})"
+        table = Table(title=Text(title))  # a run's name is never read as markup
+        for column in ("eps", "clean accuracy", "adversarial accuracy"):
+            table.add_column(column, justify="right")
+        if targeted:
+            table.add_column("target success rate", justify="right")
+        for row in result["results"]:
+            cells = [f"{row['eps']:g}", f"{row['clean_accuracy']:.4f}"]
+            cells.append(f"{row['adversarial_accuracy']:.4f}")
+            if targeted:
+                cells.append(f"{row['target_success_rate']:.4f}")
+            table.add_row(*cells)
+        _console().print(table)
+        for path in result["written"]:
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
 def features(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
     layer: Annotated[str, typer.Option(help="Layer name or index (as in summary.txt).")],
@@ -410,6 +482,13 @@ def sweep(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes) or ray (Ray tasks).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
+    ] = None,
 ) -> None:
     """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
 
@@ -426,6 +505,14 @@ def sweep(
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
     if resume is not None and set_:
         raise SpecError("--set does not apply to --resume; the sweep folder's base.yaml is fixed")
+    if executor not in ("local", "ray"):
+        raise SpecError(f"--executor: expected local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise SpecError("--address is a Ray cluster's; add --executor ray")
+    if executor == "ray":
+        from dlrun.raysweep import ray_module
+
+        ray_module()  # installed? Said before any folder is made
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
@@ -433,7 +520,7 @@ def sweep(
         found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
         held = sweeps.lock(sweep_dir)
     try:
-        result = _run_sweep(found, sweep_dir)
+        result = _run_sweep(found, sweep_dir, executor, address)
     finally:
         os.close(held)
     console = _console()
@@ -452,7 +539,7 @@ def sweep(
     console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
 
 
-def _run_sweep(found, sweep_dir: Path) -> dict:
+def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | None = None) -> dict:
     """Start the workers only now that the sweep file is checked; Ctrl-C/SIGTERM stop them."""
     from dlrun import sweep as sweeps
 
@@ -464,7 +551,11 @@ def _run_sweep(found, sweep_dir: Path) -> dict:
         markup=False,
     )
     try:
-        return sweeps.run_sweep(found, sweep_dir, console, sweeps.pool(found.spec.workers))
+        if executor == "ray":
+            workers = sweeps.ray_pool(found, sweep_dir, address)
+        else:
+            workers = sweeps.pool(found.spec.workers, found.base["backend"])
+        return sweeps.run_sweep(found, sweep_dir, console, workers)
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)

@@ -63,6 +63,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             {
                 "run": run.name,
                 "status": run.status,
+                "backend": meta.get("backend", "tensorflow"),  # runs before backends: TF
                 "started": (meta.get("started") or "")[:19].replace("T", " "),
                 "duration": _duration(meta),
                 "epochs": f"{run.epochs_done()}/{meta.get('epochs_planned', '?')}",
@@ -108,7 +109,7 @@ def compare_table(
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame, []
-    config_keys = [c for c in frame.columns if "." in c or c in ("name", "seed")]
+    config_keys = [c for c in frame.columns if "." in c or c in ("name", "backend", "seed")]
     result_keys = [c for c in frame.columns if c not in config_keys and c not in ("run", "status")]
     differing = [c for c in config_keys if frame[c].astype(str).nunique(dropna=False) > 1]
     if where:

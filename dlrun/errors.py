@@ -37,6 +37,12 @@ class RunError(DlrunError):
     exit_code = 1
 
 
+class AttackError(DlrunError):
+    """An attack was asked for with settings, a target or a model it cannot work with."""
+
+    exit_code = 2
+
+
 class RunInUse(RunError):
     """Another process holds the run's (or sweep's) lock: it is training right now."""
 
@@ -45,5 +51,11 @@ class RunInUse(RunError):
 
 class DamagedRun(RunError):
     """A file of a run cannot be read back (a received run, or a hand edit): fix or remove it."""
+
+    exit_code = 2
+
+
+class BackendError(DlrunError):
+    """The Keras backend or device a spec asks for is not available on this machine."""
 
     exit_code = 2

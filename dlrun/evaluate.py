@@ -48,12 +48,11 @@ def load_model(path: Path, unsafe_load: bool = False, params: int | None = None)
     `params`: the parameter count the run's config builds; a file expanding far beyond it
     is refused before Keras opens it.
     """
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load
 
     check_archive(path, params)
 
-    tensorflow()
-    import keras
+    keras = load()
 
     try:
         return keras.models.load_model(path, safe_mode=not unsafe_load)
@@ -87,12 +86,15 @@ def evaluate(
     Writes evaluations/<timestamp>.json and plots/confusion_matrix.png (regression:
     plots/predicted_vs_true.png) inside the run.
     """
-    from dlrun.data import load_data, pipeline
+    from dlrun.backend import use
+    from dlrun.data import evaluation_input, load_data
 
     run = store.open_run(run_path)
     for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: evaluate takes data.KEY=VALUE overrides only")
+        if not assignment.startswith(("data.", "backend=")):
+            raise SpecError(
+                f"--set {assignment}: evaluate takes data.KEY=VALUE and backend=NAME overrides only"
+            )
     model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.exists():
         raise RunError(
@@ -100,6 +102,7 @@ def evaluate(
             f"(status {run.status}, {run.meta.get('epochs_done', 0)} epochs done)"
         )
     spec = load_spec(run.path / store.CONFIG, overrides)
+    use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     data = load_data(spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
     if isinstance(trained_on, list):
@@ -111,9 +114,9 @@ def evaluate(
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
     check_shape(tuple(model.input_shape[1:]), data.input_shape, run.path)
-    test_ds = pipeline(data.x_test, data.y_test, spec.training.batch_size, data.source)
-    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
-    outputs = model.predict(test_ds, verbose=0)
+    test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
+    outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
     created = datetime.now()
     result = {
         "run": run.name,

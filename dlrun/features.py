@@ -39,7 +39,9 @@ def truncated(model, layer: str | int):
             f"--layer {layer}: no such layer{did_you_mean(layer, names)} "
             f"Its layers: {', '.join(names)}"
         )
-    return keras.Model(model.inputs[0], chosen.output)
+    from dlrun.transfer import layer_output
+
+    return keras.Model(model.inputs[0], layer_output(chosen))
 
 
 def _activations(model, x: np.ndarray, y: np.ndarray, batch_size: int, source) -> np.ndarray:

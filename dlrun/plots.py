@@ -74,3 +74,72 @@ def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None
     with store.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
+
+
+def _as_image(sample: np.ndarray) -> np.ndarray:
+    """One input as something imshow can draw: (H, W), (H, W, 3), or a square from a vector."""
+    if sample.ndim == 3 and sample.shape[-1] == 1:
+        return sample[..., 0]
+    if sample.ndim == 3 and sample.shape[-1] == 3:
+        return sample
+    flat = sample.reshape(-1)
+    side = int(round(np.sqrt(flat.size)))
+    if side * side == flat.size:  # a flattened grayscale image (mnist's 784, digits' 64)
+        return flat.reshape(side, side)
+    return flat[np.newaxis, :]  # any other vector: one row
+
+
+def adversarial_plot(
+    originals,
+    adversarials,
+    clean_scores,
+    adversarial_scores,
+    *,
+    eps: float,
+    low: float,
+    high: float,
+    names: list[str],
+    path: Path,
+) -> None:
+    """Rows of samples: original, perturbation (scaled to be visible), adversarial image.
+
+    Each with the predicted class and its confidence; the perturbation is drawn on
+    [-eps, +eps] of the input range, blue below zero and red above.
+    """
+    plt = pyplot()
+    rows = max(len(originals), 1)
+    figure, axes = plt.subplots(rows, 3, figsize=(7.5, 2.4 * rows), squeeze=False)
+    width = high - low
+
+    def shown(scores) -> str:  # `$` would start matplotlib's mathtext in a class name
+        return f"{names[int(np.argmax(scores))]} ({np.max(scores):.0%})".replace("$", r"\$")
+
+    for row, axis_row in enumerate(axes):
+        if row >= len(originals):
+            break
+        original, adversarial = originals[row], adversarials[row]
+        before, after = clean_scores[row], adversarial_scores[row]
+
+        def scaled(image):
+            image = (_as_image(image) - low) / width
+            return np.clip(image, 0, 1)
+
+        change = _as_image(adversarial - original) / max(eps * width, 1e-12)
+        grey = {"cmap": "gray", "vmin": 0, "vmax": 1}
+        axis_row[0].imshow(scaled(original), **grey)
+        axis_row[0].set_title(f"original: {shown(before)}", fontsize=9)
+        change = np.clip(change, -1, 1)
+        if change.ndim == 3:  # colour: each channel's change around mid-grey
+            axis_row[1].imshow((change + 1) / 2)
+        else:
+            axis_row[1].imshow(change, cmap="bwr", vmin=-1, vmax=1)
+        axis_row[1].set_title(f"perturbation (eps {eps:g})", fontsize=9)
+        axis_row[2].imshow(scaled(adversarial), **grey)
+        axis_row[2].set_title(f"adversarial: {shown(after)}", fontsize=9)
+        for axis in axis_row:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.tight_layout()
+    with store.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class Prepared:
     spec: Spec
     data: object  # data.Data
     model: object  # keras.Model
+    devices: list[str] = field(default_factory=list)  # what it trains on (devices.used)
     stage: int = 1  # 2 once training.finetune has unfrozen the base
 
 
@@ -49,19 +50,27 @@ class Outcome:
 
 def prepare(spec: Spec) -> Prepared:
     """Seed, load the data, build and compile the model: every spec problem surfaces here."""
-    from dlrun.backend import seed_everything
+    from dlrun.backend import seed_everything, use
     from dlrun.builder import build_model, compile_model
-    from dlrun.data import load_data
+    from dlrun.data import check_feed, load_data
+    from dlrun.devices import check_batches, placement
 
+    use(spec.backend, spec.training.device)
     seed_everything(spec.seed, spec.training.deterministic)
     data = load_data(spec)
-    model = build_model(spec, data.input_shape)
-    compile_model(model, spec, data.num_classes)
+    check_feed(spec, data)
+    with placement(spec) as devices:
+        sizes = {"train": len(data.x_train), "test": len(data.x_test)}
+        if data.x_val is not None:
+            sizes["validation"] = len(data.x_val)
+        check_batches(spec, sizes, devices)
+        model = build_model(spec, data.input_shape)
+        compile_model(model, spec, data.num_classes)
     if spec.training.finetune:
         from dlrun.transfer import check_finetune
 
         check_finetune(model, spec)
-    return Prepared(spec, data, model)
+    return Prepared(spec, data, model, devices)
 
 
 def _adapt(prepared: Prepared) -> list[str]:
@@ -69,6 +78,8 @@ def _adapt(prepared: Prepared) -> list[str]:
     from dlrun.adapt import adapt_layers
 
     data, batch = prepared.data, prepared.spec.training.batch_size
+    if data.source is not None:  # image files streamed from disk: not adapted here
+        return []
     return adapt_layers(prepared.model, data.x_train, batch)
 
 
@@ -151,9 +162,10 @@ def train(
     `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
     look at the test split (and skipping it saves a model load per trial).
     """
-    from dlrun.backend import devices, tensorflow, versions
+    from dlrun.backend import load, use, versions
 
-    tensorflow()  # first, so that its start-up chatter is silenced
+    use(spec.backend, spec.training.device)
+    load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
@@ -169,10 +181,11 @@ def train(
             "command": command if command is not None else sys.argv,
             "cwd": os.getcwd(),
             "seed": spec.seed,
+            "backend": spec.backend,
             "epochs_planned": _epochs(spec),
             "epochs_done": 0,
             "versions": versions(),
-            "devices": devices(),
+            "devices": prepared.devices,
             "git_commit": _git_commit(),
             "config_sha256": _config_digest(run_dir),
             "message": None,
@@ -215,7 +228,7 @@ def _resume(
     extra_callbacks: tuple,
     epochs: int | None,
 ) -> Outcome:
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
 
     run = folder.read()
     allowed = RESUMABLE if epochs is None else EXTENDABLE
@@ -242,7 +255,8 @@ def _resume(
             raise RunError(f"{run.path}: --epochs does not apply to a run with two stages")
         spec.training.epochs = epochs
         folder.write_text(store.CONFIG, spec.dump())  # the run describes itself
-    tensorflow()
+    use(spec.backend, spec.training.device)
+    load()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
@@ -291,10 +305,12 @@ def completed_epoch(run: store.Run) -> int:
 def _epoch_from_steps(saved, prepared: Prepared) -> int:
     # Runs recorded before meta.json counted each epoch: right only if batch size and splits
     # are unchanged.
+    import keras
+
     from dlrun.data import steps
 
     per_epoch = steps(len(prepared.data.x_train), prepared.spec.training.batch_size)
-    return int(saved.optimizer.iterations.numpy()) // per_epoch
+    return int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
 
 
 def _take_state(model, saved) -> None:
@@ -316,9 +332,8 @@ def _fit(
     """The training loop shared by new and resumed runs; records the outcome in the run."""
     from dlrun.builder import summary_text
     from dlrun.callbacks import EarlyStopping, RunRecorder
-    from dlrun.data import pipeline, shuffled_epochs, steps
 
-    spec, data, model = prepared.spec, prepared.data, prepared.model
+    spec, model = prepared.spec, prepared.model
     run_dir = run.path
     adapted = _adapt(prepared) if not rows else []
     summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
@@ -331,11 +346,11 @@ def _fit(
         run.record_epoch(rows)
 
     batch = spec.training.batch_size
-    source = data.source
-    val_ds = pipeline(data.x_val, data.y_val, batch, source) if data.x_val is not None else None
     checkpoint = spec.training.checkpoint
     recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
     callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+    if spec.training.adversarial:
+        callbacks = [*_adversarial_validation(prepared), *callbacks]
     stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
 
     status, exit_code, message = store.COMPLETED, 0, None
@@ -357,19 +372,14 @@ def _fit(
             for callback in callbacks:  # patience counts within a stage
                 if isinstance(callback, EarlyStopping):
                     callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
-            if spec.training.shuffle:
-                train_ds = shuffled_epochs(
-                    data.x_train, data.y_train, batch, spec.seed, begin, end, source
-                )
-            else:
-                train_ds = pipeline(data.x_train, data.y_train, batch, source)
+            inputs, feeding = _inputs(prepared, begin, end)
+            if spec.training.adversarial:  # a tf.data stream: tensorflow only (data.check_feed)
+                inputs["x"] = _adversarial_batches(prepared, inputs["x"], begin)
             model.fit(
-                train_ds,
-                validation_data=val_ds,
+                **inputs,
                 initial_epoch=begin,
                 epochs=end,
-                steps_per_epoch=steps(len(data.x_train), batch),
-                callbacks=callbacks,
+                callbacks=[*feeding, *callbacks],
                 shuffle=False,  # the pipeline shuffles
                 verbose=0,
             )
@@ -453,6 +463,56 @@ def _fit(
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
+def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
+    """fit()'s data arguments for epochs begin..end-1, and the callbacks that feed them.
+
+    TensorFlow: tf.data pipelines (one stream of epochs, each shuffled by (seed, epoch)).
+    JAX and torch: NumPy arrays reordered in place before each epoch, in the same manner.
+    """
+    from dlrun.data import EpochFeed, pipeline, shuffled_epochs, steps, uses_tf_data
+
+    spec, data = prepared.spec, prepared.data
+    batch, seed, source = spec.training.batch_size, spec.seed, data.source
+    has_val = data.x_val is not None
+    if uses_tf_data():
+        if spec.training.shuffle:
+            x = shuffled_epochs(data.x_train, data.y_train, batch, seed, begin, end, source)
+        else:
+            x = pipeline(data.x_train, data.y_train, batch, source)
+        val = pipeline(data.x_val, data.y_val, batch, source) if has_val else None
+        per_epoch = steps(len(data.x_train), batch)
+        return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
+    from dlrun.callbacks import EpochShuffle
+
+    feed = EpochFeed(data.x_train, data.y_train, seed, spec.training.shuffle)
+    val = (data.x_val, data.y_val) if has_val else None
+    arguments = {"x": feed.x, "y": feed.y, "batch_size": batch, "validation_data": val}
+    return arguments, [EpochShuffle(feed)]
+
+
+def _adversarial_batches(prepared: Prepared, train_ds, epochs_done: int):
+    """The training batches with a share of each replaced by attacks on the current weights."""
+    from dlrun import attack
+
+    spec, model = prepared.spec, prepared.model
+    threat = attack.training_threat(spec, prepared.data)
+    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
+    return attack.mixed_batches(model, train_ds, threat, spec.training.adversarial.ratio, seed)
+
+
+def _adversarial_validation(prepared: Prepared) -> list:
+    """The callback that adds val_adversarial_accuracy; it goes first, so that history.csv
+    and TensorBoard see its metric."""
+    from dlrun import attack
+
+    spec, data = prepared.spec, prepared.data
+    if data.x_val is None:
+        return []
+    threat = attack.training_threat(spec, data)
+    batches = attack.batches(data, data.x_val, data.y_val, spec.training.batch_size)
+    return [attack.validation_callback(batches, threat, spec.seed)]
+
+
 def _close_callbacks(callbacks: list) -> None:
     """Keras calls on_train_end only when fit returns: on an exception, close what the
     callbacks hold open (the live progress bar, the TensorBoard files) here."""
@@ -494,13 +554,13 @@ def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
     """Scores of the best checkpoint on the test split."""
     import keras
 
-    from dlrun.data import pipeline
+    from dlrun.data import evaluation_input
 
     model = prepared.model
     best = run_dir / store.BEST
     if best.exists():
         model = keras.models.load_model(best, safe_mode=True)
     data = prepared.data
-    test_ds = pipeline(data.x_test, data.y_test, batch_size, data.source)
-    scores = model.evaluate(test_ds, verbose=0, return_dict=True)
+    test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
     return {key: float(value) for key, value in scores.items()}

@@ -37,6 +37,9 @@ REGRESSION_LOSSES = {
 }
 FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Layers that run code named in the file: a spec is data, never a program.
+BACKENDS = ("tensorflow", "jax", "torch")
+# compile.steps_per_execution's default, from CPU measurements (bench/steps_per_execution.py).
+STEPS_PER_EXECUTION = 1
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
@@ -205,6 +208,10 @@ class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
     loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
     metrics: list[Any] = ["accuracy"]  # names or {type: F1Score, average: macro}
+    # XLA compilation: Keras' "auto" compiles where the backend supports it.
+    jit_compile: Literal["auto"] | bool = "auto"
+    # Batches per compiled call: fewer Python round trips per step (bench/steps_per_execution.py).
+    steps_per_execution: int = Field(STEPS_PER_EXECUTION, ge=1)
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
 
@@ -239,6 +246,15 @@ class TensorBoardSpec(_Section):
     write_graph: bool = True
 
 
+class AdversarialSpec(_Section):
+    """Adversarial training: part of each batch replaced by attacks on the current weights."""
+
+    method: Literal["fgsm", "pgd"] = "pgd"  # pgd: stronger, `steps` gradients per batch
+    eps: float = Field(0.1, ge=0, le=1)  # L-infinity radius, as a fraction of the input range
+    ratio: float = Field(0.5, gt=0, le=1)  # share of each batch made adversarial
+    steps: int = Field(3, ge=1)  # pgd steps (fgsm always takes one)
+
+
 class FinetuneSpec(_Section):
     """A second stage once the head has trained: unfreeze the base, recompile, train on."""
 
@@ -263,11 +279,16 @@ class TrainingSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tensorboard: TensorBoardSpec | None = TensorBoardSpec()
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: the backend's accelerator, else CPU
+    mixed_precision: bool = False  # float16 (GPU) or bfloat16 (CPU) compute, float32 output
+    distribute: Literal["data_parallel"] | None = None  # one model over every local device
+    adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
 
 
 class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec
     model: ModelSpec
@@ -531,6 +552,9 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
             problems.append(spec.error(("training", "finetune"), message))
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
+    if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
+        logged.append("adversarial_accuracy")
+        names.append("val_adversarial_accuracy")
     watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
     if spec.training.early_stopping:
         watched.append(
@@ -538,7 +562,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         )
     for loc, monitor in watched:
         base = monitor.removeprefix("val_")
-        if base not in logged:
+        if base not in logged or monitor == "adversarial_accuracy":  # validation only
             message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
             problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
         elif monitor.startswith("val_") and not spec.has_validation:

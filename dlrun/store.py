@@ -45,9 +45,11 @@ HISTORY_PLOT = "plots/history.png"
 CONFUSION_PLOT = "plots/confusion_matrix.png"
 PREDICTED_PLOT = "plots/predicted_vs_true.png"
 EVALUATIONS = "evaluations"
+ATTACKS = "attacks"
+ADVERSARIAL_PLOT = "plots/adversarial.png"
 LOCK = ".lock"  # held (flock) by the process that trains, for as long as it trains
 # Folders a run writes into: each must be a real folder of the run, never a symlink out of it.
-WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS)
+WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS)
 # Files read back from a run folder are small; anything bigger is not ours.
 MAX_READ_BYTES = 16 * 1024 * 1024
 

@@ -54,6 +54,13 @@ class RandomSpec(_Strict):
     seed: int = Field(0, ge=0, lt=2**32)  # the draws, not the training
 
 
+class ResourcesSpec(_Strict):
+    """What each fit reserves on a Ray node (the local executor uses `workers` instead)."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
 class SweepSpec(_Strict):
     base: str  # a spec file, relative to the sweep file
     name: str = Field("sweep", pattern=NAME_PATTERN)
@@ -63,6 +70,7 @@ class SweepSpec(_Strict):
     scoring: str = "accuracy"  # a logged metric; its Keras direction says which way is better
     workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
     refit: bool = True  # retrain the best on the whole training split, score the test split
+    resources: ResourcesSpec = ResourcesSpec()  # per fit, with --executor ray
 
     @model_validator(mode="after")
     def _one_search(self) -> SweepSpec:
@@ -254,9 +262,15 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
         if spec.grid is not None
         else (lambda key: ("random", "space", key))
     )
+    from dlrun.backend import require
+
+    require(base["backend"])
     problems = []
     for key, rule in space.items():
-        if not _path_exists(base, key):
+        if key == "backend":
+            message = "cannot vary within a sweep (a worker runs one backend); run one per backend"
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
+        elif not _path_exists(base, key):
             candidates = sorted(_flat_keys(base))
             problems.append(
                 format_problem(
@@ -269,6 +283,8 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
         elif message := _check_rule(key, rule):
             problems.append(format_problem(str(path), lines, loc_of(key), message))
     logged = ["loss", *validate(base, str(base_path)).compile.metric_names]
+    if base["training"].get("adversarial"):  # validation only: its train score stays empty
+        logged.append("adversarial_accuracy")
     if spec.scoring not in logged:
         problems.append(
             format_problem(
@@ -341,22 +357,37 @@ def _check_folds(sweep: Sweep, path: Path, lines) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, backend: str = "tensorflow") -> None:
     """Each worker gets its share of the cores (TensorFlow reads these as it starts), then
-    imports TensorFlow at once."""
+    imports Keras on the sweep's backend at once."""
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from dlrun.backend import tensorflow
+    from dlrun.backend import load, use
+    from dlrun.errors import BackendError
 
-    tensorflow()
+    try:
+        use(backend)
+    except BackendError:
+        return  # the main process reports it when it checks the sweep
+    load()
 
 
-def pool(workers: int) -> Workers:
+def pool(workers: int, backend: str = "tensorflow") -> Workers:
     """Worker processes; start them only once the sweep file has been checked."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    return Workers(workers, _init_worker, (threads,))
+    return Workers(workers, _init_worker, (threads, backend))
+
+
+def ray_pool(sweep: Sweep, sweep_dir: Path, address: str | None = None):
+    """Fits as Ray tasks reserving the sweep file's resources (dlrun.raysweep)."""
+    from dlrun.raysweep import RayWorkers
+
+    resources = sweep.spec.resources
+    return RayWorkers(
+        sweep_dir / TRIALS, sweep.base["backend"], resources.cpu, resources.gpu, address
+    )
 
 
 def lock(sweep_dir: Path) -> int:

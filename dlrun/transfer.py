@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.backend import tensorflow
+from dlrun.backend import load
 from dlrun.errors import DlrunError, SpecError
 from dlrun.spec import Spec, did_you_mean
 
@@ -161,6 +161,15 @@ def _load(spec: Spec, loc: tuple, path: Path, load_model):
         raise spec.error(loc, str(exc)) from None
 
 
+def layer_output(layer):
+    """The layer's output in the model that calls it.
+
+    For a nested model (a transfer run's `base`), `.output` is the end of its own inner
+    graph, not connected to the outer model's input; the node of its call is.
+    """
+    return layer._inbound_nodes[-1].output_tensors[0]
+
+
 def _truncate(spec: Spec, model, what: str):
     """The base up to `until` (a layer name or index), as one model named `base`."""
     import keras
@@ -188,7 +197,7 @@ def _truncate(spec: Spec, model, what: str):
                 f"Its layers ({more or 'all'}): {shown}",
             )
         layer = model.get_layer(until)
-    outputs = model.outputs[0] if layer is None else layer.output
+    outputs = model.outputs[0] if layer is None else layer_output(layer)
     return keras.Model(model.inputs[0], outputs, name=BASE)
 
 
@@ -219,8 +228,7 @@ def _preprocess_layer(function, scale: float, channels: int):
 
 def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list):
     """input -> adapters -> frozen base (training=False) -> head, as one functional model."""
-    tensorflow()
-    import keras
+    keras = load()
 
     base_spec = spec.model.base
     if len(input_shape) != 3:

@@ -20,6 +20,7 @@ COMMANDS = [
     "runs",
     "show",
     "evaluate",
+    "attack",
     "features",
     "compare",
     "tensorboard",

@@ -197,6 +197,18 @@ def test_features_equal_a_direct_call_of_the_truncated_model(pretrained, tmp_pat
     np.testing.assert_array_equal(np.load(by_index)["x_test"], saved["x_test"])
 
 
+def test_features_of_a_transfer_run_are_its_frozen_base_outputs(finetuned, tmp_path):
+    run, _ = finetuned
+    out = tmp_path / "base.npz"
+    result = runner.invoke(app, ["features", str(run), "--layer", "base", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = keras.models.load_model(run / "checkpoints" / "best.keras")
+    data = load_data(load_spec(run / "config.yaml"))
+    direct = model.get_layer("base")(data.x_test, training=False)  # digits need no adapter
+    np.testing.assert_allclose(np.load(out)["x_test"], np.asarray(direct), atol=1e-5)
+    assert list(np.load(out)["class_names"]) == ["0", "1", "2"]
+
+
 @pytest.fixture(scope="module")
 def mobilenet_weights(tmp_path_factory) -> Path:
     """Weights of a small MobileNetV2 built with weights=None: what `weights: PATH` loads."""
