@@ -49,8 +49,7 @@ def _jax_gradient(model, loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     import jax
     import jax.numpy as jnp
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
+    trainable, non_trainable = _jax_weights(model)
     labels = jnp.asarray(y)
 
     def total(inputs):
@@ -60,6 +59,22 @@ def _jax_gradient(model, loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     gradient, values = jax.grad(total, has_aux=True)(jnp.asarray(x))
     return np.asarray(gradient), np.asarray(values)
+
+
+def _jax_weights(model) -> tuple[list, list]:
+    """The current weights. Inside JAX's fit they live in the trainer's state, not in the
+    model's variables (emptied to save memory, filled again at the end of each epoch)."""
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        return state["trainable_variables"], state["non_trainable_variables"]
+    if any(v._value is None for v in model.trainable_variables):  # the epoch's first batch
+        return model._weights_at_epoch_begin
+    return _variable_values(model)
+
+
+def _variable_values(model) -> tuple[list, list]:
+    trainable = [v.value for v in model.trainable_variables]
+    return trainable, [v.value for v in model.non_trainable_variables]
 
 
 def _torch_gradient(model, loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -146,7 +161,7 @@ def perturb(
         adversarial = np.clip(adversarial + sign * step * np.sign(gradient), lower, upper)
     if threat.method == "fgsm":
         return adversarial.astype(x.dtype)
-    values = keras_loss_values(loss, y, predict(model, adversarial))
+    _, values = input_gradient(model, loss, adversarial, y)  # the one backend-specific call
     best, _ = _keep_better(best, best_score, adversarial, sign * values)
     return best.astype(x.dtype)
 
@@ -158,12 +173,6 @@ def _keep_better(best, best_score, candidate, score):
     best = best.copy()
     best[better] = candidate[better]
     return best, np.where(better, score, best_score)
-
-
-def keras_loss_values(loss, y: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    import keras
-
-    return keras.ops.convert_to_numpy(loss(keras.ops.convert_to_tensor(y), outputs))
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -534,11 +543,21 @@ def mixed_batches(
         x, y = np.array(x), np.asarray(y)
         count = int(round(ratio * len(x)))
         if count:
-            # JAX's fit holds the weights outside the model during an epoch: put them back.
-            getattr(model, "jax_state_sync", lambda: None)()
             chosen = np.sort(rng.choice(len(x), count, replace=False))
             x[chosen] = perturb(model, loss, x[chosen], y[chosen], threat, rng)
         yield x, y
+
+
+def weights_keeper():
+    """On JAX, a callback keeping the weights of each epoch's start for its first batch: fit
+    empties the variables before it, and its state holds them only after the first step."""
+    import keras
+
+    class KeepWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model._weights_at_epoch_begin = _variable_values(self.model)
+
+    return KeepWeights()
 
 
 def adversarial_accuracy(

@@ -247,8 +247,14 @@ def compile_model(model, spec: Spec, num_classes: int) -> None:
         loss=found["loss"],
         metrics=found["metrics"],
         jit_compile=spec.compile.jit_compile,
-        steps_per_execution=spec.compile.steps_per_execution,
+        steps_per_execution=spec.steps_per_execution(_on_gpu(spec)),
     )
+
+
+def _on_gpu(spec: Spec) -> bool:
+    from dlrun.devices import used
+
+    return used(spec)[0].startswith("GPU")
 
 
 def _dummy_labels(model, spec: Spec, num_classes: int):

@@ -412,19 +412,13 @@ def check_feed(spec: Spec, data: Data) -> None:
             f"image folders are decoded by tf.data, on the tensorflow backend only; "
             f"set backend: tensorflow (got {spec.backend})",
         )
-    if spec.training.adversarial and not uses_tf_data():
-        raise spec.error(
-            ("training", "adversarial"),
-            f"adversarial training mixes attacks into a tf.data stream, on the tensorflow "
-            f"backend only; set backend: tensorflow (got {spec.backend})",
-        )
     check_steps_per_execution(spec, len(data.x_train))
 
 
 def check_steps_per_execution(spec: Spec, count: int) -> None:
     """On TensorFlow the shuffled epochs are one stream, and Keras takes steps_per_execution
     batches at a time from it: a last group of an epoch would take the next epoch's batches."""
-    per_execution = spec.compile.steps_per_execution
+    per_execution = spec.steps_per_execution()  # auto is 1 on tensorflow, the only case here
     per_epoch = steps(count, spec.training.batch_size)
     if uses_tf_data() and spec.training.shuffle and per_epoch % per_execution:
         divisors = [d for d in range(2, per_epoch + 1) if per_epoch % d == 0][:4]

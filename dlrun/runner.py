@@ -373,8 +373,8 @@ def _fit(
                 if isinstance(callback, EarlyStopping):
                     callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
             inputs, feeding = _inputs(prepared, begin, end)
-            if spec.training.adversarial:  # a tf.data stream: tensorflow only (data.check_feed)
-                inputs["x"] = _adversarial_batches(prepared, inputs["x"], begin)
+            if spec.training.adversarial:
+                inputs, feeding = _adversarial_inputs(prepared, inputs, feeding, begin, end)
             model.fit(
                 **inputs,
                 initial_epoch=begin,
@@ -490,14 +490,37 @@ def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
     return arguments, [EpochShuffle(feed)]
 
 
-def _adversarial_batches(prepared: Prepared, train_ds, epochs_done: int):
-    """The training batches with a share of each replaced by attacks on the current weights."""
-    from dlrun import attack
+def _adversarial_inputs(
+    prepared: Prepared, inputs: dict, feeding: list, begin: int, end: int
+) -> tuple[dict, list]:
+    """fit()'s data with a share of each batch replaced by attacks on the current weights.
 
-    spec, model = prepared.spec, prepared.model
-    threat = attack.training_threat(spec, prepared.data)
-    seed = spec.seed + epochs_done  # a resumed run does not repeat the first attempt's noise
-    return attack.mixed_batches(model, train_ds, threat, spec.training.adversarial.ratio, seed)
+    TensorFlow: the tf.data stream of _inputs, mixed batch by batch. JAX and torch: the same
+    epochs in the same order (epoch_order), batched from the arrays, then mixed.
+    """
+    from dlrun import attack, backend
+    from dlrun.data import epoch_order, steps, uses_tf_data
+
+    spec, data, model = prepared.spec, prepared.data, prepared.model
+    threat = attack.training_threat(spec, data)
+    seed = spec.seed + begin  # a resumed run does not repeat the first attempt's noise
+    ratio = spec.training.adversarial.ratio
+    if uses_tf_data():
+        mixed = attack.mixed_batches(model, inputs["x"], threat, ratio, seed)
+        return {**inputs, "x": mixed}, feeding
+    x, y, batch = data.x_train, data.y_train, spec.training.batch_size
+
+    def epochs():
+        for epoch in range(begin, end):
+            order = epoch_order(spec.seed, epoch, len(x)) if spec.training.shuffle else None
+            for start in range(0, len(x), batch):
+                rows = slice(start, start + batch) if order is None else order[start:][:batch]
+                yield x[rows], y[rows]
+
+    mixed = attack.mixed_batches(model, epochs(), threat, ratio, seed)
+    val = inputs.get("validation_data")
+    arguments = {"x": mixed, "validation_data": val, "steps_per_epoch": steps(len(x), batch)}
+    return arguments, [attack.weights_keeper()] if backend.current() == "jax" else []
 
 
 def _adversarial_validation(prepared: Prepared) -> list:

@@ -38,8 +38,11 @@ REGRESSION_LOSSES = {
 FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
-# compile.steps_per_execution's default, from CPU measurements (bench/steps_per_execution.py).
-STEPS_PER_EXECUTION = 1
+# compile.steps_per_execution: auto is this on a GPU with JAX or torch, 1 elsewhere. The CPU
+# (bench/steps_per_execution.md) gained on the dense net but lost on the CNN; the H200 gained on
+# both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
+# not straddle (data.check_steps_per_execution).
+STEPS_PER_EXECUTION_GPU = 8
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
@@ -210,8 +213,8 @@ class CompileSpec(_Section):
     metrics: list[Any] = ["accuracy"]  # names or {type: F1Score, average: macro}
     # XLA compilation: Keras' "auto" compiles where the backend supports it.
     jit_compile: Literal["auto"] | bool = "auto"
-    # Batches per compiled call: fewer Python round trips per step (bench/steps_per_execution.py).
-    steps_per_execution: int = Field(STEPS_PER_EXECUTION, ge=1)
+    # Batches per compiled call: fewer Python round trips per step; auto: see above.
+    steps_per_execution: Literal["auto"] | int = "auto"
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
 
@@ -226,6 +229,13 @@ class CompileSpec(_Section):
         from dlrun.metrics import entry_name
 
         return [entry_name(entry) for entry in self.metrics]
+
+    @field_validator("steps_per_execution")
+    @classmethod
+    def _positive(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"expected auto or a whole number >= 1, got {value}")
+        return value
 
 
 class EarlyStoppingSpec(_Section):
@@ -310,6 +320,13 @@ class Spec(_Section):
         loss = self.compile.loss
         name = (loss if isinstance(loss, str) else loss["type"]).lower().replace("_", "")
         return "regression" if name in REGRESSION_LOSSES else "classification"
+
+    def steps_per_execution(self, on_gpu: bool = False) -> int:
+        """compile.steps_per_execution, with auto resolved for the backend and device."""
+        value = self.compile.steps_per_execution
+        if value != "auto":
+            return value
+        return STEPS_PER_EXECUTION_GPU if on_gpu and self.backend != "tensorflow" else 1
 
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""

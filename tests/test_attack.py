@@ -346,6 +346,29 @@ def test_the_same_attack_on_another_backend(normal_run, fgsm, backend):
         assert abs(mine["adversarial_accuracy"] - theirs["adversarial_accuracy"]) <= 2 / 360
 
 
+def test_adversarial_training_on_jax(normal_run, tmp_path):
+    """JAX's fit keeps the weights out of the model during an epoch: the attacks still see
+    the current ones, and the adversarially trained net resists PGD better."""
+    pytest.importorskip("jax")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("backend: jax\n" + SPEC + ADVERSARIAL + "  tensorboard: null\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "dlrun", "train", str(spec), "--runs-dir", str(runs)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = run_dirs(runs)
+    history = pd.read_csv(run / "history.csv")
+    assert history["val_adversarial_accuracy"].iloc[-1] > history["val_adversarial_accuracy"][0]
+    command = [sys.executable, "-m", "dlrun", "attack", str(run), "--eps", "0,0.1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    robust = json.loads(next((run / "attacks").glob("*.json")).read_text())
+    normal = attack_json(normal_run, "--method", "pgd", "--eps", "0,0.1")
+    assert accuracies(robust)[0.1] > accuracies(normal)[0.1] + 0.05
+
+
 # --- other models: a CNN on images ------------------------------------------------------------
 
 CNN_SPEC = """\
