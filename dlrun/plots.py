@@ -63,6 +63,23 @@ def confusion_plot(matrix, labels: list[str], path: Path) -> None:
     plt.close(figure)
 
 
+def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None:
+    """Regression: predicted against true values, with the line where they are equal."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(truth, predicted, s=10, alpha=0.6)
+    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+    axis.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with store.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+
+
 def _as_image(sample: np.ndarray) -> np.ndarray:
     """One input as something imshow can draw: (H, W), (H, W, 3), or a square from a vector."""
     if sample.ndim == 3 and sample.shape[-1] == 1:
