@@ -49,8 +49,7 @@ def _jax_gradient(model, loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     import jax
     import jax.numpy as jnp
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
+    trainable, non_trainable = _jax_weights(model)
     labels = jnp.asarray(y)
 
     def total(inputs):
@@ -60,6 +59,22 @@ def _jax_gradient(model, loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     gradient, values = jax.grad(total, has_aux=True)(jnp.asarray(x))
     return np.asarray(gradient), np.asarray(values)
+
+
+def _jax_weights(model) -> tuple[list, list]:
+    """The current weights. Inside JAX's fit they live in the trainer's state, not in the
+    model's variables (emptied to save memory, filled again at the end of each epoch)."""
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        return state["trainable_variables"], state["non_trainable_variables"]
+    if any(v._value is None for v in model.trainable_variables):  # the epoch's first batch
+        return model._weights_at_epoch_begin
+    return _variable_values(model)
+
+
+def _variable_values(model) -> tuple[list, list]:
+    trainable = [v.value for v in model.trainable_variables]
+    return trainable, [v.value for v in model.non_trainable_variables]
 
 
 def _torch_gradient(model, loss, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -146,7 +161,7 @@ def perturb(
         adversarial = np.clip(adversarial + sign * step * np.sign(gradient), lower, upper)
     if threat.method == "fgsm":
         return adversarial.astype(x.dtype)
-    values = keras_loss_values(loss, y, predict(model, adversarial))
+    _, values = input_gradient(model, loss, adversarial, y)  # the one backend-specific call
     best, _ = _keep_better(best, best_score, adversarial, sign * values)
     return best.astype(x.dtype)
 
@@ -158,12 +173,6 @@ def _keep_better(best, best_score, candidate, score):
     best = best.copy()
     best[better] = candidate[better]
     return best, np.where(better, score, best_score)
-
-
-def keras_loss_values(loss, y: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    import keras
-
-    return keras.ops.convert_to_numpy(loss(keras.ops.convert_to_tensor(y), outputs))
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -309,10 +318,12 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     if checkpoint not in CHECKPOINTS:
         raise AttackError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     for assignment in overrides:
-        if not assignment.startswith("data."):
-            raise SpecError(f"--set {assignment}: attack takes data.KEY=VALUE overrides only")
+        if not assignment.startswith(("data.", "backend=")):
+            raise SpecError(
+                f"--set {assignment}: attack takes data.KEY=VALUE and backend=NAME overrides only"
+            )
     run = store.open_run(run_path)
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])
     if not model_path.is_file():
         raise AttackError(
             f"{run.path}: no {CHECKPOINTS[checkpoint]} to attack; the run saved no checkpoint "
@@ -350,11 +361,15 @@ def attack(
     check_arguments(method, eps, steps, step_size, samples)
     run, model_path, spec = check_run(run_path, checkpoint, overrides)
 
+    from dlrun.backend import use
+
+    use(spec.backend)  # the run's own, or another: a .keras file loads on every backend
     from dlrun.builder import build_model
     from dlrun.data import load_data
 
     data = load_data(spec)
-    params = build_model(spec, data.input_shape).count_params()
+    # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
     _check_numeric_input(model, model_path)
     if target is not None and not 0 <= target < data.num_classes:
@@ -363,6 +378,9 @@ def attack(
             f"0-{data.num_classes - 1}"
         )
     low, high = data_range(data, spec)
+    from dlrun.evaluate import _printable
+
+    names = [_printable(str(n)) for n in data.class_names or range(data.num_classes)]
     truth = np.argmax(data.y_test, axis=-1) if data.y_test.ndim > 1 else data.y_test.astype(int)
     chosen = stratified(truth, samples)
     if target is not None:  # a targeted attack is scored on the samples not already of it
@@ -437,6 +455,8 @@ def attack(
         "step_size": step_size,
         "random_start": method == "pgd",
         "target": target,
+        "target_name": names[target] if target is not None else None,
+        "class_names": names,
         "samples": total,
         "sample_seed": SAMPLE_SEED,
         "input_range": [low, high],
@@ -449,7 +469,7 @@ def attack(
     from dlrun.plots import adversarial_plot
 
     plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
-    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, path=plot)
+    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, names=names, path=plot)
     result["written"] = [str(written), str(plot)]
     return result
 
@@ -523,11 +543,21 @@ def mixed_batches(
         x, y = np.array(x), np.asarray(y)
         count = int(round(ratio * len(x)))
         if count:
-            # JAX's fit holds the weights outside the model during an epoch: put them back.
-            getattr(model, "jax_state_sync", lambda: None)()
             chosen = np.sort(rng.choice(len(x), count, replace=False))
             x[chosen] = perturb(model, loss, x[chosen], y[chosen], threat, rng)
         yield x, y
+
+
+def weights_keeper():
+    """On JAX, a callback keeping the weights of each epoch's start for its first batch: fit
+    empties the variables before it, and its state holds them only after the first step."""
+    import keras
+
+    class KeepWeights(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model._weights_at_epoch_begin = _variable_values(self.model)
+
+    return KeepWeights()
 
 
 def adversarial_accuracy(

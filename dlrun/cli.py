@@ -75,8 +75,16 @@ def train(
     unsafe_load: Annotated[
         bool, typer.Option(help="Resume from a checkpoint that Keras' safe_mode refuses.")
     ] = False,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --resume: train to this many epochs in all, even a completed run."
+        ),
+    ] = None,
 ) -> None:
     """Train the model a spec describes into a new run folder, or --resume a stopped run.
+
+    `--resume RUN --epochs N` continues a completed run up to N epochs (a new attempt).
 
     Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
     """
@@ -86,10 +94,10 @@ def train(
         raise SpecError("give a spec file to train, or --resume RUN to continue a run (not both)")
     if resume is not None and set_:
         raise SpecError("--set does not apply to --resume; the run's config.yaml is its spec")
+    if epochs is not None and resume is None:
+        raise SpecError("--epochs goes with --resume; for a new run use --set training.epochs=N")
     if resume is None:
-        from dlrun.spec import load_spec
-
-        spec = load_spec(spec_file, set_ or [])
+        spec = _load(spec_file, set_ or [])
     from dlrun import runner, store
 
     if resume is None:
@@ -98,7 +106,8 @@ def train(
     console = _console()
     if resume is not None:
         command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
-        outcome = runner.resume(resume, console, command, force, unsafe_load)
+        command += [f"--epochs={epochs}"] if epochs else []
+        outcome = runner.resume(resume, console, command, force, unsafe_load, epochs=epochs)
     else:
         # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
         command = ["dlrun", "train", str(spec_file)]
@@ -107,10 +116,29 @@ def train(
         outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
     _report(console, outcome)
     if outcome.exit_code:
-        typer.echo(f"Error: run {outcome.status}: {outcome.message}", err=True)
+        from dlrun.textsafe import clean
+
+        typer.echo(clean(f"Error: run {outcome.status}: {outcome.message}", False), err=True)
         if outcome.status == store.INTERRUPTED:
-            typer.echo(f"resume with: dlrun train --resume {outcome.run_dir}", err=True)
+            typer.echo(clean(f"resume with: dlrun train --resume {outcome.run_dir}"), err=True)
         raise typer.Exit(outcome.exit_code)
+
+
+def _load(spec_file: Path, overrides: list[str]):
+    """The spec; when its schema is wrong, Keras' problems with the model and compile
+    sections are reported in the same go (TensorFlow is loaded only then)."""
+    from dlrun.errors import SpecError
+    from dlrun.spec import load_spec
+
+    try:
+        return load_spec(spec_file, overrides)
+    except SpecError as exc:
+        from dlrun.builder import keras_problems
+
+        problems = exc.problems + [
+            p for p in keras_problems(spec_file, overrides) if p not in exc.problems
+        ]
+        raise SpecError(problems) from None
 
 
 def _report(console, outcome) -> None:
@@ -122,7 +150,12 @@ def _report(console, outcome) -> None:
         for k in final
         if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds", "stage")
     ]
-    table = Table(title=f"{outcome.run_dir.name}: {outcome.status}")
+    from rich.text import Text
+
+    from dlrun.textsafe import clean
+
+    # A resumed run may be someone else's: its folder name is shown, never obeyed as markup.
+    table = Table(title=Text(clean(f"{outcome.run_dir.name}: {outcome.status}", newlines=False)))
     table.add_column("metric")
     for column in ("train", "validation", "test (best)"):
         table.add_column(column, justify="right")
@@ -133,9 +166,13 @@ def _report(console, outcome) -> None:
     best = outcome.metrics.get("best_epoch")
     if best:
         console.print(
-            f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} at epoch {best}"
+            clean(
+                f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} "
+                f"at epoch {best}"
+            ),
+            markup=False,
         )
-    console.print(f"run folder: {outcome.run_dir}")
+    console.print(clean(f"run folder: {outcome.run_dir}"), markup=False)
 
 
 @app.command()
@@ -148,9 +185,7 @@ def validate(
 
     Example: dlrun validate configs/mnist_cnn.yaml
     """
-    from dlrun.spec import load_spec
-
-    spec = load_spec(spec_file, set_ or [])
+    spec = _load(spec_file, set_ or [])
     from dlrun.backend import load, use
 
     use(spec.backend, spec.training.device)
@@ -337,7 +372,7 @@ def attack(
         title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
         title += f" ({checkpoint} checkpoint)"
         if targeted:
-            title += f", target class {result['target']}"
+            title += f", target class {result['target']} ({result['target_name']})"
         table = Table(title=Text(title))  # a run's name is never read as markup
         for column in ("eps", "clean accuracy", "adversarial accuracy"):
             table.add_column(column, justify="right")
@@ -453,12 +488,22 @@ def tensorboard(
 @fails_cleanly
 def sweep(
     sweep_file: Annotated[Path | None, typer.Argument(help="The sweep YAML file.")] = None,
+    set_: SetOption = None,
     runs_dir: RunsDirOption = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes) or ray (Ray tasks).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
+    ] = None,
 ) -> None:
     """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
+
+    --set overrides a key of the base spec, e.g. --set data.dataset=digits.
 
     Example: dlrun sweep configs/sweep_hidden_epochs.yaml
     """
@@ -469,14 +514,24 @@ def sweep(
 
     if (sweep_file is None) == (resume is None):
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
+    if resume is not None and set_:
+        raise SpecError("--set does not apply to --resume; the sweep folder's base.yaml is fixed")
+    if executor not in ("local", "ray"):
+        raise SpecError(f"--executor: expected local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise SpecError("--address is a Ray cluster's; add --executor ray")
+    if executor == "ray":
+        from dlrun.raysweep import ray_module
+
+        ray_module()  # installed? Said before any folder is made
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
     else:
-        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
+        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
         held = sweeps.lock(sweep_dir)
     try:
-        result = _run_sweep(found, sweep_dir)
+        result = _run_sweep(found, sweep_dir, executor, address)
     finally:
         os.close(held)
     console = _console()
@@ -495,7 +550,7 @@ def sweep(
     console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
 
 
-def _run_sweep(found, sweep_dir: Path) -> dict:
+def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | None = None) -> dict:
     """Start the workers only now that the sweep file is checked; Ctrl-C/SIGTERM stop them."""
     from dlrun import sweep as sweeps
 
@@ -507,9 +562,11 @@ def _run_sweep(found, sweep_dir: Path) -> dict:
         markup=False,
     )
     try:
-        return sweeps.run_sweep(
-            found, sweep_dir, console, sweeps.pool(found.spec.workers, found.base["backend"])
-        )
+        if executor == "ray":
+            workers = sweeps.ray_pool(found, sweep_dir, address)
+        else:
+            workers = sweeps.pool(found.spec.workers, found.base["backend"])
+        return sweeps.run_sweep(found, sweep_dir, console, workers)
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)

@@ -59,6 +59,23 @@ def confusion_plot(matrix, labels: list[str], path: Path) -> None:
     plt.close(figure)
 
 
+def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None:
+    """Regression: predicted against true values, with the line where they are equal."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(truth, predicted, s=10, alpha=0.6)
+    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+    axis.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with store.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+
+
 def _as_image(sample: np.ndarray) -> np.ndarray:
     """One input as something imshow can draw: (H, W), (H, W, 3), or a square from a vector."""
     if sample.ndim == 3 and sample.shape[-1] == 1:
@@ -73,7 +90,16 @@ def _as_image(sample: np.ndarray) -> np.ndarray:
 
 
 def adversarial_plot(
-    originals, adversarials, clean_scores, adversarial_scores, *, eps, low, high, path: Path
+    originals,
+    adversarials,
+    clean_scores,
+    adversarial_scores,
+    *,
+    eps: float,
+    low: float,
+    high: float,
+    names: list[str],
+    path: Path,
 ) -> None:
     """Rows of samples: original, perturbation (scaled to be visible), adversarial image.
 
@@ -84,6 +110,10 @@ def adversarial_plot(
     rows = max(len(originals), 1)
     figure, axes = plt.subplots(rows, 3, figsize=(7.5, 2.4 * rows), squeeze=False)
     width = high - low
+
+    def shown(scores) -> str:  # `$` would start matplotlib's mathtext in a class name
+        return f"{names[int(np.argmax(scores))]} ({np.max(scores):.0%})".replace("$", r"\$")
+
     for row, axis_row in enumerate(axes):
         if row >= len(originals):
             break
@@ -97,7 +127,7 @@ def adversarial_plot(
         change = _as_image(adversarial - original) / max(eps * width, 1e-12)
         grey = {"cmap": "gray", "vmin": 0, "vmax": 1}
         axis_row[0].imshow(scaled(original), **grey)
-        axis_row[0].set_title(f"original: {np.argmax(before)} ({np.max(before):.0%})", fontsize=9)
+        axis_row[0].set_title(f"original: {shown(before)}", fontsize=9)
         change = np.clip(change, -1, 1)
         if change.ndim == 3:  # colour: each channel's change around mid-grey
             axis_row[1].imshow((change + 1) / 2)
@@ -105,7 +135,7 @@ def adversarial_plot(
             axis_row[1].imshow(change, cmap="bwr", vmin=-1, vmax=1)
         axis_row[1].set_title(f"perturbation (eps {eps:g})", fontsize=9)
         axis_row[2].imshow(scaled(adversarial), **grey)
-        axis_row[2].set_title(f"adversarial: {np.argmax(after)} ({np.max(after):.0%})", fontsize=9)
+        axis_row[2].set_title(f"adversarial: {shown(after)}", fontsize=9)
         for axis in axis_row:
             axis.set_xticks([])
             axis.set_yticks([])

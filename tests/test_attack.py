@@ -329,6 +329,46 @@ def test_input_gradient_matches_the_analytic_one(backend):
     assert result.stdout.strip().endswith("ok")
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_same_attack_on_another_backend(normal_run, fgsm, backend):
+    """FGSM has no randomness: the same checkpoint attacked on another backend agrees."""
+    pytest.importorskip(BACKEND_MODULES[backend])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)
+    command = [sys.executable, "-m", "dlrun", "attack", str(normal_run), "--set"]
+    command += [f"backend={backend}", "--method", "fgsm", "--eps", "0,0.05,0.1,0.2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = Path(result.stdout.split("wrote ", 1)[1].split()[0])
+    other = json.loads(written.read_text())
+    assert other["data"] == fgsm["data"] and other["samples"] == fgsm["samples"]
+    for mine, theirs in zip(other["results"], fgsm["results"], strict=True):
+        assert abs(mine["adversarial_accuracy"] - theirs["adversarial_accuracy"]) <= 2 / 360
+
+
+def test_adversarial_training_on_jax(normal_run, tmp_path):
+    """JAX's fit keeps the weights out of the model during an epoch: the attacks still see
+    the current ones, and the adversarially trained net resists PGD better."""
+    pytest.importorskip("jax")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("backend: jax\n" + SPEC + ADVERSARIAL + "  tensorboard: null\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "dlrun", "train", str(spec), "--runs-dir", str(runs)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = run_dirs(runs)
+    history = pd.read_csv(run / "history.csv")
+    assert history["val_adversarial_accuracy"].iloc[-1] > history["val_adversarial_accuracy"][0]
+    command = [sys.executable, "-m", "dlrun", "attack", str(run), "--eps", "0,0.1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    robust = json.loads(next((run / "attacks").glob("*.json")).read_text())
+    normal = attack_json(normal_run, "--method", "pgd", "--eps", "0,0.1")
+    assert accuracies(robust)[0.1] > accuracies(normal)[0.1] + 0.05
+
+
 # --- other models: a CNN on images ------------------------------------------------------------
 
 CNN_SPEC = """\
@@ -352,6 +392,25 @@ def test_attack_on_a_cnn(tmp_path):
     assert strong["max_abs_perturbation"] <= 0.2 + 1e-6
 
 
+def test_an_image_folder_trains_adversarially_and_is_attacked_by_class_name(tmp_path):
+    from test_images import folder_spec, write_folder
+
+    folder = write_folder(tmp_path / "animals")
+    spec = folder_spec(tmp_path, folder, extra=ADVERSARIAL.replace("pgd", "fgsm"))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    assert pd.read_csv(run / "history.csv")["val_adversarial_accuracy"].between(0, 1).all()
+    data = attack_json(run, "--method", "pgd", "--steps", "3", "--eps", "0,0.3", "--target", "1")
+    assert data["class_names"] == ["cat", "dog", "owl"] and data["target_name"] == "dog"
+    assert data["input_range"] == [0.0, 1.0]  # decoded pixels / 255
+    assert data["samples"] == 6  # the test split's cats and owls
+    zero, strong = data["results"]
+    assert strong["max_abs_perturbation"] <= 0.3 + 1e-6
+    assert strong["target_success_rate"] > zero["target_success_rate"]
+    assert "target class 1 (dog)" in data["stdout"]
+
+
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------
 
 
@@ -371,7 +430,7 @@ def snapshot(folder):
         (["--method", "cw"], "--method: expected fgsm or pgd, got 'cw'"),
         (["--step-size", "0"], "--step-size: expected a fraction of the input range"),
         (["--samples", "0"], "--samples: expected 1 or more, got 0"),
-        (["--set", "training.epochs=3"], "attack takes data.KEY=VALUE overrides only"),
+        (["--set", "training.epochs=3"], "attack takes data.KEY=VALUE and backend=NAME overrides"),
     ],
 )
 def test_bad_arguments_fail_in_one_line_and_write_nothing(normal_run, args, message):
