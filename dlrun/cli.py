@@ -116,9 +116,11 @@ def train(
         outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
     _report(console, outcome)
     if outcome.exit_code:
-        typer.echo(f"Error: run {outcome.status}: {outcome.message}", err=True)
+        from dlrun.textsafe import clean
+
+        typer.echo(clean(f"Error: run {outcome.status}: {outcome.message}", False), err=True)
         if outcome.status == store.INTERRUPTED:
-            typer.echo(f"resume with: dlrun train --resume {outcome.run_dir}", err=True)
+            typer.echo(clean(f"resume with: dlrun train --resume {outcome.run_dir}"), err=True)
         raise typer.Exit(outcome.exit_code)
 
 
@@ -148,7 +150,12 @@ def _report(console, outcome) -> None:
         for k in final
         if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds", "stage")
     ]
-    table = Table(title=f"{outcome.run_dir.name}: {outcome.status}")
+    from rich.text import Text
+
+    from dlrun.textsafe import clean
+
+    # A resumed run may be someone else's: its folder name is shown, never obeyed as markup.
+    table = Table(title=Text(clean(f"{outcome.run_dir.name}: {outcome.status}", newlines=False)))
     table.add_column("metric")
     for column in ("train", "validation", "test (best)"):
         table.add_column(column, justify="right")
@@ -159,9 +166,13 @@ def _report(console, outcome) -> None:
     best = outcome.metrics.get("best_epoch")
     if best:
         console.print(
-            f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} at epoch {best}"
+            clean(
+                f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} "
+                f"at epoch {best}"
+            ),
+            markup=False,
         )
-    console.print(f"run folder: {outcome.run_dir}")
+    console.print(clean(f"run folder: {outcome.run_dir}"), markup=False)
 
 
 @app.command()

@@ -356,6 +356,9 @@ def _fit(
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # not where SIGINT is ignored (a worker)
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         for stage in (1, 2) if spec.training.finetune else (1,):
             if stage < prepared.stage:
@@ -411,7 +414,6 @@ def _fit(
         status, message = store.FAILED, f"{type(exc).__name__}: {str(exc).strip()[:500]}"
         run.meta["traceback"] = traceback.format_exc()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         _close_callbacks(callbacks)
     train_seconds = time.perf_counter() - started
     exit_code = exit_code or EXIT_CODES[status]
@@ -419,7 +421,7 @@ def _fit(
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
     # Once stopped, a repeated SIGTERM must not cut the writing of the outcome short.
     stopping = status == store.INTERRUPTED
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
             done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
@@ -448,6 +450,7 @@ def _fit(
         run.meta["traceback"] = traceback.format_exc()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor Ctrl-C, for these few lines
     try:
         attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
         attempts[-1].update(ended=_now(), status=str(status))
@@ -460,6 +463,7 @@ def _fit(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
@@ -549,7 +553,15 @@ def _close_callbacks(callbacks: list) -> None:
 
 
 def _raise_terminated(signum, frame):
+    # One stop is enough: a second signal while Keras unwinds would escape the handler that
+    # records the stop and leave meta.json saying running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt()
 
 
 def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:

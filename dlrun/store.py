@@ -652,6 +652,7 @@ class RunFolder:
             self.save_meta()
         except OSError:
             text = json.dumps(self.meta, indent=2, default=_jsonable) + "\n"
-            with open(self.path / META, "r+") as file:
+            fd = os.open(self.path / META, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "w") as file:
                 file.write(text)
                 file.truncate()

@@ -630,6 +630,7 @@ class _Stop(KeyboardInterrupt):
 
 
 def _raise_stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not cut the stop short
     raise _Stop()
 
 

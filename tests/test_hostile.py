@@ -411,3 +411,25 @@ def test_where_filters_by_columns(received):
     )
     assert result.exit_code == 0, result.output
     assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == ["good"]
+
+
+@pytest.mark.parametrize(
+    "damage, command, fragment",
+    [
+        (lambda r: replace_with_fifo(r / "config.yaml"), "evaluate", "not a regular file"),
+        (lambda r: replace_with_fifo(r / "config.yaml"), "resume", "not a regular file"),
+        (
+            lambda r: replace_with_link(r / ".lock", "/dev/null"),
+            "resume",
+            "cannot make its .lock file",
+        ),
+    ],
+    ids=["evaluate-config-fifo", "resume-config-fifo", "resume-lock-symlink"],
+)
+def test_received_run_files_that_are_not_files(received, damage, command, fragment):
+    edit_json(received / "bad" / "meta.json", status="interrupted")
+    damage(received / "bad")
+    args = ["train", "--resume"] if command == "resume" else ["evaluate"]
+    result = runner.invoke(app, [*args, str(received / "bad")])
+    assert result.exit_code in (1, 2)
+    assert_one_clean_error(result, fragment, code=result.exit_code)
