@@ -331,7 +331,7 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
         )
     for folder in (store.ATTACKS, store.PLOTS):
         _safe_folder(run.path, folder)
-    return run, model_path, load_spec(run.path / store.CONFIG, overrides)
+    return run, model_path, load_spec(store.config_of(run.path), overrides)
 
 
 # --- the attack command -----------------------------------------------------------------------

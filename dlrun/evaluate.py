@@ -104,8 +104,7 @@ def evaluate(
             f"{run.path}: no {CHECKPOINTS[checkpoint]}; the run saved no checkpoint "
             f"(status {run.status}, {run.meta.get('epochs_done', 0)} epochs done)"
         )
-    store.read_bytes(run.path / store.CONFIG)  # a regular file of bounded size, or refused
-    spec = load_spec(run.path / store.CONFIG, overrides)
+    spec = load_spec(store.config_of(run.path), overrides)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     data = load_data(spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time

@@ -84,7 +84,7 @@ def extract(
     model_path = store.within(run.path, CHECKPOINTS[checkpoint])  # no symlink out of the run
     if not model_path.exists():
         raise RunError(f"{run.path}: no {CHECKPOINTS[checkpoint]}; the run saved no checkpoint")
-    spec = load_spec(run.path / store.CONFIG, overrides)
+    spec = load_spec(store.config_of(run.path), overrides)
     model = truncated(load_model(model_path), layer)
 
     from dlrun.data import load_data

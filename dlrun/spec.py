@@ -7,7 +7,9 @@ optimizer exists is Keras' business and is checked in builder.py, with the same 
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -591,18 +593,38 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
     return problems
 
 
+# A spec is a few kilobytes; a file far bigger than this is no spec (or a trap).
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+def _read_spec_file(path: Path) -> str:
+    """A spec file's text: a regular file of bounded size, opened without blocking (a FIFO
+    named config.yaml in a received run must not hang dlrun, a link to /dev/zero not fill
+    memory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise SpecError(f"{path}: not a regular file; give the path of a YAML file")
+        data = file.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; not a spec file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: cannot be read (not UTF-8 text); save it as UTF-8") from None
+
+
 def load_raw(
     path: str | Path, overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[Any, dict[Loc, int]]:
     """A spec file's raw YAML with `--set` overrides applied, and the line of every key."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
-    raw, lines = parse_yaml(text, str(path))
+    raw, lines = parse_yaml(_read_spec_file(path), str(path))
     for assignment in overrides:
         if not isinstance(raw, dict):
             break

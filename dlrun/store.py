@@ -204,6 +204,12 @@ def safe_file(path: Path) -> Path:
     return path
 
 
+def config_of(run_dir: Path) -> Path:
+    """A run's config.yaml, checked to be a regular file of the run (no symlink out of it)."""
+    read_bytes(run_dir / CONFIG)
+    return run_dir / CONFIG
+
+
 def read_text(path: Path, limit: int = MAX_READ_BYTES) -> str:
     """read_bytes as UTF-8; RunError when it is not text."""
     try:

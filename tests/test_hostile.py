@@ -421,18 +421,33 @@ def test_where_filters_by_columns(received):
     [
         (lambda r: replace_with_fifo(r / "config.yaml"), "evaluate", "not a regular file"),
         (lambda r: replace_with_fifo(r / "config.yaml"), "resume", "not a regular file"),
+        (lambda r: replace_with_fifo(r / "config.yaml"), "features", "not a regular file"),
+        (lambda r: replace_with_fifo(r / "config.yaml"), "attack", "not a regular file"),
+        (lambda r: replace_with_link(r / "config.yaml", "/dev/zero"), "attack", "symlink"),
         (
             lambda r: replace_with_link(r / ".lock", "/dev/null"),
             "resume",
             "cannot make its .lock file",
         ),
     ],
-    ids=["evaluate-config-fifo", "resume-config-fifo", "resume-lock-symlink"],
+    ids=[
+        "evaluate-config-fifo",
+        "resume-config-fifo",
+        "features-config-fifo",
+        "attack-config-fifo",
+        "attack-config-dev-zero",
+        "resume-lock-symlink",
+    ],
 )
 def test_received_run_files_that_are_not_files(received, damage, command, fragment):
     edit_json(received / "bad" / "meta.json", status="interrupted")
     damage(received / "bad")
-    args = ["train", "--resume"] if command == "resume" else ["evaluate"]
+    args = {
+        "resume": ["train", "--resume"],
+        "evaluate": ["evaluate"],
+        "attack": ["attack"],
+        "features": ["features", "--layer", "0", "--out", str(received / "f.npz")],
+    }[command]
     result = runner.invoke(app, [*args, str(received / "bad")])
     assert result.exit_code in (1, 2)
     assert_one_clean_error(result, fragment, code=result.exit_code)
