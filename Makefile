@@ -2,30 +2,39 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install run test lint bench clean
 
-install: $(STAMP)
+# One stamp per set of extras: `make run` installs only what running needs, `make test` adds
+# the test tools, `make bench` the benchmark's comparison libraries.
+install: $(VENV)/.dev $(VENV)/.bench
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.run: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-run: install
+$(VENV)/.dev: $(VENV)/.run
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.run
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	touch $@
+
+run: $(VENV)/.run
 	$(BIN)/dlrun train configs/quickstart.yaml
 
-test: install
+test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
 
-lint: install
+lint: $(VENV)/.dev
 	$(BIN)/ruff check dlrun tests bench
 	$(BIN)/ruff format --check dlrun tests bench
 
-bench: install
+bench: $(VENV)/.dev $(VENV)/.bench
 	$(BIN)/python bench/run.py
 
 clean:

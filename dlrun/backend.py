@@ -148,11 +148,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def accelerators() -> list[str]:
-    """The GPUs the backend sees, as TYPE:index."""
-    return [d for d in all_devices() if d.startswith("GPU")]
-
-
 def all_devices() -> list[str]:
     """Every device the backend sees, as TYPE:index (CPU:0, GPU:0...)."""
     name = current()
@@ -169,11 +164,6 @@ def all_devices() -> list[str]:
     return [
         f"{d.device_type}:{d.name.rsplit(':', 1)[-1]}" for d in tf.config.list_logical_devices()
     ]
-
-
-def devices() -> list[str]:
-    """Kept for callers that list what TensorFlow sees; see all_devices."""
-    return all_devices()
 
 
 def versions() -> dict[str, str]:

@@ -16,14 +16,7 @@ import keras
 import numpy as np
 
 from dlrun import events, store
-from dlrun.spec import higher_is_better
-
-
-def better(mode: str, monitor: str):
-    """min/max/auto (max for accuracy-like names, as Keras does) -> comparison function."""
-    if mode == "auto":
-        mode = "max" if higher_is_better(monitor) else "min"
-    return (lambda new, old: new > old) if mode == "max" else (lambda new, old: new < old)
+from dlrun import metrics as directions_of
 
 
 def _finite(logs: dict) -> bool:
@@ -46,11 +39,14 @@ class RunRecorder(keras.callbacks.Callback):
         self.run = run
         self.run_dir = run.path
         self.monitor = monitor
-        self.is_better = better(mode, monitor)
+        self.mode = mode
+        self.directions: dict[str, str] = {}  # from the compiled model, as fit() starts
+        self.is_better = directions_of.better(mode, monitor, {})
         self.rows: list[dict] = list(rows or [])
         self.epochs_done = len(self.rows)
-        self.best_value, self.best_epoch = best_of(self.rows, monitor, self.is_better)
+        self.best_value = self.best_epoch = None
         self.diverged_at: int | None = None
+        self.best_weights: list | None = None  # of the best epoch of this attempt
         self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
         self._good_weights = None
         self._started = 0.0
@@ -58,10 +54,19 @@ class RunRecorder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._good_weights = self.model.get_weights()
 
+    def _read_directions(self) -> None:
+        # Keras builds the compile metrics as it traces the first step, so their directions
+        # are known only at the end of the first epoch (where its own EarlyStopping reads them).
+        self.directions = directions_of.compiled(self.model)
+        self.is_better = directions_of.better(self.mode, self.monitor, self.directions)
+        self.best_value, self.best_epoch = best_of(self.rows, self.monitor, self.is_better)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.directions:
+            self._read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
@@ -93,6 +98,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.epochs_done = epoch + 1
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
+            self.best_weights = weights
         self.run.epoch_done(self.epochs_done)
 
 
@@ -132,10 +138,13 @@ class PlainProgress(keras.callbacks.Callback):
 
 
 class LiveProgress(keras.callbacks.Callback):
-    """A rich progress bar per epoch with live loss and metrics.
+    """A rich progress bar for the epoch in progress; each finished epoch becomes a plain line.
 
     The batch hook only stores a counter and the latest logs; a timer thread redraws a few
-    times a second. async_safe lets Keras call the hook off the training thread.
+    times a second. async_safe lets Keras call the hook off the training thread. A finished
+    epoch is printed once, above the bar, with its final metrics and then never redrawn: the
+    timer used to repaint a finished row with the next epoch's reset counter (`0/29 0:00:00`,
+    no metrics), and a live area taller than the terminal is cropped.
     """
 
     async_safe = True
@@ -152,6 +161,7 @@ class LiveProgress(keras.callbacks.Callback):
         )
 
         self.epochs = epochs
+        self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -166,6 +176,8 @@ class LiveProgress(keras.callbacks.Callback):
         self._seen = 0
         self._logs: dict = {}
         self._task = None
+        self._started = 0.0
+        self._lock = threading.Lock()  # the timer never draws a task the epoch end retired
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -176,32 +188,46 @@ class LiveProgress(keras.callbacks.Callback):
         self._thread.start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._seen, self._logs = 0, {}
-        self._task = self.progress.add_task(
-            f"epoch {epoch + 1}/{self.epochs}", total=self.params.get("steps"), metrics=""
-        )
+        with self._lock:
+            self._seen, self._logs = 0, {}
+            self._started = time.perf_counter()
+            self._task = self.progress.add_task(
+                f"epoch {epoch + 1}/{self.epochs}", total=self.params.get("steps"), metrics=""
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         self.batch_calls += 1
         self._seen = batch + 1
         self._logs = logs
 
-    def _redraw(self, logs: dict | None = None) -> None:
-        if self._task is None:
-            return
-        shown = logs if logs is not None else self._logs or {}
-        metrics = _format_logs({k: float(v) for k, v in shown.items()})
-        self.progress.update(self._task, completed=self._seen, metrics=metrics)
-        self.progress.refresh()
-        self.renders += 1
+    def _redraw(self) -> None:
+        with self._lock:
+            if self._task is None:
+                return
+            metrics = _format_logs({k: float(v) for k, v in (self._logs or {}).items()})
+            self.progress.update(self._task, completed=self._seen, metrics=metrics)
+            self.progress.refresh()
+            self.renders += 1
 
     def _redraw_loop(self) -> None:
         while not self._stop.wait(self.REFRESH_SECONDS):
             self._redraw()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._seen = self.params.get("steps") or self._seen
-        self._redraw(logs or {})
+        seconds = time.perf_counter() - self._started
+        with self._lock:
+            if self._task is not None:
+                self.progress.remove_task(self._task)
+                self._task = None
+            # Printed through the live display: it lands above the bar and stays.
+            self.progress.console.print(
+                f"epoch {epoch + 1}/{self.epochs}  {_format_logs(logs or {})}  {seconds:.1f}s",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            self.progress.refresh()
+            self.renders += 1
 
     def on_train_end(self, logs=None):
         self.close()
@@ -289,20 +315,32 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' EarlyStopping that can pick up where a resumed run left off.
 
     `replay(rows)` feeds it the history rows of the epochs already done, so its best value
-    and patience counter continue instead of starting over.
+    and patience counter continue instead of starting over. `best` is a checkpoint holding
+    the best epoch on this callback's monitor (best.keras when the monitors agree): its
+    weights are what restore_best_weights puts back, not the weights at resume time.
     """
 
-    def replay(self, rows: list[dict]) -> None:
+    def replay(self, rows: list[dict], best: Path | None = None) -> None:
         self._rows = list(rows)
+        if best is not None:  # kept across the replays of later stages
+            self._best_checkpoint = best
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        rows = getattr(self, "_rows", [])
-        if not rows:
-            return
+        self._pending = bool(getattr(self, "_rows", []))
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Replayed here, not in on_train_begin: Keras builds the compile metrics (whose
+        # directions decide mode auto) only as it traces the first step.
+        if getattr(self, "_pending", False):
+            self._pending = False
+            self._replay()
+        super().on_epoch_end(epoch, logs)
+
+    def _replay(self) -> None:
         if self.monitor_op is None:
             self._set_monitor_op()
-        for row in rows:
+        for row in self._rows:
             current = row.get(self.monitor)
             if current is None or row["epoch"] - 1 < self.start_from_epoch:
                 continue
@@ -312,7 +350,12 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 if self.baseline is None or self._is_improvement(current, self.baseline):
                     self.wait = 0
         if self.restore_best_weights:
-            self.best_weights = self.model.get_weights()  # the best epoch's are not in memory
+            best = getattr(self, "_best_checkpoint", None)
+            if best is not None and Path(best).exists():
+                saved = keras.models.load_model(best, safe_mode=True, compile=False)
+                self.best_weights = saved.get_weights()
+            else:  # no checkpoint of this monitor's best epoch: the nearest we have
+                self.best_weights = self.model.get_weights()
 
 
 class EpochShuffle(keras.callbacks.Callback):

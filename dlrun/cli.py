@@ -32,6 +32,12 @@ RunsDirOption = Annotated[
     Path | None,
     typer.Option("--runs-dir", help="Where run folders go [default: $DLRUN_RUNS_DIR or ./runs]."),
 ]
+ReadRunsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--runs-dir", help="The runs folder to read [default: $DLRUN_RUNS_DIR or ./runs]."
+    ),
+]
 
 
 def _console(stderr: bool = False):
@@ -75,8 +81,16 @@ def train(
     unsafe_load: Annotated[
         bool, typer.Option(help="Resume from a checkpoint that Keras' safe_mode refuses.")
     ] = False,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --resume: train to this many epochs in all, even a completed run."
+        ),
+    ] = None,
 ) -> None:
     """Train the model a spec describes into a new run folder, or --resume a stopped run.
+
+    `--resume RUN --epochs N` continues a completed run up to N epochs (a new attempt).
 
     Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
     """
@@ -86,10 +100,11 @@ def train(
         raise SpecError("give a spec file to train, or --resume RUN to continue a run (not both)")
     if resume is not None and set_:
         raise SpecError("--set does not apply to --resume; the run's config.yaml is its spec")
+    if epochs is not None and resume is None:
+        raise SpecError("--epochs goes with --resume; for a new run use --set training.epochs=N")
+    _check_resume_options(resume, runs_dir, force=force, unsafe_load=unsafe_load)
     if resume is None:
-        from dlrun.spec import load_spec
-
-        spec = load_spec(spec_file, set_ or [])
+        spec = _load(spec_file, set_ or [])
     from dlrun import runner, store
 
     if resume is None:
@@ -98,7 +113,8 @@ def train(
     console = _console()
     if resume is not None:
         command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
-        outcome = runner.resume(resume, console, command, force, unsafe_load)
+        command += [f"--epochs={epochs}"] if epochs else []
+        outcome = runner.resume(resume, console, command, force, unsafe_load, epochs=epochs)
     else:
         # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
         command = ["dlrun", "train", str(spec_file)]
@@ -107,10 +123,43 @@ def train(
         outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
     _report(console, outcome)
     if outcome.exit_code:
-        typer.echo(f"Error: run {outcome.status}: {outcome.message}", err=True)
+        from dlrun.textsafe import clean
+
+        typer.echo(clean(f"Error: run {outcome.status}: {outcome.message}", False), err=True)
         if outcome.status == store.INTERRUPTED:
-            typer.echo(f"resume with: dlrun train --resume {outcome.run_dir}", err=True)
+            typer.echo(clean(f"resume with: dlrun train --resume {outcome.run_dir}"), err=True)
         raise typer.Exit(outcome.exit_code)
+
+
+def _check_resume_options(resume: Path | None, runs_dir: Path | None, **flags: bool) -> None:
+    """Options that mean something only with --resume (or only without it) are refused."""
+    from dlrun.errors import UsageError
+
+    if resume is not None and runs_dir is not None:
+        raise UsageError(
+            "--runs-dir does not apply to --resume: a resumed run stays in its own folder"
+        )
+    for name, given in flags.items():
+        if given and resume is None:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} applies only with --resume RUN; drop it or add --resume")
+
+
+def _load(spec_file: Path, overrides: list[str]):
+    """The spec; when its schema is wrong, Keras' problems with the model and compile
+    sections are reported in the same go (TensorFlow is loaded only then)."""
+    from dlrun.errors import SpecError
+    from dlrun.spec import load_spec
+
+    try:
+        return load_spec(spec_file, overrides)
+    except SpecError as exc:
+        from dlrun.builder import keras_problems
+
+        problems = exc.problems + [
+            p for p in keras_problems(spec_file, overrides) if p not in exc.problems
+        ]
+        raise SpecError(problems) from None
 
 
 def _report(console, outcome) -> None:
@@ -122,7 +171,12 @@ def _report(console, outcome) -> None:
         for k in final
         if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds", "stage")
     ]
-    table = Table(title=f"{outcome.run_dir.name}: {outcome.status}")
+    from rich.text import Text
+
+    from dlrun.textsafe import clean
+
+    # A resumed run may be someone else's: its folder name is shown, never obeyed as markup.
+    table = Table(title=Text(clean(f"{outcome.run_dir.name}: {outcome.status}", newlines=False)))
     table.add_column("metric")
     for column in ("train", "validation", "test (best)"):
         table.add_column(column, justify="right")
@@ -130,12 +184,23 @@ def _report(console, outcome) -> None:
         cells = [final.get(name), final.get(f"val_{name}"), test.get(name)]
         table.add_row(name, *("" if v is None else f"{v:.4f}" for v in cells))
     console.print(table)
+    stopped = outcome.metrics.get("stopped_early")
+    if stopped:
+        console.print(
+            f"stopped early at epoch {stopped['epoch']}: {stopped['monitor']} did not improve "
+            f"for {stopped['patience']} epochs",
+            markup=False,
+        )
     best = outcome.metrics.get("best_epoch")
     if best:
         console.print(
-            f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} at epoch {best}"
+            clean(
+                f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} "
+                f"at epoch {best}"
+            ),
+            markup=False,
         )
-    console.print(f"run folder: {outcome.run_dir}")
+    console.print(clean(f"run folder: {outcome.run_dir}"), markup=False)
 
 
 @app.command()
@@ -148,9 +213,7 @@ def validate(
 
     Example: dlrun validate configs/mnist_cnn.yaml
     """
-    from dlrun.spec import load_spec
-
-    spec = load_spec(spec_file, set_ or [])
+    spec = _load(spec_file, set_ or [])
     from dlrun.backend import load, use
 
     use(spec.backend, spec.training.device)
@@ -165,15 +228,49 @@ def validate(
     typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
 
 
-def _collect(paths: list[Path] | None):
-    """Runs under the given run folders or runs folders (default: the runs folder)."""
+def _roots(paths: list[Path] | None, runs_dir: Path | None) -> list[Path]:
+    """The folders to read: the positional shorthand, or --runs-dir / $DLRUN_RUNS_DIR / ./runs."""
     from dlrun import store
+    from dlrun.errors import UsageError
+
+    if paths and runs_dir is not None:
+        raise UsageError("give the folder once: as an argument or with --runs-dir, not both")
+    return list(paths) if paths else [store.runs_root(runs_dir)]
+
+
+def _run_path(run: Path, runs_dir: Path | None) -> Path:
+    """A run folder as given, or by its name inside the runs folder (dlrun show NAME)."""
+    from dlrun import store
+
+    if run.exists() or run.is_absolute():
+        return run
+    inside = store.runs_root(runs_dir) / run
+    return inside if inside.exists() else run
+
+
+def _warn(warnings: list[str]) -> None:
     from dlrun.textsafe import clean
 
-    runs, warnings = store.list_runs(paths or [store.runs_root()])
     for warning in warnings:
         typer.echo(f"Warning: {clean(warning, newlines=False)}", err=True)
+
+
+def _collect(paths: list[Path] | None, runs_dir: Path | None = None):
+    """Runs under the given run folders or runs folders (default: the runs folder)."""
+    from dlrun import listing, store
+
+    roots = _roots(paths, runs_dir)
+    listing.check_roots(roots)
+    runs, warnings = store.list_runs(roots)
+    _warn(warnings)
     return runs
+
+
+def _default_root_missing(paths: list[Path] | None, runs_dir: Path | None) -> bool:
+    """Nothing asked for and no ./runs yet: an empty listing, not a mistake."""
+    import os
+
+    return not paths and runs_dir is None and "DLRUN_RUNS_DIR" not in os.environ
 
 
 def _readable_configs(runs: list) -> list:
@@ -195,24 +292,62 @@ def _readable_configs(runs: list) -> list:
 @app.command("runs")
 @fails_cleanly
 def runs_command(
-    runs_dir: Annotated[Path | None, typer.Argument(help="Runs folder [default: ./runs].")] = None,
+    runs_dir_arg: Annotated[
+        Path | None, typer.Argument(help="Runs folder (shorthand for --runs-dir).")
+    ] = None,
+    runs_dir: ReadRunsDirOption = None,
+    limit: Annotated[int, typer.Option(help="Show the newest N runs.")] = 20,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every run.")] = False,
+    trials: Annotated[bool, typer.Option(help="Also list each sweep's trial runs.")] = False,
 ) -> None:
     """List runs, newest first: status, duration, epochs, parameters, best and test scores.
 
-    Example: dlrun runs runs/
+    A sweep is one row with its best mean score; --trials lists its fits too.
+    Example: dlrun runs runs/ --limit 50
     """
-    from dlrun.compare import render, runs_table
+    from dlrun import listing
+    from dlrun.errors import UsageError
+    from dlrun.tables import fitted_table
 
-    runs = _collect([runs_dir] if runs_dir else None)
-    if not runs:
-        typer.echo("no runs found")
+    if limit < 1:
+        raise UsageError(f"--limit: expected a whole number of at least 1, got {limit}")
+    roots = _roots([runs_dir_arg] if runs_dir_arg else None, runs_dir)
+    if _default_root_missing(runs_dir_arg and [runs_dir_arg], runs_dir) and not roots[0].exists():
+        typer.echo(f"no runs yet in {roots[0]}/")
         return
-    _console().print(render(runs_table(runs), "table"))
+    found, hidden, warnings = listing.find(roots, trials)
+    _warn(warnings)
+    shown, more = listing.limited(found, None if show_all else limit)
+    rows, damaged = listing.rows(shown)
+    _warn(damaged)
+    console = _console()
+    if rows:
+        headers = list(rows[0])
+        cells = [[row[h] for h in headers] for row in rows]
+        # Narrow terminals lose the start time first, the scores last.
+        priority = ["run", "status", "test", "best", "epochs", "backend", "params", "duration"]
+        table, dropped = fitted_table(
+            headers, cells, console.width, {"params"}, keep=2, priority=priority
+        )
+        console.print(table)
+        if dropped:
+            typer.echo(f"not shown, for the terminal's width: {', '.join(dropped)}")
+    else:
+        typer.echo("no runs found")
+    if more:
+        typer.echo(
+            f"{more} more not shown (newest {len(shown)} of {len(found)}): --limit N or --all"
+        )
+    if hidden:
+        typer.echo(f"{hidden} sweep trial runs not listed: --trials lists them")
 
 
 @app.command()
 @fails_cleanly
-def show(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+def show(
+    run: Annotated[Path, typer.Argument(help="A run folder, or a run's name in the runs folder.")],
+    runs_dir: ReadRunsDirOption = None,
+) -> None:
     """Show a run: its resolved config, model summary, final metrics and files.
 
     Example: dlrun show runs/mnist-cnn-20261124-153506
@@ -224,7 +359,7 @@ def show(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     from dlrun import store
     from dlrun.textsafe import clean
 
-    found = store.open_run(run)
+    found = store.open_run(_run_path(run, runs_dir))
     console = _console()
 
     def say(text: str) -> None:  # all of it from disk: no markup, no control characters
@@ -247,7 +382,8 @@ def show(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
 @app.command()
 @fails_cleanly
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    run: Annotated[Path, typer.Argument(help="A run folder, or a run's name in the runs folder.")],
+    runs_dir: ReadRunsDirOption = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     set_: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
@@ -267,7 +403,18 @@ def evaluate(
 
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
-    result = score(run, checkpoint, set_ or [], unsafe_load)
+    from dlrun import store
+
+    path = _run_path(run, runs_dir)
+    found = store.open_run(path)
+    if found.status == store.RUNNING:
+        typer.echo(
+            f"Note: {found.name} is still running ({found.epochs_done()} of "
+            f"{found.meta.get('epochs_planned', '?')} epochs done); scoring its {checkpoint} "
+            "checkpoint as it is now",
+            err=True,
+        )
+    result = score(path, checkpoint, set_ or [], unsafe_load)
     if as_json:
         shown = {k: v for k, v in result.items() if k != "report_text"}
         typer.echo(json.dumps(shown, indent=2))
@@ -277,7 +424,8 @@ def evaluate(
     for name, value in scores.items():
         if name != "loss":
             typer.echo(f"Test {name}: {value:.4f}")
-    typer.echo(f"({result['samples']} samples, {checkpoint} checkpoint)\n")
+    running = ", the run is still running" if result.get("run_status") == store.RUNNING else ""
+    typer.echo(f"({result['samples']} samples, {checkpoint} checkpoint{running})\n")
     typer.echo(result["report_text"])
     for path in result["written"]:
         typer.echo(f"wrote {path}")
@@ -365,6 +513,7 @@ def features(
         str | None, typer.Option(help="logistic: fit LogisticRegression, print test accuracy.")
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    runs_dir: ReadRunsDirOption = None,
 ) -> None:
     """Write a layer's activations on the train and test splits to an .npz file.
 
@@ -376,7 +525,7 @@ def features(
 
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
-    result = extract(run, layer, out, set_ or [], classifier, checkpoint)
+    result = extract(_run_path(run, runs_dir), layer, out, set_ or [], classifier, checkpoint)
     shape = "x".join(map(str, result["shape"]))
     typer.echo(f"{result['train']} train and {result['test']} test samples, features {shape}")
     if "accuracy" in result:
@@ -388,47 +537,77 @@ def features(
 @fails_cleanly
 def compare(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Runs or runs folders [default: ./runs].")
+        list[Path] | None,
+        typer.Argument(help="Runs or runs folders (shorthand for --runs-dir) [default: ./runs]."),
     ] = None,
+    runs_dir: ReadRunsDirOption = None,
     sort: Annotated[str | None, typer.Option(help="Sort by this column.")] = None,
     reverse: Annotated[bool, typer.Option(help="Sort descending.")] = False,
     where: Annotated[str | None, typer.Option(help='Filter, e.g. "training.epochs >= 5".')] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Show every config key.")] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Only these columns, comma-separated (e.g. test_accuracy,units)."),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json.")] = "table",
     plot: Annotated[
         Path | None, typer.Option(help="Write the runs' validation curves to this PNG.")
     ] = None,
 ) -> None:
-    """Compare runs side by side: the config keys that differ, then their results.
+    """Compare runs side by side: their results, then the config keys that differ among them.
 
     Example: dlrun compare runs/ --where "status == 'completed'" --sort test_accuracy --reverse
     """
-    from dlrun.compare import FORMATS, QueryError, compare_table, curves_plot, render
+    from dlrun.compare import (
+        FORMATS,
+        QueryError,
+        compare_table,
+        comparison_cells,
+        curves_plot,
+        render_comparison,
+    )
 
     if fmt not in FORMATS:
         raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    runs = _readable_configs(_collect(paths))
-    frame, differing = compare_table(
-        runs, show_all=show_all, where=where, sort=sort, reverse=reverse
+    runs = _readable_configs(_collect(paths, runs_dir))
+    comparison = compare_table(
+        runs,
+        show_all=show_all,
+        where=where,
+        sort=sort,
+        reverse=reverse,
+        columns=columns.split(",") if columns else None,
     )
-    if frame.empty:
+    if not comparison.rows:
         typer.echo("no runs to compare")
         return
-    output = render(frame, fmt)
-    if isinstance(output, str):
-        typer.echo(output, nl=False)
+    if fmt != "table":
+        typer.echo(render_comparison(comparison, fmt), nl=False)
     else:
-        _console().print(output)
+        from dlrun.tables import fitted_table
+
+        console = _console()
+        headers, cells, numeric = comparison_cells(comparison)
+        table, dropped = fitted_table(headers, cells, console.width, numeric, keep=2)
+        console.print(table)
+        if dropped:
+            typer.echo(
+                f"not shown, for the terminal's width: {', '.join(dropped)}; "
+                "choose columns with --columns, or see them all with --format csv"
+            )
     if plot:
-        shown = {name for name in frame["run"]}
-        curves_plot([r for r in runs if r.name in shown], differing, plot)
+        shown = {row["run"] for row in comparison.rows}
+        curves_plot([r for r in runs if r.name in shown], comparison, plot)
         typer.echo(f"wrote {plot}", err=True)
 
 
 @app.command()
 @fails_cleanly
 def tensorboard(
-    runs_dir: Annotated[Path | None, typer.Argument(help="Runs folder [default: ./runs].")] = None,
+    runs_dir_arg: Annotated[
+        Path | None, typer.Argument(help="Runs folder (shorthand for --runs-dir).")
+    ] = None,
+    runs_dir: ReadRunsDirOption = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 6006,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
@@ -436,9 +615,10 @@ def tensorboard(
 
     Example: dlrun tensorboard runs/ --port 6006
     """
-    from dlrun import board, store
+    from dlrun import board
 
-    command = board.command(runs_dir or store.runs_root(), port, host)
+    (root,) = _roots([runs_dir_arg] if runs_dir_arg else None, runs_dir)
+    command = board.command(root, port, host)
     if board.exposed(host):
         typer.echo(
             f"Warning: listening on {host} exposes TensorBoard to every machine that can reach "
@@ -453,6 +633,7 @@ def tensorboard(
 @fails_cleanly
 def sweep(
     sweep_file: Annotated[Path | None, typer.Argument(help="The sweep YAML file.")] = None,
+    set_: SetOption = None,
     runs_dir: RunsDirOption = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
@@ -467,6 +648,8 @@ def sweep(
 ) -> None:
     """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
 
+    --set overrides a key of the base spec, e.g. --set data.dataset=digits.
+
     Example: dlrun sweep configs/sweep_hidden_epochs.yaml
     """
     from dlrun import store
@@ -476,6 +659,9 @@ def sweep(
 
     if (sweep_file is None) == (resume is None):
         raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
+    if resume is not None and set_:
+        raise SpecError("--set does not apply to --resume; the sweep folder's base.yaml is fixed")
+    _check_resume_options(resume, runs_dir)
     if executor not in ("local", "ray"):
         raise SpecError(f"--executor: expected local or ray, got {executor!r}")
     if address and executor != "ray":
@@ -488,7 +674,7 @@ def sweep(
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
     else:
-        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir))
+        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
         held = sweeps.lock(sweep_dir)
     try:
         result = _run_sweep(found, sweep_dir, executor, address)

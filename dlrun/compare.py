@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
-from datetime import datetime
-from typing import Any
-
-import pandas as pd
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RunError
+from dlrun.errors import UsageError as QueryError  # --sort, --columns, --format (exit 2)
 from dlrun.store import Run
 from dlrun.textsafe import clean, clean_value
-from dlrun.where import QueryError as QueryError
-from dlrun.where import filter_rows
+
+if TYPE_CHECKING:  # pandas takes most of a second to import: only --where and sweeps need it
+    import pandas as pd
 
 FORMATS = ("table", "csv", "markdown", "json")
 
@@ -32,53 +31,74 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _duration(meta: dict) -> str:
-    try:
-        start = datetime.fromisoformat(meta["started"])
-        end = datetime.fromisoformat(meta["ended"]) if meta.get("ended") else None
-    except (KeyError, TypeError, ValueError):
-        return ""
-    if end is None:
-        return ""
-    minutes, seconds = divmod(int((end - start).total_seconds()), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+# Results a reader looks at first, then the config keys that differ, then the bookkeeping.
+FIRST = ("run", "status")
+ALWAYS_SHOWN_CONFIG = ("backend",)  # the Keras backend, when runs record one
+LAST = ("epochs_done", "best_epoch", "params", "train_seconds")
 
 
-def headline(run: Run) -> tuple[str, float | None]:
-    """The test metric a user looks at first: accuracy if there is one, else the first."""
-    test = run.metrics.get("test") or {}
-    for name in ("accuracy", *test):
-        if name in test and name != "loss":
-            return f"test_{name}", test[name]
-    return "test_loss", test.get("loss")
+@dataclass
+class Comparison:
+    """Runs side by side: one dict per run, keyed by full column names (config by dotted path)."""
+
+    columns: list[str]  # what to show, in order
+    rows: list[dict[str, Any]]
+    differing: list[str]  # the config paths whose values differ among the rows
+    config_keys: list[str] = field(default_factory=list)  # every config path seen
+
+    def short_names(self) -> dict[str, str]:
+        """Config paths cut to the last parts that keep them unique (layers.0.units)."""
+        others = {c for c in self.columns if c not in self.config_keys}
+        return short_names(self.config_keys, taken=others)
 
 
-def runs_table(runs: list[Run]) -> pd.DataFrame:
-    """`dlrun runs`: one row per run, newest first."""
-    rows = []
-    for run in runs:
-        meta, metrics = run.meta, run.metrics
-        name, score = headline(run)
-        rows.append(
-            {
-                "run": run.name,
-                "status": run.status,
-                "backend": meta.get("backend", "tensorflow"),  # runs before backends: TF
-                "started": (meta.get("started") or "")[:19].replace("T", " "),
-                "duration": _duration(meta),
-                "epochs": f"{run.epochs_done()}/{meta.get('epochs_planned', '?')}",
-                "params": metrics.get("params"),
-                "best": _best(metrics),
-                "test": f"{name.removeprefix('test_')} {score:.4f}" if score is not None else None,
-            }
-        )
-    return pd.DataFrame(rows)
+def short_names(paths: list[str], taken: set[str] = frozenset()) -> dict[str, str]:
+    """The shortest tail of each dotted path that no other path (or taken name) shares.
+
+    A tail never starts with a list index: `0.units` says less than `layers.0.units`.
+    """
+    split = {path: path.split(".") for path in paths}
+    names = {}
+    for path, parts in split.items():
+        for size in range(1, len(parts) + 1):
+            tail = parts[-size:]
+            if tail[0].isdigit() and size < len(parts):
+                continue
+            name = ".".join(tail)
+            clash = name in taken or any(
+                other != path and ".".join(other_parts[-size:]) == name
+                for other, other_parts in split.items()
+            )
+            if not clash:
+                break
+        names[path] = name
+    return names
 
 
-def _best(metrics: dict) -> str | None:
-    if metrics.get("best_value") is None:
-        return None
-    return f"{metrics['monitor']} {metrics['best_value']:.4f} @{metrics['best_epoch']}"
+def _result_row(run: Run) -> dict[str, Any]:
+    metrics = run.metrics
+    row: dict[str, Any] = {"run": run.name, "status": run.status}
+    value = metrics.get("best_value")
+    row[f"best_{metrics.get('monitor', 'value')}"] = value
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    for name in sorted(test, key=lambda n: (n == "loss", n)):  # the metric before the loss
+        row[f"test_{name}"] = test[name]
+    row["epochs_done"] = run.epochs_done()
+    row["best_epoch"] = metrics.get("best_epoch")
+    row["params"] = metrics.get("params")
+    row["train_seconds"] = metrics.get("train_seconds")
+    return row
+
+
+_MISSING = object()
+
+
+def _differs(rows: list[dict], key: str) -> bool:
+    first = rows[0].get(key, _MISSING) if rows else None
+    # Compared with their type: 1 and 1.0 and True are different settings.
+    return any(
+        (value := row.get(key, _MISSING)) != first or type(value) is not type(first) for row in rows
+    )
 
 
 def compare_table(
@@ -88,49 +108,156 @@ def compare_table(
     where: str | None = None,
     sort: str | None = None,
     reverse: bool = False,
-) -> tuple[pd.DataFrame, list[str]]:
-    """`dlrun compare`: run, status, the config keys that differ, then results.
+    columns: list[str] | None = None,
+) -> Comparison:
+    """`dlrun compare`: results first, then the config keys that differ among the runs kept.
 
-    Returns the table and the config columns that differ (what labels each run).
+    --where filters first, so the keys shown are those that differ among the runs shown.
     """
-    rows = []
-    for run in runs:
-        row: dict[str, Any] = {"run": run.name, "status": run.status}
-        row.update(flatten(run.config))
-        metrics = run.metrics
-        row["epochs"] = run.epochs_done()
-        row["params"] = metrics.get("params")
-        row["best_epoch"] = metrics.get("best_epoch")
-        row[f"best_{metrics.get('monitor', 'value')}"] = metrics.get("best_value")
-        for name, value in (metrics.get("test") or {}).items():
-            row[f"test_{name}"] = value
-        row["train_seconds"] = metrics.get("train_seconds")
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame, []
-    config_keys = [c for c in frame.columns if "." in c or c in ("name", "backend", "seed")]
-    result_keys = [c for c in frame.columns if c not in config_keys and c not in ("run", "status")]
-    differing = [c for c in config_keys if frame[c].astype(str).nunique(dropna=False) > 1]
-    if where:
-        frame = query(frame, where)
+    results = [_result_row(run) for run in runs]
+    configs = [flatten(run.config) for run in runs]
+    config_keys: list[str] = []
+    seen: set[str] = set()
+    for config in configs:
+        for key in config:
+            if key not in seen:
+                seen.add(key)
+                config_keys.append(key)
+    result_keys: list[str] = []
+    for row in results:
+        result_keys += [key for key in row if key not in result_keys]
+    rows = [{**config, **result} for config, result in zip(configs, results, strict=True)]
+    if where and rows:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=[*result_keys, *config_keys])
+        kept = query(frame, where).index
+        rows = [rows[index] for index in kept]
+    present = [k for k in config_keys if any(k in row for row in rows)]
+    differing = [k for k in present if _differs(rows, k)]
+    first = [k for k in result_keys if k in FIRST]
+    first += [k for k in result_keys if k.startswith(("best_", "test_")) and k != "best_epoch"]
+    first += [k for k in ALWAYS_SHOWN_CONFIG if k in present]
+    last = [k for k in result_keys if k in LAST]
+    config_shown = [k for k in (present if show_all else differing) if k not in first]
+    comparison = Comparison([*first, *config_shown, *last], rows, differing, present)
+    names = comparison.short_names()
+    by_name = {name: key for key, name in names.items()}
+    known = [*result_keys, *present]
+
+    def resolve(name: str, option: str) -> str:
+        if name in known:
+            return name
+        if name in by_name:
+            return by_name[name]
+        endings = [key for key in present if key.endswith(f".{name}")]
+        if len(endings) == 1:
+            return endings[0]
+        if endings:
+            raise QueryError(f"{option}: {name!r} could be {', '.join(endings)}; give more of it")
+        raise QueryError(
+            f"{option}: no column {name!r}; columns are {', '.join(known[:60])}"
+            + (" ..." if len(known) > 60 else "")
+        )
+
+    if columns:
+        chosen = [resolve(name.strip(), "--columns") for name in columns if name.strip()]
+        comparison.columns = ["run", *(c for c in chosen if c != "run")]
     if sort:
-        if sort not in frame.columns:
-            raise QueryError(
-                f"--sort: no column {sort!r}; columns are {', '.join(frame.columns[:40])}"
+        key = resolve(sort, "--sort")
+        missing = [row for row in rows if row.get(key) is None]
+        present_rows = [row for row in rows if row.get(key) is not None]
+        try:
+            present_rows.sort(key=lambda row: row[key], reverse=reverse)
+        except TypeError:  # mixed types: numbers and text
+            present_rows.sort(key=lambda row: str(row[key]), reverse=reverse)
+        comparison.rows = present_rows + missing
+    return comparison
+
+
+def config_cell(value: Any) -> str:
+    """A config value as it reads in YAML: 32, 0.001, adam, true, null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def result_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+
+
+def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]], set[str]]:
+    """Headers (short names), formatted cells, and which headers are numeric (right-aligned)."""
+    names = comparison.short_names()
+    config = set(comparison.config_keys)
+    headers = [clean(names.get(c, c), newlines=False) for c in comparison.columns]
+    cells, numeric = [], set()
+    for column, header in zip(comparison.columns, headers, strict=True):
+        values = [row.get(column) for row in comparison.rows]
+        if all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None
+        ) and any(v is not None for v in values):
+            numeric.add(header)
+    for row in comparison.rows:
+        cells.append(
+            [
+                clean(
+                    ("" if c not in row else config_cell(row[c]))
+                    if c in config
+                    else result_cell(row.get(c)),
+                    newlines=False,
+                )
+                for c in comparison.columns
+            ]
+        )
+    return headers, cells, numeric
+
+
+def render_comparison(comparison: Comparison, fmt: str) -> str:
+    """csv and json with full dotted names and raw values; markdown as the table shows it."""
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([clean(c, newlines=False) for c in comparison.columns])
+        for row in comparison.rows:
+            writer.writerow(
+                ["" if row.get(c) is None else clean_value(row[c]) for c in comparison.columns]
             )
-        frame = frame.sort_values(sort, ascending=not reverse, na_position="last")
-    shown = ["run", "status", *(config_keys if show_all else differing), *result_keys]
-    return frame[shown].reset_index(drop=True), differing
+        return out.getvalue()
+    if fmt == "json":
+        records = [
+            {clean(c, newlines=False): clean_value(row.get(c)) for c in comparison.columns}
+            for row in comparison.rows
+        ]
+        return json.dumps(records, indent=2, default=str) + "\n"
+    headers, cells, _ = comparison_cells(comparison)
+    header = "| " + " | ".join(headers) + " |"
+    rule = "|" + "|".join("---" for _ in headers) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in cells)]) + "\n"
 
 
 def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
     """The rows where the --where filter holds; parsed into comparisons, never run as code."""
+    from dlrun.where import filter_rows  # pandas: loaded only when there is a filter
+
     return filter_rows(frame, expression)
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
@@ -138,11 +265,13 @@ def _cell(value: Any) -> str:
 
 
 def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
-    """A rich Table for `table`, else text in csv, markdown or json.
+    """A DataFrame (a sweep's results) as a rich Table for `table`, else csv, markdown or json.
 
     Cells and headers come from run folders: control characters are replaced in every format,
     and the table holds rich Text, so `[link=...]` or `[/]` in a name is shown as it is.
     """
+    import pandas as pd
+
     frame = frame.rename(columns=lambda c: clean(c, newlines=False))
     frame = frame.copy()
     for index, dtype in enumerate(frame.dtypes):  # text: from disk, cleaned
@@ -169,39 +298,78 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
     return table
 
 
-def curves_plot(runs: list[Run], differing: list[str], path) -> None:
-    """Validation curves of several runs overlaid, one line per run, labelled by what differs."""
+def _plain(text: str) -> str:
+    """A stranger's text for matplotlib: no control characters, no mathtext from a '$'."""
+    return clean(text, newlines=False).replace("$", r"\$")
+
+
+def curves_plot(runs: list[Run], comparison: Comparison, path):
+    """Validation curves of the runs shown, one colour per run, labelled by run name; the
+    config values that differ among them are a table under the plot, not a legend over it.
+
+    Returns the (closed) matplotlib Figure.
+    """
+    import warnings
+
     from dlrun import store
     from dlrun.plots import pyplot
 
-    plt = pyplot()
     histories = {}
     for run in runs:
         try:  # bounded, regular files only: a received run's history.csv may be a FIFO
-            text = store.read_text(run.path / store.HISTORY)
-            histories[run.name] = pd.read_csv(io.StringIO(text))
-        except (FileNotFoundError, RunError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            rows = store.read_history(run.path)
+        except (OSError, ValueError, KeyError, RunError):
             continue
+        if rows:
+            histories[run.name] = rows
     if not histories:
         raise RunError("--plot: none of the runs shown has a history.csv")
-    columns = sorted({c for h in histories.values() for c in h.columns if c.startswith("val_")})
+    columns = sorted({c for rows in histories.values() for c in rows[0] if c.startswith("val_")})
     columns = columns or ["loss"]
-    figure, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4), squeeze=False)
-    for run in runs:
-        if run.name not in histories:
-            continue
-        flat = flatten(run.config)
-        label = ", ".join(f"{k}={flat.get(k)}" for k in differing) or run.name
-        history = histories[run.name]
-        for axis, column in zip(axes[0], columns, strict=True):
-            if column in history:
-                axis.plot(history["epoch"], history[column], marker="o", label=label)
-    for axis, column in zip(axes[0], columns, strict=True):
-        axis.set_title(column)
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    with store.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+    names = comparison.short_names()
+    shown = [run for run in runs if run.name in histories]
+    by_run = {row["run"]: row for row in comparison.rows}
+    plt = pyplot()
+    with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
+        warnings.simplefilter("ignore")
+        table_height = 0.3 * (len(shown) + 1) + 0.3
+        figure = plt.figure(
+            figsize=(max(5.5 * len(columns), 8), 4 + table_height), layout="constrained"
+        )
+        grid = figure.add_gridspec(2, len(columns), height_ratios=[4, table_height])
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for position, column in enumerate(columns):
+            axis = figure.add_subplot(grid[0, position])
+            for index, run in enumerate(shown):
+                rows = [r for r in histories[run.name] if column in r]
+                axis.plot(
+                    [r["epoch"] for r in rows],
+                    [r[column] for r in rows],
+                    marker="o",
+                    markersize=3,
+                    color=colours[index % len(colours)],
+                )
+            axis.set_title(column)
+            axis.set_xlabel("epoch")
+            axis.grid(alpha=0.3)
+        below = figure.add_subplot(grid[1, :])
+        below.axis("off")
+        keys = comparison.differing
+        cells = [
+            [
+                _plain(run.name),
+                *(_plain(config_cell(by_run.get(run.name, {}).get(k))) for k in keys),
+            ]
+            for run in shown
+        ]
+        labels = ["run", *(_plain(names[k]) for k in keys)]
+        table = below.table(cellText=cells, colLabels=labels, loc="upper center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.auto_set_column_width(list(range(len(keys) + 1)))
+        for index in range(len(shown)):  # the run's name in its curve's colour: the legend
+            table[index + 1, 0].get_text().set_color(colours[index % len(colours)])
+        with store.atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
+    return figure

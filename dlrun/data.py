@@ -46,9 +46,10 @@ class Data:
     y_val: np.ndarray | None
     x_test: np.ndarray
     y_test: np.ndarray
-    num_classes: int
+    num_classes: int  # regression: the number of targets per sample
     class_names: list[str] | None = None  # kept in the run; evaluate shows them
     source: object | None = None  # images.FolderSource: x_* are file paths it decodes
+    task: str = "classification"  # or regression: y_* are numbers, not classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -154,13 +155,48 @@ def _read(spec: Spec) -> tuple[tuple, tuple | None]:
     return _csv(spec), None
 
 
-def _labels(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Integer class labels 0..K-1 (strings or other labels are numbered in sorted order)."""
+def encode_labels(
+    y_train: np.ndarray, y_test: np.ndarray, spec: Spec
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Class labels -> 0..K-1 by a LabelEncoder fitted on the training split, and the class
+    names in that order: {-1, 1}, 1..3 and strings all become 0..K-1, the mapping kept."""
+    from sklearn.preprocessing import LabelEncoder
+
     y_train, y_test = np.ravel(y_train), np.ravel(y_test)
-    if np.issubdtype(y_train.dtype, np.integer) and np.issubdtype(y_test.dtype, np.integer):
-        return y_train, y_test, int(max(y_train.max(), y_test.max())) + 1
-    classes, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
-    return codes[: len(y_train)], codes[len(y_train) :], len(classes)
+    encoder = LabelEncoder().fit(y_train)
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(encoder.classes_.tolist()), key=str)
+    if unseen:
+        shown = ", ".join(map(str, unseen[:5]))
+        raise spec.error(
+            ("data",),
+            f"the test split has labels the training split lacks ({shown}); "
+            "give every class training samples, or set data.task: regression for numbers",
+        )
+    names = [str(name) for name in encoder.classes_]
+    return encoder.transform(y_train), encoder.transform(y_test), names
+
+
+def _check_strata(labels: np.ndarray, spec: Spec) -> None:
+    """A stratified split needs two samples of every class; continuous targets have one."""
+    values, counts = np.unique(np.ravel(labels), return_counts=True)
+    if counts.min() < 2:
+        raise spec.error(
+            ("data",),
+            f"{len(values)} distinct labels, some with a single sample: cannot split by class; "
+            "for numeric targets use a regression loss (mse, mae, ...) or data.task: regression",
+        )
+
+
+def regression_targets(y: np.ndarray, spec: Spec) -> np.ndarray:
+    """Regression targets as float32; anything that is not a number is refused."""
+    try:
+        return np.asarray(y, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise spec.error(
+            ("data", "task"),
+            "regression needs numeric targets; the labels are not numbers "
+            "(use a classification loss or data.task: classification)",
+        ) from None
 
 
 def _shape(x: np.ndarray, data: DataSpec) -> np.ndarray:
@@ -187,25 +223,36 @@ def load_data(spec: Spec) -> Data:
         raise spec.error(
             ("data",), f"x_train has {len(x_train)} samples but y_train has {len(y_train)}"
         )
+    regression = spec.task == "regression"
     if test is None:
+        if not regression:
+            _check_strata(y_train, spec)
         x_train, x_test, y_train, y_test = train_test_split(
             x_train,
             y_train,
             test_size=spec.data.test_split,
-            stratify=y_train,
+            stratify=None if regression else y_train,  # continuous targets have no strata
             random_state=SPLIT_SEED,
         )
     else:
         x_test, y_test = np.asarray(test[0]), np.asarray(test[1])
     x_train, y_train, x_test, y_test, names = subsets.select(spec, x_train, y_train, x_test, y_test)
-    y_train, y_test, num_classes = _labels(y_train, y_test)
+    if regression:
+        y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
+        num_classes = int(np.prod(y_train.shape[1:]))
+    elif names is None:
+        y_train, y_test, names = encode_labels(y_train, y_test, spec)
+        num_classes = len(names)
+    else:  # data.classes numbered them already, in the order it lists them
+        num_classes = len(names)
     x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
     x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
 
     x_val = y_val = None
     split = spec.training.validation_split
     if spec.data.cv:
-        train_index, val_index = fold_indices(y_train, spec.data.cv.folds, spec)[spec.data.cv.index]
+        folds = fold_indices(y_train, spec.data.cv.folds, spec, stratified=not regression)
+        train_index, val_index = folds[spec.data.cv.index]
         x_train, x_val = x_train[train_index], x_train[val_index]
         y_train, y_val = y_train[train_index], y_train[val_index]
     elif split:
@@ -218,17 +265,28 @@ def load_data(spec: Spec) -> Data:
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
-    if spec.data.one_hot:
+    if spec.data.one_hot and not regression:
         eye = np.eye(num_classes, dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
         y_val = eye[y_val] if y_val is not None else None
-    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names)
+    task = "regression" if regression else "classification"
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
 
 
-def fold_indices(labels: np.ndarray, folds: int, spec: Spec) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold (train, validation) index pairs over the training split, fixed."""
-    from sklearn.model_selection import StratifiedKFold
+def fold_indices(
+    labels: np.ndarray, folds: int, spec: Spec, stratified: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-fold (train, validation) index pairs over the training split, fixed; stratified
+    by class for classification."""
+    from sklearn.model_selection import KFold, StratifiedKFold
 
+    if not stratified:
+        if folds > len(labels):
+            raise spec.error(
+                ("data", "cv", "folds"), f"{folds} folds need {folds} samples; got {len(labels)}"
+            )
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=SPLIT_SEED)
+        return list(splitter.split(np.zeros(len(labels))))
     smallest = int(np.bincount(labels).min()) if len(labels) else 0
     if folds > smallest:
         raise spec.error(
@@ -291,7 +349,7 @@ def shuffled_epochs(
 
 
 def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
-    """(input shape, number of classes), without downloading the Keras data sets."""
+    """(input shape, number of classes or targets), without downloading Keras' data sets."""
     if spec.data.dataset in KERAS_SHAPES:
         shape, classes = KERAS_SHAPES[spec.data.dataset]
         return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes
@@ -360,7 +418,7 @@ def check_feed(spec: Spec, data: Data) -> None:
 def check_steps_per_execution(spec: Spec, count: int) -> None:
     """On TensorFlow the shuffled epochs are one stream, and Keras takes steps_per_execution
     batches at a time from it: a last group of an epoch would take the next epoch's batches."""
-    per_execution = spec.compile.steps_per_execution
+    per_execution = spec.steps_per_execution()  # auto is 1 on tensorflow, the only case here
     per_epoch = steps(count, spec.training.batch_size)
     if uses_tf_data() and spec.training.shuffle and per_epoch % per_execution:
         divisors = [d for d in range(2, per_epoch + 1) if per_epoch % d == 0][:4]

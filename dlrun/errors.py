@@ -49,6 +49,12 @@ class RunInUse(RunError):
     exit_code = 2
 
 
+class UsageError(DlrunError):
+    """The command line asks for something impossible: a missing folder, clashing options."""
+
+    exit_code = 2
+
+
 class DamagedRun(RunError):
     """A file of a run cannot be read back (a received run, or a hand edit): fix or remove it."""
 

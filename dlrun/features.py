@@ -81,7 +81,7 @@ def extract(
     for assignment in overrides:
         if not assignment.startswith("data."):
             raise SpecError(f"--set {assignment}: features takes data.KEY=VALUE overrides only")
-    model_path = run.path / CHECKPOINTS[checkpoint]
+    model_path = store.within(run.path, CHECKPOINTS[checkpoint])  # no symlink out of the run
     if not model_path.exists():
         raise RunError(f"{run.path}: no {CHECKPOINTS[checkpoint]}; the run saved no checkpoint")
     spec = load_spec(run.path / store.CONFIG, overrides)

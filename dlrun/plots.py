@@ -10,6 +10,10 @@ from dlrun import store
 
 
 def pyplot():
+    import logging
+
+    # Font-cache and cache-folder notes are matplotlib's business, not the user's terminal's.
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -53,6 +57,23 @@ def confusion_plot(matrix, labels: list[str], path: Path) -> None:
         color = "white" if value > matrix.max() / 2 else "black"
         axis.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
     figure.colorbar(image)
+    figure.tight_layout()
+    with store.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+
+
+def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None:
+    """Regression: predicted against true values, with the line where they are equal."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(truth, predicted, s=10, alpha=0.6)
+    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
+    axis.plot([low, high], [low, high], color="grey", linestyle="--", label="predicted = true")
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+    axis.grid(alpha=0.3)
+    axis.legend()
     figure.tight_layout()
     with store.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)

@@ -73,6 +73,16 @@ def prepare(spec: Spec) -> Prepared:
     return Prepared(spec, data, model, devices)
 
 
+def _adapt(prepared: Prepared) -> list[str]:
+    """Preprocessing layers adapted on the training split (a resumed run reloads them)."""
+    from dlrun.adapt import adapt_layers
+
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    if data.source is not None:  # image files streamed from disk: not adapted here
+        return []
+    return adapt_layers(prepared.model, data.x_train, batch)
+
+
 def _epochs(spec: Spec) -> int:
     """Epochs of both stages together (history.csv numbers them on)."""
     finetune = spec.training.finetune
@@ -114,7 +124,11 @@ def _callbacks(
     callbacks = [recorder]
     if training.early_stopping:
         stopping = EarlyStopping(**training.early_stopping.model_dump())
-        stopping.replay(rows)
+        same = (training.early_stopping.monitor, training.early_stopping.mode) == (
+            training.checkpoint.monitor,
+            training.checkpoint.mode,
+        )
+        stopping.replay(rows, folder.path / store.BEST if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
@@ -184,6 +198,8 @@ def train(
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
+# With --epochs, a run that ended can train on: a completed or early-stopped run continues.
+EXTENDABLE = (*RESUMABLE, store.COMPLETED)
 
 
 def resume(
@@ -193,12 +209,14 @@ def resume(
     force: bool = False,
     unsafe_load: bool = False,
     extra_callbacks: tuple = (),
+    epochs: int | None = None,
 ) -> Outcome:
-    """Continue an interrupted, crashed or failed run from its last completed epoch."""
+    """Continue an interrupted, crashed or failed run from its last completed epoch; with
+    `epochs`, also a completed run, up to that many epochs in all (a new attempt)."""
     # The lock first, then the status: of two resumes at once, the second stops here.
     folder = store.RunFolder.acquire(run_path)
     with folder:
-        return _resume(folder, console, command, force, unsafe_load, extra_callbacks)
+        return _resume(folder, console, command, force, unsafe_load, extra_callbacks, epochs)
 
 
 def _resume(
@@ -208,13 +226,17 @@ def _resume(
     force: bool,
     unsafe_load: bool,
     extra_callbacks: tuple,
+    epochs: int | None,
 ) -> Outcome:
     from dlrun.backend import load, use
 
     run = folder.read()
-    if run.status not in RESUMABLE:
+    allowed = RESUMABLE if epochs is None else EXTENDABLE
+    if run.status not in allowed:
+        hint = "; pass --epochs N to train a completed run further" if epochs is None else ""
         raise RunError(
-            f"{run.path}: status is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed"
+            f"{run.path}: status is {run.status}; only {', '.join(allowed)} runs can be resumed"
+            + (hint if run.status == store.COMPLETED else "")
         )
     if _config_digest(run.path) != run.meta.get("config_sha256") and not force:
         raise RunError(
@@ -222,15 +244,23 @@ def _resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(run.path / store.CONFIG)
+    done = completed_epoch(run)
+    if epochs is not None:
+        if epochs <= max(done, run.epochs_done()):
+            raise RunError(
+                f"{run.path}: --epochs {epochs} is not more than the {run.epochs_done()} epochs "
+                f"done; give the total wanted, e.g. --epochs {run.epochs_done() + 5}"
+            )
+        if spec.training.finetune:
+            raise RunError(f"{run.path}: --epochs does not apply to a run with two stages")
+        spec.training.epochs = epochs
+        folder.write_text(store.CONFIG, spec.dump())  # the run describes itself
     use(spec.backend, spec.training.device)
     load()
     prepared = prepare(spec)
     store.remove_partial_files(run.path)
     epoch = 0
     if store.within(run.path, store.LAST).exists():
-        import keras
-
-        from dlrun.data import steps
         from dlrun.evaluate import load_model
 
         saved = load_model(run.path / store.LAST, unsafe_load, prepared.model.count_params())
@@ -242,8 +272,7 @@ def _resume(
             _start_finetune(prepared)
             first = int(run.meta.get("finetune_from", spec.training.epochs))
         _take_state(prepared.model, saved)
-        per_epoch = steps(len(prepared.data.x_train), spec.training.batch_size)
-        epoch = first + int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
+        epoch = done or first + _epoch_from_steps(saved, prepared)
     rows = store.read_history(run.path)[:epoch]
     attempts = [
         *_list(folder.meta.get("attempts")),
@@ -255,6 +284,7 @@ def _resume(
         host=socket.gethostname(),
         ended=None,
         message=None,
+        epochs_planned=_epochs(spec),
         config_sha256=_config_digest(run.path),
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
@@ -264,6 +294,23 @@ def _resume(
 
 def _list(value) -> list:
     return value if isinstance(value, list) else []
+
+
+def completed_epoch(run: store.Run) -> int:
+    """The epoch last.keras ends: meta.json counts it once the epoch's checkpoints are saved."""
+    done = run.meta.get("epochs_done")
+    return done if isinstance(done, int) and not isinstance(done, bool) and done > 0 else 0
+
+
+def _epoch_from_steps(saved, prepared: Prepared) -> int:
+    # Runs recorded before meta.json counted each epoch: right only if batch size and splits
+    # are unchanged.
+    import keras
+
+    from dlrun.data import steps
+
+    per_epoch = steps(len(prepared.data.x_train), prepared.spec.training.batch_size)
+    return int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
 
 
 def _take_state(model, saved) -> None:
@@ -288,7 +335,8 @@ def _fit(
 
     spec, model = prepared.spec, prepared.model
     run_dir = run.path
-    summary = summary_text(model)
+    adapted = _adapt(prepared) if not rows else []
+    summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
     if spec.model.base is not None:
         from dlrun.transfer import stage_counts
 
@@ -308,6 +356,9 @@ def _fit(
     status, exit_code, message = store.COMPLETED, 0, None
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # not where SIGINT is ignored (a worker)
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         for stage in (1, 2) if spec.training.finetune else (1,):
             if stage < prepared.stage:
@@ -363,20 +414,24 @@ def _fit(
         status, message = store.FAILED, f"{type(exc).__name__}: {str(exc).strip()[:500]}"
         run.meta["traceback"] = traceback.format_exc()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         _close_callbacks(callbacks)
     train_seconds = time.perf_counter() - started
     exit_code = exit_code or EXIT_CODES[status]
 
     metrics = _metrics(prepared, recorder, train_seconds, len(rows))
+    stopped = _stopped_early(callbacks)
+    if stopped and status == store.COMPLETED:
+        metrics["stopped_early"] = stopped
     # Once stopped, a repeated SIGTERM must not cut the writing of the outcome short.
     stopping = status == store.INTERRUPTED
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
     try:  # a full disk (or a stop) here must still leave a finished meta.json
         if score_test and status in (store.COMPLETED, store.DIVERGED) and recorder.epochs_done:
             done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
             metrics["test"] = (
-                stages[-1]["test"] if done else _test_metrics(prepared, run_dir, batch)
+                stages[-1]["test"]
+                if done
+                else _test_metrics(prepared, run_dir, batch, recorder.best_weights)
             )
         if stages:
             metrics["stages"] = stages
@@ -400,6 +455,7 @@ def _fit(
         run.meta["traceback"] = traceback.format_exc()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor Ctrl-C, for these few lines
     try:
         attempts = [a for a in _list(run.meta.get("attempts")) if isinstance(a, dict)] or [{}]
         attempts[-1].update(ended=_now(), status=str(status))
@@ -412,6 +468,7 @@ def _fit(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return Outcome(run_dir, status, exit_code, metrics, message)
 
 
@@ -488,6 +545,20 @@ def _adversarial_validation(prepared: Prepared) -> list:
     return [attack.validation_callback(batches, threat, spec.seed)]
 
 
+def _stopped_early(callbacks: list) -> dict | None:
+    """Where early stopping ended the fit, and why (None when it ran every epoch)."""
+    from dlrun.callbacks import EarlyStopping
+
+    for callback in callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return {
+                "epoch": int(callback.stopped_epoch) + 1,
+                "monitor": callback.monitor,
+                "patience": int(callback.patience),
+            }
+    return None
+
+
 def _close_callbacks(callbacks: list) -> None:
     """Keras calls on_train_end only when fit returns: on an exception, close what the
     callbacks hold open (the live progress bar, the TensorBoard files) here."""
@@ -501,7 +572,15 @@ def _close_callbacks(callbacks: list) -> None:
 
 
 def _raise_terminated(signum, frame):
+    # One stop is enough: a second signal while Keras unwinds would escape the handler that
+    # records the stop and leave meta.json saying running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt()
 
 
 def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
@@ -517,18 +596,31 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        # What reading the run later needs without Keras: which way each metric is better,
+        # what the labels were.
+        "directions": recorder.directions,
+        "input_shape": list(prepared.data.input_shape),
+        "task": prepared.data.task,
     }
 
 
-def _test_metrics(prepared: Prepared, run_dir: Path, batch_size: int) -> dict:
-    """Scores of the best checkpoint on the test split."""
+def _test_metrics(
+    prepared: Prepared, run_dir: Path, batch_size: int, best_weights: list | None = None
+) -> dict:
+    """Scores of the best checkpoint on the test split.
+
+    The best epoch's weights are still in memory unless it came before a resume; putting them
+    back costs nothing, loading best.keras costs a model deserialisation.
+    """
     import keras
 
     from dlrun.data import evaluation_input
 
     model = prepared.model
     best = run_dir / store.BEST
-    if best.exists():
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    elif best.exists():
         model = keras.models.load_model(best, safe_mode=True)
     data = prepared.data
     test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)

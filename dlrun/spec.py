@@ -29,11 +29,20 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 OFFLINE_DATASETS = ("digits", "mnist_5k")
 FILE_DATASETS = ("npz", "csv")
+# Keras loss names (lower case, no underscores) that make a run a regression.
+REGRESSION_LOSSES = {
+    *("mse", "mae", "mape", "msle", "huber", "logcosh", "huberloss", "logcoshloss"),
+    *("meansquarederror", "meanabsoluteerror", "meanabsolutepercentageerror"),
+    "meansquaredlogarithmicerror",
+}
 FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
-# compile.steps_per_execution's default, from CPU measurements (bench/steps_per_execution.py).
-STEPS_PER_EXECUTION = 1
+# compile.steps_per_execution: auto is this on a GPU with JAX or torch, 1 elsewhere. The CPU
+# (bench/steps_per_execution.md) gained on the dense net but lost on the CNN; the H200 gained on
+# both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
+# not straddle (data.check_steps_per_execution).
+STEPS_PER_EXECUTION_GPU = 8
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 Loc = tuple[str | int, ...]
@@ -65,6 +74,9 @@ class DataSpec(_Section):
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
     one_hot: bool = True  # labels through keras.utils.to_categorical
     test_split: float = Field(0.2, gt=0, lt=1)  # only for data without a test split of its own
+    # classification: labels are classes (encoded, stratified splits); regression: numbers.
+    # Unset: regression when the loss is a regression loss (mse, mae, huber, ...).
+    task: Literal["classification", "regression"] | None = None
     cv: FoldSpec | None = None  # validate on a k-fold split instead of validation_split
     # directory only: every image is decoded and resized to this, as rgb or grayscale
     image_size: tuple[int, int] = Field((224, 224), validate_default=True)
@@ -198,13 +210,32 @@ def _named(value: Any) -> Any:
 class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
     loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
-    metrics: list[str] = ["accuracy"]
+    metrics: list[Any] = ["accuracy"]  # names or {type: F1Score, average: macro}
     # XLA compilation: Keras' "auto" compiles where the backend supports it.
     jit_compile: Literal["auto"] | bool = "auto"
-    # Batches per compiled call: fewer Python round trips per step (bench/steps_per_execution.py).
-    steps_per_execution: int = Field(STEPS_PER_EXECUTION, ge=1)
+    # Batches per compiled call: fewer Python round trips per step; auto: see above.
+    steps_per_execution: Literal["auto"] | int = "auto"
 
     _check_optimizer = field_validator("optimizer", "loss")(_named)
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: list[Any]) -> list[Any]:
+        return [_named(entry) for entry in metrics]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The names the metrics are logged under (history.csv columns)."""
+        from dlrun.metrics import entry_name
+
+        return [entry_name(entry) for entry in self.metrics]
+
+    @field_validator("steps_per_execution")
+    @classmethod
+    def _positive(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"expected auto or a whole number >= 1, got {value}")
+        return value
 
 
 class EarlyStoppingSpec(_Section):
@@ -217,7 +248,7 @@ class EarlyStoppingSpec(_Section):
 
 class CheckpointSpec(_Section):
     monitor: str = "val_loss"  # best.keras holds the epoch best on this
-    mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy-like names
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: the metric's own direction in Keras
 
 
 class TensorBoardSpec(_Section):
@@ -281,6 +312,22 @@ class Spec(_Section):
     def has_validation(self) -> bool:
         return self.data.cv is not None or self.training.validation_split > 0
 
+    @property
+    def task(self) -> str:
+        """classification or regression: data.task, else what the loss implies."""
+        if self.data.task:
+            return self.data.task
+        loss = self.compile.loss
+        name = (loss if isinstance(loss, str) else loss["type"]).lower().replace("_", "")
+        return "regression" if name in REGRESSION_LOSSES else "classification"
+
+    def steps_per_execution(self, on_gpu: bool = False) -> int:
+        """compile.steps_per_execution, with auto resolved for the backend and device."""
+        value = self.compile.steps_per_execution
+        if value != "auto":
+            return value
+        return STEPS_PER_EXECUTION_GPU if on_gpu and self.backend != "tensorflow" else 1
+
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
         return SpecError(format_problem(self._source, self._lines, loc, message))
@@ -288,11 +335,6 @@ class Spec(_Section):
     def dump(self) -> str:
         """The resolved spec as YAML: `dlrun train` on it alone reproduces the run."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Keras' own "auto" rule: accuracy-like metrics are maximised, everything else minimised."""
-    return any(key in metric for key in ("acc", "auc", "precision", "recall"))
 
 
 def did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
@@ -525,7 +567,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         elif spec.model.base.trainable:
             message = "finetune needs model.base.trainable: false (the base already trains)"
             problems.append(spec.error(("training", "finetune"), message))
-    logged = ["loss", *spec.compile.metrics]
+    logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
         logged.append("adversarial_accuracy")
@@ -549,8 +591,10 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
     return problems
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Read a spec file, apply `--set` overrides and validate it."""
+def load_raw(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, dict[Loc, int]]:
+    """A spec file's raw YAML with `--set` overrides applied, and the line of every key."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -565,4 +609,27 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         apply_override(raw, assignment)
         key = tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].split("."))
         lines[key] = OVERRIDDEN
-    return validate(raw, str(path), lines)
+    return raw, lines
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a spec file, apply `--set` overrides and validate it."""
+    raw, lines = load_raw(path, overrides)
+    return validate(raw, str(Path(path)), lines)
+
+
+def valid_sections(raw: Any, source: str, lines: dict[Loc, int]) -> Spec | None:
+    """A spec of the model and compile sections alone when they are valid, for finding the
+    Keras-level problems of a spec whose other sections are not (None: nothing to check)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        model = ModelSpec.model_validate(raw.get("model"))
+        compile_ = CompileSpec.model_validate(raw.get("compile") or {})
+    except ValidationError:
+        return None
+    spec = Spec.model_construct(
+        name="check", seed=0, data=DataSpec.model_construct(), model=model, compile=compile_
+    )
+    spec._source, spec._lines = source, lines
+    return spec

@@ -28,7 +28,6 @@ from typing import Any
 import yaml
 
 from dlrun.errors import DamagedRun, RunError, RunInUse, SpecError
-from dlrun.spec import NAME_PATTERN
 
 # The files of a run, in one place.
 CONFIG = "config.yaml"
@@ -43,6 +42,7 @@ TENSORBOARD = "tensorboard"
 PLOTS = "plots"
 HISTORY_PLOT = "plots/history.png"
 CONFUSION_PLOT = "plots/confusion_matrix.png"
+PREDICTED_PLOT = "plots/predicted_vs_true.png"
 EVALUATIONS = "evaluations"
 ATTACKS = "attacks"
 ADVERSARIAL_PLOT = "plots/adversarial.png"
@@ -113,6 +113,8 @@ def check_runs_root(root: Path) -> Path:
 
 def check_name(name: str) -> str:
     """A run name is one folder name: no separators, no '..', no control characters."""
+    from dlrun.spec import NAME_PATTERN  # here, so that reading runs never loads pydantic
+
     if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
         raise SpecError(
             f"run name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "
@@ -651,6 +653,7 @@ class RunFolder:
             self.save_meta()
         except OSError:
             text = json.dumps(self.meta, indent=2, default=_jsonable) + "\n"
-            with open(self.path / META, "r+") as file:
+            fd = os.open(self.path / META, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "w") as file:
                 file.write(text)
                 file.truncate()

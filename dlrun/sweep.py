@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dlrun import store
 from dlrun.errors import DlrunError, SpecError
+from dlrun.metrics import higher_is_better
 from dlrun.spec import (
     NAME_PATTERN,
     Spec,
     apply_override,
     did_you_mean,
     format_problem,
-    higher_is_better,
     parse_yaml,
     validate,
     validate_model,
@@ -67,7 +67,7 @@ class SweepSpec(_Strict):
     grid: dict[str, list] | None = None  # every combination
     random: RandomSpec | None = None
     cv: int = Field(3, ge=0)  # stratified k-fold on the training split; 0 = validation split
-    scoring: str = "accuracy"  # a logged metric; higher is better for accuracy-like names
+    scoring: str = "accuracy"  # a logged metric; its Keras direction says which way is better
     workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
     refit: bool = True  # retrain the best on the whole training split, score the test split
     resources: ResourcesSpec = ResourcesSpec()  # per fit, with --executor ray
@@ -219,8 +219,11 @@ def _path_exists(base: dict, path: str) -> bool:
     ) or parent in ("compile.optimizer", "compile.loss")
 
 
-def load_sweep(path: Path) -> Sweep:
-    """Read and check a sweep file and every trial spec it implies; trains nothing."""
+def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read and check a sweep file and every trial spec it implies; trains nothing.
+
+    `overrides` (`dlrun sweep --set`) apply to the base spec, as `dlrun train --set` does.
+    """
     try:
         text = store.read_text(path)
     except FileNotFoundError:
@@ -252,7 +255,7 @@ def load_sweep(path: Path) -> Sweep:
     base_path = (path.parent / spec.base).resolve()
     if not base_path.is_file():
         raise SpecError(format_problem(str(path), lines, ("base",), f"no such file: {base_path}"))
-    base = load_spec(base_path).model_dump(mode="json")
+    base = load_spec(base_path, overrides).model_dump(mode="json")
     space = spec.grid if spec.grid is not None else spec.random.space
     loc_of = (
         (lambda key: ("grid", key))
@@ -279,7 +282,7 @@ def load_sweep(path: Path) -> Sweep:
             )
         elif message := _check_rule(key, rule):
             problems.append(format_problem(str(path), lines, loc_of(key), message))
-    logged = ["loss", *base["compile"]["metrics"]]
+    logged = ["loss", *validate(base, str(base_path)).compile.metric_names]
     if base["training"].get("adversarial"):  # validation only: its train score stays empty
         logged.append("adversarial_accuracy")
     if spec.scoring not in logged:
@@ -318,26 +321,37 @@ def load_sweep(path: Path) -> Sweep:
 
 
 def _check_folds(sweep: Sweep, path: Path, lines) -> None:
-    """cv folds cannot outnumber the samples of the smallest class of the training split."""
+    """cv folds cannot outnumber the samples of the smallest class of the training split, on
+    every data set the sweep trains on (a grid over data.* replaces the base's data)."""
     from dlrun.data import load_data
 
-    raw = json.loads(json.dumps(sweep.base))
-    raw["training"]["validation_split"] = 0.0
-    raw["training"]["checkpoint"]["monitor"] = "loss"
-    raw["training"]["early_stopping"] = None
-    labels = load_data(validate(raw, sweep.source)).y_train
-    labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
-    smallest = int(np.bincount(labels).min())
-    if sweep.spec.cv > smallest:
-        raise SpecError(
-            format_problem(
-                str(path),
-                lines,
-                ("cv",),
-                f"{sweep.spec.cv} folds need at least {sweep.spec.cv} samples of every class; "
-                f"the smallest class has {smallest}",
+    datas = {
+        json.dumps({k: v for k, v in setting.items() if k.startswith("data.")}, sort_keys=True)
+        for setting in sweep.settings
+    }
+    for data in sorted(datas):
+        raw = json.loads(json.dumps(sweep.base))
+        for key, value in json.loads(data).items():
+            apply_override(raw, f"{key}={json.dumps(value)}")
+        raw["training"]["validation_split"] = 0.0
+        raw["training"]["checkpoint"]["monitor"] = "loss"
+        raw["training"]["early_stopping"] = None
+        loaded = load_data(validate(raw, sweep.source))
+        if loaded.task == "regression":  # plain k-fold: any count up to the samples works
+            continue
+        labels = loaded.y_train
+        labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
+        smallest = int(np.bincount(labels).min())
+        if sweep.spec.cv > smallest:
+            raise SpecError(
+                format_problem(
+                    str(path),
+                    lines,
+                    ("cv",),
+                    f"{sweep.spec.cv} folds need at least {sweep.spec.cv} samples of every "
+                    f"class; the smallest class has {smallest}",
+                )
             )
-        )
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -434,8 +448,17 @@ def _history(run_dir: Path) -> list[dict]:
         return []
 
 
-def results_table(sweep: Sweep, outcomes: dict[str, tuple[str, list[dict], str | None]]):
-    """GridSearchCV's cv_results_ as a DataFrame: one row per parameter setting."""
+def results_table(
+    sweep: Sweep,
+    outcomes: dict[str, tuple[str, list[dict], str | None]],
+    directions: dict[str, str] | None = None,
+):
+    """GridSearchCV's cv_results_ as a DataFrame: one row per parameter setting.
+
+    `directions` (recorded by the trials) say whether the scoring metric is maximised.
+    A fit that early stopping ended before an epoch value is scored where it stopped: that is
+    the model such a fit gives.
+    """
     import pandas as pd
 
     scoring, folds = sweep.spec.scoring, sweep.folds
@@ -450,7 +473,11 @@ def results_table(sweep: Sweep, outcomes: dict[str, tuple[str, list[dict], str |
             fit = fits[(json.dumps(params, sort_keys=True, default=str), fold)]
             status, history, _ = outcomes.get(fit.folder, (store.FAILED, [], None))
             done = [r for r in history if r["epoch"] <= epochs]
-            ok = len(done) == epochs and status in (store.COMPLETED, store.DIVERGED)
+            stopped_early = status == store.COMPLETED and bool(done) and done[-1] is history[-1]
+            ok = (len(done) == epochs or stopped_early) and status in (
+                store.COMPLETED,
+                store.DIVERGED,
+            )
             last = done[-1] if ok else {}
             test = last.get(f"val_{scoring}", math.nan)
             train = last.get(scoring, math.nan)
@@ -470,7 +497,8 @@ def results_table(sweep: Sweep, outcomes: dict[str, tuple[str, list[dict], str |
         row["status"] = ",".join(sorted(set(statuses)))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    scores = frame["mean_test_score"] if higher_is_better(scoring) else -frame["mean_test_score"]
+    higher = higher_is_better(scoring, directions)
+    scores = frame["mean_test_score"] if higher else -frame["mean_test_score"]
     frame["rank_test_score"] = scores.rank(ascending=False, method="min").fillna(len(frame))
     frame["rank_test_score"] = frame["rank_test_score"].astype(int)
     order = [c for c in frame.columns if c.startswith("param_")]
@@ -506,7 +534,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     trials.mkdir(parents=True, exist_ok=True)
     workers = sweep.spec.workers
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
-    higher = higher_is_better(sweep.spec.scoring)
+    directions: dict[str, str] = {}
     best: float | None = None
     started = time.perf_counter()
     tasks = [
@@ -533,6 +561,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
             task = progress.add_task("sweep", total=len(fits), state="")
             for folder, kind, value in executor.run(tasks):
                 status, history, message = outcomes[folder] = record(folder, kind, value)
+                directions = directions or _directions(trials / folder)
+                higher = higher_is_better(sweep.spec.scoring, directions)
                 score = history[-1].get(f"val_{sweep.spec.scoring}") if history else None
                 if score is not None and math.isfinite(score):
                     if best is None or (score > best if higher else score < best):
@@ -561,7 +591,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         executor.close()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-    frame = results_table(sweep, outcomes)
+    frame = results_table(sweep, outcomes, directions)
     store.write_text(sweep_dir / RESULTS, frame.to_csv(index=False))
     summary: dict[str, Any] = {
         "fits": len(fits),
@@ -587,11 +617,20 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     return {"frame": frame, **summary}
 
 
+def _directions(run_dir: Path) -> dict[str, str]:
+    """The metric directions a trial recorded (empty when it recorded none)."""
+    try:
+        return store.read_json(run_dir / store.METRICS).get("directions") or {}
+    except DlrunError:
+        return {}
+
+
 class _Stop(KeyboardInterrupt):
     """SIGTERM in the sweep's parent, handled like Ctrl-C."""
 
 
 def _raise_stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not cut the stop short
     raise _Stop()
 
 
@@ -608,7 +647,9 @@ def _refit(best_raw: dict, sweep_dir: Path, console) -> dict:
     raw = json.loads(json.dumps(best_raw))
     raw["training"]["validation_split"] = 0.0
     raw["training"]["early_stopping"] = None
-    raw["training"]["checkpoint"]["monitor"] = "loss"
+    # No validation data: best.keras follows the training loss, which is minimised whatever
+    # the base's checkpoint mode was (max for val_accuracy would keep the worst epoch).
+    raw["training"]["checkpoint"] = {"monitor": "loss", "mode": "min"}
     spec = validate(raw, BEST_SPEC)
     run_dir = sweep_dir / REFIT
     if (run_dir / store.META).exists() and store.open_run(run_dir).status == store.COMPLETED:
@@ -622,10 +663,13 @@ def _refit(best_raw: dict, sweep_dir: Path, console) -> dict:
     return outcome.metrics.get("test", {})
 
 
-def start(path: Path, runs_root: Path) -> tuple[Sweep, Path]:
-    """Check the sweep file, then make its folder with the resolved sweep and base spec."""
+def start(
+    path: Path, runs_root: Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Sweep, Path]:
+    """Check the sweep file, then make its folder with the resolved sweep and base spec
+    (overrides included, so --resume needs none)."""
     store.check_runs_root(runs_root)
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, overrides)
     sweep_dir = store.create_run_dir(runs_root, sweep.spec.name)
     resolved = sweep.spec.model_dump(mode="json", exclude_none=True)
     resolved["base"] = BASE_FILE
@@ -646,6 +690,11 @@ def reopen(sweep_dir: Path) -> Sweep:
 def pivot(frame, scoring: str):
     """The lecture's view: parameters as the index, mean test and train scores, best marked."""
     params = [c for c in frame.columns if c.startswith("param_")]
+    frame = frame.copy()
+    for column in params:  # mappings (a grid over optimizers) cannot be index values
+        frame[column] = frame[column].map(
+            lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+        )
     table = frame.set_index(params)[["mean_test_score", "mean_train_score", "rank_test_score"]]
     table.index.names = [name.removeprefix("param_") for name in params]
     table = table.rename(columns={"rank_test_score": "rank"})

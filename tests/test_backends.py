@@ -120,6 +120,12 @@ def test_a_jax_run_records_the_same_files_as_a_tensorflow_run(jax_runs):
     for name in (store.BEST, store.LAST, store.HISTORY_PLOT, store.SUMMARY):
         assert (run / name).is_file(), name
     assert len(store.read_history(run)) == 2
+    import keras
+
+    # steps_per_execution auto is 1 on a CPU (8 on a GPU: bench/steps_per_execution.md).
+    saved = keras.models.load_model(run / store.LAST)
+    assert saved.get_compile_config()["steps_per_execution"] == 1
+    assert int(saved.optimizer.iterations) == 2 * 18  # 1149 samples in batches of 64
     metrics = json.loads((run / store.METRICS).read_text())
     assert set(metrics["test"]) == {"loss", "accuracy"}
 

@@ -124,6 +124,25 @@ def test_a_lock_held_elsewhere_is_running_whatever_the_pid(killed_run):
     assert store.open_run(killed_run).status == "crashed"
 
 
+def test_full_disk_for_the_final_meta_json_overwrites_it_in_place(tmp_path, monkeypatch):
+    """The atomic write needs room for a second copy; the last resort needs none."""
+    write_json = store.write_json
+
+    def full_at_the_end(path, data):
+        if Path(path).name == store.META and data.get("ended"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_json(path, data)
+
+    monkeypatch.setattr(store, "write_json", full_at_the_end)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["ended"] and meta["epochs_done"] == 2
+
+
 @pytest.mark.parametrize("failing", ["plot", "metrics"])
 def test_full_disk_at_the_end_still_finalises_meta(tmp_path, monkeypatch, failing):
     """ENOSPC injected into the final plot or metrics.json: failed, with the true epochs."""
@@ -171,8 +190,9 @@ refit: false
 """
 
 
-def children(pid: int) -> list[int]:
-    """The sweep's worker processes (not multiprocessing's resource tracker)."""
+def children(pid: int, marker: bytes = b"spawn_main") -> list[int]:
+    """Child processes whose command line holds `marker` (by default the sweep's workers,
+    not multiprocessing's resource tracker)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -180,7 +200,7 @@ def children(pid: int) -> list[int]:
             command = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid and b"spawn_main" in command:
+        if int(fields[1]) == pid and marker in command:
             found.append(int(stat.parent.name))
     return found
 
@@ -211,13 +231,19 @@ def test_a_stopped_sweep_starts_no_more_fits_and_says_how_to_resume(tmp_path, ho
     process, trial = start_sweep(tmp_path, start_new_session=True)
     workers = children(process.pid)
     assert workers
+    sweep_dir = trial.parent.parent
+    second = runner.invoke(app, ["sweep", "--resume", str(sweep_dir)])  # while it runs
+    assert second.exit_code == 2
+    assert second.stderr.splitlines() == [
+        f"Error: {sweep_dir}: another dlrun process is using this sweep right now; "
+        "wait for it to finish or stop it first"
+    ]
     if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground group
         os.killpg(process.pid, signal.SIGINT)
     else:
         process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == (130 if how == "ctrl-c" else 143), err
-    sweep_dir = trial.parent.parent
     assert err.splitlines()[-1] == f"resume with: dlrun sweep --resume {sweep_dir}"
     assert "Traceback" not in err
     assert [t.name for t in (sweep_dir / "trials").iterdir()] == [trial.name]  # none queued ran
@@ -231,13 +257,10 @@ def test_workers_stop_when_the_sweep_parent_is_killed(tmp_path):
     workers = children(process.pid)
     assert workers
     process.kill()  # SIGKILL: the parent can do nothing more
-    process.communicate()
-    wait_until(lambda: all(gone(pid) for pid in workers), timeout=30)
-    meta = wait_until(
-        lambda: (m := json.loads((trial / "meta.json").read_text()))["status"] != "running" and m,
-        timeout=30,
-    )
-    assert meta["status"] == "interrupted"
+    out, err = process.communicate()  # returns once the workers, which share its pipes, exit
+    assert all(gone(pid) for pid in workers)
+    meta = json.loads((trial / "meta.json").read_text())
+    assert meta["status"] == "interrupted", (meta, err[-2000:])
     assert store.open_run(trial).status == "interrupted"
 
 
@@ -254,3 +277,71 @@ def test_a_worker_that_dies_is_a_crashed_trial_and_the_sweep_goes_on(tmp_path):
     assert [line.rsplit(",", 1)[1] for line in statuses[1:]].count("crashed") == 1
     assert [line.rsplit(",", 1)[1] for line in statuses[1:]].count("completed") == 2
     assert store.open_run(trial).status == "crashed"
+
+
+# --- what a stop leaves on the terminal and the ports -----------------------------------------
+
+
+def test_ctrl_c_in_a_terminal_closes_the_live_bar(tmp_path):
+    """Keras calls on_train_end only when fit returns: the bar must be closed all the same."""
+    import pty
+    import threading
+
+    spec = tmp_path / "long.yaml"
+    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 400").replace("64", "16"))
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "train", str(spec), "--runs-dir", str(tmp_path / "runs")],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        preexec_fn=default_sigint,
+        env={**ENV, "TERM": "xterm", "COLUMNS": "150"},
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_until(lambda: b"epoch 3/400" in b"".join(chunks), process, timeout=180)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    reader.join(timeout=10)
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    hide, show = "\x1b[?25l", "\x1b[?25h"
+    assert text.rfind(show) > text.rfind(hide) >= 0, "the cursor is left hidden"
+    assert text.rindex("/400") < text.index(": interrupted"), "the table is above the bar"
+    assert "\nError: run interrupted" in text.replace("\r\n", "\n"), "the error is glued on"
+
+
+def test_tensorboard_goes_with_dlrun_on_sigterm(tmp_path):
+    import socket
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = dlrun("tensorboard", runs, "--port", port)
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, process, timeout=120)
+    (board,) = children(process.pid, b"tensorboard.main")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    wait_until(lambda: gone(board), timeout=30)
+    assert not listening()

@@ -185,7 +185,7 @@ def test_resume_refuses_a_completed_run(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: {run}: status is completed; only interrupted, crashed, failed runs can be "
-        "resumed\n"
+        "resumed; pass --epochs N to train a completed run further\n"
     )
 
 

@@ -325,7 +325,10 @@ def test_evaluate_never_writes_through_a_symlinked_folder(received, tmp_path, fo
     link_out(received / "bad", folder, outside)
     before = sorted(outside.rglob("*"))
     result = runner.invoke(app, ["evaluate", str(received / "bad")])
-    assert_one_clean_error(result, "is a symlink; refusing to write out of the run bad", code=1)
+    if folder == "evaluations":
+        assert_one_clean_error(result, "is a symlink; refusing to write out of the run bad", code=1)
+    else:  # evaluate writes nothing under plots/: its confusion matrix goes to evaluations/
+        assert result.exit_code == 0, result.output
     assert sorted(outside.rglob("*")) == before
 
 
@@ -411,3 +414,25 @@ def test_where_filters_by_columns(received):
     )
     assert result.exit_code == 0, result.output
     assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == ["good"]
+
+
+@pytest.mark.parametrize(
+    "damage, command, fragment",
+    [
+        (lambda r: replace_with_fifo(r / "config.yaml"), "evaluate", "not a regular file"),
+        (lambda r: replace_with_fifo(r / "config.yaml"), "resume", "not a regular file"),
+        (
+            lambda r: replace_with_link(r / ".lock", "/dev/null"),
+            "resume",
+            "cannot make its .lock file",
+        ),
+    ],
+    ids=["evaluate-config-fifo", "resume-config-fifo", "resume-lock-symlink"],
+)
+def test_received_run_files_that_are_not_files(received, damage, command, fragment):
+    edit_json(received / "bad" / "meta.json", status="interrupted")
+    damage(received / "bad")
+    args = ["train", "--resume"] if command == "resume" else ["evaluate"]
+    result = runner.invoke(app, [*args, str(received / "bad")])
+    assert result.exit_code in (1, 2)
+    assert_one_clean_error(result, fragment, code=result.exit_code)

@@ -188,7 +188,7 @@ def test_classes_and_limit_make_a_few_label_subset_of_any_data(tmp_path):
     data = load_data(load_spec(spec))
     assert data.num_classes == 3 and data.class_names == ["7", "3", "5"]
     assert np.bincount(np.argmax(data.y_train, axis=1)).tolist() == [10, 10, 10]
-    # The test split keeps every test sample of the three classes: 36, 37 and 36 of them.
+    # The test split keeps every test sample of the three classes.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

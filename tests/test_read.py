@@ -63,7 +63,7 @@ def test_runs_lists_newest_first(two_runs):
     assert out.index(second.name) < out.index(first.name)  # the later run comes first
     assert "completed" in out and "2/2" in out and "1/1" in out
     params_24 = 64 * 24 + 24 + 24 * 10 + 10
-    assert str(params_24) in out
+    assert f"{params_24:,}" in out
     metrics = json.loads((second / "metrics.json").read_text())
     assert f"accuracy {metrics['test']['accuracy']:.4f}" in out
 
@@ -114,7 +114,8 @@ def test_evaluate_prints_scores_report_and_writes_files(two_runs, tmp_path):
     assert lines[1] == f"Test accuracy: {accuracy:.4f}"
     metrics = json.loads((run / "metrics.json").read_text())
     assert record["scores"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
-    assert (run / "plots" / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    picture = written.with_name(f"{written.stem}-confusion_matrix.png")
+    assert picture.read_bytes().startswith(b"\x89PNG")
 
 
 def test_evaluate_on_other_data_as_json(two_runs, tmp_path):
@@ -166,7 +167,7 @@ def test_compare_shows_only_the_keys_that_differ(two_runs):
     assert config_columns == ["model.layers.0.units", "training.epochs"]
     pairs = zip(frame["model.layers.0.units"], frame["training.epochs"], strict=True)
     assert sorted(pairs) == [(8, 1), (24, 2)]
-    for column in ["run", "status", "epochs", "params", "best_val_loss", "test_accuracy"]:
+    for column in ["run", "status", "epochs_done", "params", "best_val_loss", "test_accuracy"]:
         assert column in frame.columns
     every = runner.invoke(app, ["compare", str(two_runs), "--all", "--format", "csv"])
     assert "data.dataset" in every.stdout.splitlines()[0]
@@ -177,7 +178,8 @@ def test_compare_where_sort_and_formats(two_runs, tmp_path):
     result = runner.invoke(app, ["compare", str(two_runs), *where, "--format", "json"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
-    assert row["training.epochs"] == 2 and row["model.layers.0.units"] == 24
+    assert row["run"] == run_dirs(two_runs)[1].name and row["epochs_done"] == 2
+    assert "training.epochs" not in row  # one run shown: no key differs among the shown
 
     result = runner.invoke(
         app,
@@ -192,12 +194,15 @@ def test_compare_where_sort_and_formats(two_runs, tmp_path):
         ],
     )
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("| run | status | model.layers.0.units | training.epochs |")
+    assert lines[0].startswith(
+        "| run | status | best_val_loss | test_accuracy | test_loss | backend |"
+    )
+    assert "| layers.0.units | epochs | epochs_done |" in lines[0]
     assert lines[1].startswith("|---|")
-    assert "| 24 | 2 |" in lines[2] and "| 8 | 1 |" in lines[3]
+    assert "| 24 | 2 | 2 |" in lines[2] and "| 8 | 1 | 1 |" in lines[3]
 
     table = runner.invoke(app, ["compare", str(two_runs), "--format", "table"])
-    assert table.exit_code == 0 and "model.layers.0.units" in table.stdout
+    assert table.exit_code == 0 and "layers.0.units" in table.stdout
 
     plot = tmp_path / "curves.png"
     result = runner.invoke(app, ["compare", str(two_runs), "--plot", str(plot)])

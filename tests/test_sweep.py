@@ -118,10 +118,12 @@ def test_best_spec_refit_and_pivot(grid_sweep):
     test = json.loads((sweep_dir / "refit" / "metrics.json").read_text())["test"]
     assert f"accuracy {test['accuracy']:.4f}" in result.stdout
     assert "<- best" in result.stdout and "mean_test_score" in result.stdout
-    # Every trial is an ordinary run: `dlrun runs` lists them all.
+    # Every trial is an ordinary run: `dlrun runs` on the sweep's folder lists them all, under
+    # the sweep's own row.
     listing = runner.invoke(app, ["runs", str(sweep_dir)])
     assert listing.exit_code == 0
-    assert listing.stdout.count("completed") == 5
+    assert listing.stdout.count("│ completed") == 5
+    assert listing.stdout.count("│ sweep completed") == 1
 
 
 def test_epoch_reuse_equals_a_separate_fit(grid_sweep):

@@ -135,6 +135,22 @@ def test_both_stages_share_one_history_and_report_their_test_scores(finetuned):
     assert "stage 2 (finetune): trainable 475, non-trainable 16\n" in summary
 
 
+def test_both_stages_write_one_tensorboard_log_with_epochs_numbered_on(finetuned):
+    import tensorflow as tf
+
+    run, _ = finetuned
+    steps = []
+    for path in sorted((run / "tensorboard" / "train").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            if any(value.tag == "epoch_loss" for value in event.summary.value):
+                steps.append(event.step)
+    assert sorted(steps) == [0, 1]
+    assert sorted(p.name for p in (run / "tensorboard").iterdir() if p.is_dir()) == [
+        "train",
+        "validation",
+    ]
+
+
 TWO_STAGES = """\
   finetune: {epochs: 2, unfreeze: 3, learning_rate: 0.001}
 """
@@ -189,6 +205,20 @@ def test_features_equal_a_direct_call_of_the_truncated_model(pretrained, tmp_pat
     assert saved["x_train"].shape == (len(x_train), 144)
     np.testing.assert_array_equal(saved["y_test"], np.argmax(data.y_test, axis=1))
     assert list(saved["class_names"]) == [str(n) for n in range(10)]
+    few = tmp_path / "few.npz"
+    result = runner.invoke(
+        app,
+        ["features", str(pretrained), "--layer", "flatten", "--out", str(few)]
+        + ["--set", "data.classes=[3, 5]", "--set", "data.limit=10"],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("10 train and 74 test samples, features 144\n")
+    assert list(np.load(few)["class_names"]) == ["3", "5"]
+    refused = runner.invoke(
+        app, ["features", str(pretrained), "--layer", "0", "--out", str(few), "--set", "seed=1"]
+    )
+    assert refused.exit_code == 2
+    assert refused.stderr == "Error: --set seed=1: features takes data.KEY=VALUE overrides only\n"
     by_index = tmp_path / "by-index.npz"
     result = runner.invoke(
         app, ["features", str(pretrained), "--layer", "-2", "--out", str(by_index)]
@@ -384,6 +414,19 @@ def test_an_input_the_base_cannot_take_is_refused(pretrained, tmp_path):
     line = one_line_error(tmp_path, spec, "data.flatten=true")
     assert "model.base: a base takes images (height, width, channels); the data gives " in line
     assert "shape (64,); set data.flatten: false" in line
+
+
+def test_colour_images_into_a_grayscale_base_are_refused(pretrained, tmp_path):
+    folder = write_folder(tmp_path / "imgs", per_class=4)
+    spec = folder_spec(tmp_path, folder)
+    text = spec.read_text().replace("model:\n", f"model:\n  base: {{run: {pretrained}}}\n")
+    text = text.replace("    - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}\n", "")
+    spec.write_text(text.replace("    - Flatten\n", ""))
+    line = one_line_error(tmp_path, spec)
+    assert (
+        f"model.base: the base model {pretrained} takes 1 channel(s) but the data has 3; " in line
+    )
+    assert "set data.color_mode to grayscale or use another base" in line
 
 
 def test_a_base_file_is_a_base_too(pretrained, tmp_path):

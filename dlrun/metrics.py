@@ -1,0 +1,86 @@
+"""Which way is better for a logged metric: decided here, from Keras' own metric objects.
+
+Keras marks every metric class with `_direction` ("up" or "down"); its MonitorCallback
+(EarlyStopping, ModelCheckpoint) reads it for `mode: auto`. dlrun reads the same attribute
+from the compiled model at train time and records the result in the run's metrics.json
+(`directions`), so checkpoints, early stopping, runs/compare and sweeps all agree, and
+reading runs later needs no Keras. Importing this module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX, MIN = "max", "min"
+# Names compile() resolves itself to an accuracy variant chosen by the loss.
+ACCURACY_ALIASES = ("accuracy", "acc")
+
+
+def of_metric(metric: Any) -> str | None:
+    """max/min for one Keras metric object, as MonitorCallback reads it (None: unmarked)."""
+    return {"up": MAX, "down": MIN}.get(getattr(metric, "_direction", None))
+
+
+def compiled(model: Any) -> dict[str, str]:
+    """{logged name: max|min} for the loss and every compiled metric, with their val_ twins.
+
+    The model must be compiled and built (Keras builds the compile metrics as fit() starts).
+    """
+    from keras.src.trainers import compile_utils
+
+    found = {"loss": MIN}
+    for container in model.metrics:
+        if isinstance(container, (compile_utils.CompileMetrics, compile_utils.MetricsList)):
+            for metric in container.metrics:
+                direction = of_metric(metric)
+                if direction:
+                    found[metric.name] = direction
+    return {**found, **{f"val_{name}": value for name, value in found.items()}}
+
+
+def mode(monitor: str, requested: str, directions: dict[str, str]) -> str:
+    """`auto` resolved to max or min for `monitor`; an explicit min or max is kept."""
+    if requested in (MAX, MIN):
+        return requested
+    base = monitor.removeprefix("val_")
+    return directions.get(monitor) or directions.get(base) or _unrecorded(base)
+
+
+def higher_is_better(name: str, directions: dict[str, str] | None) -> bool:
+    """For reading runs and sweeps: the direction recorded at train time."""
+    return mode(name, "auto", directions or {}) == MAX
+
+
+def _unrecorded(name: str) -> str:
+    # Only runs recorded before directions were kept land here, and metrics Keras leaves
+    # unmarked (a custom function); those are treated like losses.
+    return MAX if name in ACCURACY_ALIASES else MIN
+
+
+def better(requested: str, monitor: str, directions: dict[str, str]):
+    """A comparison function new-better-than-old for the monitor."""
+    if mode(monitor, requested, directions) == MAX:
+        return lambda new, old: new > old
+    return lambda new, old: new < old
+
+
+def entry_name(entry: Any) -> str:
+    """The name a `compile.metrics` entry is logged under, without Keras.
+
+    A string is logged as written; `{type: F1Score}` under its `name` argument or Keras'
+    default name for the class (snake case of the class name).
+    """
+    if isinstance(entry, str):
+        return entry
+    if entry.get("name"):
+        return str(entry["name"])
+    return _snake(str(entry["type"]))
+
+
+def _snake(name: str) -> str:
+    import re
+
+    if name.islower():
+        return name
+    text = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text).lower()
