@@ -14,6 +14,8 @@ from typing import Any
 MAX, MIN = "max", "min"
 # Names compile() resolves itself to an accuracy variant chosen by the loss.
 ACCURACY_ALIASES = ("accuracy", "acc")
+# Metrics dlrun's own callbacks log (no compiled Keras metric carries their direction).
+OWN = {"adversarial_accuracy": MAX}
 
 
 def of_metric(metric: Any) -> str | None:
@@ -28,7 +30,7 @@ def compiled(model: Any) -> dict[str, str]:
     """
     from keras.src.trainers import compile_utils
 
-    found = {"loss": MIN}
+    found = {"loss": MIN, **OWN}
     for container in model.metrics:
         if isinstance(container, (compile_utils.CompileMetrics, compile_utils.MetricsList)):
             for metric in container.metrics:
