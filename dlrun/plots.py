@@ -38,10 +38,7 @@ def history_plot(rows: list[dict], path: Path) -> None:
         axis.set_title(name)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.tight_layout()
-    with store.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def confusion_plot(matrix, labels: list[str], path: Path) -> None:
@@ -57,10 +54,7 @@ def confusion_plot(matrix, labels: list[str], path: Path) -> None:
         color = "white" if value > matrix.max() / 2 else "black"
         axis.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
     figure.colorbar(image)
-    figure.tight_layout()
-    with store.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None:
@@ -74,10 +68,7 @@ def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None
     axis.set_ylabel("predicted")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    with store.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def _as_image(sample: np.ndarray) -> np.ndarray:
@@ -143,7 +134,12 @@ def adversarial_plot(
         for axis in axis_row:
             axis.set_xticks([])
             axis.set_yticks([])
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
+    """Lay out, write atomically as PNG, and free the figure."""
     figure.tight_layout()
     with store.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
+    pyplot().close(figure)

@@ -1,5 +1,7 @@
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,20 @@ def default_sigint() -> None:
     """For subprocesses that tests stop with Ctrl-C: a shell running CI in the background
     starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# The environment of dlrun subprocesses started by tests.
+DLRUN_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def start_dlrun(*args, **kwargs) -> subprocess.Popen:
+    """`python -m dlrun ARGS` as a real process that tests can signal, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlrun", *map(str, args)],
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=DLRUN_ENV,
+        **kwargs,
+    )

@@ -16,24 +16,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import DLRUN_ENV as ENV
 from conftest import TINY_SPEC, default_sigint, run_dirs
+from conftest import start_dlrun as dlrun
 from dlrun import store
 from dlrun.cli import app
 
 runner = CliRunner()
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def dlrun(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlrun", *map(str, args)],
-        preexec_fn=default_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-        **kwargs,
-    )
 
 
 def wait_until(predicate, process=None, timeout=120):

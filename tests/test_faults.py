@@ -4,11 +4,8 @@ Real processes and real signals; each training is a tiny model on the offline di
 """
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import keras
@@ -17,12 +14,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, default_sigint, run_dirs
+from conftest import TINY_SPEC, run_dirs
+from conftest import start_dlrun as dlrun
 from dlrun import api
 from dlrun.cli import app
 
 runner = CliRunner()
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def write_spec(tmp_path, epochs=5, batch_size=16, extra="", name="tiny.yaml"):
@@ -31,17 +28,6 @@ def write_spec(tmp_path, epochs=5, batch_size=16, extra="", name="tiny.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def dlrun(*args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlrun", *map(str, args)],
-        preexec_fn=default_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
 
 
 def finish(process, timeout=120):
