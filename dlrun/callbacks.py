@@ -53,6 +53,10 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._good_weights = self.model.get_weights()
+        self._steps_at_epoch_end = self._optimizer_steps()
+
+    def _optimizer_steps(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def _read_directions(self) -> None:
         # Keras builds the compile metrics as it traces the first step, so their directions
@@ -99,7 +103,11 @@ class RunRecorder(keras.callbacks.Callback):
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
             self.best_weights = weights
-        self.run.epoch_done(self.epochs_done)
+        # The optimizer's step count goes with the epoch count: a kill between the checkpoint
+        # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
+        steps = self._optimizer_steps()
+        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end)
+        self._steps_at_epoch_end = steps
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:

@@ -272,7 +272,10 @@ def _resume(
             _start_finetune(prepared)
             first = int(run.meta.get("finetune_from", spec.training.epochs))
         _take_state(prepared.model, saved)
-        epoch = done or first + _epoch_from_steps(saved, prepared)
+        if done:
+            epoch = _checkpoint_epoch(run, saved)
+        else:
+            epoch = first + _epoch_from_steps(saved, prepared)
     rows = store.read_history(run.path)[:epoch]
     attempts = [
         *_list(folder.meta.get("attempts")),
@@ -300,6 +303,22 @@ def completed_epoch(run: store.Run) -> int:
     """The epoch last.keras ends: meta.json counts it once the epoch's checkpoints are saved."""
     done = run.meta.get("epochs_done")
     return done if isinstance(done, int) and not isinstance(done, bool) and done > 0 else 0
+
+
+def _checkpoint_epoch(run: store.Run, saved) -> int:
+    """The epoch last.keras ends. meta.json counts an epoch just after its checkpoint is saved,
+    so a kill in between leaves the checkpoint one epoch ahead: its optimizer has taken one
+    more epoch of steps than meta.json recorded."""
+    import keras
+
+    done = completed_epoch(run)
+    recorded, per_epoch = run.meta.get("steps_done"), run.meta.get("steps_per_epoch")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (recorded, per_epoch)):
+        return done
+    ahead = int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) - recorded
+    if per_epoch > 0 and ahead > 0 and ahead % per_epoch == 0:
+        return done + ahead // per_epoch
+    return done
 
 
 def _epoch_from_steps(saved, prepared: Prepared) -> int:

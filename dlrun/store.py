@@ -647,9 +647,10 @@ class RunFolder:
         """history.csv with every row so far (before the epoch's checkpoints)."""
         self.write_text(HISTORY, history_text(rows))
 
-    def epoch_done(self, epochs_done: int) -> None:
-        """The epoch's checkpoints are saved: meta.json counts it, whatever happens next."""
-        self.update(epochs_done=epochs_done)
+    def epoch_done(self, epochs_done: int, steps_done: int, steps_per_epoch: int) -> None:
+        """The epoch's checkpoints are saved: meta.json counts it, whatever happens next, with
+        the optimizer's step count they hold and the steps the epoch took."""
+        self.update(epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch)
 
     def finish(self, status: Status, message: str | None, **changes: Any) -> None:
         """The final meta.json. On a full disk the atomic write (which needs a second copy)
