@@ -69,6 +69,10 @@ class RunRecorder(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        with store.signals_held():  # a stop lands before or after the epoch's records
+            self._record(epoch, logs)
+
+    def _record(self, epoch, logs) -> None:
         if not self.directions:
             self._read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}

@@ -16,8 +16,10 @@ import json
 import math
 import os
 import re
+import signal
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -307,6 +309,34 @@ def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
         except OSError as exc:
             raise SpecError(f"--runs-dir {root}: cannot make a folder ({exc.strerror})") from None
     raise RunError(f"{root}: could not find a free folder name for {stem}")
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while a run's records are made to agree (history,
+    checkpoints, meta.json), then delivered to the handler they would have reached.
+
+    An interrupt inside Keras' model.save can surface as another exception type (and the run
+    as failed) or leave the checkpoint and meta.json an epoch apart. Only handlers that raise
+    are held; an ignored signal stays ignored. signal.signal works only in the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            previous[signum] = handler
+            signal.signal(signum, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            previous[held[0]](held[0], None)
 
 
 # --- reading runs -----------------------------------------------------------------------------
