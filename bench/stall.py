@@ -32,7 +32,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--config", default=str(ROOT / "configs" / "mnist_cnn.yaml"))
     parser.add_argument("--pipeline", choices=["stream", "noprefetch", "numpy"], default="stream")
+    parser.add_argument(
+        "--sample", action="store_true", help="print where the main thread is during teardowns"
+    )
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="keep the config's TensorBoard logging"
+    )
+    parser.add_argument(
+        "--py-spy", default=None, help="py-spy executable: dump native stacks during a teardown"
+    )
     args = parser.parse_args()
+    sampler = _Sampler(args.py_spy) if args.sample or args.py_spy else None
 
     from dlrun.backend import tensorflow
 
@@ -44,6 +54,7 @@ def main() -> None:
     from dlrun.spec import load_spec
 
     marks: list[tuple[str, float]] = []
+    faults: list[int] = []  # the process's major page faults at on_train_end and fit's return
 
     class Phases(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -57,6 +68,9 @@ def main() -> None:
 
         def on_train_end(self, logs=None):
             marks.append(("train_end", time.perf_counter()))
+            faults.append(_major_faults())
+            if sampler:
+                sampler.start()
 
     fit = keras.Model.fit
 
@@ -70,15 +84,20 @@ def main() -> None:
             return fit(self, *a, **k)
         finally:
             marks.append(("fit_returned", time.perf_counter()))
+            faults.append(_major_faults())
+            if sampler:
+                sampler.stop()
 
     keras.Model.fit = timed_fit
     _choose_pipeline(args.pipeline)
     overrides = ["data.dataset=mnist_5k", f"training.epochs={args.epochs}"]
-    overrides += ["training.tensorboard=null"]
+    if not args.tensorboard:
+        overrides += ["training.tensorboard=null"]
     rows = []
     with tempfile.TemporaryDirectory() as runs:
         for index in range(args.runs):
             marks.clear()
+            faults.clear()
             spec = load_spec(args.config, overrides)
             runner.train(spec, Path(runs), Console(quiet=True), ["bench"], (Phases(),))
             at = {}
@@ -93,15 +112,83 @@ def main() -> None:
                 "between": sum(b - e for e, b in zip(ends, begins[1:], strict=False)),
                 "to_train_end": at["train_end"][0] - ends[-1],
                 "teardown": at["fit_returned"][0] - at["train_end"][0],
+                "teardown_major_faults": faults[1] - faults[0],
             }
             rows.append(row)
             print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
-    for key in ("fit", "setup", "epochs", "between", "to_train_end", "teardown"):
+    for key in (
+        "fit",
+        "setup",
+        "epochs",
+        "between",
+        "to_train_end",
+        "teardown",
+        "teardown_major_faults",
+    ):
         values = [row[key] for row in rows]
         print(
             f"{key:>13}: median {statistics.median(values):6.3f} s  max {max(values):6.3f} s",
             file=sys.stderr,
         )
+
+
+def _major_faults() -> int:
+    """Page faults that had to read from disk so far (e.g. library code evicted from the cache)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+
+
+class _Sampler:
+    """Samples the main thread's Python stack every 20 ms between on_train_end and fit's return,
+    and prints the innermost frames seen when that teardown took more than 0.3 s."""
+
+    def __init__(self, py_spy: str | None):
+        import threading
+
+        self.py_spy = py_spy
+        self.threading, self.main = threading, threading.main_thread().ident
+        self.samples: list[str] = []
+        self.thread = None
+
+    def start(self):
+        self.samples, self.running, self.began = [], True, time.perf_counter()
+        self.thread = self.threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import traceback
+
+        dumped = False
+        while self.running:
+            if self.py_spy and not dumped and time.perf_counter() - self.began > 1.0:
+                import subprocess
+
+                dumped = True
+                dump = subprocess.run(
+                    [self.py_spy, "dump", "--native", "--pid", str(os.getpid())],
+                    capture_output=True,
+                    text=True,
+                )
+                print("  py-spy at 1 s into the teardown:\n" + dump.stdout, file=sys.stderr)
+            frame = sys._current_frames().get(self.main)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)[-4:]
+                self.samples.append(
+                    " <- ".join(
+                        f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)
+                    )
+                )
+            time.sleep(0.02)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        if time.perf_counter() - self.began > 0.3:
+            from collections import Counter
+
+            for where, count in Counter(self.samples).most_common(4):
+                print(f"  teardown sample x{count}: {where}", file=sys.stderr)
 
 
 def _choose_pipeline(name: str) -> None:

@@ -704,7 +704,8 @@ def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | N
     fits = found.fits()
     console.print(
         f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
-        f"{len(fits)} fits on {found.spec.workers} worker(s)",
+        f"{len(fits)} fits "
+        + ("as Ray tasks" if executor == "ray" else f"on {found.spec.workers} worker(s)"),
         markup=False,
     )
     try:
@@ -715,7 +716,8 @@ def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | N
         return sweeps.run_sweep(found, sweep_dir, console, workers)
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
-        typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}", err=True)
+        again = " --executor ray" if executor == "ray" else ""
+        typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}{again}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -80,8 +80,8 @@ class RayWorkers:
         ray = self._ray
         try:
             value = ray.get(ref)
-        except ray.exceptions.TaskCancelledError:
-            return key, "error", "stopped before it finished"
+        except ray.exceptions.TaskCancelledError:  # the fit recorded how it stopped
+            return key, "stopped", "stopped before it finished"
         except ray.exceptions.WorkerCrashedError:
             return key, "died", "its Ray worker died"
         except ray.exceptions.RayTaskError as exc:
@@ -108,7 +108,8 @@ class RayWorkers:
                 ray.cancel(ref)
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=grace)
         results = [self._result(ref, self._pending.pop(ref)) for ref in ready]
-        return results
+        # as with local workers, a fit that never started is not reported: it has no folder
+        return [r for r in results if r[1] != "stopped" or (self.trials_dir / r[0]).is_dir()]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

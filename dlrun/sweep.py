@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dlrun import store
-from dlrun.errors import DlrunError, SpecError
+from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.metrics import higher_is_better
 from dlrun.spec import (
     NAME_PATTERN,
@@ -393,8 +393,6 @@ def ray_pool(sweep: Sweep, sweep_dir: Path, address: str | None = None):
 def lock(sweep_dir: Path) -> int:
     """The sweep folder's lock, held by the sweep's parent process for its whole life."""
     if not sweep_dir.is_dir():
-        from dlrun.errors import RunError
-
         raise RunError(f"{sweep_dir}: no such sweep folder")
     return store.take_lock(sweep_dir, "sweep")
 
@@ -439,6 +437,14 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
         return outcome.status, store.read_history(run_dir), outcome.message
     except Exception as exc:  # one broken trial is recorded; the sweep goes on
         return store.FAILED, _history(run_dir), f"{type(exc).__name__}: {exc}"
+
+
+def _stopped(run_dir: Path, message: str) -> tuple[str, list[dict], str | None]:
+    try:
+        run = store.open_run(run_dir)
+    except RunError:  # it never started
+        return store.INTERRUPTED, [], message
+    return str(run.status), _history(run_dir), run.meta.get("message") or message
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -552,8 +558,11 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         if kind == "died":  # killed (OOM, SIGKILL): the trial's lock is free, so it crashed
             message = f"its worker process died (exit code {value})"
             return store.CRASHED, _history(trials / folder), message
+        if kind == "stopped":  # cancelled (Ray): as the fit itself recorded it, if it started
+            return _stopped(trials / folder, str(value))
         return store.FAILED, _history(trials / folder), str(value)
 
+    _terminated.clear()
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     previous_int = signal.getsignal(signal.SIGINT)
     try:
@@ -578,8 +587,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
                     advance=1,
                     state=f"running {running}, left {left - running}, best {best_text}",
                 )
-    except KeyboardInterrupt as exc:
-        stopped = signal.SIGTERM if isinstance(exc, _Stop) else signal.SIGINT
+    except KeyboardInterrupt:
+        stopped = signal.SIGTERM if _terminated else signal.SIGINT
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for folder, kind, value in executor.stop():
@@ -625,13 +634,16 @@ def _directions(run_dir: Path) -> dict[str, str]:
         return {}
 
 
-class _Stop(KeyboardInterrupt):
-    """SIGTERM in the sweep's parent, handled like Ctrl-C."""
+# Set when SIGTERM arrived. Kept beside the exception, not in its type: Ray's blocking calls
+# turn whatever a signal handler raised into a plain KeyboardInterrupt.
+_terminated: list[int] = []
 
 
 def _raise_stop(signum, frame):
+    """SIGTERM in the sweep's parent is handled like Ctrl-C."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not cut the stop short
-    raise _Stop()
+    _terminated.append(signum)
+    raise KeyboardInterrupt
 
 
 def _plain(value: Any) -> Any:

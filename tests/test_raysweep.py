@@ -1,15 +1,18 @@
 """dlrun sweep --executor ray: four fits as tasks on a local Ray instance (2 CPUs here), the
 same cv_results.csv as the local executor; without Ray, one line that says how to install it."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import TINY_SPEC, run_dirs, start_dlrun
 
 BLOCKER = Path(__file__).resolve().parent / "blocker"
 
@@ -73,3 +76,104 @@ def test_without_ray_the_executor_is_one_line_saying_how_to_install_it(sweep_fil
         'Error: --executor ray needs Ray, which is not installed: pip install "dlrun[ray]"\n'
     )
     assert not (tmp_path / "runs").exists()
+
+
+def _epochs_in(run: Path) -> int:
+    try:
+        return len((run / "history.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_until(predicate, process, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_ctrl_c_stops_a_ray_sweep_and_resume_continues_it_on_ray(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's whole group) mid-fit: exit 130, the running fits
+    recorded interrupted, no Ray process left; `--resume ... --executor ray` continues the
+    interrupted fit from its last epoch, and SIGTERM stops that one with 143."""
+    pytest.importorskip("ray")
+    long = TINY_SPEC.replace("epochs: 2", "epochs: 5000").replace("units: 16", "units: 4")
+    (tmp_path / "tiny.yaml").write_text(long)
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    runs = tmp_path / "runs"
+    first = start_dlrun(
+        "sweep",
+        "sweep.yaml",
+        "--executor",
+        "ray",
+        "--runs-dir",
+        runs,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    trial = _wait_until(
+        lambda: next((t for t in runs.glob("*/trials/*") if _epochs_in(t) >= 2), None), first
+    )
+    sweep_dir = trial.parent.parent
+    ray_processes = _descendants(first.pid)
+    assert ray_processes  # Ray's own processes, started by this sweep
+    os.killpg(first.pid, signal.SIGINT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == f"resume with: dlrun sweep --resume {sweep_dir} --executor ray"
+    assert not (sweep_dir / "cv_results.csv").exists()
+    trials = sorted((sweep_dir / "trials").iterdir())
+    assert trial in trials and len(trials) < 4  # the fits not yet started never start
+    reported = [line for line in out.splitlines() if line.startswith("fit")]
+    assert sorted(reported) == [
+        f"{t.name}: interrupted (stopped by Ctrl-C (SIGINT))" for t in trials
+    ]
+    for folder in trials:
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["status"] == "interrupted", (folder.name, meta)
+        assert meta["epochs_done"] == _epochs_in(folder)
+    deadline = time.monotonic() + 60
+    while any(map(_alive, ray_processes)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in ray_processes if _alive(pid)]
+
+    done_before = _epochs_in(trial)
+    rows_before = (trial / "history.csv").read_text().splitlines()
+    second = start_dlrun(
+        "sweep", "--resume", sweep_dir, "--executor", "ray", cwd=tmp_path, start_new_session=True
+    )
+    _wait_until(lambda: _epochs_in(trial) >= done_before + 2, second)
+    second.send_signal(signal.SIGTERM)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    rows = (trial / "history.csv").read_text().splitlines()
+    assert rows[: len(rows_before)] == rows_before  # continued, not started again
+    meta = json.loads((trial / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and len(meta["attempts"]) == 2, meta
