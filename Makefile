@@ -27,8 +27,9 @@ $(VENV)/.bench: $(VENV)/.run
 run: $(VENV)/.run
 	$(BIN)/dlrun train configs/quickstart.yaml
 
+# One worker per core; worksteal keeps a module's tests, and its shared runs, mostly on one.
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check dlrun tests bench

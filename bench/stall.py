@@ -55,6 +55,7 @@ def main() -> None:
 
     marks: list[tuple[str, float]] = []
     faults: list[int] = []  # the process's major page faults at on_train_end and fit's return
+    collections = _watch_gc()  # (start, seconds, generation) of every garbage collection
 
     class Phases(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -98,6 +99,7 @@ def main() -> None:
         for index in range(args.runs):
             marks.clear()
             faults.clear()
+            collections.clear()
             spec = load_spec(args.config, overrides)
             runner.train(spec, Path(runs), Console(quiet=True), ["bench"], (Phases(),))
             at = {}
@@ -113,6 +115,10 @@ def main() -> None:
                 "to_train_end": at["train_end"][0] - ends[-1],
                 "teardown": at["fit_returned"][0] - at["train_end"][0],
                 "teardown_major_faults": faults[1] - faults[0],
+                "gc_seconds": sum(c[1] for c in collections),
+                "teardown_gc_seconds": sum(
+                    c[1] for c in collections if at["train_end"][0] <= c[0] <= at["fit_returned"][0]
+                ),
             }
             rows.append(row)
             print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
@@ -124,12 +130,31 @@ def main() -> None:
         "to_train_end",
         "teardown",
         "teardown_major_faults",
+        "gc_seconds",
+        "teardown_gc_seconds",
     ):
         values = [row[key] for row in rows]
         print(
             f"{key:>13}: median {statistics.median(values):6.3f} s  max {max(values):6.3f} s",
             file=sys.stderr,
         )
+
+
+def _watch_gc() -> list[tuple[float, float, int]]:
+    """Time every collection of Python's cyclic garbage collector."""
+    import gc
+
+    seen: list[tuple[float, float, int]] = []
+    began = [0.0]
+
+    def callback(phase, info):
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            seen.append((began[0], time.perf_counter() - began[0], info["generation"]))
+
+    gc.callbacks.append(callback)
+    return seen
 
 
 def _major_faults() -> int:

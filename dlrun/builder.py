@@ -72,6 +72,8 @@ def make_layers(spec: Spec) -> list[Any]:
     """One Keras layer per spec entry, arguments checked against the class's signature."""
     classes = _layer_classes()
     layers, problems = [], []
+    taken: dict[str, int] = {}
+    given = {entry.kwargs().get("name") for entry in spec.model.layers}
     for index, entry in enumerate(spec.model.layers):
         loc = ("model", "layers", index)
         cls = classes.get(entry.type)
@@ -96,6 +98,8 @@ def make_layers(spec: Spec) -> list[Any]:
         if unknown:
             continue
         kwargs = entry.kwargs()
+        if "name" not in kwargs:
+            kwargs["name"] = _layer_name(cls.__name__, taken, given)
         if spec.training.mixed_precision and index == len(spec.model.layers) - 1:
             kwargs.setdefault("dtype", "float32")  # softmax and loss in full precision
         try:
@@ -109,6 +113,21 @@ def make_layers(spec: Spec) -> list[Any]:
 
         raise SpecError([line for error in problems for line in error.problems])
     return layers
+
+
+def _layer_name(class_name: str, taken: dict[str, int], given: set) -> str:
+    """The name Keras would give in a fresh process (dense, dense_1, conv2d, ...), counted
+    within this model and past the names the spec gives: Keras' own counter runs across every
+    model the process ever built, so the names, and the messages that quote them, would
+    depend on what was built before."""
+    base = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", class_name))
+    base = re.sub(r"([a-z])([A-Z])", r"\1_\2", base).lower()
+    while True:
+        count = taken.get(base, 0)
+        taken[base] = count + 1
+        name = base if count == 0 else f"{base}_{count}"
+        if name not in given:
+            return name
 
 
 def build_model(spec: Spec, input_shape: tuple[int, ...]):

@@ -34,13 +34,6 @@ SPEC = TINY_SPEC.replace("epochs: 2", "epochs: 10").replace("units: 16", "units:
 ADVERSARIAL = "  adversarial: {method: pgd, eps: 0.1, ratio: 0.5, steps: 3}\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_layer_names():
-    """Leave Keras' layer-name counters as found: other tests' messages name `conv2d`."""
-    yield
-    keras.backend.clear_session()
-
-
 def train(tmp_path, text: str) -> "os.PathLike":
     (tmp_path / "spec.yaml").write_text(text)
     runs = tmp_path / "runs"

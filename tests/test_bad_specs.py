@@ -78,3 +78,35 @@ def test_keras_dataset_without_network_names_the_way_out(tmp_path, monkeypatch):
     assert f"{tmp_path}/keras/datasets/fashion-mnist/" in line
     assert "`dataset: npz`" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_layer_names_do_not_depend_on_the_models_built_before():
+    """Messages quote layer names (conv_on_vectors.yaml): Keras' own counter would make them
+    conv2d_3 after three other Conv2D layers in the same process, here or in a notebook."""
+    import keras
+    import yaml
+
+    from dlrun.builder import build_model
+    from dlrun.spec import validate
+
+    for _ in range(3):
+        keras.layers.Conv2D(2, 3)  # advances Keras' process-wide name counter
+    raw = yaml.safe_load(TINY_SPEC)
+    raw["model"]["layers"] = [
+        {"type": "Reshape", "target_shape": [8, 8, 1]},
+        {"type": "Conv2D", "filters": 2, "kernel_size": 3},
+        {"type": "Conv2D", "filters": 2, "kernel_size": 3, "name": "conv2d_1"},
+        {"type": "Conv2D", "filters": 2, "kernel_size": 3},
+        "Flatten",
+        {"type": "Dense", "units": 10, "activation": "softmax"},
+    ]
+    for _ in range(2):  # the same names every time
+        model = build_model(validate(raw, "names"), (64,))
+        assert [layer.name for layer in model.layers] == [
+            "reshape",
+            "conv2d",
+            "conv2d_1",  # as the spec says
+            "conv2d_2",  # the next free one
+            "flatten",
+            "dense",
+        ]
