@@ -3,6 +3,7 @@
 Usage: python bench/api_fit.py CONFIG EPOCHS RUNS_DIR
 """
 
+import csv
 import json
 import os
 import resource
@@ -21,6 +22,10 @@ print(
     + json.dumps(
         {
             "fit_seconds": metrics["train_seconds"],
+            "epochs_seconds": sum(
+                float(row["epoch_seconds"])
+                for row in csv.DictReader((outcome.run_dir / "history.csv").open())
+            ),
             "test_accuracy": metrics["test"]["accuracy"],
             "samples_per_second": metrics["samples_per_second"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

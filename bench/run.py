@@ -10,6 +10,7 @@ Usage: python bench/run.py [--repeat 5] [--epochs 12] [--models dense,cnn]
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -111,12 +112,18 @@ def dlrun_train(config: str, epochs: int, runs_dir: Path, root: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     return {
         "fit_seconds": metrics["train_seconds"],
+        "epochs_seconds": sum(
+            float(row["epoch_seconds"]) for row in csv.DictReader((run / "history.csv").open())
+        ),
         "test_accuracy": metrics["test"]["accuracy"],
         "samples_per_second": metrics["samples_per_second"],
         "process_seconds": wall,
         "cpu_seconds": CPU_SECONDS[0],
         "peak_rss_mb": rss,
     }
+
+
+STALL = 1.5  # seconds of fit() beyond its epochs; the stalls seen were 4 to 5 s
 
 
 def median(rounds: list[dict], who: str, key: str) -> float:
@@ -200,7 +207,21 @@ def report(all_rounds: dict[str, list[dict]], epochs: int, repeat: int, cli_rows
         "Ratios dlrun / hand-written (targets: fit <= 0.90, process <= 1.05, "
         "memory <= 1.15, accuracy within 1 point):",
         *ratios,
+        "",
+        f"Time inside fit() beyond its epochs (set-up, the records written after each epoch, "
+        f"teardown); a stall is more than {STALL} s of it:",
+        "",
+        "| model | who | runs | median s | max s | stalls |",
+        "|---|---|---|---|---|---|",
     ]
+    for model, rounds in all_rounds.items():
+        for who in rounds[0]:
+            beyond = [r[who]["fit_seconds"] - r[who]["epochs_seconds"] for r in rounds]
+            stalls = sum(b > STALL for b in beyond)
+            lines.append(
+                f"| {model} | {who} | {len(beyond)} | {statistics.median(beyond):.2f} | "
+                f"{max(beyond):.2f} | {stalls} |"
+            )
     for model, rounds in all_rounds.items():
         if "cli-base" in rounds[0]:
             hand_wall = median(rounds, "hand", "process_seconds")

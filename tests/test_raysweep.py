@@ -177,3 +177,63 @@ def test_ctrl_c_stops_a_ray_sweep_and_resume_continues_it_on_ray(tmp_path):
     assert rows[: len(rows_before)] == rows_before  # continued, not started again
     meta = json.loads((trial / "meta.json").read_text())
     assert meta["status"] == "interrupted" and len(meta["attempts"]) == 2, meta
+
+
+HEAD = """\
+import sys, time
+import ray
+ray.init(num_cpus=2, include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sweep_folder_the_ray_nodes_do_not_share_is_a_clear_error(sweep_file, tmp_path):
+    """A Ray node that does not mount the sweep folder: here a node in its own mount
+    namespace, with an empty file system of its own over runs/. The fit trains there, and the
+    sweep stops with one line saying where the sweep folder must be."""
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespaces here: {probe.stderr.decode().strip()}")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # one token fewer to pass between them
+    head = subprocess.Popen(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount -t tmpfs tmpfs "$1" && exec "$2" -c "$3"',
+            "-",
+            str(runs),
+            sys.executable,
+            HEAD,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the Ray head did not start"
+        result = sweep(
+            tmp_path, "--executor", "ray", "--address", address, "--runs-dir", "runs", env=env
+        )
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (sweep_dir,) = run_dirs(runs)
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1, result.stderr[-3000:]
+    assert error[0].startswith(f"Error: {Path('runs') / sweep_dir.name / 'trials'}/fit00")
+    assert error[0].endswith(
+        ": a Ray worker trained this fit but its files are not here; put the sweep folder "
+        "(--runs-dir) on storage every node mounts at the same path, such as NFS"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (sweep_dir / "trials" / "fit000-fold0").exists()
