@@ -190,7 +190,7 @@ refit: false
 
 def test_a_killed_sweep_resumes_without_retraining_finished_fits(tmp_path):
     path = write(
-        tmp_path, GRID_SWEEP.replace("[1, 2]", "[1, 30]").replace("workers: 2", "workers: 1")
+        tmp_path, GRID_SWEEP.replace("[1, 2]", "[1, 12]").replace("workers: 2", "workers: 1")
     )
     runs = tmp_path / "runs"
     process = subprocess.Popen(
