@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,24 @@ def start_dlrun(*args, **kwargs) -> subprocess.Popen:
         env=DLRUN_ENV,
         **kwargs,
     )
+
+
+def wait_until(predicate, process=None, timeout=120):
+    """predicate()'s first true value, polled; fails if `process` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        if process is not None:
+            assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def epochs_in(run: Path) -> int:
+    """The epochs a run's history.csv holds so far."""
+    try:
+        return len((run / "history.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0

@@ -10,38 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from conftest import DLRUN_ENV as ENV
-from conftest import TINY_SPEC, default_sigint, run_dirs
+from conftest import TINY_SPEC, default_sigint, epochs_in, run_dirs, wait_until
 from conftest import start_dlrun as dlrun
 from dlrun import store
 from dlrun.cli import app
 
 runner = CliRunner()
-
-
-def wait_until(predicate, process=None, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        if process is not None:
-            assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
-def epochs_in(run: Path) -> int:
-    try:
-        return len((run / "history.csv").read_text().splitlines()) - 1
-    except FileNotFoundError:
-        return 0
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import TINY_SPEC, run_dirs, wait_until
 from conftest import start_dlrun as dlrun
 from dlrun import api
 from dlrun.cli import app
@@ -35,17 +35,6 @@ def finish(process, timeout=120):
     return process.returncode, out, err
 
 
-def wait_for(predicate, process, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
 def history_rows(runs):
     def rows():
         for run in run_dirs(runs):
@@ -62,7 +51,7 @@ def interrupted_run(tmp_path, epochs=40):
     spec = write_spec(tmp_path, epochs=epochs)
     runs = tmp_path / "runs"
     process = dlrun("train", spec, "--runs-dir", runs)
-    run, _ = wait_for(lambda: (r := history_rows(runs)()) and r[1] >= 1 and r, process)
+    run, _ = wait_until(lambda: (r := history_rows(runs)()) and r[1] >= 1 and r, process)
     process.send_signal(signal.SIGINT)
     assert finish(process)[0] == 130
     return run
@@ -78,7 +67,7 @@ def test_sigkill_in_epoch_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert finish(dlrun("train", spec, "--runs-dir", whole))[0] == 0
 
     process = dlrun("train", spec, "--runs-dir", broken)
-    run, _ = wait_for(lambda: (r := history_rows(broken)()) and r[1] >= 2 and r, process)
+    run, _ = wait_until(lambda: (r := history_rows(broken)()) and r[1] >= 2 and r, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert json.loads((run / "meta.json").read_text())["status"] == "running"
@@ -114,7 +103,7 @@ def test_sigkill_while_checkpoints_are_written_leaves_a_loadable_one(tmp_path):
     for attempt in range(3):
         runs = tmp_path / f"runs{attempt}"
         process = dlrun("train", spec, "--runs-dir", runs)
-        wait_for(lambda runs=runs: any(runs.glob("*/checkpoints/last.keras")), process)
+        wait_until(lambda runs=runs: any(runs.glob("*/checkpoints/last.keras")), process)
         time.sleep(rng.uniform(0.0, 0.5))
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -130,7 +119,7 @@ def test_sigterm_interrupts_and_the_run_resumes(tmp_path):
     spec = write_spec(tmp_path, epochs=12)
     runs = tmp_path / "runs"
     process = dlrun("train", spec, "--runs-dir", runs)
-    run, _ = wait_for(lambda: (r := history_rows(runs)()) and r[1] >= 2 and r, process)
+    run, _ = wait_until(lambda: (r := history_rows(runs)()) and r[1] >= 2 and r, process)
     process.send_signal(signal.SIGTERM)
     code, out, err = finish(process)
     assert code == 143, err

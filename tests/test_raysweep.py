@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY_SPEC, run_dirs, start_dlrun
+from conftest import TINY_SPEC, epochs_in, run_dirs, start_dlrun, wait_until
 
 BLOCKER = Path(__file__).resolve().parent / "blocker"
 
@@ -78,24 +78,6 @@ def test_without_ray_the_executor_is_one_line_saying_how_to_install_it(sweep_fil
     assert not (tmp_path / "runs").exists()
 
 
-def _epochs_in(run: Path) -> int:
-    try:
-        return len((run / "history.csv").read_text().splitlines()) - 1
-    except FileNotFoundError:
-        return 0
-
-
-def _wait_until(predicate, process, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def _descendants(pid: int) -> set[int]:
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -136,8 +118,10 @@ def test_ctrl_c_stops_a_ray_sweep_and_resume_continues_it_on_ray(tmp_path):
         cwd=tmp_path,
         start_new_session=True,
     )
-    trial = _wait_until(
-        lambda: next((t for t in runs.glob("*/trials/*") if _epochs_in(t) >= 2), None), first
+    trial = wait_until(
+        lambda: next((t for t in runs.glob("*/trials/*") if epochs_in(t) >= 2), None),
+        first,
+        timeout=240,  # Ray starts first
     )
     sweep_dir = trial.parent.parent
     ray_processes = _descendants(first.pid)
@@ -157,18 +141,18 @@ def test_ctrl_c_stops_a_ray_sweep_and_resume_continues_it_on_ray(tmp_path):
     for folder in trials:
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["status"] == "interrupted", (folder.name, meta)
-        assert meta["epochs_done"] == _epochs_in(folder)
+        assert meta["epochs_done"] == epochs_in(folder)
     deadline = time.monotonic() + 60
     while any(map(_alive, ray_processes)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in ray_processes if _alive(pid)]
 
-    done_before = _epochs_in(trial)
+    done_before = epochs_in(trial)
     rows_before = (trial / "history.csv").read_text().splitlines()
     second = start_dlrun(
         "sweep", "--resume", sweep_dir, "--executor", "ray", cwd=tmp_path, start_new_session=True
     )
-    _wait_until(lambda: _epochs_in(trial) >= done_before + 2, second)
+    wait_until(lambda: epochs_in(trial) >= done_before + 2, second, timeout=240)
     second.send_signal(signal.SIGTERM)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 143, err[-3000:]
