@@ -310,10 +310,10 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, source=None):
     import tensorflow as tf
 
     if source is not None:
-        return source.pipeline(x, y, batch_size)
+        return _untuned(source.pipeline(x, y, batch_size))
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _untuned(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def shuffled_epochs(
@@ -333,7 +333,7 @@ def shuffled_epochs(
     import tensorflow as tf
 
     if source is not None:
-        return source.shuffled_epochs(x, y, batch_size, seed, first_epoch, epochs)
+        return _untuned(source.shuffled_epochs(x, y, batch_size, seed, first_epoch, epochs))
 
     features, labels = tf.constant(x), tf.constant(y)
     count = len(x)
@@ -345,7 +345,24 @@ def shuffled_epochs(
         return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _untuned(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def _untuned(dataset):
+    """The dataset without tf.data's autotuning thread.
+
+    Every iterator over an autotuned dataset starts a thread that re-optimises the pipeline now
+    and then, and destroying the iterator waits for that thread. In a third to a half of the
+    lecture CNN's fits that wait cost 4 to 5 s after the last epoch (py-spy: the main thread in
+    RootDataset::Iterator::~Iterator, waiting on the thread's notification; bench/run.py). The
+    knobs here size themselves without it: prefetch's AUTOTUNE buffer grows on its own, and an
+    AUTOTUNE map (image folders) runs on as many threads as there are cores.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
