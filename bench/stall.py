@@ -5,10 +5,11 @@ training thread: fit() called -> first epoch begins (set-up, tracing), the epoch
 the gaps between epochs, and last epoch ends -> fit() returns (teardown). A "stall" is a
 teardown or set-up far above the others.
 
---pipeline picks the training input: `stream` (dlrun's: one tf.data stream over all epochs,
-AUTOTUNE prefetch), `noprefetch` (the same stream without prefetch) or `numpy` (the arrays
-handed to Keras, which builds its own tf.data pipeline, as a hand-written script does).
-Usage: python bench/stall.py [--runs 10] [--epochs 3] [--pipeline stream]
+--pipeline picks the training input: `stream` (dlrun's: one tf.data stream over all epochs)
+or `numpy` (the arrays handed to Keras, which builds its own tf.data pipeline, as a
+hand-written script does). --py-spy PATH dumps the native stacks 1 s into a teardown that
+lasts that long (how the stall's cause was found; bench/stall_results.md).
+Usage: python bench/stall.py [--runs 10] [--epochs 3] [--pipeline stream] [--py-spy PATH]
 """
 
 from __future__ import annotations
@@ -31,10 +32,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--config", default=str(ROOT / "configs" / "mnist_cnn.yaml"))
-    parser.add_argument("--pipeline", choices=["stream", "noprefetch", "numpy"], default="stream")
-    parser.add_argument(
-        "--sample", action="store_true", help="print where the main thread is during teardowns"
-    )
+    parser.add_argument("--pipeline", choices=["stream", "numpy"], default="stream")
     parser.add_argument(
         "--tensorboard", action="store_true", help="keep the config's TensorBoard logging"
     )
@@ -42,7 +40,7 @@ def main() -> None:
         "--py-spy", default=None, help="py-spy executable: dump native stacks during a teardown"
     )
     args = parser.parse_args()
-    sampler = _Sampler(args.py_spy) if args.sample or args.py_spy else None
+    dumper = _Dumper(args.py_spy) if args.py_spy else None
 
     from dlrun.backend import tensorflow
 
@@ -70,8 +68,8 @@ def main() -> None:
         def on_train_end(self, logs=None):
             marks.append(("train_end", time.perf_counter()))
             faults.append(_major_faults())
-            if sampler:
-                sampler.start()
+            if dumper:
+                dumper.start()
 
     fit = keras.Model.fit
 
@@ -86,8 +84,8 @@ def main() -> None:
         finally:
             marks.append(("fit_returned", time.perf_counter()))
             faults.append(_major_faults())
-            if sampler:
-                sampler.stop()
+            if dumper:
+                dumper.stop()
 
     keras.Model.fit = timed_fit
     _choose_pipeline(args.pipeline)
@@ -164,70 +162,35 @@ def _major_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_majflt
 
 
-class _Sampler:
-    """Samples the main thread's Python stack every 20 ms between on_train_end and fit's return,
-    and prints the innermost frames seen when that teardown took more than 0.3 s."""
+class _Dumper:
+    """py-spy's native stacks of this process, 1 s after on_train_end if fit has not returned."""
 
-    def __init__(self, py_spy: str | None):
-        import threading
-
+    def __init__(self, py_spy: str):
         self.py_spy = py_spy
-        self.threading, self.main = threading, threading.main_thread().ident
-        self.samples: list[str] = []
-        self.thread = None
 
     def start(self):
-        self.samples, self.running, self.began = [], True, time.perf_counter()
-        self.thread = self.threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        import threading
 
-    def _run(self):
-        import traceback
+        self.timer = threading.Timer(1.0, self._dump)
+        self.timer.start()
 
-        dumped = False
-        while self.running:
-            if self.py_spy and not dumped and time.perf_counter() - self.began > 1.0:
-                import subprocess
+    def _dump(self):
+        import subprocess
 
-                dumped = True
-                dump = subprocess.run(
-                    [self.py_spy, "dump", "--native", "--pid", str(os.getpid())],
-                    capture_output=True,
-                    text=True,
-                )
-                print("  py-spy at 1 s into the teardown:\n" + dump.stdout, file=sys.stderr)
-            frame = sys._current_frames().get(self.main)
-            if frame is not None:
-                stack = traceback.extract_stack(frame)[-4:]
-                self.samples.append(
-                    " <- ".join(
-                        f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)
-                    )
-                )
-            time.sleep(0.02)
+        command = [self.py_spy, "dump", "--native", "--pid", str(os.getpid())]
+        dump = subprocess.run(command, capture_output=True, text=True)
+        print("  py-spy 1 s into the teardown:\n" + dump.stdout, file=sys.stderr)
 
     def stop(self):
-        self.running = False
-        self.thread.join()
-        if time.perf_counter() - self.began > 0.3:
-            from collections import Counter
-
-            for where, count in Counter(self.samples).most_common(4):
-                print(f"  teardown sample x{count}: {where}", file=sys.stderr)
+        self.timer.cancel()
+        self.timer.join()
 
 
 def _choose_pipeline(name: str) -> None:
     """Swap the training input the runner builds (the bench's own patch, never dlrun's code)."""
     from dlrun import data
 
-    stream = data.shuffled_epochs
-    if name == "noprefetch":
-
-        def without_prefetch(*args, **kwargs):
-            return stream(*args, **kwargs)._input_dataset  # the stream before .prefetch()
-
-        data.shuffled_epochs = without_prefetch
-    elif name == "numpy":
+    if name == "numpy":
         import numpy as np
 
         def arrays(x, y, batch_size, seed, first_epoch, epochs, source=None):

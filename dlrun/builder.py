@@ -120,8 +120,9 @@ def _layer_name(class_name: str, taken: dict[str, int], given: set) -> str:
     within this model and past the names the spec gives: Keras' own counter runs across every
     model the process ever built, so the names, and the messages that quote them, would
     depend on what was built before."""
-    base = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", class_name))
-    base = re.sub(r"([a-z])([A-Z])", r"\1_\2", base).lower()
+    from keras.src.utils.naming import to_snake_case  # Keras' own prefix for a class
+
+    base = to_snake_case(class_name)
     while True:
         count = taken.get(base, 0)
         taken[base] = count + 1

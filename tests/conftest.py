@@ -88,3 +88,12 @@ def epochs_in(run: Path) -> int:
         return len((run / "history.csv").read_text().splitlines()) - 1
     except FileNotFoundError:
         return 0
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (or is a zombie nobody has reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"

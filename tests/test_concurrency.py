@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DLRUN_ENV as ENV
-from conftest import TINY_SPEC, default_sigint, epochs_in, run_dirs, wait_until
+from conftest import TINY_SPEC, default_sigint, epochs_in, gone, run_dirs, wait_until
 from conftest import start_dlrun as dlrun
 from dlrun import store
 from dlrun.cli import app
@@ -172,14 +172,6 @@ def children(pid: int, marker: bytes = b"spawn_main") -> list[int]:
         if int(fields[1]) == pid and marker in command:
             found.append(int(stat.parent.name))
     return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state == "Z"
 
 
 def start_sweep(tmp_path, epochs=300, **kwargs):

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import TINY_SPEC, epochs_in, run_dirs, start_dlrun, wait_until
+from conftest import TINY_SPEC, epochs_in, gone, run_dirs, start_dlrun, wait_until
 
 BLOCKER = Path(__file__).resolve().parent / "blocker"
 
@@ -92,13 +91,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_ctrl_c_stops_a_ray_sweep_and_resume_continues_it_on_ray(tmp_path):
     """Ctrl-C (SIGINT to the terminal's whole group) mid-fit: exit 130, the running fits
     recorded interrupted, no Ray process left; `--resume ... --executor ray` continues the
@@ -142,10 +134,7 @@ def test_ctrl_c_stops_a_ray_sweep_and_resume_continues_it_on_ray(tmp_path):
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["status"] == "interrupted", (folder.name, meta)
         assert meta["epochs_done"] == epochs_in(folder)
-    deadline = time.monotonic() + 60
-    while any(map(_alive, ray_processes)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in ray_processes if _alive(pid)]
+    wait_until(lambda: all(map(gone, ray_processes)), timeout=60)
 
     done_before = epochs_in(trial)
     rows_before = (trial / "history.csv").read_text().splitlines()
