@@ -11,7 +11,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from dlrun import api  # noqa: E402
+from dlrun import api
 
 config, epochs, runs_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 overrides = ["data.dataset=mnist_5k", f"training.epochs={epochs}", "training.early_stopping=null"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from dlrun.spec import Spec
+from dlrun.spec.schema import Spec
 
 
 def make_runs(root: Path, count: int = 200, seed: int = 0) -> Path:

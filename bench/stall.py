@@ -48,8 +48,8 @@ def main() -> None:
     import keras
     from rich.console import Console
 
-    from dlrun import runner
-    from dlrun.spec import load_spec
+    from dlrun.spec.loading import load_spec
+    from dlrun.train import runner
 
     marks: list[tuple[str, float]] = []
     faults: list[int] = []  # the process's major page faults at on_train_end and fit's return

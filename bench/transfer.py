@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from dlrun import api
-    from dlrun.features import extract
+    from dlrun.report.features import extract
 
     quick = ["training.epochs=1"] if args.quick else []
     started = time.perf_counter()

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlrun import store
-from dlrun.runner import Outcome
-from dlrun.spec import Spec, load_spec
+from dlrun.spec.loading import load_spec
+from dlrun.spec.schema import Spec
+from dlrun.train.runner import Outcome
 
 __all__ = ["Outcome", "Spec", "load_spec", "resume", "train"]
 
@@ -29,7 +30,7 @@ def train(
     """
     from rich.console import Console
 
-    from dlrun import runner
+    from dlrun.train import runner
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides)
@@ -45,7 +46,7 @@ def resume(run_dir: str | Path, force: bool = False, verbose: bool = True) -> Ou
     """Continue an interrupted, crashed or failed run from its last completed epoch."""
     from rich.console import Console
 
-    from dlrun import runner
+    from dlrun.train import runner
 
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     return runner.resume(Path(run_dir), console, ["dlrun.api.resume"], force)

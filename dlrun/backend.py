@@ -184,6 +184,22 @@ def all_devices() -> list[str]:
     ]
 
 
+def used_devices(spec) -> list[str]:
+    """The devices this spec trains on; BackendError for `gpu` where none is visible."""
+    seen = all_devices()
+    gpus = [d for d in seen if d.startswith("GPU")]
+    device = spec.training.device
+    if device == "gpu" and not gpus:
+        raise BackendError(
+            f"training.device: gpu, but the {current()} backend sees no GPU "
+            f"(devices: {', '.join(seen) or 'none'}); use device: auto or cpu"
+        )
+    pool = gpus if gpus and device != "cpu" else [d for d in seen if d.startswith("CPU")]
+    if spec.training.distribute == "data_parallel":
+        return pool
+    return pool[:1]
+
+
 def versions() -> dict[str, str]:
     import platform
 

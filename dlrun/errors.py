@@ -5,6 +5,8 @@ Each is raised where the problem is found and printed once, as `Error: ...`, by 
 
 from __future__ import annotations
 
+import re
+
 
 class DlrunError(Exception):
     """A problem the user can fix; `exit_code` is what the CLI exits with."""
@@ -55,6 +57,10 @@ class UsageError(DlrunError):
     exit_code = 2
 
 
+class QueryError(UsageError):
+    """A --where, --sort, --columns or --format that the table cannot apply."""
+
+
 class DamagedRun(RunError):
     """A file of a run cannot be read back (a received run, or a hand edit): fix or remove it."""
 
@@ -65,3 +71,12 @@ class BackendError(DlrunError):
     """The Keras backend or device a spec asks for is not available on this machine."""
 
     exit_code = 2
+
+
+def first_line(exc: Exception) -> str:
+    """Keras' message without colour codes, call wrappers and argument dumps, on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    text = text.split("Arguments received by")[0]
+    text = re.sub(r"Exception encountered when calling \S+\.", "", text)
+    text = " ".join(text.split())
+    return text[:300] if text else type(exc).__name__

@@ -23,10 +23,12 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import CONFIGS, ROOT, TINY_SPEC, default_sigint, run_dirs
-from dlrun import attack
+from dlrun.adversarial import attacks
+from dlrun.adversarial.gradients import model_loss
 from dlrun.cli import app
-from dlrun.data import load_data
-from dlrun.spec import load_spec
+from dlrun.data.arrays import load_data
+from dlrun.report import attack
+from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
 # Ten epochs of the tiny dense net: about 88% test accuracy, enough for attacks to matter.
@@ -113,17 +115,17 @@ def test_pgd_is_at_least_as_strong_as_fgsm(fgsm, pgd):
 
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])
 def test_every_adversarial_input_stays_within_eps_and_the_valid_range(normal_run, method):
-    from dlrun.evaluate import load_model
+    from dlrun.model.checkpoints import load_model
 
     model = load_model(normal_run / "checkpoints" / "best.keras")
     data = load_data(load_spec(normal_run / "config.yaml"))
-    low, high = attack.input_range(data.x_train)
+    low, high = attacks.input_range(data.x_train)
     assert (low, high) == (0.0, 1.0)  # digits / 16
     x, y = data.x_test[:100], data.y_test[:100]
     for eps in (0.05, 0.3):
-        threat = attack.Threat(method, eps, 10, 2.5 * eps / 10, low, high)
-        adversarial = attack.perturb(
-            model, attack.model_loss(model), x, y, threat, np.random.default_rng(0)
+        threat = attacks.Threat(method, eps, 10, 2.5 * eps / 10, low, high)
+        adversarial = attacks.perturb(
+            model, model_loss(model), x, y, threat, np.random.default_rng(0)
         )
         change = np.abs(adversarial - x)
         assert change.max() <= eps + 1e-6
@@ -288,7 +290,7 @@ def test_a_sweep_over_adversarial_eps(tmp_path):
 
 GRADIENT_CHECK = """
 import numpy as np, keras
-from dlrun.attack import input_gradient, model_loss
+from dlrun.adversarial.gradients import input_gradient, model_loss
 assert keras.backend.backend() == "{backend}"
 rng = np.random.default_rng(0)
 model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])

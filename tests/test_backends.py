@@ -27,9 +27,10 @@ JAX_SCRIPT = """
 import json, sys
 import numpy as np
 from pathlib import Path
-from dlrun import api, runner
-from dlrun.data import epoch_order
-from dlrun.spec import load_spec
+from dlrun import api
+from dlrun.train import runner
+from dlrun.data.feed import epoch_order
+from dlrun.spec.loading import load_spec
 
 root = Path(sys.argv[2])
 a = api.train(sys.argv[1], runs_dir=root / "a", verbose=False)
@@ -139,7 +140,7 @@ def test_a_jax_run_records_the_same_files_as_a_tensorflow_run(jax_runs):
 
 EVALUATE_SCRIPT = """
 import json, sys
-from dlrun.evaluate import evaluate
+from dlrun.report.evaluate import evaluate
 print("RESULT:" + json.dumps([evaluate(run, overrides=["backend=jax"])["scores"]
                               for run in sys.argv[1:]] + ["tensorflow" in sys.modules]))
 """

@@ -86,8 +86,8 @@ def test_layer_names_do_not_depend_on_the_models_built_before():
     import keras
     import yaml
 
-    from dlrun.builder import build_model
-    from dlrun.spec import validate
+    from dlrun.model.builder import build_model
+    from dlrun.spec.loading import validate
 
     for _ in range(3):
         keras.layers.Conv2D(2, 3)  # advances Keras' process-wide name counter

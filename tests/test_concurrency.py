@@ -115,7 +115,7 @@ def test_full_disk_for_the_final_meta_json_overwrites_it_in_place(tmp_path, monk
 @pytest.mark.parametrize("failing", ["plot", "metrics"])
 def test_full_disk_at_the_end_still_finalises_meta(tmp_path, monkeypatch, failing):
     """ENOSPC injected into the final plot or metrics.json: failed, with the true epochs."""
-    from dlrun import plots
+    from dlrun.report import plots
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -141,7 +141,7 @@ def _best_epoch(run: Path, column: str, highest: bool) -> int:
 def test_directions_come_from_keras_for_every_metric_family():
     import keras
 
-    from dlrun import metrics
+    from dlrun.model import metrics
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
     names = [
@@ -324,8 +324,8 @@ def test_a_completed_run_trains_on_from_its_recorded_epoch(tiny_spec, tmp_path):
 def test_early_stopping_replay_takes_the_best_weights_from_best_keras(f1_run):
     import keras
 
-    from dlrun.callbacks import EarlyStopping
     from dlrun.store import read_history
+    from dlrun.train.callbacks import EarlyStopping
 
     model = keras.models.load_model(f1_run / "checkpoints" / "last.keras")
     x, y = np.zeros((4, 13), "float32"), np.eye(3, dtype="float32")[[0, 1, 2, 0]]

@@ -269,8 +269,8 @@ def test_deterministic_runs_are_identical(tmp_path):
 
 
 def test_seed_alone_fixes_initial_weights(tmp_path):
-    from dlrun.runner import prepare
-    from dlrun.spec import load_spec
+    from dlrun.spec.loading import load_spec
+    from dlrun.train.runner import prepare
 
     spec = load_spec(write_spec(tmp_path))
     first = prepare(spec).model.get_weights()

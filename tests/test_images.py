@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from conftest import run_dirs
 from dlrun import api
 from dlrun.cli import app
-from dlrun.data import load_data
-from dlrun.spec import load_spec
+from dlrun.data.arrays import load_data
+from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
 CLASSES = ("cat", "dog", "owl")

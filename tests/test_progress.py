@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from dlrun.callbacks import LiveProgress, PlainProgress, RunRecorder, TensorBoard
+from dlrun.train.callbacks import LiveProgress, PlainProgress, RunRecorder, TensorBoard
 
 
 def is_default(method) -> bool:

@@ -317,7 +317,8 @@ def test_compare_plot_labels_runs_by_name_and_warns_nothing(lab, tmp_path):
 
 
 def test_curves_plot_table_holds_the_differing_values(lab, tmp_path):
-    from dlrun import compare, store
+    from dlrun import store
+    from dlrun.report import compare
 
     runs = [store.open_run(p) for p in plain_runs(lab)]
     figure = compare.curves_plot(runs, compare.compare_table(runs), tmp_path / "c.png")

@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from dlrun.errors import SpecError
-from dlrun.spec import apply_override, load_spec, validate
+from dlrun.spec.loading import load_spec, validate
+from dlrun.spec.overrides import apply_override
 
 
 def test_defaults_are_filled_and_dump_round_trips(tiny_spec):

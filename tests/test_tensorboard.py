@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_SPEC, default_sigint
-from dlrun.board import exposed
 from dlrun.cli import app
+from dlrun.store.board import exposed
 
 runner = CliRunner()
 

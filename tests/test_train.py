@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import CONFIGS, run_dirs
 from dlrun.cli import app
-from dlrun.spec import load_spec
+from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
 FAST = ["--set", "data.dataset=mnist_5k", "--set", "training.epochs=1"]

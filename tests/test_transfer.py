@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from conftest import run_dirs
 from dlrun import api
 from dlrun.cli import app
-from dlrun.data import load_data
-from dlrun.spec import load_spec
+from dlrun.data.arrays import load_data
+from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
 
@@ -267,7 +267,7 @@ def test_an_application_gets_adapters_its_weights_and_its_preprocessing(
     assert names[:5] == ["image", "resize_to_32x32", "gray_to_rgb", "preprocess_input", "base"]
     assert "(Resizing)" in result.stdout and "(Concatenate)" in result.stdout
 
-    from dlrun.runner import prepare
+    from dlrun.train.runner import prepare
 
     model = prepare(load_spec(spec)).model
     expected = keras.applications.MobileNetV2(

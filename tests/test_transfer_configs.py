@@ -5,7 +5,7 @@ import re
 import sys
 
 from conftest import CONFIGS, ROOT
-from dlrun.spec import load_spec
+from dlrun.spec.loading import load_spec
 
 
 def test_every_transfer_config_is_a_valid_spec():

@@ -1,0 +1,7 @@
+"""Adversarial examples and adversarial training.
+
+Owns: the input gradient per Keras backend (gradients), FGSM and PGD on a batch (attacks), and
+the pieces adversarial training adds to a fit (training). The `attack` command that writes
+results into a run is report.attack.
+May import: model, data, spec, dlrun.backend, dlrun.errors.
+"""

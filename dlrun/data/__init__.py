@@ -1,0 +1,8 @@
+"""The data a run trains on: arrays and image folders in, what fit() takes out.
+
+Owns: Keras' and the offline data sets, npz and csv files (arrays), image folders streamed
+from disk (images), the fixed split and k-fold indices (splits), `data.classes` and
+`data.limit` (subsets), tf.data pipelines and NumPy feeds (feed), and adapting preprocessing
+layers (adapt).
+May import: spec, store, dlrun.backend, dlrun.errors. TensorFlow only inside feed's functions.
+"""

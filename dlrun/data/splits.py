@@ -1,0 +1,58 @@
+"""The data a run trains on (Data) and how it is split: the fixed split seed and k-fold indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlrun.spec.schema import Spec
+
+# The one fixed split for offline data without a test split of its own: the same test
+# samples whatever the run's seed, so runs stay comparable.
+SPLIT_SEED = 0
+
+
+@dataclass
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int  # regression: the number of targets per sample
+    class_names: list[str] | None = None  # kept in the run; evaluate shows them
+    source: object | None = None  # images.FolderSource: x_* are file paths it decodes
+    task: str = "classification"  # or regression: y_* are numbers, not classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        if self.source is not None:
+            return self.source.input_shape
+        return tuple(self.x_train.shape[1:])
+
+
+def fold_indices(
+    labels: np.ndarray, folds: int, spec: Spec, stratified: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-fold (train, validation) index pairs over the training split, fixed; stratified
+    by class for classification."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if not stratified:
+        if folds > len(labels):
+            raise spec.error(
+                ("data", "cv", "folds"), f"{folds} folds need {folds} samples; got {len(labels)}"
+            )
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=SPLIT_SEED)
+        return list(splitter.split(np.zeros(len(labels))))
+    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    if folds > smallest:
+        raise spec.error(
+            ("data", "cv", "folds"),
+            f"{folds} folds need at least {folds} samples of every class; "
+            f"the smallest class has {smallest}",
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SPLIT_SEED)
+    return list(splitter.split(np.zeros(len(labels)), labels))

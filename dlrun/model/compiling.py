@@ -1,0 +1,220 @@
+"""compile(): optimizer, loss and metrics through Keras' own lookups, and the checks that the
+labels, the last layer and the metrics fit together, all reported at once.  [TensorFlow]"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlrun.errors import SpecError, first_line
+from dlrun.spec.names import entry_name
+from dlrun.spec.problems import did_you_mean
+from dlrun.spec.schema import Spec
+
+# compile() understands these metric names itself and picks the right variant for the loss.
+COMPILE_METRIC_ALIASES = {"accuracy", "acc", "crossentropy", "ce"}
+
+
+def _identifier(value: Any, name: str | None = None) -> Any:
+    """A spec's name or {type: name, ...arguments} -> what Keras' `get` lookups take."""
+    if isinstance(value, str):
+        return value
+    arguments = {k: v for k, v in value.items() if k != "type"}
+    if name is not None:
+        arguments.setdefault("name", name)  # logged under the name spec.py expects
+    return {"class_name": value["type"], "config": arguments}
+
+
+def _named(spec: Spec, loc: tuple, field: str, getter, value: Any, candidates: list[str]):
+    try:
+        return getter(_identifier(value, field == "metric" and entry_name(value) or None))
+    except Exception as exc:
+        name = value if isinstance(value, str) else value["type"]
+        if isinstance(exc, ValueError) and "Could not interpret" in str(exc):
+            return_message = f"unknown {field} {name!r}" + did_you_mean(name, candidates)
+            raise spec.error(
+                loc if isinstance(value, str) else (*loc, "type"), return_message
+            ) from None
+        raise spec.error(loc, f"{name} refused its arguments: {first_line(exc)}") from None
+
+
+def _lookups(spec: Spec) -> tuple[dict, list[str]]:
+    """Optimizer, loss and metric objects by Keras' lookups, and every problem found."""
+    import keras
+    from keras.src.optimizers import ALL_OBJECTS_DICT as OPTIMIZERS
+
+
+    losses = [n for n in dir(keras.losses) if not n.startswith("_") and n[0].islower()]
+    public = [n for n in dir(keras.metrics) if not n.startswith("_")]
+    known_metrics = sorted({n.lower() if n[0].isupper() else n for n in public})
+    found: dict = {"metrics": []}
+    problems: list[str] = []
+    lookups = [
+        ("optimizer", ("compile", "optimizer"), keras.optimizers.get, spec.compile.optimizer),
+        ("loss", ("compile", "loss"), keras.losses.get, spec.compile.loss),
+    ]
+    for index, entry in enumerate(spec.compile.metrics):
+        lookups.append(("metric", ("compile", "metrics", index), keras.metrics.get, entry))
+    for field, loc, getter, value in lookups:
+        if field == "metric" and isinstance(value, str) and value in COMPILE_METRIC_ALIASES:
+            found["metrics"].append(value)
+            continue
+        candidates = {"optimizer": list(OPTIMIZERS), "loss": losses}.get(field, known_metrics)
+        try:
+            made = _named(spec, loc, field, getter, value, candidates)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        if field == "metric":
+            found["metrics"].append(made if not isinstance(value, str) else value)
+        else:
+            found[field] = made
+    return found, problems
+
+
+def _lookup_problems(spec: Spec) -> list[str]:
+    return _lookups(spec)[1]
+
+
+def compile_model(model, spec: Spec, num_classes: int) -> None:
+    """compile() with the optimizer, loss and metrics looked up by Keras; every problem with
+    them, or between the labels and the last layer, is reported at once."""
+
+    found, problems = _lookups(spec)
+    problems += [
+        line for error in _check_labels(model, spec, num_classes) for line in error.problems
+    ]
+    if not problems:
+        problems += _vector_metrics(model, spec, num_classes, found["metrics"])
+    if problems:
+        raise SpecError(problems)
+    model.compile(
+        optimizer=found["optimizer"],
+        loss=found["loss"],
+        metrics=found["metrics"],
+        jit_compile=spec.compile.jit_compile,
+        steps_per_execution=spec.steps_per_execution(_on_gpu(spec)),
+    )
+
+
+def _on_gpu(spec: Spec) -> bool:
+    from dlrun.backend import used_devices
+
+    return used_devices(spec)[0].startswith("GPU")
+
+
+def _dummy_labels(model, spec: Spec, num_classes: int):
+    """Two samples shaped like the data's labels and the model's outputs, for checking metrics."""
+    import numpy as np
+
+    outputs = model.output_shape[1:]
+    y_pred = np.full((2, *outputs), 0.5, dtype="float32")
+    if spec.task == "regression":
+        width = () if num_classes == 1 else (num_classes,)
+        return np.zeros((2, *width), dtype="float32"), y_pred
+    if spec.data.one_hot:
+        return np.eye(num_classes, dtype="float32")[[0, 1 % num_classes]], y_pred
+    return np.array([0, 1 % num_classes]), y_pred
+
+
+def _vector_metrics(model, spec: Spec, num_classes: int, metrics: list) -> list[str]:
+    """Metrics that score one number per class (F1Score's default average=None) break the
+    history after epoch 1: refuse them before training, each on its own line."""
+    from keras.src.trainers.compile_utils import get_metric
+
+    y_true, y_pred = _dummy_labels(model, spec, num_classes)
+    problems = []
+    for index, identifier in enumerate(metrics):
+        loc = ("compile", "metrics", index)
+        try:
+            metric = get_metric(identifier, y_true, y_pred)
+            if hasattr(metric, "get_config") and not isinstance(identifier, str):
+                metric = type(metric).from_config(metric.get_config())  # a fresh, unused copy
+            metric.update_state(y_true, y_pred)
+            shape = tuple(metric.result().shape)
+        except Exception as exc:
+            problems += spec.error(
+                loc, f"cannot score this model's outputs: {first_line(exc)}"
+            ).problems
+            continue
+        if shape:
+            name = entry_name(spec.compile.metrics[index])
+            problems += spec.error(
+                loc,
+                f"{name} gives {shape[0]} values (one per class), not one number; "
+                "set average: macro, micro or weighted (e.g. {type: F1Score, average: macro})",
+            ).problems
+    return problems
+
+
+def _check_labels(model, spec: Spec, num_classes: int) -> list:
+    """The label/output mismatches fit() would fail on (or silently get wrong) after the run
+    folder exists."""
+    outputs = model.output_shape[-1]
+    last = ("model", "layers", len(spec.model.layers) - 1)
+    if spec.task == "regression":
+        if outputs != num_classes:
+            return [
+                spec.error(
+                    last,
+                    f"the last layer gives {outputs} outputs but the data has {num_classes} "
+                    f"regression target(s); end with {{type: Dense, units: {num_classes}}}",
+                )
+            ]
+        return []
+    loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss["type"]
+    loss = loss.lower().replace("_", "")
+    if "categorical" in loss:
+        sparse = loss.startswith("sparse")
+        if sparse and spec.data.one_hot:
+            return [
+                spec.error(
+                    ("compile", "loss"),
+                    "sparse categorical losses take integer labels; set data.one_hot: false "
+                    "or use categorical_crossentropy",
+                )
+            ]
+        if not sparse and not spec.data.one_hot:
+            return [
+                spec.error(
+                    ("compile", "loss"),
+                    "categorical losses take one-hot labels; set data.one_hot: true "
+                    "or use sparse_categorical_crossentropy",
+                )
+            ]
+        if outputs != num_classes:
+            return [
+                spec.error(
+                    last,
+                    f"the last layer gives {outputs} outputs but the data has {num_classes} "
+                    f"classes; end with {{type: Dense, units: {num_classes}, activation: softmax}}",
+                )
+            ]
+        return []
+    # Other losses (binary_crossentropy, hinge, ...) compare labels and outputs element-wise.
+    if spec.data.one_hot and outputs != num_classes:
+        return [
+            spec.error(
+                last,
+                f"the last layer gives {outputs} output(s) but one-hot labels have {num_classes} "
+                "columns; for one sigmoid unit set data.one_hot: false, or end with "
+                f"{{type: Dense, units: {num_classes}}}",
+            )
+        ]
+    if not spec.data.one_hot and outputs != 1:
+        return [
+            spec.error(
+                last,
+                f"the last layer gives {outputs} outputs but integer labels are one column; "
+                "end with {type: Dense, units: 1, activation: sigmoid} or set data.one_hot: true",
+            )
+        ]
+    if not spec.data.one_hot and num_classes > 2:
+        return [
+            spec.error(
+                ("compile", "loss"),
+                f"{spec.compile.loss if isinstance(spec.compile.loss, str) else loss} with one "
+                f"output is for two classes; the data has {num_classes}: use "
+                "sparse_categorical_crossentropy with a softmax layer",
+            )
+        ]
+    return []

@@ -1,0 +1,369 @@
+"""Runs -> pandas tables: the `runs` listing and the `compare` table. No TensorFlow here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dlrun.errors import QueryError, RunError
+from dlrun.spec.keys import flatten
+from dlrun.store import Run
+from dlrun.textsafe import clean, clean_value
+
+if TYPE_CHECKING:  # pandas takes most of a second to import: only --where and sweeps need it
+    import pandas as pd
+
+FORMATS = ("table", "csv", "markdown", "json")
+
+
+def config_columns(config: Any) -> dict[str, Any]:
+    """A run's config as {dotted.path: cell value}; a list of plain values reads "a, b"."""
+    return {
+        key: ", ".join(map(str, value)) if isinstance(value, list) else value
+        for key, value in flatten(config).items()
+    }
+
+
+# Results a reader looks at first, then the config keys that differ, then the bookkeeping.
+FIRST = ("run", "status")
+ALWAYS_SHOWN_CONFIG = ("backend",)  # the Keras backend, when runs record one
+LAST = ("epochs_done", "best_epoch", "params", "train_seconds")
+
+
+@dataclass
+class Comparison:
+    """Runs side by side: one dict per run, keyed by full column names (config by dotted path)."""
+
+    columns: list[str]  # what to show, in order
+    rows: list[dict[str, Any]]
+    differing: list[str]  # the config paths whose values differ among the rows
+    config_keys: list[str] = field(default_factory=list)  # every config path seen
+
+    def short_names(self) -> dict[str, str]:
+        """Config paths cut to the last parts that keep them unique (layers.0.units)."""
+        others = {c for c in self.columns if c not in self.config_keys}
+        return short_names(self.config_keys, taken=others)
+
+
+def short_names(paths: list[str], taken: set[str] = frozenset()) -> dict[str, str]:
+    """The shortest tail of each dotted path that no other path (or taken name) shares.
+
+    A tail never starts with a list index: `0.units` says less than `layers.0.units`.
+    """
+    split = {path: path.split(".") for path in paths}
+    names = {}
+    for path, parts in split.items():
+        for size in range(1, len(parts) + 1):
+            tail = parts[-size:]
+            if tail[0].isdigit() and size < len(parts):
+                continue
+            name = ".".join(tail)
+            clash = name in taken or any(
+                other != path and ".".join(other_parts[-size:]) == name
+                for other, other_parts in split.items()
+            )
+            if not clash:
+                break
+        names[path] = name
+    return names
+
+
+def _result_row(run: Run) -> dict[str, Any]:
+    metrics = run.metrics
+    row: dict[str, Any] = {"run": run.name, "status": run.status}
+    value = metrics.get("best_value")
+    row[f"best_{metrics.get('monitor', 'value')}"] = value
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    for name in sorted(test, key=lambda n: (n == "loss", n)):  # the metric before the loss
+        row[f"test_{name}"] = test[name]
+    row["epochs_done"] = run.epochs_done()
+    row["best_epoch"] = metrics.get("best_epoch")
+    row["params"] = metrics.get("params")
+    row["train_seconds"] = metrics.get("train_seconds")
+    return row
+
+
+_MISSING = object()
+
+
+def _differs(rows: list[dict], key: str) -> bool:
+    first = rows[0].get(key, _MISSING) if rows else None
+    # Compared with their type: 1 and 1.0 and True are different settings.
+    return any(
+        (value := row.get(key, _MISSING)) != first or type(value) is not type(first) for row in rows
+    )
+
+
+def compare_table(
+    runs: list[Run],
+    *,
+    show_all: bool = False,
+    where: str | None = None,
+    sort: str | None = None,
+    reverse: bool = False,
+    columns: list[str] | None = None,
+) -> Comparison:
+    """`dlrun compare`: results first, then the config keys that differ among the runs kept.
+
+    --where filters first, so the keys shown are those that differ among the runs shown.
+    """
+    results = [_result_row(run) for run in runs]
+    configs = [config_columns(run.config) for run in runs]
+    config_keys: list[str] = []
+    seen: set[str] = set()
+    for config in configs:
+        for key in config:
+            if key not in seen:
+                seen.add(key)
+                config_keys.append(key)
+    result_keys: list[str] = []
+    for row in results:
+        result_keys += [key for key in row if key not in result_keys]
+    rows = [{**config, **result} for config, result in zip(configs, results, strict=True)]
+    if where and rows:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=[*result_keys, *config_keys])
+        kept = query(frame, where).index
+        rows = [rows[index] for index in kept]
+    present = [k for k in config_keys if any(k in row for row in rows)]
+    differing = [k for k in present if _differs(rows, k)]
+    first = [k for k in result_keys if k in FIRST]
+    first += [k for k in result_keys if k.startswith(("best_", "test_")) and k != "best_epoch"]
+    first += [k for k in ALWAYS_SHOWN_CONFIG if k in present]
+    last = [k for k in result_keys if k in LAST]
+    config_shown = [k for k in (present if show_all else differing) if k not in first]
+    comparison = Comparison([*first, *config_shown, *last], rows, differing, present)
+    names = comparison.short_names()
+    by_name = {name: key for key, name in names.items()}
+    known = [*result_keys, *present]
+
+    def resolve(name: str, option: str) -> str:
+        if name in known:
+            return name
+        if name in by_name:
+            return by_name[name]
+        endings = [key for key in present if key.endswith(f".{name}")]
+        if len(endings) == 1:
+            return endings[0]
+        if endings:
+            raise QueryError(f"{option}: {name!r} could be {', '.join(endings)}; give more of it")
+        raise QueryError(
+            f"{option}: no column {name!r}; columns are {', '.join(known[:60])}"
+            + (" ..." if len(known) > 60 else "")
+        )
+
+    if columns:
+        chosen = [resolve(name.strip(), "--columns") for name in columns if name.strip()]
+        comparison.columns = ["run", *(c for c in chosen if c != "run")]
+    if sort:
+        key = resolve(sort, "--sort")
+        missing = [row for row in rows if row.get(key) is None]
+        present_rows = [row for row in rows if row.get(key) is not None]
+        try:
+            present_rows.sort(key=lambda row: row[key], reverse=reverse)
+        except TypeError:  # mixed types: numbers and text
+            present_rows.sort(key=lambda row: str(row[key]), reverse=reverse)
+        comparison.rows = present_rows + missing
+    return comparison
+
+
+def config_cell(value: Any) -> str:
+    """A config value as it reads in YAML: 32, 0.001, adam, true, null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def result_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+
+
+def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]], set[str]]:
+    """Headers (short names), formatted cells, and which headers are numeric (right-aligned)."""
+    names = comparison.short_names()
+    config = set(comparison.config_keys)
+    headers = [clean(names.get(c, c), newlines=False) for c in comparison.columns]
+    cells, numeric = [], set()
+    for column, header in zip(comparison.columns, headers, strict=True):
+        values = [row.get(column) for row in comparison.rows]
+        if all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None
+        ) and any(v is not None for v in values):
+            numeric.add(header)
+    for row in comparison.rows:
+        cells.append(
+            [
+                clean(
+                    ("" if c not in row else config_cell(row[c]))
+                    if c in config
+                    else result_cell(row.get(c)),
+                    newlines=False,
+                )
+                for c in comparison.columns
+            ]
+        )
+    return headers, cells, numeric
+
+
+def render_comparison(comparison: Comparison, fmt: str) -> str:
+    """csv and json with full dotted names and raw values; markdown as the table shows it."""
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([clean(c, newlines=False) for c in comparison.columns])
+        for row in comparison.rows:
+            writer.writerow(
+                ["" if row.get(c) is None else clean_value(row[c]) for c in comparison.columns]
+            )
+        return out.getvalue()
+    if fmt == "json":
+        records = [
+            {clean(c, newlines=False): clean_value(row.get(c)) for c in comparison.columns}
+            for row in comparison.rows
+        ]
+        return json.dumps(records, indent=2, default=str) + "\n"
+    headers, cells, _ = comparison_cells(comparison)
+    header = "| " + " | ".join(headers) + " |"
+    rule = "|" + "|".join("---" for _ in headers) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in cells)]) + "\n"
+
+
+def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
+    """The rows where the --where filter holds; parsed into comparisons, never run as code."""
+    from dlrun.report.where import filter_rows  # pandas: loaded only when there is a filter
+
+    return filter_rows(frame, expression)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return clean(value, newlines=False)
+
+
+def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
+    """A DataFrame (a sweep's results) as a rich Table for `table`, else csv, markdown or json.
+
+    Cells and headers come from run folders: control characters are replaced in every format,
+    and the table holds rich Text, so `[link=...]` or `[/]` in a name is shown as it is.
+    """
+    import pandas as pd
+
+    frame = frame.rename(columns=lambda c: clean(c, newlines=False))
+    frame = frame.copy()
+    for index, dtype in enumerate(frame.dtypes):  # text: from disk, cleaned
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            frame.iloc[:, index] = frame.iloc[:, index].map(clean_value)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(json.loads(frame.to_json(orient="records")), indent=2) + "\n"
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    if fmt == "markdown":
+        header = "| " + " | ".join(map(str, frame.columns)) + " |"
+        rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+        return "\n".join([header, rule, *("| " + " | ".join(r) + " |" for r in cells)]) + "\n"
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(clean(title, newlines=False)) if title else None)
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        table.add_column(Text(str(column)), justify="right" if numeric else "left", no_wrap=True)
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def _plain(text: str) -> str:
+    """A stranger's text for matplotlib: no control characters, no mathtext from a '$'."""
+    return clean(text, newlines=False).replace("$", r"\$")
+
+
+def curves_plot(runs: list[Run], comparison: Comparison, path):
+    """Validation curves of the runs shown, one colour per run, labelled by run name; the
+    config values that differ among them are a table under the plot, not a legend over it.
+
+    Returns the (closed) matplotlib Figure.
+    """
+    import warnings
+
+    from dlrun import store
+    from dlrun.report.plots import pyplot
+
+    histories = {}
+    for run in runs:
+        try:  # bounded, regular files only: a received run's history.csv may be a FIFO
+            rows = store.read_history(run.path)
+        except (OSError, ValueError, KeyError, RunError):
+            continue
+        if rows:
+            histories[run.name] = rows
+    if not histories:
+        raise RunError("--plot: none of the runs shown has a history.csv")
+    columns = sorted({c for rows in histories.values() for c in rows[0] if c.startswith("val_")})
+    columns = columns or ["loss"]
+    names = comparison.short_names()
+    shown = [run for run in runs if run.name in histories]
+    by_run = {row["run"]: row for row in comparison.rows}
+    plt = pyplot()
+    with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
+        warnings.simplefilter("ignore")
+        table_height = 0.3 * (len(shown) + 1) + 0.3
+        figure = plt.figure(
+            figsize=(max(5.5 * len(columns), 8), 4 + table_height), layout="constrained"
+        )
+        grid = figure.add_gridspec(2, len(columns), height_ratios=[4, table_height])
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for position, column in enumerate(columns):
+            axis = figure.add_subplot(grid[0, position])
+            for index, run in enumerate(shown):
+                rows = [r for r in histories[run.name] if column in r]
+                axis.plot(
+                    [r["epoch"] for r in rows],
+                    [r[column] for r in rows],
+                    marker="o",
+                    markersize=3,
+                    color=colours[index % len(colours)],
+                )
+            axis.set_title(column)
+            axis.set_xlabel("epoch")
+            axis.grid(alpha=0.3)
+        below = figure.add_subplot(grid[1, :])
+        below.axis("off")
+        keys = comparison.differing
+        cells = [
+            [
+                _plain(run.name),
+                *(_plain(config_cell(by_run.get(run.name, {}).get(k))) for k in keys),
+            ]
+            for run in shown
+        ]
+        labels = ["run", *(_plain(names[k]) for k in keys)]
+        table = below.table(cellText=cells, colLabels=labels, loc="upper center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.auto_set_column_width(list(range(len(keys) + 1)))
+        for index in range(len(shown)):  # the run's name in its curve's colour: the legend
+            table[index + 1, 0].get_text().set_color(colours[index % len(colours)])
+        with store.atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return figure

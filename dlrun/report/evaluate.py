@@ -1,0 +1,149 @@
+"""`dlrun evaluate`: a run's checkpoint scored on its test split or on other data.  [TensorFlow]"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from dlrun import store
+from dlrun.errors import DataError, RunError
+from dlrun.model.checkpoints import checkpoint_path, load_model
+from dlrun.model.outputs import predicted_classes, true_classes
+from dlrun.spec.loading import load_spec
+from dlrun.spec.overrides import check_reading_overrides
+from dlrun.textsafe import clean
+
+
+def evaluate(
+    run_path: Path,
+    checkpoint: str = "best",
+    overrides: list[str] | tuple[str, ...] = (),
+    unsafe_load: bool = False,
+) -> dict:
+    """Evaluate a run's checkpoint on its test split (or on data given by `data.*` overrides).
+
+    Writes evaluations/<timestamp>-<checkpoint>-<data>.json and a PNG of the same name beside
+    it (-confusion_matrix.png; regression: -predicted_vs_true.png): no evaluation overwrites
+    another.
+    """
+    from dlrun.backend import use
+    from dlrun.data.arrays import load_data
+    from dlrun.data.feed import evaluation_input
+
+    run = store.open_run(run_path)
+    check_reading_overrides("evaluate", overrides, ("data.", "backend="))
+    model_path = checkpoint_path(run, checkpoint)
+    spec = load_spec(store.config_of(run.path), overrides)
+    use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
+    data = load_data(spec)
+    trained_on = run.metrics.get("input_shape")  # recorded at train time
+    if isinstance(trained_on, list):
+        check_shape(tuple(trained_on), data.input_shape, run.path)
+    from dlrun.model.builder import build_model
+
+    # A transfer model's base comes from elsewhere (a run, an application): rebuilding it only
+    # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
+    model = load_model(model_path, unsafe_load, params)
+    check_shape(tuple(model.input_shape[1:]), data.input_shape, run.path)
+    test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
+    outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
+    created = datetime.now()
+    result = {
+        "run": run.name,
+        "run_status": run.status,
+        "checkpoint": checkpoint,
+        "created": created.astimezone().isoformat(timespec="seconds"),
+        "data": spec.data.model_dump(mode="json"),
+        "task": data.task,
+        "samples": int(len(data.x_test)),
+        "scores": {key: float(value) for key, value in scores.items()},
+    }
+    # Into the run only: a received run's evaluations/ may be a symlink out of it.
+    out = _claim(store.safe_folder(run.path, store.EVALUATIONS), created, checkpoint, spec.data)
+    if data.task == "regression":
+        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
+        result.update(regression_report(data.y_test, outputs))
+        store.write_json(out, result)
+        from dlrun.report.plots import predicted_plot
+
+        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
+    else:
+        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
+        labels = [str(label) for label in range(data.num_classes)]
+        names = [clean(name, newlines=False) for name in data.class_names or labels]
+        result.update(classification_result(data.y_test, outputs, names))
+        store.write_json(out, result)
+        from dlrun.report.plots import confusion_plot
+
+        # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
+        shown = [name.replace("$", r"\$") for name in names]
+        confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
+    result["written"] = [str(out), str(plot)]
+    return result
+
+
+def data_tag(data) -> str:
+    """The data an evaluation scored, in a file name: the dataset, and the file for npz/csv."""
+    tag = data.dataset + (f"-{Path(data.path).stem}" if getattr(data, "path", None) else "")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)[:60]
+
+
+def _claim(folder: Path, created: datetime, checkpoint: str, data) -> Path:
+    """A new evaluations/<time>-<checkpoint>-<data>.json, taken atomically (-2... on a clash)."""
+    stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(data)}"
+    for attempt in range(1, 1000):
+        path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"{folder}: could not find a free file name for {stem}")
+
+
+def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -> None:
+    """Data of another shape than the model was trained on: one line naming both."""
+    expected = tuple(expected)
+    if tuple(input_shape) != expected:
+        raise DataError(
+            f"{run_path}: the model takes inputs of shape {expected} but the data gives "
+            f"{tuple(input_shape)}; evaluate on data shaped like the training data "
+            "(data.flatten and the data set must match the run's)"
+        )
+
+
+def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict:
+    """Per-class report and confusion matrix, classes named as in the data."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    predicted = predicted_classes(outputs)
+    truth = true_classes(y_test)
+    labels = list(range(len(names)))
+    options = {"labels": labels, "target_names": names, "zero_division": 0}
+    return {
+        "classes": names,
+        "report": classification_report(truth, predicted, output_dict=True, **options),
+        "report_text": classification_report(truth, predicted, digits=3, **options),
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=labels).tolist(),
+    }
+
+
+def regression_report(y_test: np.ndarray, outputs: np.ndarray) -> dict:
+    """MAE, RMSE and R² by scikit-learn, over every target."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    truth = y_test.reshape(len(y_test), -1)
+    predicted = outputs.reshape(len(outputs), -1)
+    values = {
+        "mae": float(mean_absolute_error(truth, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(truth, predicted))),
+        "r2": float(r2_score(truth, predicted)),
+    }
+    text = "\n".join(f"{name.upper():>5}: {value:.4f}" for name, value in values.items())
+    return {"regression": values, "report_text": text.replace("R2:", "R²:") + "\n"}

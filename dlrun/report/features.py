@@ -1,0 +1,114 @@
+"""`dlrun features`: a layer's activations as features for another classifier.  [TensorFlow]
+
+The run's checkpoint is cut after the named layer (one of model.layers, as summary.txt lists
+them); its training (validation included) and test splits stream through
+in batches and the activations go to one .npz file (x_train, y_train, x_test, y_test and
+the class names). With a classifier, scikit-learn fits it on them and scores the test split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlrun import store
+from dlrun.errors import SpecError
+from dlrun.model.checkpoints import checkpoint_path, load_model
+from dlrun.model.outputs import true_classes
+from dlrun.spec.loading import load_spec
+from dlrun.spec.overrides import check_reading_overrides
+from dlrun.spec.problems import did_you_mean
+
+CLASSIFIERS = ("logistic",)
+
+
+def truncated(model, layer: str | int):
+    """The model from its input up to `layer` (a name, or an index into model.layers)."""
+    import keras
+
+    names = [item.name for item in model.layers]
+    if isinstance(layer, int) or layer.lstrip("-").isdigit():
+        index = int(layer)
+        if not -len(names) <= index < len(names):
+            raise SpecError(
+                f"--layer {layer}: the model has {len(names)} layers (0 to {len(names) - 1}, "
+                "or negative from the end)"
+            )
+        chosen = model.layers[index]
+    elif layer in names:
+        chosen = model.get_layer(layer)
+    else:
+        raise SpecError(
+            f"--layer {layer}: no such layer{did_you_mean(layer, names)} "
+            f"Its layers: {', '.join(names)}"
+        )
+    from dlrun.model.transfer import layer_output
+
+    return keras.Model(model.inputs[0], layer_output(chosen))
+
+
+def _activations(model, x: np.ndarray, y: np.ndarray, batch_size: int, source) -> np.ndarray:
+    from dlrun.data.feed import pipeline
+
+    parts = [
+        np.asarray(model(images, training=False))
+        for images, _ in pipeline(x, y, batch_size, source)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+
+
+def extract(
+    run_path: Path,
+    layer: str,
+    out: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    classifier: str | None = None,
+    checkpoint: str = "best",
+) -> dict:
+    """Write the layer's activations on the train and test splits to `out` (.npz)."""
+    if classifier is not None and classifier not in CLASSIFIERS:
+        raise SpecError(
+            f"--classifier: expected one of {', '.join(CLASSIFIERS)}, got {classifier!r}"
+        )
+    if out.suffix != ".npz":
+        raise SpecError(f"--out {out}: expected a file name ending in .npz")
+    if not out.parent.is_dir():
+        raise SpecError(f"--out {out}: no such folder {out.parent}")
+    run = store.open_run(run_path)
+    check_reading_overrides("features", overrides, ("data.",))
+    model_path = checkpoint_path(run, checkpoint)
+    spec = load_spec(store.config_of(run.path), overrides)
+    model = truncated(load_model(model_path), layer)
+
+    from dlrun.data.arrays import load_data
+
+    data = load_data(spec)
+    batch = spec.training.batch_size
+    # The validation split joins the training one: every labelled sample the run had.
+    x, y = data.x_train, data.y_train
+    if data.x_val is not None:
+        x, y = np.concatenate([x, data.x_val]), np.concatenate([y, data.y_val])
+    x_train = _activations(model, x, y, batch, data.source)
+    x_test = _activations(model, data.x_test, data.y_test, batch, data.source)
+    y_train, y_test = true_classes(y), true_classes(data.y_test)
+    names = data.class_names or [str(n) for n in range(data.num_classes)]
+    with store.atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                x_train=x_train,
+                y_train=y_train,
+                x_test=x_test,
+                y_test=y_test,
+                class_names=np.array(names),
+            )
+    result = {"out": str(out), "shape": list(x_train.shape[1:]), "train": len(x_train)}
+    result["test"] = len(x_test)
+    if classifier:
+        from sklearn.linear_model import LogisticRegression
+
+        fitted = LogisticRegression(max_iter=1000)
+        fitted.fit(x_train.reshape(len(x_train), -1), y_train)
+        result["accuracy"] = float(fitted.score(x_test.reshape(len(x_test), -1), y_test))
+    return result

@@ -1,0 +1,174 @@
+"""Loading a spec: file -> YAML -> `--set` overrides -> pydantic -> cross-section checks.
+
+Every problem becomes one `file:line: dotted.path: message` line of a SpecError.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from dlrun.errors import SpecError
+from dlrun.spec.overrides import apply_override
+from dlrun.spec.problems import OVERRIDDEN, Loc, did_you_mean, format_problem
+from dlrun.spec.schema import CompileSpec, DataSpec, ModelSpec, Spec
+from dlrun.spec.yamlfile import parse_yaml, read_spec_file
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _fields_at(loc: Loc, root: type[BaseModel]) -> list[str]:
+    """The keys a section accepts, for 'did you mean' on an unknown key."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return list(model.model_fields) if model else []
+
+
+def _describe(error: dict) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    found = f"got {value!r}"
+    if isinstance(value, bool):
+        found = f"got {str(value).lower()} (YAML reads yes/no/on/off as true/false)"
+    messages = {
+        "missing": "required key is missing",
+        "int_type": f"expected a whole number, {found}",
+        "float_type": f"expected a number, {found}",
+        "bool_type": f"expected true or false, {found}",
+        "string_type": f"expected a string, {found}",
+        "list_type": f"expected a list, {found}",
+        "model_type": f"expected a mapping, {found}",
+        "dict_type": f"expected a mapping, {found}",
+        "greater_than": f"expected a number > {ctx.get('gt')}, {found}",
+        "greater_than_equal": f"expected a number >= {ctx.get('ge')}, {found}",
+        "less_than": f"expected a number < {ctx.get('lt')}, {found}",
+        "less_than_equal": f"expected a number <= {ctx.get('le')}, {found}",
+        "too_short": f"expected at least {ctx.get('min_length')} item(s), {found}",
+        "string_pattern_mismatch": f"expected letters, digits, '.', '_' or '-' only, {found}",
+        "literal_error": f"expected one of {ctx.get('expected')}, {found}",
+    }
+    if kind in messages:
+        message = messages[kind]
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    if kind == "literal_error" and isinstance(value, str):
+        message += did_you_mean(value, re.findall(r"'([^']+)'", str(ctx.get("expected"))))
+    return message
+
+
+def validate_model(model: type[Model], raw: dict, source: str, lines: dict[Loc, int]) -> Model:
+    """pydantic validation with every problem as one `file:line: dotted.path: message` line."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if error["type"] == "extra_forbidden":
+                key = str(loc[-1])
+                known = _fields_at(loc[:-1], model)
+                message = f"unknown key {key!r}" + did_you_mean(key, known)
+            else:
+                message = _describe(error)
+            problems.append(format_problem(source, lines, loc, message))
+        raise SpecError(problems) from None
+
+
+def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec:
+    """Raw mapping -> Spec, or a SpecError listing every problem found."""
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"{source}: expected a mapping with data, model, compile and training; "
+            f"got {type(raw).__name__ if raw is not None else 'an empty file'}"
+        )
+    spec = validate_model(Spec, raw, source, lines)
+    spec._source, spec._lines = source, lines
+    problems = _cross_checks(spec)
+    if problems:
+        raise SpecError([line for error in problems for line in error.problems])
+    return spec
+
+
+def _cross_checks(spec: Spec) -> list[SpecError]:
+    """Checks that span sections: a monitored metric must be logged."""
+    problems = []
+    if spec.training.finetune:
+        if spec.model.base is None:
+            message = "finetune needs a model.base to unfreeze; add one or remove finetune"
+            problems.append(spec.error(("training", "finetune"), message))
+        elif spec.model.base.trainable:
+            message = "finetune needs model.base.trainable: false (the base already trains)"
+            problems.append(spec.error(("training", "finetune"), message))
+    logged = ["loss", *spec.compile.metric_names]
+    names = logged + [f"val_{m}" for m in logged]
+    if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
+        logged.append("adversarial_accuracy")
+        names.append("val_adversarial_accuracy")
+    watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
+    if spec.training.early_stopping:
+        watched.append(
+            (("training", "early_stopping", "monitor"), spec.training.early_stopping.monitor)
+        )
+    for loc, monitor in watched:
+        base = monitor.removeprefix("val_")
+        if base not in logged or monitor == "adversarial_accuracy":  # validation only
+            message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
+            problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
+        elif monitor.startswith("val_") and not spec.has_validation:
+            message = (
+                f"{monitor!r} needs a validation split; "
+                f"set training.validation_split above 0 or monitor {base!r}"
+            )
+            problems.append(spec.error(loc, message))
+    return problems
+
+
+def load_raw(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, dict[Loc, int]]:
+    """A spec file's raw YAML with `--set` overrides applied, and the line of every key."""
+    path = Path(path)
+    raw, lines = parse_yaml(read_spec_file(path), str(path))
+    for assignment in overrides:
+        if not isinstance(raw, dict):
+            break
+        apply_override(raw, assignment)
+        key = tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].split("."))
+        lines[key] = OVERRIDDEN
+    return raw, lines
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a spec file, apply `--set` overrides and validate it."""
+    raw, lines = load_raw(path, overrides)
+    return validate(raw, str(Path(path)), lines)
+
+
+def valid_sections(raw: Any, source: str, lines: dict[Loc, int]) -> Spec | None:
+    """A spec of the model and compile sections alone when they are valid, for finding the
+    Keras-level problems of a spec whose other sections are not (None: nothing to check)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        model = ModelSpec.model_validate(raw.get("model"))
+        compile_ = CompileSpec.model_validate(raw.get("compile") or {})
+    except ValidationError:
+        return None
+    spec = Spec.model_construct(
+        name="check", seed=0, data=DataSpec.model_construct(), model=model, compile=compile_
+    )
+    spec._source, spec._lines = source, lines
+    return spec

@@ -1,0 +1,155 @@
+"""A run folder this process creates or resumes and writes into."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import RunError, SpecError
+from dlrun.store.files import history_text, inside, jsonable, write_json, write_text
+from dlrun.store.layout import HISTORY, META, TIMESTAMP, Status, check_name, check_runs_root
+from dlrun.store.lock import take_lock
+from dlrun.store.reading import Run, open_run
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """Temporary files a killed process left behind (never a complete file)."""
+    for path in run_dir.rglob(".*.tmp*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+# --- creating runs ----------------------------------------------------------------------------
+
+
+def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
+    """A new, empty folder `root/<name>-<YYYYMMDD-HHMMSS>`, with -2, -3... on a clash.
+
+    os.mkdir is atomic, so processes started at the same second get distinct folders.
+    """
+    check_name(name)
+    check_runs_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"--runs-dir {root}: cannot be made ({exc.strerror})") from None
+    stem = f"{name}-{(now or datetime.now()).strftime(TIMESTAMP)}"
+    for attempt in range(1, 10_000):
+        path = root / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SpecError(f"--runs-dir {root}: cannot make a folder ({exc.strerror})") from None
+    raise RunError(f"{root}: could not find a free folder name for {stem}")
+
+
+# --- a run this process writes -----------------------------------------------------------------
+
+
+class RunFolder:
+    """A run folder this process trains into: its layout, its lock and its meta.json.
+
+    The lock (flock on .lock) is taken before anything else and held until close(): while it
+    is held the run is running; a meta.json saying running with the lock free has crashed.
+    Every write goes through here, inside the run, never through a symlinked folder.
+    """
+
+    def __init__(self, path: Path, lock_fd: int):
+        self.path = Path(path)
+        self.meta: dict = {}
+        self._lock_fd: int | None = lock_fd
+
+    @classmethod
+    def create(cls, root: Path, name: str, folder: str | None = None) -> RunFolder:
+        """A new run folder, locked: `<name>-<timestamp>`, or exactly `folder` (a sweep's)."""
+        if folder is None:
+            path = create_run_dir(root, name)
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            path = root / check_name(folder)
+            path.mkdir()
+        return cls(path, take_lock(path))
+
+    @classmethod
+    def acquire(cls, path: str | Path) -> RunFolder:
+        """An existing run, locked for this process (to resume it); RunInUse if it is busy."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunError(f"{path}: no such run folder")
+        if not os.path.lexists(path / META):
+            raise RunError(f"{path}: not a run folder ({META} is missing)")
+        return cls(path, take_lock(path))
+
+    def read(self) -> Run:
+        """The run as it is on disk, seen by the lock's holder (running there means crashed)."""
+        run = open_run(self.path)
+        run.owned = True
+        self.meta = dict(run.meta)
+        return run
+
+    def close(self) -> None:
+        """Release the lock: from now on the run is whatever meta.json says."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- layout
+
+    def file(self, relative: str) -> Path:
+        """Where to write `relative` (e.g. store.LAST), its folders made inside the run."""
+        return inside(self.path, relative)
+
+    def write_text(self, relative: str, text: str) -> None:
+        write_text(self.file(relative), text)
+
+    def write_json(self, relative: str, data: Any) -> None:
+        write_json(self.file(relative), data)
+
+    # --- lifecycle
+
+    def start(self, meta: dict) -> None:
+        """The first meta.json of a run (status running)."""
+        self.meta = dict(meta)
+        self.save_meta()
+
+    def update(self, **changes: Any) -> None:
+        self.meta.update(changes)
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        write_json(self.path / META, self.meta)
+
+    def record_epoch(self, rows: list[dict]) -> None:
+        """history.csv with every row so far (before the epoch's checkpoints)."""
+        self.write_text(HISTORY, history_text(rows))
+
+    def epoch_done(self, epochs_done: int, steps_done: int, steps_per_epoch: int) -> None:
+        """The epoch's checkpoints are saved: meta.json counts it, whatever happens next, with
+        the optimizer's step count they hold and the steps the epoch took."""
+        self.update(epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch)
+
+    def finish(self, status: Status, message: str | None, **changes: Any) -> None:
+        """The final meta.json. On a full disk the atomic write (which needs a second copy)
+        can fail; then the file is overwritten in place, which needs no new blocks."""
+        self.meta.update(status=Status(status).value, message=message, **changes)
+        try:
+            self.save_meta()
+        except OSError:
+            text = json.dumps(self.meta, indent=2, default=jsonable) + "\n"
+            fd = os.open(self.path / META, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "w") as file:
+                file.write(text)
+                file.truncate()

@@ -1,0 +1,106 @@
+"""A run folder's layout: its file names in one place, the statuses, the runs root and run names.
+
+No TensorFlow, no pandas, no pydantic: `dlrun runs` reads a thousand runs with this.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from pathlib import Path
+
+from dlrun.errors import SpecError
+
+# The files of a run, in one place.
+CONFIG = "config.yaml"
+META = "meta.json"
+SUMMARY = "summary.txt"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+CHECKPOINTS = "checkpoints"
+BEST = "checkpoints/best.keras"
+LAST = "checkpoints/last.keras"
+TENSORBOARD = "tensorboard"
+PLOTS = "plots"
+HISTORY_PLOT = "plots/history.png"
+CONFUSION_PLOT = "plots/confusion_matrix.png"
+PREDICTED_PLOT = "plots/predicted_vs_true.png"
+EVALUATIONS = "evaluations"
+ATTACKS = "attacks"
+ADVERSARIAL_PLOT = "plots/adversarial.png"
+LOCK = ".lock"  # held (flock) by the process that trains, for as long as it trains
+# Folders a run writes into: each must be a real folder of the run, never a symlink out of it.
+WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS)
+# Files read back from a run folder are small; anything bigger is not ours.
+MAX_READ_BYTES = 16 * 1024 * 1024
+
+
+class Status(str, enum.Enum):
+    """A run's status, as meta.json records it, and the exit code that goes with it."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    DIVERGED = "diverged"
+    CRASHED = "crashed"  # never written: meta says running and nobody holds the lock
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    Status.COMPLETED: 0,
+    Status.FAILED: 1,
+    Status.DIVERGED: 3,
+    Status.INTERRUPTED: 130,
+    Status.CRASHED: 1,
+    Status.RUNNING: 1,
+}
+SIGTERM_EXIT = 143  # interrupted by SIGTERM rather than Ctrl-C
+RUNNING, COMPLETED, FAILED = Status.RUNNING, Status.COMPLETED, Status.FAILED
+INTERRUPTED, DIVERGED, CRASHED = Status.INTERRUPTED, Status.DIVERGED, Status.CRASHED
+TIMESTAMP = "%Y%m%d-%H%M%S"
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
+def runs_root(path: str | Path | None = None) -> Path:
+    """--runs-dir, else $DLRUN_RUNS_DIR, else ./runs."""
+    return Path(path or os.environ.get("DLRUN_RUNS_DIR") or "runs")
+
+
+def check_runs_root(root: Path) -> Path:
+    """A runs folder that exists as a writable folder, or can be made: checked, not made."""
+    existing = root
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == root else f" ({existing} is not a folder)"
+        raise SpecError(f"--runs-dir {root}: not a folder{where}; give a folder for the runs")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(
+            f"--runs-dir {root}: {existing} is not writable (read-only file system or "
+            "permissions); give a folder you can write to"
+        )
+    return root
+
+
+def check_name(name: str) -> str:
+    """A run name is one folder name: no separators, no '..', no control characters."""
+    from dlrun.spec.names import NAME_PATTERN  # no pydantic: reading runs stays light
+
+    if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
+        raise SpecError(
+            f"run name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "
+            "(no path separators, no '..')"
+        )
+    return name

@@ -1,0 +1,253 @@
+"""Running a sweep's fits on local workers or Ray, with Ctrl-C and SIGTERM stopping them all.
+
+A fit that fails or whose worker dies is recorded and the sweep goes on; a stop records the
+running fits as interrupted, and `--resume` finishes them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dlrun import store
+from dlrun.errors import DlrunError, RunError
+from dlrun.model.metrics import higher_is_better
+from dlrun.sweep.plan import Sweep
+from dlrun.sweep.results import plain, refit, results_table
+from dlrun.sweep.schema import BEST_SPEC, EPOCHS, RESULTS, TRIALS
+from dlrun.sweep.workers import Workers
+
+
+def _init_worker(threads: int, backend: str = "tensorflow") -> None:
+    """Each worker gets its share of the cores (TensorFlow reads these as it starts), then
+    imports Keras on the sweep's backend at once."""
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dlrun.backend import load, use
+    from dlrun.errors import BackendError
+
+    try:
+        use(backend)
+    except BackendError:
+        return  # the main process reports it when it checks the sweep
+    load()
+
+
+def pool(workers: int, backend: str = "tensorflow") -> Workers:
+    """Worker processes; start them only once the sweep file has been checked."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return Workers(workers, _init_worker, (threads, backend))
+
+
+def ray_pool(sweep: Sweep, sweep_dir: Path, address: str | None = None):
+    """Fits as Ray tasks reserving the sweep file's resources (dlrun.raysweep)."""
+    from dlrun.sweep.ray import RayWorkers
+
+    resources = sweep.spec.resources
+    return RayWorkers(
+        sweep_dir / TRIALS, sweep.base["backend"], resources.cpu, resources.gpu, address
+    )
+
+
+def lock(sweep_dir: Path) -> int:
+    """The sweep folder's lock, held by the sweep's parent process for its whole life."""
+    if not sweep_dir.is_dir():
+        raise RunError(f"{sweep_dir}: no such sweep folder")
+    return store.take_lock(sweep_dir, "sweep")
+
+
+class SweepStopped(DlrunError):
+    """Ctrl-C or SIGTERM stopped the sweep: the fits running were recorded as interrupted."""
+
+    def __init__(self, sweep_dir: Path, signum: int):
+        self.sweep_dir, self.signum = sweep_dir, signum
+        self.exit_code = store.SIGTERM_EXIT if signum == signal.SIGTERM else 130
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+        super().__init__(f"sweep stopped by {name}; the fits running were recorded as interrupted")
+
+
+def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[dict], str | None]:
+    """In a worker: train one fit (or finish an interrupted one); (status, rows, message)."""
+    from rich.console import Console
+
+    from dlrun.spec.loading import validate as validate_spec
+    from dlrun.train import runner
+
+    console = Console(quiet=True)
+    run_dir = Path(trials_dir) / folder
+    try:
+        if (run_dir / store.META).exists():
+            status = store.open_run(run_dir).status
+            if status == store.COMPLETED:
+                return status, store.read_history(run_dir), None
+            if status in runner.RESUMABLE:
+                outcome = runner.resume(run_dir, console, ["dlrun", "sweep", "--resume"])
+            else:
+                return status, store.read_history(run_dir), "left as it was"
+        else:
+            if run_dir.exists():  # made, but killed before its meta.json: start it again
+                import shutil
+
+                shutil.rmtree(run_dir)
+            spec = validate_spec(yaml.safe_load(spec_yaml), folder)
+            outcome = runner.train(
+                spec, Path(trials_dir), console, ["dlrun", "sweep"], (), folder, score_test=False
+            )
+        return outcome.status, store.read_history(run_dir), outcome.message
+    except Exception as exc:  # one broken trial is recorded; the sweep goes on
+        return store.FAILED, _history(run_dir), f"{type(exc).__name__}: {exc}"
+
+
+def _stopped(run_dir: Path, message: str) -> tuple[str, list[dict], str | None]:
+    try:
+        run = store.open_run(run_dir)
+    except RunError:  # it never started
+        return store.INTERRUPTED, [], message
+    return str(run.status), _history(run_dir), run.meta.get("message") or message
+
+
+def _history(run_dir: Path) -> list[dict]:
+    try:
+        return store.read_history(run_dir)
+    except DlrunError:
+        return []
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[state]}"),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict:
+    """Run every fit (skipping finished ones), then write cv_results.csv, best.yaml, refit.
+
+    Ctrl-C or SIGTERM: no further fit starts, the running ones are stopped and recorded as
+    interrupted, and SweepStopped is raised (nothing of the results is written).
+    """
+    fits = sweep.fits()
+    trials = sweep_dir / TRIALS
+    trials.mkdir(parents=True, exist_ok=True)
+    workers = sweep.spec.workers
+    outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
+    directions: dict[str, str] = {}
+    best: float | None = None
+    started = time.perf_counter()
+    tasks = [
+        (
+            fit.folder,
+            _run_fit,
+            (sweep.trial_spec(fit.params, fit.fold, fit.epochs).dump(), str(trials), fit.folder),
+        )
+        for fit in fits
+    ]
+
+    def record(folder: str, kind: str, value: Any) -> tuple[str, list[dict], str | None]:
+        if kind == "ok":
+            return value
+        if kind == "died":  # killed (OOM, SIGKILL): the trial's lock is free, so it crashed
+            message = f"its worker process died (exit code {value})"
+            return store.CRASHED, _history(trials / folder), message
+        if kind == "stopped":  # cancelled (Ray): as the fit itself recorded it, if it started
+            return _stopped(trials / folder, str(value))
+        return store.FAILED, _history(trials / folder), str(value)
+
+    _terminated.clear()
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    previous_int = signal.getsignal(signal.SIGINT)
+    try:
+        with _progress(console) as progress:
+            task = progress.add_task("sweep", total=len(fits), state="")
+            for folder, kind, value in executor.run(tasks):
+                status, history, message = outcomes[folder] = record(folder, kind, value)
+                directions = directions or _directions(trials / folder)
+                higher = higher_is_better(sweep.spec.scoring, directions)
+                score = history[-1].get(f"val_{sweep.spec.scoring}") if history else None
+                if score is not None and math.isfinite(score):
+                    if best is None or (score > best if higher else score < best):
+                        best = score
+                line = f"{folder}: {status}" + (f" ({message})" if message else "")
+                if not console.is_terminal:
+                    console.print(line, highlight=False, markup=False)
+                left = len(fits) - len(outcomes)
+                running = min(left, workers)
+                best_text = f"{best:.4f}" if best is not None else "-"
+                progress.update(
+                    task,
+                    advance=1,
+                    state=f"running {running}, left {left - running}, best {best_text}",
+                )
+    except KeyboardInterrupt:
+        stopped = signal.SIGTERM if _terminated else signal.SIGINT
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for folder, kind, value in executor.stop():
+            status, _, message = outcomes[folder] = record(folder, kind, value)
+            if not console.is_terminal:
+                console.print(f"{folder}: {status} ({message})", highlight=False, markup=False)
+        raise SweepStopped(sweep_dir, stopped) from None
+    finally:
+        executor.close()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+    frame = results_table(sweep, outcomes, directions)
+    store.write_text(sweep_dir / RESULTS, frame.to_csv(index=False))
+    summary: dict[str, Any] = {
+        "fits": len(fits),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    ranked = frame[np.isfinite(frame["mean_test_score"])]
+    if ranked.empty:
+        summary["best"] = None
+        return {"frame": frame, **summary}
+    winner = ranked.sort_values("rank_test_score").iloc[0]
+    params = {
+        c.removeprefix("param_"): plain(winner[c]) for c in frame.columns if c.startswith("param_")
+    }
+    best_spec = sweep.trial_spec(
+        {k: v for k, v in params.items() if k != EPOCHS}, None, params.get(EPOCHS)
+    )
+    best_raw = best_spec.model_dump(mode="json")
+    best_raw["name"] = sweep.base["name"]
+    store.write_text(sweep_dir / BEST_SPEC, yaml.safe_dump(best_raw, sort_keys=False))
+    summary["best"] = {"params": params, "mean_test_score": float(winner["mean_test_score"])}
+    if sweep.spec.refit:
+        summary["refit"] = refit(best_raw, sweep_dir, console)
+    return {"frame": frame, **summary}
+
+
+def _directions(run_dir: Path) -> dict[str, str]:
+    """The metric directions a trial recorded (empty when it recorded none)."""
+    try:
+        return store.read_json(run_dir / store.METRICS).get("directions") or {}
+    except DlrunError:
+        return {}
+
+
+# Set when SIGTERM arrived. Kept beside the exception, not in its type: Ray's blocking calls
+# turn whatever a signal handler raised into a plain KeyboardInterrupt.
+_terminated: list[int] = []
+
+
+def _raise_stop(signum, frame):
+    """SIGTERM in the sweep's parent is handled like Ctrl-C."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not cut the stop short
+    _terminated.append(signum)
+    raise KeyboardInterrupt

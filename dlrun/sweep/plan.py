@@ -1,0 +1,302 @@
+"""dlrun sweep: grid and random search with k-fold cross-validation.
+
+Every (parameters, fold) fit is an ordinary run folder under the sweep's folder, so `runs`,
+`compare` and TensorBoard see the trials. A grid over training.epochs trains once per fold to
+the largest value and scores each requested epoch from that one history: the epoch-indexed
+shuffling makes the first E epochs of a long fit the same as a fit of E epochs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dlrun import store
+from dlrun.errors import DlrunError, SpecError
+from dlrun.spec.keys import paths
+from dlrun.spec.loading import validate, validate_model
+from dlrun.spec.overrides import apply_override
+from dlrun.spec.problems import did_you_mean, format_problem
+from dlrun.spec.schema import Spec
+from dlrun.spec.yamlfile import parse_yaml
+from dlrun.sweep.schema import BASE_FILE, DISTRIBUTIONS, EPOCHS, MAX_FITS, SWEEP_FILE, SweepSpec
+
+
+@dataclass
+class Fit:
+    """One training: a setting of the parameters (epochs at its largest) on one fold."""
+
+    number: int
+    params: dict[str, Any]  # without training.epochs
+    fold: int | None
+    epochs: int
+
+    @property
+    def folder(self) -> str:
+        return f"fit{self.number:03d}" + (f"-fold{self.fold}" if self.fold is not None else "")
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    base: dict  # the resolved base spec, raw
+    source: str
+    settings: list[dict[str, Any]]  # every parameter setting, epochs included
+
+    @property
+    def folds(self) -> list[int | None]:
+        return list(range(self.spec.cv)) if self.spec.cv else [None]
+
+    def fits(self) -> list[Fit]:
+        """One fit per (setting without epochs, fold), trained to the largest epochs asked."""
+        groups: dict[str, tuple[dict, int]] = {}
+        for setting in self.settings:
+            params = {k: v for k, v in setting.items() if k != EPOCHS}
+            key = json.dumps(params, sort_keys=True, default=str)
+            epochs = setting.get(EPOCHS, self.base["training"]["epochs"])
+            previous = groups.get(key, (params, 0))[1]
+            groups[key] = (params, max(previous, epochs))
+        fits = []
+        for number, (params, epochs) in enumerate(groups.values()):
+            fits += [Fit(number, params, fold, epochs) for fold in self.folds]
+        return fits
+
+    def trial_spec(self, params: dict, fold: int | None, epochs: int | None = None) -> Spec:
+        raw = json.loads(json.dumps(self.base))
+        for path, value in params.items():
+            apply_override(raw, f"{path}={json.dumps(value)}")
+        if epochs is not None:
+            raw["training"]["epochs"] = epochs
+        if fold is not None:
+            raw["data"]["cv"] = {"folds": self.spec.cv, "index": fold}
+        raw["name"] = f"{self.spec.name}-trial"
+        return validate(raw, self.source)
+
+
+def _draw(space: dict, n_iter: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    settings = []
+    for _ in range(n_iter):
+        setting = {}
+        for path, rule in space.items():
+            if isinstance(rule, list):
+                setting[path] = rule[rng.integers(len(rule))]
+                continue
+            ((kind, bounds),) = rule.items()
+            if kind == "choice":
+                setting[path] = bounds[rng.integers(len(bounds))]
+            elif kind == "uniform":
+                setting[path] = float(rng.uniform(*bounds))
+            elif kind == "loguniform":
+                setting[path] = float(
+                    math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1])))
+                )
+            else:  # randint, both ends included
+                setting[path] = int(rng.integers(bounds[0], bounds[1] + 1))
+        settings.append(setting)
+    return settings
+
+
+def _check_rule(path: str, rule: Any) -> str | None:
+    if isinstance(rule, list):
+        return None if rule else "expected at least one value, got []"
+    if not isinstance(rule, dict) or len(rule) != 1:
+        return f"expected a list of values or one of {{{', '.join(DISTRIBUTIONS)}: ...}}"
+    ((kind, bounds),) = rule.items()
+    if kind not in DISTRIBUTIONS:
+        return f"unknown distribution {kind!r}; expected one of {', '.join(DISTRIBUTIONS)}" + (
+            did_you_mean(kind, DISTRIBUTIONS)
+        )
+    if kind == "choice":
+        return None if isinstance(bounds, list) and bounds else "choice needs a non-empty list"
+    if not (
+        isinstance(bounds, list)
+        and len(bounds) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+        and bounds[0] < bounds[1]
+    ):
+        return f"{kind} needs [low, high] with low < high, got {bounds!r}"
+    if kind == "loguniform" and bounds[0] <= 0:
+        return f"loguniform needs low > 0, got {bounds[0]}"
+    if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+        return f"randint needs whole numbers, got {bounds!r}"
+    return None
+
+
+def _path_exists(base: dict, path: str) -> bool:
+    """In the resolved base spec, or an argument of a layer, optimizer or loss (Keras checks)."""
+    if path in paths(base):
+        return True
+    parent = path.rsplit(".", 1)[0]
+    parts = parent.split(".")
+    return (
+        parts[:2] == ["model", "layers"] and len(parts) == 3 and parent in paths(base)
+    ) or parent in ("compile.optimizer", "compile.loss")
+
+
+def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read and check a sweep file and every trial spec it implies; trains nothing.
+
+    `overrides` (`dlrun sweep --set`) apply to the base spec, as `dlrun train --set` does.
+    """
+    try:
+        text = store.read_text(path)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, DlrunError) as exc:
+        raise SpecError(f"{path}: cannot be read ({exc})") from None
+    raw, lines = parse_yaml(text, str(path))
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping with base and grid (or random)")
+    spec = validate_model(SweepSpec, raw, str(path), lines)
+    folds = max(spec.cv, 1)
+    if spec.grid is not None:
+        planned = math.prod(len(values) for values in spec.grid.values()) * folds
+    else:
+        planned = spec.random.n_iter * folds
+    if planned > MAX_FITS:
+        where = "grid" if spec.grid is not None else "random"
+        raise SpecError(
+            format_problem(
+                str(path),
+                lines,
+                (where,),
+                f"{planned:,} fits (settings x folds) is more than the {MAX_FITS:,} allowed; "
+                "narrow the search or use random with a smaller n_iter",
+            )
+        )
+    from dlrun.spec.loading import load_spec
+
+    base_path = (path.parent / spec.base).resolve()
+    if not base_path.is_file():
+        raise SpecError(format_problem(str(path), lines, ("base",), f"no such file: {base_path}"))
+    base = load_spec(base_path, overrides).model_dump(mode="json")
+    space = spec.grid if spec.grid is not None else spec.random.space
+    loc_of = (
+        (lambda key: ("grid", key))
+        if spec.grid is not None
+        else (lambda key: ("random", "space", key))
+    )
+    from dlrun.backend import require
+
+    require(base["backend"])
+    problems = []
+    for key, rule in space.items():
+        if key == "backend":
+            message = "cannot vary within a sweep (a worker runs one backend); run one per backend"
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
+        elif not _path_exists(base, key):
+            candidates = sorted(paths(base))
+            problems.append(
+                format_problem(
+                    str(path),
+                    lines,
+                    loc_of(key),
+                    f"no such key in the base spec {spec.base}" + did_you_mean(key, candidates),
+                )
+            )
+        elif message := _check_rule(key, rule):
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
+    logged = ["loss", *validate(base, str(base_path)).compile.metric_names]
+    if base["training"].get("adversarial"):  # validation only: its train score stays empty
+        logged.append("adversarial_accuracy")
+    if spec.scoring not in logged:
+        problems.append(
+            format_problem(
+                str(path),
+                lines,
+                ("scoring",),
+                f"{spec.scoring!r} is not logged by the base spec; "
+                f"expected one of {', '.join(logged)}",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    if spec.grid is not None:
+        keys = list(spec.grid)
+        settings = [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*spec.grid.values())
+        ]
+    else:
+        settings = _draw(spec.random.space, spec.random.n_iter, spec.random.seed)
+    sweep = Sweep(spec, base, str(path), settings)
+    for setting in settings:  # each value must make a valid spec, named by its sweep key
+        for key, value in setting.items():
+            try:
+                sweep.trial_spec({key: value}, None)
+            except SpecError as exc:
+                detail = exc.problems[0].split(": ", 2)[-1]
+                raise SpecError(
+                    format_problem(str(path), lines, loc_of(key), f"value {value!r}: {detail}")
+                ) from None
+    if spec.cv:
+        _check_folds(sweep, path, lines)
+    return sweep
+
+
+def _check_folds(sweep: Sweep, path: Path, lines) -> None:
+    """cv folds cannot outnumber the samples of the smallest class of the training split, on
+    every data set the sweep trains on (a grid over data.* replaces the base's data)."""
+    from dlrun.data.arrays import load_data
+
+    datas = {
+        json.dumps({k: v for k, v in setting.items() if k.startswith("data.")}, sort_keys=True)
+        for setting in sweep.settings
+    }
+    for data in sorted(datas):
+        raw = json.loads(json.dumps(sweep.base))
+        for key, value in json.loads(data).items():
+            apply_override(raw, f"{key}={json.dumps(value)}")
+        raw["training"]["validation_split"] = 0.0
+        raw["training"]["checkpoint"]["monitor"] = "loss"
+        raw["training"]["early_stopping"] = None
+        loaded = load_data(validate(raw, sweep.source))
+        if loaded.task == "regression":  # plain k-fold: any count up to the samples works
+            continue
+        labels = loaded.y_train
+        labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
+        smallest = int(np.bincount(labels).min())
+        if sweep.spec.cv > smallest:
+            raise SpecError(
+                format_problem(
+                    str(path),
+                    lines,
+                    ("cv",),
+                    f"{sweep.spec.cv} folds need at least {sweep.spec.cv} samples of every "
+                    f"class; the smallest class has {smallest}",
+                )
+            )
+
+
+def start(
+    path: Path, runs_root: Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Sweep, Path]:
+    """Check the sweep file, then make its folder with the resolved sweep and base spec
+    (overrides included, so --resume needs none)."""
+    store.check_runs_root(runs_root)
+    sweep = load_sweep(path, overrides)
+    sweep_dir = store.create_run_dir(runs_root, sweep.spec.name)
+    resolved = sweep.spec.model_dump(mode="json", exclude_none=True)
+    resolved["base"] = BASE_FILE
+    store.write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    store.write_text(sweep_dir / BASE_FILE, yaml.safe_dump(sweep.base, sort_keys=False))
+    return sweep, sweep_dir
+
+
+def reopen(sweep_dir: Path) -> Sweep:
+    """A sweep folder's own sweep.yaml, for --resume."""
+    if not (sweep_dir / SWEEP_FILE).is_file():
+        from dlrun.errors import RunError
+
+        raise RunError(f"{sweep_dir}: not a sweep folder ({SWEEP_FILE} is missing)")
+    return load_sweep(sweep_dir / SWEEP_FILE)
+
+

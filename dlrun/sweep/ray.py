@@ -1,0 +1,116 @@
+"""Sweep fits as Ray tasks: a local Ray instance, or a cluster at --address / $RAY_ADDRESS.
+
+The same interface as workers.Workers (run, stop, close), so run_sweep treats both alike.
+Each task reserves the sweep file's `resources` and trains one fit into the sweep folder,
+which must be on storage that every node sees: the head reads back what each worker wrote,
+and says so when it cannot. Ray is an optional extra: pip install "dlrun[ray]".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dlrun import store
+from dlrun.errors import BackendError, RunError
+from dlrun.sweep.workers import Result, Task
+
+INSTALL = 'pip install "dlrun[ray]"'
+
+
+def _call(function: Callable, args: tuple, backend: str) -> Any:
+    """In a Ray worker: fix Keras' backend (before Keras loads), then run the fit."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dlrun.backend import use
+
+    use(backend)
+    return function(*args)
+
+
+def ray_module():
+    """`import ray`, or the one line that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise BackendError(f"--executor ray needs Ray, which is not installed: {INSTALL}") from None
+    return ray
+
+
+class RayWorkers:
+    """Fits as Ray tasks, each reserving `cpus` and `gpus` of a node."""
+
+    def __init__(
+        self,
+        trials_dir: Path,
+        backend: str,
+        cpus: float = 1,
+        gpus: float = 0,
+        address: str | None = None,
+    ):
+        ray = self._ray = ray_module()
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+            )
+        except ConnectionError as exc:
+            raise RunError(f"--address {address}: no Ray cluster there ({exc})") from None
+        self.trials_dir, self.backend = trials_dir, backend
+        self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_call)
+        self._pending: dict[Any, str] = {}
+
+    def run(self, tasks: Iterable[Task]) -> Iterator[Result]:
+        """Submit every task; yield each result as it comes (an error: "error", its message)."""
+        ray = self._ray
+        for key, function, args in tasks:
+            self._pending[self._remote.remote(function, args, self.backend)] = key
+        while self._pending:
+            done, _ = ray.wait(list(self._pending), num_returns=1)
+            for ref in done:
+                key = self._pending.pop(ref)
+                yield self._result(ref, key)
+
+    def _result(self, ref, key: str) -> Result:
+        ray = self._ray
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:  # the fit recorded how it stopped
+            return key, "stopped", "stopped before it finished"
+        except ray.exceptions.WorkerCrashedError:
+            return key, "died", "its Ray worker died"
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            return key, "error", f"{type(cause).__name__}: {str(cause).splitlines()[-1][:300]}"
+        self._check_shared(key)
+        return key, "ok", value
+
+    def _check_shared(self, key: str) -> None:
+        """What a worker wrote must be readable here: the folder is on shared storage."""
+        if not (self.trials_dir / key / store.META).is_file():
+            raise RunError(
+                f"{self.trials_dir / key}: a Ray worker trained this fit but its files are not "
+                "here; put the sweep folder (--runs-dir) on storage every node mounts at the "
+                "same path, such as NFS"
+            )
+
+    def stop(self, grace: float = 60.0) -> list[Result]:
+        """Cancel every task: a running fit gets KeyboardInterrupt and records itself
+        interrupted, one that has not started never does."""
+        ray = self._ray
+        for ref in self._pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=grace)
+        results = [self._result(ref, self._pending.pop(ref)) for ref in ready]
+        # as with local workers, a fit that never started is not reported: it has no folder
+        return [r for r in results if r[1] != "stopped" or (self.trials_dir / r[0]).is_dir()]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ray.shutdown()

@@ -1,0 +1,7 @@
+"""One run's life, from its folder to its recorded outcome.
+
+Owns: preparing, training and resuming a run (runner), the fit loop and the context that turns
+every stop or fault into a recorded status (fit), the callbacks that record and show progress
+(callbacks), and devices, mixed precision and data parallelism (devices).
+May import: report (plots, hparams), adversarial, model, data, store, spec, dlrun.backend.
+"""

@@ -1,0 +1,382 @@
+"""Keras callbacks that record a run and show its progress.                     [TensorFlow]
+
+None of them does per-batch work beyond counting: files are written once an epoch, and the
+live progress bar is redrawn by its own timer, not by every batch.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dlrun import store
+from dlrun.model import metrics as directions_of
+from dlrun.store import events
+
+
+def _finite(logs: dict) -> bool:
+    return all(math.isfinite(v) for k, v in logs.items() if k.endswith("loss"))
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Once an epoch: history.csv, then last.keras and best.keras, all atomic.
+
+    A non-finite loss stops training, puts back the weights of the last finite epoch and
+    overwrites no checkpoint, so best.keras and last.keras always hold finite weights.
+    Everything --resume needs is in these files: the checkpoint's optimizer step counter says
+    which epoch it ends, history.csv holds the rows (and so the best value) up to it.
+    """
+
+    def __init__(
+        self, run: store.RunFolder, monitor: str, mode: str, rows: list[dict] | None = None
+    ):
+        super().__init__()
+        self.run = run
+        self.run_dir = run.path
+        self.monitor = monitor
+        self.mode = mode
+        self.directions: dict[str, str] = {}  # from the compiled model, as fit() starts
+        self.is_better = directions_of.better(mode, monitor, {})
+        self.rows: list[dict] = list(rows or [])
+        self.epochs_done = len(self.rows)
+        self.best_value = self.best_epoch = None
+        self.diverged_at: int | None = None
+        self.best_weights: list | None = None  # of the best epoch of this attempt
+        self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
+        self._good_weights = None
+        self._started = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._good_weights = self.model.get_weights()
+        self._steps_at_epoch_end = self._optimizer_steps()
+
+    def _optimizer_steps(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _read_directions(self) -> None:
+        # Keras builds the compile metrics as it traces the first step, so their directions
+        # are known only at the end of the first epoch (where its own EarlyStopping reads them).
+        self.directions = directions_of.compiled(self.model)
+        self.is_better = directions_of.better(self.mode, self.monitor, self.directions)
+        self.best_value, self.best_epoch = best_of(self.rows, self.monitor, self.is_better)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        with store.signals_held():  # a stop lands before or after the epoch's records
+            self._record(epoch, logs)
+
+    def _record(self, epoch, logs) -> None:
+        if not self.directions:
+            self._read_directions()
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
+        if self.stage is not None:
+            row["stage"] = self.stage
+        row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
+        self.rows.append(row)
+        self.run.record_epoch(self.rows)
+        weights = self.model.get_weights()
+        # Clipped losses can stay finite while the weights are already NaN: check both.
+        if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
+            self.diverged_at = epoch + 1
+            self.model.set_weights(self._good_weights)
+            self.model.stop_training = True
+            return
+        self._good_weights = weights
+        value = logs.get(self.monitor)
+        improved = value is not None and (
+            self.best_value is None or self.is_better(value, self.best_value)
+        )
+        last = self.run.file(store.LAST)
+        with store.atomic_path(last) as tmp:
+            self.model.save(tmp)
+        if improved:  # the same weights: a copy, not a second save
+            with store.atomic_path(self.run.file(store.BEST)) as tmp:
+                shutil.copyfile(last, tmp)
+        # Only now is the epoch done: an interrupt before this line leaves the previous
+        # checkpoints, and the counters must agree with them.
+        self.epochs_done = epoch + 1
+        if improved:
+            self.best_value, self.best_epoch = value, epoch + 1
+            self.best_weights = weights
+        # The optimizer's step count goes with the epoch count: a kill between the checkpoint
+        # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
+        steps = self._optimizer_steps()
+        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end)
+        self._steps_at_epoch_end = steps
+
+
+def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
+    """The best value of the monitor over history rows, and its epoch."""
+    best_value = best_epoch = None
+    for row in rows:
+        value = row.get(monitor)
+        if value is not None and math.isfinite(value):
+            if best_value is None or is_better(value, best_value):
+                best_value, best_epoch = value, int(row["epoch"])
+    return best_value, best_epoch
+
+
+def _format_logs(logs: dict) -> str:
+    return "  ".join(f"{key} {value:.4f}" for key, value in logs.items())
+
+
+class PlainProgress(keras.callbacks.Callback):
+    """One plain line per epoch, for logs and CI where output is not a terminal."""
+
+    def __init__(self, console, epochs: int):
+        super().__init__()
+        self.console, self.epochs = console, epochs
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._started
+        self.console.print(
+            f"epoch {epoch + 1}/{self.epochs}  {_format_logs(logs or {})}  {seconds:.1f}s",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+class LiveProgress(keras.callbacks.Callback):
+    """A rich progress bar for the epoch in progress; each finished epoch becomes a plain line.
+
+    The batch hook only stores a counter and the latest logs; a timer thread redraws a few
+    times a second. async_safe lets Keras call the hook off the training thread. A finished
+    epoch is printed once, above the bar, with its final metrics and then never redrawn: the
+    timer used to repaint a finished row with the next epoch's reset counter (`0/29 0:00:00`,
+    no metrics), and a live area taller than the terminal is cropped.
+    """
+
+    async_safe = True
+    REFRESH_SECONDS = 0.25
+
+    def __init__(self, console, epochs: int):
+        super().__init__()
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.epochs = epochs
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=console,
+            auto_refresh=False,
+        )
+        self.batch_calls = 0  # counted, so a test can prove the hook does nothing else
+        self.renders = 0
+        self._seen = 0
+        self._logs: dict = {}
+        self._task = None
+        self._started = 0.0
+        self._lock = threading.Lock()  # the timer never draws a task the epoch end retired
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._redraw_loop, daemon=True)
+        self._thread.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        with self._lock:
+            self._seen, self._logs = 0, {}
+            self._started = time.perf_counter()
+            self._task = self.progress.add_task(
+                f"epoch {epoch + 1}/{self.epochs}", total=self.params.get("steps"), metrics=""
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_calls += 1
+        self._seen = batch + 1
+        self._logs = logs
+
+    def _redraw(self) -> None:
+        with self._lock:
+            if self._task is None:
+                return
+            metrics = _format_logs({k: float(v) for k, v in (self._logs or {}).items()})
+            self.progress.update(self._task, completed=self._seen, metrics=metrics)
+            self.progress.refresh()
+            self.renders += 1
+
+    def _redraw_loop(self) -> None:
+        while not self._stop.wait(self.REFRESH_SECONDS):
+            self._redraw()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._started
+        with self._lock:
+            if self._task is not None:
+                self.progress.remove_task(self._task)
+                self._task = None
+            # Printed through the live display: it lands above the bar and stays.
+            self.progress.console.print(
+                f"epoch {epoch + 1}/{self.epochs}  {_format_logs(logs or {})}  {seconds:.1f}s",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            self.progress.refresh()
+            self.renders += 1
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the redraw thread and the live display (shows the cursor again); idempotent."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self._thread = None
+        self.progress.stop()
+
+
+class TensorBoard(keras.callbacks.Callback):
+    """TensorBoard logs in Keras' own layout and tags, written without TensorFlow ops.
+
+    train/ and validation/ hold epoch_<metric> scalars (and epoch_learning_rate), train/ the
+    weight histograms and the model's conceptual graph (tag `keras`). At the end, the run
+    folder's tensorboard/ gets the HParams summary: config values against final metrics.
+    """
+
+    def __init__(self, log_dir: Path, histogram_freq: int = 1, write_graph: bool = True):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.histogram_freq = histogram_freq
+        self.write_graph = write_graph
+        self._train = self._validation = None
+
+    def on_train_begin(self, logs=None):
+        self._train = events.EventWriter(store.safe_folder(self.log_dir, "train"))
+        self._validation = events.EventWriter(store.safe_folder(self.log_dir, "validation"))
+        if self.write_graph:
+            self._train.write(0, events.keras_graph(self.model.to_json()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        rate = self.model.optimizer.learning_rate
+        train = {f"epoch_{k}": v for k, v in logs.items() if not k.startswith("val_")}
+        train["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        self._train.write(epoch, events.scalars(train))
+        validation = {f"epoch_{k[4:]}": v for k, v in logs.items() if k.startswith("val_")}
+        self._validation.write(epoch, events.scalars(validation))
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            weights = {
+                f"{weight.path.replace(':', '_')}/histogram": keras.ops.convert_to_numpy(weight)
+                for layer in self.model.layers
+                for weight in layer.weights
+            }
+            self._train.write(epoch, events.histograms(weights))
+        self._train.flush()
+        self._validation.flush()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        for writer in (self._train, self._validation):
+            if writer is not None:
+                writer.close()
+        self._train = self._validation = None
+
+
+def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
+    """The HParams summary: the run's config values against its final and test metrics.
+
+    TensorBoard's HParams tab then lines up every run under a logdir with no extra step.
+    """
+    from dlrun.report.compare import config_columns
+
+    values = {
+        key: value
+        for key, value in config_columns(config).items()
+        if isinstance(value, (bool, int, float, str))
+    }
+    scores = {f"final_{k}": v for k, v in (metrics.get("final") or {}).items()}
+    scores.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
+    finite = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    writer = events.EventWriter(store.safe_folder(run_dir, store.TENSORBOARD))
+    writer.write(0, events.hparams(values, run_dir.name))
+    writer.write(0, events.scalars(finite))
+    writer.close()
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping that can pick up where a resumed run left off.
+
+    `replay(rows)` feeds it the history rows of the epochs already done, so its best value
+    and patience counter continue instead of starting over. `best` is a checkpoint holding
+    the best epoch on this callback's monitor (best.keras when the monitors agree): its
+    weights are what restore_best_weights puts back, not the weights at resume time.
+    """
+
+    def replay(self, rows: list[dict], best: Path | None = None) -> None:
+        self._rows = list(rows)
+        if best is not None:  # kept across the replays of later stages
+            self._best_checkpoint = best
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._pending = bool(getattr(self, "_rows", []))
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Replayed here, not in on_train_begin: Keras builds the compile metrics (whose
+        # directions decide mode auto) only as it traces the first step.
+        if getattr(self, "_pending", False):
+            self._pending = False
+            self._replay()
+        super().on_epoch_end(epoch, logs)
+
+    def _replay(self) -> None:
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for row in self._rows:
+            current = row.get(self.monitor)
+            if current is None or row["epoch"] - 1 < self.start_from_epoch:
+                continue
+            self.wait += 1
+            if self._is_improvement(current, self.best):
+                self.best, self.best_epoch = current, row["epoch"] - 1
+                if self.baseline is None or self._is_improvement(current, self.baseline):
+                    self.wait = 0
+        if self.restore_best_weights:
+            best = getattr(self, "_best_checkpoint", None)
+            if best is not None and Path(best).exists():
+                saved = keras.models.load_model(best, safe_mode=True, compile=False)
+                self.best_weights = saved.get_weights()
+            else:  # no checkpoint of this monitor's best epoch: the nearest we have
+                self.best_weights = self.model.get_weights()
+
+
+class EpochShuffle(keras.callbacks.Callback):
+    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them."""
+
+    def __init__(self, feed):
+        super().__init__()
+        self.feed = feed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.feed.arrange(epoch)
