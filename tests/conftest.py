@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # pytest-xdist's workers inherit COLUMNS=80. Output that is not a terminal is 200 columns wide
-# unless COLUMNS says otherwise (cli._console); tests about the width set COLUMNS themselves.
+# unless COLUMNS says otherwise (cli.common.make_console); width tests set COLUMNS themselves.
 os.environ.pop("COLUMNS", None)
 
 ROOT = Path(__file__).resolve().parent.parent

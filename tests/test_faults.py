@@ -270,7 +270,7 @@ def test_deterministic_runs_are_identical(tmp_path):
 
 def test_seed_alone_fixes_initial_weights(tmp_path):
     from dlrun.spec.loading import load_spec
-    from dlrun.train.runner import prepare
+    from dlrun.train.prepared import prepare
 
     spec = load_spec(write_spec(tmp_path))
     first = prepare(spec).model.get_weights()

@@ -28,7 +28,7 @@ def heavy_modules(body: str) -> str:
         "from dlrun.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass",
         "from dlrun.cli import app\ntry:\n    app(['train', '--help'])\n"
         "except SystemExit:\n    pass",
-        "from dlrun.spec import load_spec\nload_spec('configs/quickstart.yaml')",
+        "from dlrun.spec.loading import load_spec\nload_spec('configs/quickstart.yaml')",
     ],
     ids=["import", "help", "train-help", "load-spec"],
 )

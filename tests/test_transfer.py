@@ -267,7 +267,7 @@ def test_an_application_gets_adapters_its_weights_and_its_preprocessing(
     assert names[:5] == ["image", "resize_to_32x32", "gray_to_rgb", "preprocess_input", "base"]
     assert "(Resizing)" in result.stdout and "(Concatenate)" in result.stdout
 
-    from dlrun.train.runner import prepare
+    from dlrun.train.prepared import prepare
 
     model = prepare(load_spec(spec)).model
     expected = keras.applications.MobileNetV2(

@@ -261,5 +261,3 @@ def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
         return folder_signature(spec)
     data = load_data(spec)
     return data.input_shape, data.num_classes
-
-

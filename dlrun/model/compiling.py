@@ -42,7 +42,6 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     import keras
     from keras.src.optimizers import ALL_OBJECTS_DICT as OPTIMIZERS
 
-
     losses = [n for n in dir(keras.losses) if not n.startswith("_") and n[0].islower()]
     public = [n for n in dir(keras.metrics) if not n.startswith("_")]
     known_metrics = sorted({n.lower() if n[0].isupper() else n for n in public})

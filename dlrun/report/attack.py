@@ -105,13 +105,13 @@ def _write_new_json(folder: Path, stem: str, data: dict) -> Path:
     """
     import json
 
-    text = json.dumps(data, indent=2, default=store._jsonable) + "\n"
+    text = json.dumps(data, indent=2, default=store.jsonable) + "\n"
     fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp.json", dir=folder)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "w") as file:
             file.write(text)
-        os.chmod(tmp, 0o666 & ~store._UMASK)  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~store.UMASK)  # mkstemp makes 0600
         for attempt in range(1, 10_000):
             path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
             try:

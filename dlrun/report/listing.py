@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dlrun import store
-from dlrun.errors import UsageError
+from dlrun.errors import RunError, SpecError, UsageError
 from dlrun.textsafe import clean
 
 # A sweep folder's own files (dlrun.sweep names them; importing it would load pydantic models).
@@ -60,7 +60,7 @@ def _started_of_file(path: Path) -> str:
 def _read_meta(path: Path, warnings: list[str]) -> dict | None:
     try:
         return store.read_json(path / store.META, path)
-    except store.RunError as exc:
+    except RunError as exc:
         warnings.append(f"skipped {exc}")
     except OSError as exc:
         warnings.append(f"skipped {path}: {exc.strerror}")
@@ -179,7 +179,7 @@ def _sweep_scoring(path: Path) -> str:
 
     try:
         raw = safeyaml.load(store.read_text(path / SWEEP_FILE), str(path / SWEEP_FILE))
-    except (OSError, yaml.YAMLError, store.RunError, store.SpecError, RecursionError):
+    except (OSError, yaml.YAMLError, RunError, SpecError, RecursionError):
         return "score"
     scoring = raw.get("scoring") if isinstance(raw, dict) else None
     return scoring if isinstance(scoring, str) else "score"
@@ -192,7 +192,7 @@ def _best_mean_score(path: Path) -> float | None:
         for row in csv.DictReader(io.StringIO(text)):
             if row.get("rank_test_score") == "1":
                 return float(row["mean_test_score"])
-    except (OSError, KeyError, ValueError, csv.Error, store.RunError):
+    except (OSError, KeyError, ValueError, csv.Error, RunError):
         return None
     return None
 
@@ -221,7 +221,7 @@ def sweep_row(item: Found) -> dict[str, str]:
     if (item.path / SWEEP_REFIT / store.METRICS).is_file():
         try:
             refit = store.read_json(item.path / SWEEP_REFIT / store.METRICS)
-        except store.RunError:
+        except RunError:
             refit = {}
     ended = _started_of_file(item.path / SWEEP_RESULTS) if finished else None
     return {
@@ -243,7 +243,7 @@ def rows(found: list[Found]) -> tuple[list[dict[str, str]], list[str]]:
     for item in found:
         try:
             row = run_row(item) if item.meta is not None else sweep_row(item)
-        except store.RunError as exc:
+        except RunError as exc:
             warnings.append(f"skipped {exc}")
             continue
         shown.append({key: clean(value, newlines=False) for key, value in row.items()})

@@ -36,7 +36,6 @@ STEPS_PER_EXECUTION_GPU = 8
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 
-
 class _Section(BaseModel):
     # strict: `yes` (a YAML boolean) is not a number and "3" is not an integer;
     # forbid: a misspelt key is an error, never silently dropped.

@@ -298,5 +298,3 @@ def reopen(sweep_dir: Path) -> Sweep:
 
         raise RunError(f"{sweep_dir}: not a sweep folder ({SWEEP_FILE} is missing)")
     return load_sweep(sweep_dir / SWEEP_FILE)
-
-

@@ -365,7 +365,9 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         if self.restore_best_weights:
             best = getattr(self, "_best_checkpoint", None)
             if best is not None and Path(best).exists():
-                saved = keras.models.load_model(best, safe_mode=True, compile=False)
+                from dlrun.model.checkpoints import load_model
+
+                saved = load_model(Path(best), compile=False)
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()

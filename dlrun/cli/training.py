@@ -1,0 +1,268 @@
+"""`dlrun train`, `dlrun validate` and `dlrun sweep`: the commands that make runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dlrun.cli.common import (
+    RunsDirOption,
+    SetOption,
+    fails_cleanly,
+    make_console,
+)
+
+
+@fails_cleanly
+def train(
+    spec_file: Annotated[Path | None, typer.Argument(help="The YAML spec.")] = None,
+    set_: SetOption = None,
+    runs_dir: RunsDirOption = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this interrupted, crashed or failed run instead."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Resume even if config.yaml was edited.")] = False,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Resume from a checkpoint that Keras' safe_mode refuses.")
+    ] = False,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --resume: train to this many epochs in all, even a completed run."
+        ),
+    ] = None,
+) -> None:
+    """Train the model a spec describes into a new run folder, or --resume a stopped run.
+
+    `--resume RUN --epochs N` continues a completed run up to N epochs (a new attempt).
+
+    Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
+    """
+    from dlrun.errors import SpecError
+
+    if (spec_file is None) == (resume is None):
+        raise SpecError("give a spec file to train, or --resume RUN to continue a run (not both)")
+    if resume is not None and set_:
+        raise SpecError("--set does not apply to --resume; the run's config.yaml is its spec")
+    if epochs is not None and resume is None:
+        raise SpecError("--epochs goes with --resume; for a new run use --set training.epochs=N")
+    _check_resume_options(resume, runs_dir, force=force, unsafe_load=unsafe_load)
+    if resume is None:
+        spec = _load(spec_file, set_ or [])
+    from dlrun import store
+    from dlrun.train import runner
+
+    if resume is None:
+        store.check_runs_root(store.runs_root(runs_dir))  # before TensorFlow and the data
+
+    console = make_console()
+    if resume is not None:
+        command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
+        command += [f"--epochs={epochs}"] if epochs else []
+        outcome = runner.resume(resume, console, command, force, unsafe_load, epochs=epochs)
+    else:
+        # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
+        command = ["dlrun", "train", str(spec_file)]
+        command += [f"--set={value}" for value in set_ or []]
+        command += [f"--runs-dir={runs_dir}"] if runs_dir else []
+        outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
+    _report(console, outcome)
+    if outcome.exit_code:
+        from dlrun.textsafe import clean
+
+        typer.echo(clean(f"Error: run {outcome.status}: {outcome.message}", False), err=True)
+        if outcome.status == store.INTERRUPTED:
+            typer.echo(clean(f"resume with: dlrun train --resume {outcome.run_dir}"), err=True)
+        raise typer.Exit(outcome.exit_code)
+
+
+def _check_resume_options(resume: Path | None, runs_dir: Path | None, **flags: bool) -> None:
+    """Options that mean something only with --resume (or only without it) are refused."""
+    from dlrun.errors import UsageError
+
+    if resume is not None and runs_dir is not None:
+        raise UsageError(
+            "--runs-dir does not apply to --resume: a resumed run stays in its own folder"
+        )
+    for name, given in flags.items():
+        if given and resume is None:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} applies only with --resume RUN; drop it or add --resume")
+
+
+def _load(spec_file: Path, overrides: list[str]):
+    """The spec; when its schema is wrong, Keras' problems with the model and compile
+    sections are reported in the same go (TensorFlow is loaded only then)."""
+    from dlrun.errors import SpecError
+    from dlrun.spec.loading import load_spec
+
+    try:
+        return load_spec(spec_file, overrides)
+    except SpecError as exc:
+        from dlrun.model.builder import keras_problems
+
+        problems = exc.problems + [
+            p for p in keras_problems(spec_file, overrides) if p not in exc.problems
+        ]
+        raise SpecError(problems) from None
+
+
+def _report(console, outcome) -> None:
+    from rich.table import Table
+
+    final, test = outcome.metrics.get("final", {}), outcome.metrics.get("test", {})
+    names = [
+        k
+        for k in final
+        if not k.startswith("val_") and k not in ("learning_rate", "epoch_seconds", "stage")
+    ]
+    from rich.text import Text
+
+    from dlrun.textsafe import clean
+
+    # A resumed run may be someone else's: its folder name is shown, never obeyed as markup.
+    table = Table(title=Text(clean(f"{outcome.run_dir.name}: {outcome.status}", newlines=False)))
+    table.add_column("metric")
+    for column in ("train", "validation", "test (best)"):
+        table.add_column(column, justify="right")
+    for name in names:
+        cells = [final.get(name), final.get(f"val_{name}"), test.get(name)]
+        table.add_row(name, *("" if v is None else f"{v:.4f}" for v in cells))
+    console.print(table)
+    stopped = outcome.metrics.get("stopped_early")
+    if stopped:
+        console.print(
+            f"stopped early at epoch {stopped['epoch']}: {stopped['monitor']} did not improve "
+            f"for {stopped['patience']} epochs",
+            markup=False,
+        )
+    best = outcome.metrics.get("best_epoch")
+    if best:
+        console.print(
+            clean(
+                f"best {outcome.metrics['monitor']} {outcome.metrics['best_value']:.4f} "
+                f"at epoch {best}"
+            ),
+            markup=False,
+        )
+    console.print(clean(f"run folder: {outcome.run_dir}"), markup=False)
+
+
+@fails_cleanly
+def validate(
+    spec_file: Annotated[Path, typer.Argument(help="The YAML spec.")],
+    set_: SetOption = None,
+) -> None:
+    """Check a spec and print the model summary; trains nothing, writes nothing.
+
+    Example: dlrun validate configs/mnist_cnn.yaml
+    """
+    spec = _load(spec_file, set_ or [])
+    from dlrun.backend import load, use
+
+    use(spec.backend, spec.training.device)
+    load()
+    from dlrun.data.arrays import signature
+    from dlrun.model.builder import build_model, summary_text
+    from dlrun.model.compiling import compile_model
+
+    input_shape, num_classes = signature(spec)
+    model = build_model(spec, input_shape)
+    compile_model(model, spec, num_classes)
+    typer.echo(summary_text(model), nl=False)
+    typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
+
+
+@fails_cleanly
+def sweep(
+    sweep_file: Annotated[Path | None, typer.Argument(help="The sweep YAML file.")] = None,
+    set_: SetOption = None,
+    runs_dir: RunsDirOption = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this sweep folder, skipping finished fits.")
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes) or ray (Ray tasks).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
+    ] = None,
+) -> None:
+    """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
+
+    --set overrides a key of the base spec, e.g. --set data.dataset=digits.
+
+    Example: dlrun sweep configs/sweep_hidden_epochs.yaml
+    """
+    from dlrun import store
+    from dlrun import sweep as sweeps
+    from dlrun.errors import SpecError
+    from dlrun.report.compare import render
+
+    if (sweep_file is None) == (resume is None):
+        raise SpecError("give a sweep file, or --resume SWEEP_DIR to continue one (not both)")
+    if resume is not None and set_:
+        raise SpecError("--set does not apply to --resume; the sweep folder's base.yaml is fixed")
+    _check_resume_options(resume, runs_dir)
+    if executor not in ("local", "ray"):
+        raise SpecError(f"--executor: expected local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise SpecError("--address is a Ray cluster's; add --executor ray")
+    if executor == "ray":
+        from dlrun.sweep.ray import ray_module
+
+        ray_module()  # installed? Said before any folder is made
+    if resume is not None:
+        held = sweeps.lock(resume)  # before anything is read: a second resume stops here
+        found, sweep_dir = sweeps.reopen(resume), resume
+    else:
+        found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
+        held = sweeps.lock(sweep_dir)
+    try:
+        result = _run_sweep(found, sweep_dir, executor, address)
+    finally:
+        os.close(held)
+    console = make_console()
+    table = sweeps.pivot(result["frame"], found.spec.scoring).reset_index()
+    console.print(render(table, "table", title=f"mean {found.spec.scoring} over the folds"))
+    if result["best"] is None:
+        typer.echo("Error: no fit finished with a score; see the trials' meta.json", err=True)
+        raise typer.Exit(1)
+    console.print(
+        f"best: {result['best']['params']} -> {result['best']['mean_test_score']:.4f}",
+        markup=False,
+    )
+    if "refit" in result:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in result["refit"].items())
+        console.print(f"refit on the whole training split, test: {scores}")
+    console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
+
+
+def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | None = None) -> dict:
+    """Start the workers only now that the sweep file is checked; Ctrl-C/SIGTERM stop them."""
+    from dlrun import sweep as sweeps
+
+    console = make_console()
+    fits = found.fits()
+    console.print(
+        f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
+        f"{len(fits)} fits "
+        + ("as Ray tasks" if executor == "ray" else f"on {found.spec.workers} worker(s)"),
+        markup=False,
+    )
+    try:
+        if executor == "ray":
+            workers = sweeps.ray_pool(found, sweep_dir, address)
+        else:
+            workers = sweeps.pool(found.spec.workers, found.base["backend"])
+        return sweeps.run_sweep(found, sweep_dir, console, workers)
+    except sweeps.SweepStopped as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        again = " --executor ray" if executor == "ray" else ""
+        typer.echo(f"resume with: dlrun sweep --resume {sweep_dir}{again}", err=True)
+        raise typer.Exit(exc.exit_code) from None

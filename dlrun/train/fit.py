@@ -1,0 +1,304 @@
+"""The fit of one attempt at a run, new or resumed, and everything it records.
+
+Stages (the head, then finetuning), callbacks, the data fit() is given on each backend, and the
+test scores and files written at the end; the attempt's outcome is recorded by train.life.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dlrun import store
+from dlrun.train.life import RunLife
+from dlrun.train.prepared import Outcome, Prepared, adapt, start_finetune, total_epochs
+
+
+def fit(
+    prepared: Prepared,
+    run: store.RunFolder,
+    console,
+    rows: list[dict],
+    extra_callbacks: tuple,
+    score_test: bool = True,
+) -> Outcome:
+    """The training loop shared by new and resumed runs; records the outcome in the run."""
+    from dlrun.model.builder import summary_text
+    from dlrun.train.callbacks import RunRecorder
+
+    spec, model = prepared.spec, prepared.model
+    run_dir = run.path
+    recorder, callbacks, metrics = None, [], {}
+    stages = run.meta.setdefault("stages", [])  # test scores after each finished stage
+    started = time.perf_counter()
+    with RunLife(run) as life:
+        life.epochs_done = len(rows)
+        with life.phase():
+            adapted = adapt(prepared) if not rows else []
+            summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
+            if spec.model.base is not None:
+                from dlrun.model.transfer import stage_counts
+
+                summary += stage_counts(model, spec)
+            run.write_text(store.SUMMARY, summary)
+            if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
+                run.record_epoch(rows)
+            checkpoint = spec.training.checkpoint
+            recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
+            callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+            if spec.training.adversarial:
+                callbacks = [*_adversarial_validation(prepared), *callbacks]
+            try:
+                _stages(prepared, run, recorder, callbacks, stages, score_test)
+            finally:
+                _close_callbacks(callbacks)
+            if recorder.diverged_at:
+                life.diverged(
+                    f"loss or weights became NaN or infinite in epoch {recorder.diverged_at}; "
+                    f"kept the weights of epoch {recorder.epochs_done}"
+                )
+        train_seconds = time.perf_counter() - started
+        if recorder is not None:
+            life.epochs_done = recorder.epochs_done
+            with life.writing():
+                metrics = _metrics(prepared, recorder, train_seconds, len(rows))
+                stopped = _stopped_early(callbacks)
+                if stopped and life.status == store.COMPLETED:
+                    metrics["stopped_early"] = stopped
+                if score_test and life.ok and recorder.epochs_done:
+                    done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
+                    metrics["test"] = (
+                        stages[-1]["test"]
+                        if done
+                        else _test_metrics(prepared, run_dir, recorder.best_weights)
+                    )
+                if stages:
+                    metrics["stages"] = stages
+                run.write_json(store.METRICS, metrics)
+                if spec.training.tensorboard:
+                    from dlrun.train.callbacks import write_hparams
+
+                    write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
+                if recorder.rows:
+                    from dlrun.report.plots import history_plot
+
+                    history_plot(recorder.rows, run.file(store.HISTORY_PLOT))
+    return Outcome(run_dir, life.status, life.exit_code, metrics, life.message)
+
+
+def _stages(
+    prepared: Prepared, run: store.RunFolder, recorder, callbacks: list, stages: list, score: bool
+) -> None:
+    """fit() once per stage: the head, then (training.finetune) the unfrozen base."""
+    from dlrun.train.callbacks import EarlyStopping
+
+    spec, model = prepared.spec, prepared.model
+    for stage in (1, 2) if spec.training.finetune else (1,):
+        if stage < prepared.stage:
+            continue
+        if stage == 2:
+            if prepared.stage == 1:  # starts where the first stage stopped
+                start_finetune(prepared)
+                run.update(finetune_from=recorder.epochs_done)
+            end = run.meta["finetune_from"] + spec.training.finetune.epochs
+        else:
+            end = spec.training.epochs
+        begin = recorder.epochs_done
+        recorder.stage = stage if spec.training.finetune else None
+        for callback in callbacks:  # patience counts within a stage
+            if isinstance(callback, EarlyStopping):
+                callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
+        inputs, feeding = _inputs(prepared, begin, end)
+        if spec.training.adversarial:
+            inputs, feeding = _adversarial_inputs(prepared, inputs, feeding, begin, end)
+        model.fit(
+            **inputs,
+            initial_epoch=begin,
+            epochs=end,
+            callbacks=[*feeding, *callbacks],
+            shuffle=False,  # the pipeline shuffles
+            verbose=0,
+        )
+        if recorder.diverged_at or not recorder.epochs_done:
+            break
+        if spec.training.finetune and len(stages) < stage and score:
+            stages.append(
+                {
+                    "stage": stage,
+                    "name": ("head", "finetune")[stage - 1],
+                    "epochs_done": recorder.epochs_done,
+                    "test": _test_metrics(prepared, run.path),
+                }
+            )
+            run.update(stages=stages)
+
+
+def _callbacks(
+    prepared: Prepared, folder: store.RunFolder, console, recorder, rows: list[dict]
+) -> list:
+    from dlrun.train.callbacks import EarlyStopping, LiveProgress, PlainProgress, TensorBoard
+
+    training = prepared.spec.training
+    callbacks = [recorder]
+    if training.early_stopping:
+        stopping = EarlyStopping(**training.early_stopping.model_dump())
+        same = (training.early_stopping.monitor, training.early_stopping.mode) == (
+            training.checkpoint.monitor,
+            training.checkpoint.mode,
+        )
+        stopping.replay(rows, folder.path / store.BEST if same else None)
+        callbacks.append(stopping)
+    if training.tensorboard:
+        callbacks.append(
+            TensorBoard(
+                store.safe_folder(folder.path, store.TENSORBOARD),
+                histogram_freq=training.tensorboard.histogram_freq,
+                write_graph=training.tensorboard.write_graph,
+            )
+        )
+    progress = LiveProgress if console.is_terminal else PlainProgress
+    callbacks.append(progress(console, total_epochs(prepared.spec)))
+    return callbacks
+
+
+def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
+    """fit()'s data arguments for epochs begin..end-1, and the callbacks that feed them.
+
+    TensorFlow: tf.data pipelines (one stream of epochs, each shuffled by (seed, epoch)).
+    JAX and torch: NumPy arrays reordered in place before each epoch, in the same manner.
+    """
+    from dlrun.data.feed import EpochFeed, pipeline, shuffled_epochs, steps, uses_tf_data
+
+    spec, data = prepared.spec, prepared.data
+    batch, seed, source = spec.training.batch_size, spec.seed, data.source
+    has_val = data.x_val is not None
+    if uses_tf_data():
+        if spec.training.shuffle:
+            x = shuffled_epochs(data.x_train, data.y_train, batch, seed, begin, end, source)
+        else:
+            x = pipeline(data.x_train, data.y_train, batch, source)
+        val = pipeline(data.x_val, data.y_val, batch, source) if has_val else None
+        per_epoch = steps(len(data.x_train), batch)
+        return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
+    from dlrun.train.callbacks import EpochShuffle
+
+    feed = EpochFeed(data.x_train, data.y_train, seed, spec.training.shuffle)
+    val = (data.x_val, data.y_val) if has_val else None
+    arguments = {"x": feed.x, "y": feed.y, "batch_size": batch, "validation_data": val}
+    return arguments, [EpochShuffle(feed)]
+
+
+def _adversarial_inputs(
+    prepared: Prepared, inputs: dict, feeding: list, begin: int, end: int
+) -> tuple[dict, list]:
+    """fit()'s data with a share of each batch replaced by attacks on the current weights.
+
+    TensorFlow: the tf.data stream of _inputs, mixed batch by batch. JAX and torch: the same
+    epochs in the same order (epoch_order), batched from the arrays, then mixed.
+    """
+    from dlrun import backend
+    from dlrun.adversarial import training as attack
+    from dlrun.data.feed import epoch_order, steps, uses_tf_data
+
+    spec, data, model = prepared.spec, prepared.data, prepared.model
+    threat = attack.training_threat(spec, data)
+    seed = spec.seed + begin  # a resumed run does not repeat the first attempt's noise
+    ratio = spec.training.adversarial.ratio
+    if uses_tf_data():
+        mixed = attack.mixed_batches(model, inputs["x"], threat, ratio, seed)
+        return {**inputs, "x": mixed}, feeding
+    x, y, batch = data.x_train, data.y_train, spec.training.batch_size
+
+    def epochs():
+        for epoch in range(begin, end):
+            order = epoch_order(spec.seed, epoch, len(x)) if spec.training.shuffle else None
+            for start in range(0, len(x), batch):
+                rows = slice(start, start + batch) if order is None else order[start:][:batch]
+                yield x[rows], y[rows]
+
+    mixed = attack.mixed_batches(model, epochs(), threat, ratio, seed)
+    val = inputs.get("validation_data")
+    arguments = {"x": mixed, "validation_data": val, "steps_per_epoch": steps(len(x), batch)}
+    return arguments, [attack.weights_keeper()] if backend.current() == "jax" else []
+
+
+def _adversarial_validation(prepared: Prepared) -> list:
+    """The callback that adds val_adversarial_accuracy; it goes first, so that history.csv
+    and TensorBoard see its metric."""
+    from dlrun.adversarial import training as attack
+    from dlrun.adversarial.attacks import batches as batches_of
+
+    spec, data = prepared.spec, prepared.data
+    if data.x_val is None:
+        return []
+    threat = attack.training_threat(spec, data)
+    batches = batches_of(data, data.x_val, data.y_val, spec.training.batch_size)
+    return [attack.validation_callback(batches, threat, spec.seed)]
+
+
+def _stopped_early(callbacks: list) -> dict | None:
+    """Where early stopping ended the fit, and why (None when it ran every epoch)."""
+    from dlrun.train.callbacks import EarlyStopping
+
+    for callback in callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return {
+                "epoch": int(callback.stopped_epoch) + 1,
+                "monitor": callback.monitor,
+                "patience": int(callback.patience),
+            }
+    return None
+
+
+def _close_callbacks(callbacks: list) -> None:
+    """Keras calls on_train_end only when fit returns: on an exception, close what the
+    callbacks hold open (the live progress bar, the TensorBoard files) here."""
+    for callback in callbacks:
+        close = getattr(callback, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # closing must not hide why fit stopped
+                pass
+
+
+def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
+    rows = recorder.rows[: recorder.epochs_done]
+    epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
+    samples = len(prepared.data.x_train) * epochs_this_attempt
+    return {
+        "params": int(prepared.model.count_params()),
+        "epochs_done": recorder.epochs_done,
+        "monitor": recorder.monitor,
+        "best_epoch": recorder.best_epoch,
+        "best_value": recorder.best_value,
+        "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        # What reading the run later needs without Keras: which way each metric is better,
+        # what the labels were.
+        "directions": recorder.directions,
+        "input_shape": list(prepared.data.input_shape),
+        "task": prepared.data.task,
+    }
+
+
+def _test_metrics(prepared: Prepared, run_dir: Path, best_weights: list | None = None) -> dict:
+    """Scores of the best checkpoint on the test split.
+
+    The best epoch's weights are still in memory unless it came before a resume; putting them
+    back costs nothing, loading best.keras costs a model deserialisation.
+    """
+    from dlrun.data.feed import evaluation_input
+    from dlrun.model.checkpoints import load_model
+
+    model, batch_size = prepared.model, prepared.spec.training.batch_size
+    best = run_dir / store.BEST
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    elif best.exists():
+        model = load_model(best, params=model.count_params())
+    data = prepared.data
+    test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)
+    scores = model.evaluate(**test, verbose=0, return_dict=True)
+    return {key: float(value) for key, value in scores.items()}

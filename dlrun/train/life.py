@@ -1,0 +1,146 @@
+"""A run's life, from meta.json's `running` to its recorded outcome, in one `with` block.
+
+Everything between the two, adapting layers, the fit, the test scores, the plots, runs inside
+`with RunLife(folder) as life:`. Ctrl-C and SIGTERM become `interrupted`, any other exception
+`failed` (its traceback kept in meta.json, one line for the user), and the block always ends
+by writing the final meta.json. So no fault between creating the folder and the last file
+leaves a run that says `running`, or prints a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from datetime import datetime
+
+from dlrun import store
+
+SIGINT_EXIT = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: stop, keep what is saved, record `interrupted`."""
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _raise_terminated(signum, frame):
+    # One stop is enough: a second signal while Keras unwinds would escape the handler that
+    # records the stop and leave meta.json saying running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt()
+
+
+class RunLife:
+    """The outcome of one attempt at a run: status, message and exit code, recorded on exit.
+
+    `phase(...)` blocks inside it catch a stop or a fault, record it and skip the rest of that
+    phase; once stopped or failed, later phases do not run. Signal handlers are installed only
+    in the main thread (signal.signal works nowhere else): in a thread the run is stopped by
+    its caller instead.
+    """
+
+    def __init__(self, folder: store.RunFolder):
+        self.folder = folder
+        self.status = store.COMPLETED
+        self.message: str | None = None
+        self.exit_code = 0
+        self.epochs_done = 0
+        self._main = threading.current_thread() is threading.main_thread()
+        self._previous: dict[int, object] = {}
+
+    @property
+    def ok(self) -> bool:
+        """Nothing has stopped or failed the run so far (diverged still counts as ok)."""
+        return self.status in (store.COMPLETED, store.DIVERGED)
+
+    def __enter__(self) -> RunLife:
+        if self._main:
+            self._previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+            signal.signal(signal.SIGTERM, _raise_terminated)
+            if self._previous[signal.SIGINT] is signal.default_int_handler:  # not in a worker
+                signal.signal(signal.SIGINT, _raise_interrupted)
+        return self
+
+    @contextlib.contextmanager
+    def phase(self) -> Iterator[bool]:
+        """A part of the attempt that a stop or fault ends; yields False (the body should
+        then do nothing) once the run has stopped or failed."""
+        if not self.ok:
+            yield False
+            return
+        try:
+            yield True
+        except KeyboardInterrupt as exc:
+            self.stopped(exc)
+        except Exception as exc:
+            self.failed(exc)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Writing the results (metrics, plots): done whatever the outcome so far. Once the run
+        is stopped, a repeated SIGTERM cannot cut it short; a full disk here is recorded."""
+        if self._main:
+            stopping = self.status == store.INTERRUPTED
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            self.stopped(exc)
+        except Exception as exc:
+            self.failed(exc, "writing the run's results failed: ")
+
+    def stopped(self, exc: KeyboardInterrupt) -> None:
+        terminated = isinstance(exc, Terminated)
+        self.status = store.INTERRUPTED
+        self.message = "stopped by SIGTERM" if terminated else "stopped by Ctrl-C (SIGINT)"
+        self.exit_code = store.SIGTERM_EXIT if terminated else SIGINT_EXIT
+
+    def failed(self, exc: BaseException, prefix: str = "") -> None:
+        """A fault in training or in writing: one line for the user, the traceback kept."""
+        self.status, self.exit_code = store.FAILED, store.FAILED.exit_code
+        self.message = f"{prefix}{type(exc).__name__}: {str(exc).strip()[:500]}"
+        self.folder.meta["traceback"] = traceback.format_exc()
+
+    def diverged(self, message: str) -> None:
+        self.status, self.message = store.DIVERGED, message
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if isinstance(exc, KeyboardInterrupt):
+            self.stopped(exc)
+        elif isinstance(exc, Exception):
+            self.failed(exc)
+        self.exit_code = self.exit_code or self.status.exit_code
+        if self._main:  # nor Ctrl-C, for the last few lines
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            meta = self.folder.meta
+            attempts = meta.get("attempts")
+            attempts = (
+                [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+            )
+            attempts = attempts or [{}]
+            attempts[-1].update(ended=now(), status=str(self.status))
+            self.folder.finish(
+                self.status,
+                self.message,
+                ended=now(),
+                epochs_done=self.epochs_done,
+                attempts=attempts,
+            )
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        # A stop or fault is recorded and becomes the Outcome; anything else (SystemExit) goes on.
+        return exc is None or isinstance(exc, (KeyboardInterrupt, Exception))

@@ -1,0 +1,82 @@
+"""A run made ready to train: the spec's data loaded and its model built and compiled, found
+before any run folder exists, so a bad spec never leaves a half-made run behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlrun.spec.schema import Spec
+
+
+@dataclass
+class Prepared:
+    spec: Spec
+    data: object  # data.Data
+    model: object  # keras.Model
+    devices: list[str] = field(default_factory=list)  # what it trains on (devices.used)
+    stage: int = 1  # 2 once training.finetune has unfrozen the base
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    status: str
+    exit_code: int
+    metrics: dict
+    message: str | None = None
+
+
+def prepare(spec: Spec) -> Prepared:
+    """Seed, load the data, build and compile the model: every spec problem surfaces here."""
+    from dlrun.backend import seed_everything, use
+    from dlrun.data.arrays import load_data
+    from dlrun.data.feed import check_feed
+    from dlrun.model.builder import build_model
+    from dlrun.model.compiling import compile_model
+    from dlrun.train.devices import check_batches, placement
+
+    use(spec.backend, spec.training.device)
+    seed_everything(spec.seed, spec.training.deterministic)
+    data = load_data(spec)
+    check_feed(spec, data)
+    with placement(spec) as devices:
+        sizes = {"train": len(data.x_train), "test": len(data.x_test)}
+        if data.x_val is not None:
+            sizes["validation"] = len(data.x_val)
+        check_batches(spec, sizes, devices)
+        model = build_model(spec, data.input_shape)
+        compile_model(model, spec, data.num_classes)
+    if spec.training.finetune:
+        from dlrun.model.transfer import check_finetune
+
+        check_finetune(model, spec)
+    return Prepared(spec, data, model, devices)
+
+
+def adapt(prepared: Prepared) -> list[str]:
+    """Preprocessing layers adapted on the training split (a resumed run reloads them)."""
+    from dlrun.data.adapt import adapt_layers
+
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    if data.source is not None:  # image files streamed from disk: not adapted here
+        return []
+    return adapt_layers(prepared.model, data.x_train, batch)
+
+
+def total_epochs(spec: Spec) -> int:
+    """Epochs of both stages together (history.csv numbers them on)."""
+    finetune = spec.training.finetune
+    return spec.training.epochs + (finetune.epochs if finetune else 0)
+
+
+def start_finetune(prepared: Prepared) -> None:
+    """Stage 2: unfreeze the base and recompile with the finetuning learning rate."""
+    from dlrun.model.compiling import compile_model
+    from dlrun.model.transfer import unfreeze
+
+    spec, model = prepared.spec, prepared.model
+    unfreeze(model, spec)
+    compile_model(model, spec, prepared.data.num_classes)
+    model.optimizer.learning_rate = spec.training.finetune.learning_rate
+    prepared.stage = 2
