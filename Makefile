@@ -31,7 +31,10 @@ run: $(VENV)/.run
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
+# ruff, and import-linter's contracts (pyproject.toml): the layers, no cycles, no TensorFlow
+# where reading runs.
 lint: $(VENV)/.dev
+	$(BIN)/lint-imports
 	$(BIN)/ruff check dlrun tests bench
 	$(BIN)/ruff format --check dlrun tests bench
 

@@ -188,7 +188,7 @@ class _Dumper:
 
 def _choose_pipeline(name: str) -> None:
     """Swap the training input the runner builds (the bench's own patch, never dlrun's code)."""
-    from dlrun import data
+    from dlrun.data import feed as data
 
     if name == "numpy":
         import numpy as np

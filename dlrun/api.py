@@ -12,7 +12,7 @@ from pathlib import Path
 from dlrun import store
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
-from dlrun.train.runner import Outcome
+from dlrun.train.prepared import Outcome
 
 __all__ = ["Outcome", "Spec", "load_spec", "resume", "train"]
 

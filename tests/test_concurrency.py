@@ -95,14 +95,16 @@ def test_a_lock_held_elsewhere_is_running_whatever_the_pid(killed_run):
 
 def test_full_disk_for_the_final_meta_json_overwrites_it_in_place(tmp_path, monkeypatch):
     """The atomic write needs room for a second copy; the last resort needs none."""
-    write_json = store.write_json
+    from dlrun.store import files
+
+    write_json = files.write_json
 
     def full_at_the_end(path, data):
         if Path(path).name == store.META and data.get("ended"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         write_json(path, data)
 
-    monkeypatch.setattr(store, "write_json", full_at_the_end)
+    monkeypatch.setattr(files, "write_json", full_at_the_end)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
     result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
@@ -123,14 +125,16 @@ def test_full_disk_at_the_end_still_finalises_meta(tmp_path, monkeypatch, failin
     if failing == "plot":
         monkeypatch.setattr(plots, "history_plot", no_space)
     else:
-        write_json = store.write_json
+        from dlrun.store import files
+
+        write_json = files.write_json
 
         def full_for_metrics(path, data):
             if Path(path).name == store.METRICS:
                 no_space()
             write_json(path, data)
 
-        monkeypatch.setattr(store, "write_json", full_for_metrics)
+        monkeypatch.setattr(files, "write_json", full_for_metrics)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
     result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import RunError, SpecError
-from dlrun.store.files import history_text, inside, jsonable, write_json, write_text
+from dlrun.store import files
+from dlrun.store.files import history_text, inside, jsonable
 from dlrun.store.layout import HISTORY, META, TIMESTAMP, Status, check_name, check_runs_root
 from dlrun.store.lock import take_lock
 from dlrun.store.reading import Run, open_run
@@ -113,10 +114,10 @@ class RunFolder:
         return inside(self.path, relative)
 
     def write_text(self, relative: str, text: str) -> None:
-        write_text(self.file(relative), text)
+        files.write_text(self.file(relative), text)
 
     def write_json(self, relative: str, data: Any) -> None:
-        write_json(self.file(relative), data)
+        files.write_json(self.file(relative), data)
 
     # --- lifecycle
 
@@ -130,7 +131,7 @@ class RunFolder:
         self.save_meta()
 
     def save_meta(self) -> None:
-        write_json(self.path / META, self.meta)
+        files.write_json(self.path / META, self.meta)
 
     def record_epoch(self, rows: list[dict]) -> None:
         """history.csv with every row so far (before the epoch's checkpoints)."""
