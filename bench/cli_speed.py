@@ -6,7 +6,9 @@ commands take turns, round
 after round, so a slow moment of this shared machine falls on all of them alike; medians are
 reported beside two floors measured in the same rounds: `python -c pass` and
 `python -c "import pandas"` (the import the listing no longer pays).
-Usage: python bench/cli_speed.py [--repeat 7] [--runs 1000]
+Usage: python bench/cli_speed.py [--repeat 7] [--runs 1000] [--baseline CHECKOUT]
+With --baseline, every dlrun command also runs from that checkout (its own dlrun package) in
+the same rounds, as "(baseline)": a ratio taken side by side, not across days.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ DLRUN = [sys.executable, "-m", "dlrun"]
 NAN = float("nan")
 
 
-def once(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system, from wait4) of one whole process."""
+def once(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, from wait4) of one whole process.
+
+    `cwd`: a checkout whose dlrun package `python -m dlrun` then runs (the baseline)."""
     start = time.perf_counter()
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "200"},
+        cwd=cwd,
     )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
@@ -43,7 +48,9 @@ def once(command: list[str]) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def measure(repeat: int = 7, count: int = 1000) -> list[tuple[str, float, float]]:
+def measure(
+    repeat: int = 7, count: int = 1000, baseline: Path | None = None
+) -> list[tuple[str, float, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         runs = str(make_runs(Path(tmp) / "runs", count))
         cases = [
@@ -64,12 +71,19 @@ def measure(repeat: int = 7, count: int = 1000) -> list[tuple[str, float, float]
                 NAN,
             ),
         ]
-        for _, command, _ in cases:  # warm the file cache and .pyc files
-            once(command)
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
+        cases = [(name, command, target, None) for name, command, target in cases]
+        if baseline is not None:
+            cases += [
+                (f"{name} (baseline)", command, NAN, baseline)
+                for name, command, _, _ in cases
+                if command[:3] == DLRUN
+            ]
+        for _, command, _, cwd in cases:  # warm the file cache and .pyc files
+            once(command, cwd)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in cases}
         for _ in range(repeat):
-            for name, command, _ in cases:
-                times[name].append(once(command))
+            for name, command, _, cwd in cases:
+                times[name].append(once(command, cwd))
         return [
             (
                 name,
@@ -77,7 +91,7 @@ def measure(repeat: int = 7, count: int = 1000) -> list[tuple[str, float, float]
                 target,
                 statistics.median(cpu for _, cpu in times[name]),
             )
-            for name, _, target in cases
+            for name, _, target, _ in cases
         ]
 
 
@@ -97,5 +111,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--baseline", help="a checkout whose dlrun also runs, in the same rounds")
     args = parser.parse_args()
-    print(table(measure(args.repeat, args.runs)))
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    print(table(measure(args.repeat, args.runs, baseline)))

@@ -153,8 +153,8 @@ def test_training_and_scoring_pipelines_run_without_tf_data_autotuning():
     fits or scores on is built without that thread, and still holds every batch."""
     import numpy as np
 
-    from dlrun.data import feed as data
     from dlrun.backend import tensorflow
+    from dlrun.data import feed as data
 
     tensorflow()
     x = np.arange(30, dtype="float32").reshape(10, 3)

@@ -64,25 +64,3 @@ def better(requested: str, monitor: str, directions: dict[str, str]):
     if mode(monitor, requested, directions) == MAX:
         return lambda new, old: new > old
     return lambda new, old: new < old
-
-
-def entry_name(entry: Any) -> str:
-    """The name a `compile.metrics` entry is logged under, without Keras.
-
-    A string is logged as written; `{type: F1Score}` under its `name` argument or Keras'
-    default name for the class (snake case of the class name).
-    """
-    if isinstance(entry, str):
-        return entry
-    if entry.get("name"):
-        return str(entry["name"])
-    return _snake(str(entry["type"]))
-
-
-def _snake(name: str) -> str:
-    import re
-
-    if name.islower():
-        return name
-    text = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text).lower()
