@@ -36,6 +36,7 @@ def evaluate(
     from dlrun.errors import SpecError
     from dlrun.model.checkpoints import CHECKPOINTS
     from dlrun.report.evaluate import evaluate as score
+    from dlrun.textsafe import clean
 
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
@@ -61,7 +62,9 @@ def evaluate(
         if name != "loss":
             typer.echo(f"Test {name}: {value:.4f}")
     running = ", the run is still running" if result.get("run_status") == store.RUNNING else ""
-    typer.echo(f"({result['samples']} samples, {checkpoint} checkpoint{running})\n")
+    scored = result["scored"]
+    of = "" if scored == "the test split" else f" ({clean(scored, newlines=False)})"
+    typer.echo(f"({result['samples']} samples{of}, {checkpoint} checkpoint{running})\n")
     typer.echo(result["report_text"])
     for path in result["written"]:
         typer.echo(f"wrote {path}")

@@ -14,7 +14,7 @@ import numpy as np
 from dlrun.data import subsets
 from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
 from dlrun.errors import DataError
-from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
+from dlrun.spec.schema import KERAS_DATASETS, VALIDATION_SPLIT, DataSpec, Spec
 
 # Image shape of the offline data sets, which ship as flat vectors.
 IMAGE_SHAPES = {"mnist_5k": (28, 28, 1), "digits": (8, 8, 1)}
@@ -227,6 +227,7 @@ def load_data(spec: Spec) -> Data:
 
     x_val = y_val = None
     split = spec.training.validation_split
+    split = VALIDATION_SPLIT if split is None else split  # no validation set of its own
     if spec.data.cv:
         folds = fold_indices(y_train, spec.data.cv.folds, spec, stratified=not regression)
         train_index, val_index = folds[spec.data.cv.index]

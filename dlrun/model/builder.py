@@ -58,14 +58,25 @@ def _arguments(cls: type) -> set[str] | None:
     return names | BASE_LAYER_ARGUMENTS
 
 
+def spec_entries(spec: Spec) -> list[tuple[tuple, Any]]:
+    """(location, entry) of every layer of the spec: model.augment's, then model.layers'."""
+    return [
+        (("model", key, index), entry)
+        for key in ("augment", "layers")
+        for index, entry in enumerate(getattr(spec.model, key))
+    ]
+
+
 def make_layers(spec: Spec) -> list[Any]:
-    """One Keras layer per spec entry, arguments checked against the class's signature."""
+    """One Keras layer per spec entry (spec_entries), arguments checked against the class's
+    signature."""
     classes = _layer_classes()
     layers, problems = [], []
     taken: dict[str, int] = {}
-    given = {entry.kwargs().get("name") for entry in spec.model.layers}
-    for index, entry in enumerate(spec.model.layers):
-        loc = ("model", "layers", index)
+    entries = spec_entries(spec)
+    given = {entry.kwargs().get("name") for _, entry in entries}
+    last = ("model", "layers", len(spec.model.layers) - 1)
+    for loc, entry in entries:
         cls = classes.get(entry.type)
         if cls is None:
             problems.append(
@@ -90,7 +101,7 @@ def make_layers(spec: Spec) -> list[Any]:
         kwargs = entry.kwargs()
         if "name" not in kwargs:
             kwargs["name"] = _layer_name(cls.__name__, taken, given)
-        if spec.training.mixed_precision and index == len(spec.model.layers) - 1:
+        if spec.training.mixed_precision and loc == last:
             kwargs.setdefault("dtype", "float32")  # softmax and loss in full precision
         try:
             layers.append(cls(**kwargs))
@@ -133,21 +144,20 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
         layers = make_layers(spec)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
-    if spec.model.base is not None:  # a trained network below these layers
+    if spec.model.base is not None:  # a trained network above the augmentation layers
         from dlrun.model.transfer import build_transfer_model
 
-        return build_transfer_model(spec, input_shape, layers)
+        augment = len(spec.model.augment)
+        return build_transfer_model(spec, input_shape, layers[augment:], layers[:augment])
     model = keras.Sequential(name=spec.name.replace(".", "_").replace("-", "_"))
     model.add(keras.Input(shape=input_shape))
     shape = (None, *input_shape)
-    for index, layer in enumerate(layers):
-        entry = spec.model.layers[index]
+    for layer, (loc, entry) in zip(layers, spec_entries(spec), strict=True):
         try:
             model.add(layer)
         except Exception as exc:
             problem = spec.error(
-                ("model", "layers", index),
-                f"{entry.type} cannot be built on input shape {shape}: {first_line(exc)}",
+                loc, f"{entry.type} cannot be built on input shape {shape}: {first_line(exc)}"
             )
             raise SpecError(problem.problems + _lookup_problems(spec)) from None
         shape = model.output_shape

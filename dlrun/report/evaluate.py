@@ -31,7 +31,6 @@ def evaluate(
     another.
     """
     from dlrun.backend import use
-    from dlrun.data.arrays import load_data
     from dlrun.data.feed import evaluation_input
 
     run = store.open_run(run_path)
@@ -39,7 +38,7 @@ def evaluate(
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
-    data = load_data(spec)
+    data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
     if isinstance(trained_on, list):
         check_shape(tuple(trained_on), data.input_shape, run.path)
@@ -62,6 +61,7 @@ def evaluate(
         "data": spec.data.model_dump(mode="json"),
         "task": data.task,
         "samples": int(len(data.x_test)),
+        "scored": scored,
         "scores": {key: float(value) for key, value in scores.items()},
     }
     # Into the run only: a received run's evaluations/ may be a symlink out of it.
@@ -86,6 +86,24 @@ def evaluate(
         confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
     result["written"] = [str(out), str(plot)]
     return result
+
+
+def _scored_data(run, spec) -> tuple:
+    """The data to score and what it is: the run's test split, or, for another image folder
+    than the run's, all of it (its test/ where it has one), in the run's class order."""
+    from dlrun.data.arrays import load_data
+
+    own = load_spec(store.config_of(run.path)).data
+    where = (spec.data.path, spec.data.test_path)
+    if spec.data.dataset != "directory" or where == (own.path, own.test_path):
+        return load_data(spec), "the test split"
+    from dlrun.data.images import load_scored_folder
+
+    classes = run.meta.get("class_names")
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise RunError(f"{run.path}: meta.json has no class names to label another folder by")
+    data, folders = load_scored_folder(spec, classes)
+    return data, f"every image in {folders}"
 
 
 def data_tag(data) -> str:

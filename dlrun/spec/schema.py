@@ -33,6 +33,10 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
 # not straddle (data.check_steps_per_execution).
 STEPS_PER_EXECUTION_GPU = 8
+VALIDATION_SPLIT = 0.1  # training.validation_split when unset and the data has no val set
+# Keras' augmentation layers that blend two samples and their labels: inside a model they would
+# blend the images and keep the first image's label.
+LABEL_MIXING_LAYERS = ("MixUp", "CutMix")
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
 
 
@@ -55,6 +59,8 @@ class DataSpec(_Section):
         "directory",
     ] = "mnist"
     path: str | None = Field(None, validate_default=True)  # the file (npz, csv) or folder
+    # directory only: a folder of class folders to test on instead of a test_split share
+    test_path: str | None = None
     label_column: str = "label"  # csv only
     flatten: bool = False  # true: images -> vectors for dense nets; false: keep (H, W, C)
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
@@ -84,6 +90,13 @@ class DataSpec(_Section):
             raise ValueError(
                 f"path is only used with dataset npz, csv or directory, not '{dataset}'"
             )
+        return path
+
+    @field_validator("test_path")
+    @classmethod
+    def _test_folder(cls, path: str | None, info) -> str | None:
+        if path is not None and info.data.get("dataset") not in FOLDER_DATASETS:
+            raise ValueError("test_path is only used with dataset directory (a test folder)")
         return path
 
     @field_validator("image_size", mode="before")
@@ -180,8 +193,23 @@ class BaseSpec(_Section):
 
 
 class ModelSpec(_Section):
+    # Layers on the input before everything else, the base included: augmentation such as
+    # RandomFlip or RandAugment, which Keras runs in training only, so evaluate, features and
+    # attack see the inputs as they are.
+    augment: list[LayerSpec] = []
     base: BaseSpec | None = None  # a trained network below the layers, which become its head
     layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
+
+    @field_validator("augment")
+    @classmethod
+    def _images_only(cls, layers: list[LayerSpec]) -> list[LayerSpec]:
+        for layer in layers:
+            if layer.type in LABEL_MIXING_LAYERS:
+                raise ValueError(
+                    f"{layer.type} mixes the labels as well as the images, and a layer of the "
+                    "model sees only the images; remove it (dlrun has no label mixing yet)"
+                )
+        return layers
 
 
 def _named(value: Any) -> Any:
@@ -267,7 +295,9 @@ class FinetuneSpec(_Section):
 class TrainingSpec(_Section):
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(12, ge=1)
-    validation_split: float = Field(0.1, ge=0, lt=1)  # the last part of the training split
+    # The last part of the training split; unset: VALIDATION_SPLIT, or the data's own
+    # validation set (an image folder's val/) when it has one.
+    validation_split: float | None = Field(None, ge=0, lt=1)
     shuffle: bool = True
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint: CheckpointSpec = CheckpointSpec()
@@ -294,7 +324,8 @@ class Spec(_Section):
 
     @property
     def has_validation(self) -> bool:
-        return self.data.cv is not None or self.training.validation_split > 0
+        split = self.training.validation_split
+        return self.data.cv is not None or split is None or split > 0
 
     @property
     def task(self) -> str:
