@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.errors import DataError
+from dlrun.errors import DataError, SpecError
+from dlrun.spec.loading import missing_validation
 from dlrun.spec.schema import VALIDATION_SPLIT, Spec
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -243,6 +244,8 @@ def load_folder(spec: Spec):
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
+    if x_val is None and missing_validation(spec):
+        raise SpecError([line for error in missing_validation(spec) for line in error.problems])
     if spec.data.one_hot:
         eye = np.eye(len(names), dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
