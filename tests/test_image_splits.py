@@ -94,6 +94,18 @@ def split_run(laid_out, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def flat_run(tmp_path_factory) -> Path:
+    """One epoch on a folder of class folders, as dlrun has always read them."""
+    tmp = tmp_path_factory.mktemp("flat-run")
+    folder = write_classes(tmp / "pets", per_class=12)
+    spec = spec_file(tmp, folder, data="  test_split: 0.25\n")
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp / "runs")
+    return run
+
+
 def folder_of(paths) -> list[str]:
     """'split/class' of each file path, sorted."""
     return sorted(f"{Path(p).parent.parent.name}/{Path(p).parent.name}" for p in paths)
@@ -127,45 +139,48 @@ def test_a_run_on_split_folders_validates_on_val_and_tests_on_test(split_run):
     assert np.sum(scored["confusion_matrix"]) == 2 * COUNTS["test"]
 
 
-def test_evaluate_on_another_folder_scores_all_of_it(split_run, tmp_path):
+def test_evaluate_on_another_folder_scores_all_of_it(flat_run, tmp_path):
     other = write_classes(tmp_path / "other", per_class=40, seed=5)
-    args = ["evaluate", str(split_run), f"--set=data.path={other}"]
+    args = ["evaluate", str(flat_run), f"--set=data.path={other}"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"(80 samples (every image in {other}), best checkpoint)" in result.stdout
-    (evaluation,) = (split_run / "evaluations").glob(f"*-{other.name}.json")
+    (evaluation,) = (flat_run / "evaluations").glob(f"*-{other.name}.json")
     saved = json.loads(evaluation.read_text())
     assert saved["samples"] == 80
     assert np.array(saved["confusion_matrix"]).sum(axis=1).tolist() == [40, 40]
+    own = runner.invoke(app, ["evaluate", str(flat_run)])  # its own folder: the test split
+    assert own.exit_code == 0, own.output
+    assert "(6 samples, best checkpoint)" in own.stdout  # 25% of 24
 
 
-def test_another_folder_of_some_classes_is_labelled_in_the_runs_order(split_run, tmp_path):
+def test_another_folder_of_some_classes_is_labelled_in_the_runs_order(flat_run, tmp_path):
     other = write_classes(tmp_path / "dogs", per_class=5, classes=("dog",))
-    result = runner.invoke(app, ["evaluate", str(split_run), f"--set=data.path={other}", "--json"])
+    result = runner.invoke(app, ["evaluate", str(flat_run), f"--set=data.path={other}", "--json"])
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)
     assert scored["samples"] == 5 and scored["classes"] == ["cat", "dog"]
     assert np.array(scored["confusion_matrix"]).sum(axis=1).tolist() == [0, 5]
 
 
-def test_another_laid_out_folder_is_scored_on_its_test_folder(split_run, tmp_path):
+def test_another_laid_out_folder_is_scored_on_its_test_folder(flat_run, tmp_path):
     other = write_splits(tmp_path / "more")
-    result = runner.invoke(app, ["evaluate", str(split_run), f"--set=data.path={other}", "--json"])
+    result = runner.invoke(app, ["evaluate", str(flat_run), f"--set=data.path={other}", "--json"])
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)
     assert scored["samples"] == 2 * COUNTS["test"]
     assert scored["scored"] == f"every image in {other / 'test'}"
 
 
-def test_a_class_the_run_never_saw_is_refused(split_run, tmp_path):
+def test_a_class_the_run_never_saw_is_refused(flat_run, tmp_path):
     other = write_classes(tmp_path / "zoo", per_class=2, classes=("cat", "yak"))
-    result = runner.invoke(app, ["evaluate", str(split_run), f"--set=data.path={other}"])
+    result = runner.invoke(app, ["evaluate", str(flat_run), f"--set=data.path={other}"])
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ")
     assert f"{other} has class folder(s) yak that the training data has not" in lines[0]
-    assert not (split_run / "evaluations").exists() or not list(
-        (split_run / "evaluations").glob("*-zoo*")
+    assert not (flat_run / "evaluations").exists() or not list(
+        (flat_run / "evaluations").glob("*-zoo*")
     )
 
 

@@ -144,6 +144,13 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
         layers = make_layers(spec)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
+    if spec.model.augment and len(input_shape) != 3:
+        problem = spec.error(
+            ("model", "augment"),
+            f"augmentation layers take images (height, width, channels); the data gives shape "
+            f"{tuple(input_shape)}" + ("; set data.flatten: false" if spec.data.flatten else ""),
+        )
+        raise SpecError(problem.problems + _lookup_problems(spec))
     if spec.model.base is not None:  # a trained network above the augmentation layers
         from dlrun.model.transfer import build_transfer_model
 
