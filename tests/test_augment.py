@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_image_splits import write_classes
+from test_image_splits import train_readme, write_splits
 from typer.testing import CliRunner
 
 from conftest import run_dirs
@@ -20,15 +20,6 @@ from dlrun.model.checkpoints import load_model
 from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
-AUGMENT = """\
-  augment:
-    - {type: RandomFlip, mode: horizontal_and_vertical}
-    - {type: RandomRotation, factor: 0.2}
-    - {type: RandomZoom, height_factor: 0.2}
-    - {type: RandomTranslation, height_factor: 0.1, width_factor: 0.1}
-    - {type: RandomContrast, factor: 0.5}
-    - {type: RandAugment, value_range: [0, 1], num_ops: 2}
-"""
 PLAIN = """\
   layers:
     - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
@@ -45,7 +36,6 @@ data:
   dataset: directory
   path: {folder}
   image_size: [8, 8]
-  test_split: 0.25
 model:
 {model}training:
   batch_size: 8
@@ -65,13 +55,13 @@ def train(spec: Path, runs: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    return write_classes(tmp_path_factory.mktemp("augment") / "pets", per_class=16)
+    return write_splits(tmp_path_factory.mktemp("augment") / "pets")
 
 
 @pytest.fixture(scope="module")
 def augmented_run(folder, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("augmented-run")
-    return train(spec_file(folder, AUGMENT + PLAIN, tmp / "spec.yaml"), tmp / "runs")
+    """The README's augmentation spec: RandomFlip, ..., RandAugment before a small CNN."""
+    return train_readme("augment", folder, tmp_path_factory.mktemp("augmented-run"))
 
 
 def decoded_test_images(run: Path) -> np.ndarray:
@@ -93,13 +83,14 @@ def test_augmentation_runs_in_training_and_not_in_inference(augmented_run):
     assert meta["status"] == "completed"
     model = load_model(augmented_run / "checkpoints" / "best.keras")
     names = [layer.name for layer in model.layers]
-    assert names[:6] == [
+    assert names[:7] == [
         "random_flip",
         "random_rotation",
         "random_zoom",
         "random_translation",
         "random_contrast",
         "rand_augment",
+        "conv2d",
     ]
     assert_random_in_training_only(model, decoded_test_images(augmented_run))
 
@@ -118,7 +109,14 @@ def test_features_are_the_same_twice(augmented_run, tmp_path):
     arrays = []
     for name in ("one.npz", "two.npz"):
         out = tmp_path / name
-        args = ["features", str(augmented_run), "--layer", "flatten", "--out", str(out)]
+        args = [
+            "features",
+            str(augmented_run),
+            "--layer",
+            "global_average_pooling2d",
+            "--out",
+            str(out),
+        ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         with np.load(out) as saved:
@@ -147,7 +145,7 @@ def test_augmentation_goes_before_a_base(augmented_run, folder, tmp_path):
   augment:
     - {{type: RandomFlip, mode: horizontal}}
     - {{type: RandomContrast, factor: 0.5}}
-  base: {{run: {augmented_run}, until: flatten}}
+  base: {{run: {augmented_run}, until: global_average_pooling2d}}
   layers:
     - {{type: Dense, units: 2, activation: softmax}}
 """
@@ -157,6 +155,7 @@ def test_augmentation_goes_before_a_base(augmented_run, folder, tmp_path):
         "image",
         "random_flip",
         "random_contrast",
+        "resize_to_16x16",  # the adapters come after: augmentation sees the data's images
         "base",
         "dense",
     ]

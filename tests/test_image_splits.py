@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import run_dirs
+from conftest import ROOT, run_dirs
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
 from dlrun.spec.loading import load_spec
@@ -67,6 +67,25 @@ training:
     return path
 
 
+def readme_spec(section: str, path: Path) -> Path:
+    """The README's yaml block between <!-- section --> and <!-- /section -->, as a file."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(f"<!-- {section} -->", 1)[1].split(f"<!-- /{section} -->", 1)[0]
+    path.write_text(block.split("```yaml\n", 1)[1].split("```", 1)[0])
+    return path
+
+
+def train_readme(section: str, folder: Path, tmp: Path) -> Path:
+    """The README's spec on `folder`, two tiny epochs; the run folder."""
+    spec = readme_spec(section, tmp / f"{section}.yaml")
+    quick = ["data.path", folder], ["training.epochs", 2], ["training.batch_size", 8]
+    args = [f"--set={key}={value}" for key, value in quick] + ["--set=training.tensorboard=null"]
+    result = runner.invoke(app, ["train", str(spec), *args, "--runs-dir", str(tmp / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp / "runs")
+    return run
+
+
 def one_line_error(tmp_path: Path, spec: Path, *overrides: str) -> str:
     runs = tmp_path / "runs"
     args = [f"--set={value}" for value in overrides]
@@ -85,13 +104,8 @@ def laid_out(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def split_run(laid_out, tmp_path_factory) -> Path:
-    """One epoch on the train/ val/ test/ folders, validation_split left unset."""
-    tmp = tmp_path_factory.mktemp("split-run")
-    spec = spec_file(tmp, laid_out)
-    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(tmp / "runs")
-    return run
+    """The README's spec on the train/ val/ test/ folders, validation_split left unset."""
+    return train_readme("image-splits", laid_out, tmp_path_factory.mktemp("split-run"))
 
 
 @pytest.fixture(scope="module")
