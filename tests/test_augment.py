@@ -8,12 +8,15 @@ every time.
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
+import pandas as pd
 import pytest
 from test_image_splits import train_readme, write_splits
 from typer.testing import CliRunner
 
 from conftest import run_dirs
+from dlrun import api
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
 from dlrun.model.checkpoints import load_model
@@ -189,3 +192,40 @@ def test_an_augmentation_the_input_cannot_take_is_named(tmp_path):
     line = one_line_error(tmp_path, spec)
     assert "model.augment: augmentation layers take images (height, width, channels); " in line
     assert "the data gives shape (64,); set data.flatten: false" in line
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Ctrl-C right after the first epoch's checkpoints are written."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_a_resumed_run_draws_as_an_uninterrupted_one(tmp_path):
+    """Keras keeps no seed generator state in a checkpoint: dlrun sets it each epoch."""
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(
+        "data: {dataset: digits, scale: 16}\n"
+        "model:\n"
+        "  augment: [{type: RandomTranslation, height_factor: 0.2, width_factor: 0.2}]\n"
+        "  layers: [Flatten, {type: Dense, units: 16, activation: relu},\n"
+        "           {type: Dropout, rate: 0.3}, {type: Dense, units: 10, activation: softmax}]\n"
+        "training: {epochs: 3, batch_size: 64, tensorboard: null, deterministic: true}\n"
+    )
+    whole = api.train(load_spec(spec), runs_dir=tmp_path / "whole", verbose=False)
+    stopped = api.train(
+        load_spec(spec),
+        runs_dir=tmp_path / "stopped",
+        verbose=False,
+        callbacks=(StopAfterFirstEpoch(),),
+    )
+    assert stopped.status == "interrupted"
+    assert api.resume(stopped.run_dir, verbose=False).status == "completed"
+    history = pd.read_csv(stopped.run_dir / "history.csv")
+    expected = pd.read_csv(whole.run_dir / "history.csv")
+    for column in ["loss", "val_loss"]:
+        np.testing.assert_allclose(history[column], expected[column], atol=1e-6)
+    mine = load_model(stopped.run_dir / "checkpoints" / "last.keras").get_weights()
+    theirs = load_model(whole.run_dir / "checkpoints" / "last.keras").get_weights()
+    for a, b in zip(mine, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)

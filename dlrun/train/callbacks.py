@@ -382,3 +382,35 @@ class EpochShuffle(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.feed.arrange(epoch)
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Each epoch's random layers (augmentation, Dropout) draw what depends only on
+    (seed, epoch), as the epoch's order does.
+
+    They draw from seed generators whose state no checkpoint holds: a resumed run would
+    restart their streams. Setting every generator's state at the start of each epoch makes a
+    resumed run draw exactly as an uninterrupted one.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for number, generator in enumerate(seed_generators(self.model)):
+            start = np.random.default_rng([self.seed, number, epoch]).integers(2**31)
+            generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))
+
+
+def seed_generators(model) -> list:
+    """Every SeedGenerator of the model's layers, in layer order (Keras keeps them in private
+    lists: a layer's own, and those it makes for another backend's tf.data graphs)."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True):
+        mine = [*layer._seed_generators, *getattr(layer, "_backend_generators", {}).values()]
+        for generator in mine:
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found

@@ -136,7 +136,14 @@ def _stages(
 def _callbacks(
     prepared: Prepared, folder: store.RunFolder, console, recorder, rows: list[dict]
 ) -> list:
-    from dlrun.train.callbacks import EarlyStopping, LiveProgress, PlainProgress, TensorBoard
+    from dlrun.train.callbacks import (
+        EarlyStopping,
+        EpochSeeds,
+        LiveProgress,
+        PlainProgress,
+        TensorBoard,
+        seed_generators,
+    )
 
     training = prepared.spec.training
     callbacks = [recorder]
@@ -156,6 +163,8 @@ def _callbacks(
                 write_graph=training.tensorboard.write_graph,
             )
         )
+    if seed_generators(prepared.model):  # dropout, augmentation: resume draws as if never stopped
+        callbacks.append(EpochSeeds(prepared.spec.seed))
     progress = LiveProgress if console.is_terminal else PlainProgress
     callbacks.append(progress(console, total_epochs(prepared.spec)))
     return callbacks
