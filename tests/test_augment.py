@@ -12,10 +12,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from test_image_splits import train_readme, write_splits
+from test_image_splits import train, train_readme, write_splits
 from typer.testing import CliRunner
 
-from conftest import run_dirs
 from dlrun import api
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
@@ -47,13 +46,6 @@ model:
 """
     )
     return path
-
-
-def train(spec: Path, runs: Path) -> Path:
-    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs)])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(runs)
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -75,15 +75,20 @@ def readme_spec(section: str, path: Path) -> Path:
     return path
 
 
+def train(spec: Path, runs: Path, *overrides: str) -> Path:
+    """`dlrun train SPEC --set ...`; the one run folder it made."""
+    args = [f"--set={value}" for value in overrides]
+    result = runner.invoke(app, ["train", str(spec), *args, "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(runs)
+    return run
+
+
 def train_readme(section: str, folder: Path, tmp: Path) -> Path:
     """The README's spec on `folder`, two tiny epochs; the run folder."""
     spec = readme_spec(section, tmp / f"{section}.yaml")
-    quick = ["data.path", folder], ["training.epochs", 2], ["training.batch_size", 8]
-    args = [f"--set={key}={value}" for key, value in quick] + ["--set=training.tensorboard=null"]
-    result = runner.invoke(app, ["train", str(spec), *args, "--runs-dir", str(tmp / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(tmp / "runs")
-    return run
+    quick = [f"data.path={folder}", "training.epochs=2", "training.batch_size=8"]
+    return train(spec, tmp / "runs", *quick, "training.tensorboard=null")
 
 
 def one_line_error(tmp_path: Path, spec: Path, *overrides: str) -> str:
@@ -113,11 +118,7 @@ def flat_run(tmp_path_factory) -> Path:
     """One epoch on a folder of class folders, as dlrun has always read them."""
     tmp = tmp_path_factory.mktemp("flat-run")
     folder = write_classes(tmp / "pets", per_class=12)
-    spec = spec_file(tmp, folder, data="  test_split: 0.25\n")
-    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(tmp / "runs")
-    return run
+    return train(spec_file(tmp, folder, data="  test_split: 0.25\n"), tmp / "runs")
 
 
 def folder_of(paths) -> list[str]:
