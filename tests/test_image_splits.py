@@ -214,6 +214,8 @@ def test_validation_split_beside_a_val_folder_is_one_line(laid_out, tmp_path):
     line = one_line_error(tmp_path, spec)
     assert "training.validation_split: 0.2 asks for a share of the training images" in line
     assert f"{laid_out / 'val'} is validation data of its own" in line
+    checked = runner.invoke(app, ["validate", str(spec)])  # found by listing, reading nothing
+    assert checked.exit_code == 2 and checked.stderr.strip() == line
     # 0 is the same as leaving it out.
     data = load_data(load_spec(spec, ["training.validation_split=0"]))
     assert len(data.x_val) == 2 * COUNTS["val"]

@@ -157,14 +157,21 @@ def check_images(paths: np.ndarray) -> None:
 
 def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
     """(input shape, number of classes) from the folder's listing; no image is read."""
-    names = _class_names(spec, split_folders(spec)["train"], ("data", "path"))
+    folders = split_folders(spec)
+    _check_validation(spec, folders)
+    names = _class_names(spec, folders["train"], ("data", "path"))
     classes = len(spec.data.classes) if spec.data.classes else len(names)
     return FolderSource(spec).input_shape, classes
 
 
 def _check_validation(spec: Spec, folders: dict[str, Path]) -> None:
-    """A val/ folder is the run's validation data: no validation_split or cv beside it."""
+    """A val/ folder is the run's validation data: no validation_split or cv beside it.
+    Without one, a monitored validation metric needs a validation_split or cv."""
     if "val" not in folders:
+        if spec.training.validation_split == 0 and not spec.data.cv:
+            problems = missing_validation(spec)
+            if problems:
+                raise SpecError([line for error in problems for line in error.problems])
         return
     if spec.data.cv:
         raise spec.error(
@@ -244,8 +251,6 @@ def load_folder(spec: Spec):
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
-    if x_val is None and missing_validation(spec):
-        raise SpecError([line for error in missing_validation(spec) for line in error.problems])
     if spec.data.one_hot:
         eye = np.eye(len(names), dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
