@@ -93,17 +93,19 @@ def _scored_data(run, spec) -> tuple:
     than the run's, all of it (its test/ where it has one), in the run's class order."""
     from dlrun.data.arrays import load_data
 
+    def folders(data) -> tuple:  # one folder however it is spelt (relative, with ./, ...)
+        return tuple(Path(path).resolve() if path else None for path in (data.path, data.test_path))
+
     own = load_spec(store.config_of(run.path)).data
-    where = (spec.data.path, spec.data.test_path)
-    if spec.data.dataset != "directory" or where == (own.path, own.test_path):
+    if spec.data.dataset != "directory" or folders(spec.data) == folders(own):
         return load_data(spec), "the test split"
     from dlrun.data.images import load_scored_folder
 
     classes = run.meta.get("class_names")
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         raise RunError(f"{run.path}: meta.json has no class names to label another folder by")
-    data, folders = load_scored_folder(spec, classes)
-    return data, f"every image in {folders}"
+    data, scored = load_scored_folder(spec, classes)
+    return data, f"every image in {scored}"
 
 
 def data_tag(data) -> str:
