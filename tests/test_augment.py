@@ -41,7 +41,7 @@ data:
 model:
 {model}training:
   batch_size: 8
-  epochs: 2
+  epochs: 1
   tensorboard: null
 """
     )
@@ -202,7 +202,7 @@ def test_a_resumed_run_draws_as_an_uninterrupted_one(tmp_path):
         "  augment: [{type: RandomTranslation, height_factor: 0.2, width_factor: 0.2}]\n"
         "  layers: [Flatten, {type: Dense, units: 16, activation: relu},\n"
         "           {type: Dropout, rate: 0.3}, {type: Dense, units: 10, activation: softmax}]\n"
-        "training: {epochs: 3, batch_size: 64, tensorboard: null, deterministic: true}\n"
+        "training: {epochs: 2, batch_size: 64, tensorboard: null, deterministic: true}\n"
     )
     whole = api.train(load_spec(spec), runs_dir=tmp_path / "whole", verbose=False)
     stopped = api.train(

@@ -85,9 +85,9 @@ def train(spec: Path, runs: Path, *overrides: str) -> Path:
 
 
 def train_readme(section: str, folder: Path, tmp: Path) -> Path:
-    """The README's spec on `folder`, two tiny epochs; the run folder."""
+    """The README's spec on `folder`, one tiny epoch; the run folder."""
     spec = readme_spec(section, tmp / f"{section}.yaml")
-    quick = [f"data.path={folder}", "training.epochs=2", "training.batch_size=8"]
+    quick = [f"data.path={folder}", "training.epochs=1", "training.batch_size=8"]
     return train(spec, tmp / "runs", *quick, "training.tensorboard=null")
 
 
