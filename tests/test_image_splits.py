@@ -247,3 +247,13 @@ def test_no_validation_data_for_a_validation_monitor_is_one_line(tmp_path):
     line = one_line_error(tmp_path, spec)
     assert "training.checkpoint.monitor: 'val_loss' needs a validation split; set " in line
     assert "add a val/ folder or monitor 'loss'" in line
+
+
+def test_evaluate_with_a_test_path_scores_all_of_it(flat_run, tmp_path):
+    other = write_classes(tmp_path / "held-out", per_class=7, seed=3)
+    args = ["evaluate", str(flat_run), f"--set=data.test_path={other}", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["samples"] == 14 and scored["scored"] == f"every image in {other}"
+    assert scored["data"]["test_path"] == str(other)
