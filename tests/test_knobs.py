@@ -15,7 +15,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.class_weight import compute_class_weight
 from typer.testing import CliRunner
 
-from conftest import run_dirs, start_dlrun, wait_until
+from conftest import CONFIGS, run_dirs, start_dlrun, wait_until
 from dlrun import store
 from dlrun.cli import app
 
@@ -345,3 +345,60 @@ def test_text_columns_are_named_or_one_hot_encoded_and_recorded(tmp_path):
     assert math.isfinite(
         json.loads(next((run / store.EVALUATIONS).glob("*.json")).read_text())["scores"]["loss"]
     )
+
+
+# --- the example configs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        # Normalization (mean, variance, count of 30 features), Dense 30->16, Dense 16->1
+        ("cancer_callbacks", (30 + 30 + 1) + (30 * 16 + 16) + (16 + 1)),
+        # 784->64->16->64->784
+        ("mnist_autoencoder", (784 * 64 + 64) + (64 * 16 + 16) + (16 * 64 + 64) + (64 * 784 + 784)),
+    ],
+)
+def test_the_example_configs_validate_and_train(name, params, tmp_path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)  # the configs name their csvs from the project's root
+    result = runner.invoke(app, ["validate", str(CONFIGS / f"{name}.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith(f"valid; {params:,} parameters")
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(CONFIGS / f"{name}.yaml"),
+            "--runs-dir",
+            str(runs),
+            "--set",
+            "training.epochs=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(runs)
+    recorded = meta(run)
+    if name == "cancer_callbacks":
+        assert recorded["validation"] == "own" and set(recorded["class_weight"]) == {
+            "benign",
+            "malignant",
+        }
+        assert recorded["callback_state"][0]["type"] == "ReduceLROnPlateau"
+    else:
+        result = runner.invoke(app, ["evaluate", str(run)])
+        assert result.exit_code == 0, result.output
+        assert "R²:" in result.stdout
+        assert list((run / store.EVALUATIONS).glob("*-reconstructions.png"))
+
+
+def test_the_cancer_csvs_are_what_their_script_writes(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    script = tmp_path / "make_cancer.py"
+    shutil.copy(CONFIGS / "data" / "make_cancer.py", script)
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    for name in ("cancer_train.csv", "cancer_val.csv"):
+        assert (tmp_path / name).read_text() == (CONFIGS / "data" / name).read_text()
