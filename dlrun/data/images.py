@@ -110,7 +110,7 @@ def load_folder(spec: Spec):
     from sklearn.model_selection import train_test_split
 
     from dlrun.data import subsets
-    from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
+    from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
 
     paths, labels, names = list_folder(spec)
     check_images(paths)
@@ -133,7 +133,7 @@ def load_folder(spec: Spec):
         y_train, y_test = subsets.recode(y_train, names), subsets.recode(y_test, names)
 
     x_val = y_val = None
-    split = spec.training.validation_split
+    split = validation_share(spec)
     if spec.data.cv:
         train_index, val_index = fold_indices(y_train, spec.data.cv.folds, spec)[spec.data.cv.index]
         x_train, x_val = x_train[train_index], x_train[val_index]

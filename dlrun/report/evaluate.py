@@ -39,7 +39,8 @@ def evaluate(
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
-    data = load_data(spec)
+    encoding = run.meta.get("data_encoding")
+    data = load_data(spec, encoding if isinstance(encoding, dict) else None)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
     if isinstance(trained_on, list):
         check_shape(tuple(trained_on), data.input_shape, run.path)
@@ -66,7 +67,14 @@ def evaluate(
     }
     # Into the run only: a received run's evaluations/ may be a symlink out of it.
     out = _claim(store.safe_folder(run.path, store.EVALUATIONS), created, checkpoint, spec.data)
-    if data.task == "regression":
+    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
+        plot = out.with_name(f"{out.stem}-reconstructions.png")
+        result.update(regression_report(data.y_test, outputs))
+        store.write_json(out, result)
+        from dlrun.report.plots import reconstruction_plot
+
+        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
+    elif data.task == "regression":
         plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
         result.update(regression_report(data.y_test, outputs))
         store.write_json(out, result)
@@ -135,11 +143,11 @@ def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[s
 
 
 def regression_report(y_test: np.ndarray, outputs: np.ndarray) -> dict:
-    """MAE, RMSE and R² by scikit-learn, over every target."""
+    """MAE, RMSE and R² by scikit-learn over every value of every target (for an image
+    target: every pixel), so a constant pixel cannot make R² meaningless."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    truth = y_test.reshape(len(y_test), -1)
-    predicted = outputs.reshape(len(outputs), -1)
+    truth, predicted = np.ravel(y_test), np.ravel(outputs)
     values = {
         "mae": float(mean_absolute_error(truth, predicted)),
         "rmse": float(np.sqrt(mean_squared_error(truth, predicted))),

@@ -70,6 +70,19 @@ class DataSpec(_Section):
     cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
     classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
     limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
+    # csv only: a second csv with the same columns, the run's validation data
+    validation_path: str | None = None
+    # csv only: text columns one-hot encoded (categories from the training split)
+    categorical: list[str] | None = Field(None, min_length=1)
+    # labels: learn the label column (or y); inputs: reproduce x itself (an autoencoder)
+    targets: Literal["labels", "inputs"] = "labels"
+
+    @model_validator(mode="after")
+    def _csv_only(self) -> DataSpec:
+        for key in ("validation_path", "categorical"):
+            if getattr(self, key) is not None and self.dataset != "csv":
+                raise ValueError(f"{key} is only used with dataset csv, not '{self.dataset}'")
+        return self
 
     @field_validator("path")
     @classmethod
@@ -264,10 +277,60 @@ class FinetuneSpec(_Section):
         return unfreeze
 
 
+# Callbacks dlrun runs itself, and those that would run code named in the file.
+OWNED_CALLBACKS = {
+    "ModelCheckpoint": "training.checkpoint (best.keras and last.keras are always saved)",
+    "EarlyStopping": "training.early_stopping",
+    "TensorBoard": "training.tensorboard",
+    "BackupAndRestore": "dlrun train --resume RUN (every run can be resumed)",
+    "CSVLogger": "history.csv, which every run writes",
+    "ProgbarLogger": "dlrun's own progress bar",
+    "History": "history.csv, which every run writes",
+}
+CODE_CALLBACKS = {
+    "LambdaCallback": "it runs code from the file",
+    "LearningRateScheduler": "it takes a function; give compile.optimizer.learning_rate a "
+    "schedule instead, e.g. {type: ExponentialDecay, initial_learning_rate: 0.01, "
+    "decay_steps: 1000, decay_rate: 0.9}",
+}
+
+
+class CallbackSpec(BaseModel):
+    """One keras.callbacks class by name; every other key is passed to it as a keyword."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `- TerminateOnNaN` is `- {type: TerminateOnNaN}`
+            return {"type": value}
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError("a callback needs a type, e.g. {type: ReduceLROnPlateau}")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _allowed(cls, name: str) -> str:
+        if name in OWNED_CALLBACKS:
+            raise ValueError(f"{name} is dlrun's own: use {OWNED_CALLBACKS[name]}")
+        if name in CODE_CALLBACKS:
+            raise ValueError(f"{name} is refused: {CODE_CALLBACKS[name]}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"expected a keras.callbacks class name, got {name!r}")
+        return name
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class TrainingSpec(_Section):
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(12, ge=1)
-    validation_split: float = Field(0.1, ge=0, lt=1)  # the last part of the training split
+    # The last part of the training split. Unset: 0.1, or none when the data brings its own
+    # validation set (npz x_val/y_val, data.validation_path).
+    validation_split: float | None = Field(None, ge=0, lt=1)
     shuffle: bool = True
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint: CheckpointSpec = CheckpointSpec()
@@ -278,6 +341,10 @@ class TrainingSpec(_Section):
     distribute: Literal["data_parallel"] | None = None  # one model over every local device
     adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
+    # Keras callbacks by name, run before dlrun records each epoch, their state kept on resume
+    callbacks: list[CallbackSpec] = []
+    # balanced (scikit-learn's, on the training split) or {class name: weight}; classification
+    class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
 
 
 class Spec(_Section):
@@ -294,7 +361,15 @@ class Spec(_Section):
 
     @property
     def has_validation(self) -> bool:
-        return self.data.cv is not None or self.training.validation_split > 0
+        """Whether the run can have validation data (what the data holds is known later)."""
+        split = self.training.validation_split
+        return (
+            self.data.cv is not None
+            or split is None
+            or split > 0
+            or self.data.validation_path is not None
+            or self.data.dataset in ("npz", "directory")  # x_val in the file, a val/ folder
+        )
 
     @property
     def task(self) -> str:
