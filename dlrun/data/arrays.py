@@ -176,14 +176,21 @@ def regression_targets(y: np.ndarray, spec: Spec) -> np.ndarray:
         ) from None
 
 
-def _shape(x: np.ndarray, data: DataSpec) -> np.ndarray:
+def _shape(x: np.ndarray, data: DataSpec, images: bool) -> np.ndarray:
     if data.flatten:
         return x.reshape(len(x), -1)
     if data.dataset in IMAGE_SHAPES and x.ndim == 2:
         return x.reshape(len(x), *IMAGE_SHAPES[data.dataset])
-    if x.ndim == 3:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
+    add = data.channels == "add" or (data.channels == "auto" and images)
+    if x.ndim == 3 and add:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
         return x[..., np.newaxis]
     return x
+
+
+def _images(spec: Spec, x: np.ndarray) -> bool:
+    """Whether the arrays are images (a channel axis is added to grayscale ones): Keras' and
+    the offline image sets, or uint8 pixels; float arrays are sequences or tables."""
+    return spec.data.dataset in (*KERAS_DATASETS, *IMAGE_SHAPES) or x.dtype == np.uint8
 
 
 def load_data(spec: Spec) -> Data:
@@ -222,8 +229,9 @@ def load_data(spec: Spec) -> Data:
         num_classes = len(names)
     else:  # data.classes numbered them already, in the order it lists them
         num_classes = len(names)
-    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
-    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
+    images = _images(spec, x_train)
+    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
+    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
 
     x_val = y_val = None
     split = spec.training.validation_split
