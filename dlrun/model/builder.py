@@ -22,8 +22,14 @@ def make_layers(spec: Spec) -> list[Any]:
     layers, problems = [], []
     taken: dict[str, int] = {}
     given = {entry.kwargs().get("name") for entry in spec.model.layers}
+    named: set = set()
     for index, entry in enumerate(spec.model.layers):
         loc = ("model", "layers", index)
+        name = entry.kwargs().get("name")
+        if name is not None and name in named:
+            problems.append(spec.error((*loc, "name"), f"the name {name!r} is given twice here"))
+            continue
+        named.add(name)
         cls = classes.get(entry.type)
         if cls is None:
             problems.append(
