@@ -275,3 +275,64 @@ def test_a_sweep_ranges_over_a_blocks_param(tmp_path):
         return block(1, filters) + block(filters, filters) + filters * 10 + 10
 
     assert params == [count(4), count(8)]
+
+
+# --- the example config, and a graph killed and resumed ---------------------------------------
+
+
+def test_the_residual_config_validates_trains_and_draws_its_graph(tmp_path):
+    from conftest import CONFIGS
+
+    def residual(filters: int) -> int:  # two 3x3 convolutions of `filters` channels
+        return 2 * ((9 * filters + 1) * filters)
+
+    expected = (9 + 1) * 16 + 2 * residual(16) + (16 + 1) * 32 + 2 * residual(32) + 33 * 10
+    result = runner.invoke(app, ["validate", str(CONFIGS / "mnist_resnet.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith(f"valid; {expected:,} parameters")
+    assert "add (Add) (None, 28, 28, 16) <- conv2d, conv2d_2" in result.stdout
+    run = train(
+        tmp_path,
+        (CONFIGS / "mnist_resnet.yaml").read_text(),
+        "resnet",
+        "--set",
+        "training.epochs=1",
+        "--set",
+        "data.limit=300",
+    )
+    assert params_of(run) == expected
+    graph = (run / store.GRAPH).read_text()
+    assert "global_average_pooling2d (GlobalAveragePooling2D) (None, 32) <- activation_3" in graph
+
+
+def test_a_graph_killed_in_training_resumes_exactly(tmp_path):
+    import signal
+
+    from conftest import start_dlrun, wait_until
+
+    text = RESIDUAL.replace(
+        "training: {epochs: 1, batch_size: 64}",
+        "training: {epochs: 8, batch_size: 64, deterministic: true}",
+    )
+    whole = train(tmp_path, text, "whole")
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(text)
+    broken = tmp_path / "broken"
+    process = start_dlrun("train", spec, "--runs-dir", broken)
+
+    def two_epochs() -> bool:
+        found = run_dirs(broken)
+        rows = found[0] / store.HISTORY if found else None
+        return rows is not None and rows.exists() and len(rows.read_text().splitlines()) > 2
+
+    wait_until(two_epochs, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run,) = run_dirs(broken)
+    assert json.loads((run / store.META).read_text())["epochs_done"] < 8
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    resumed, reference = pd.read_csv(run / store.HISTORY), pd.read_csv(whole / store.HISTORY)
+    assert list(resumed["epoch"]) == list(range(1, 9))
+    np.testing.assert_allclose(resumed["loss"], reference["loss"], atol=1e-5)
+    np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], atol=1e-5)

@@ -174,6 +174,10 @@ def validate(
     model = build_model(spec, input_shape)
     compile_model(model, spec, num_classes)
     typer.echo(summary_text(model), nl=False)
+    if spec.model.is_graph:
+        from dlrun.model.builder import graph_text
+
+        typer.echo(graph_text(model), nl=False)
     typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
 
 

@@ -166,3 +166,32 @@ def summary_text(model) -> str:
         else:
             os.environ["COLUMNS"] = saved
     return "\n".join(lines) + "\n"
+
+
+def graph_text(model) -> str:
+    """A graph model as text, one layer a line with what it reads: the picture of the graph
+    where graphviz is not installed (written beside summary.txt as graph.txt). Read from the
+    model's own config (the functional API's serialised wiring), not from Keras' internals."""
+    shapes = {layer.name: tuple(layer.output.shape) for layer in model.layers}
+    lines = []
+    for layer in model.get_config().get("layers", []):
+        reads: list[str] = []
+        _sources(layer.get("inbound_nodes"), reads)
+        name = layer.get("name") or layer["config"].get("name")
+        source = f" <- {', '.join(reads)}" if reads else ""
+        lines.append(f"{name} ({layer['class_name']}) {shapes.get(name, '')}{source}")
+    return "\n".join(lines) + "\n"
+
+
+def _sources(value, found: list[str]) -> None:
+    """The layer names in a serialised inbound node (its tensors' keras_history)."""
+    if isinstance(value, dict):
+        history = value.get("keras_history")
+        if isinstance(history, (list, tuple)) and history:
+            found.append(str(history[0]))
+            return
+        for item in value.values():
+            _sources(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _sources(item, found)
