@@ -186,6 +186,10 @@ def validate(
     if problems:
         raise SpecError(problems)
     typer.echo(summary_text(model), nl=False)
+    if spec.model.is_graph:
+        from dlrun.model.builder import graph_text
+
+        typer.echo(graph_text(model), nl=False)
     typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
 
 

@@ -187,14 +187,21 @@ def regression_targets(y: np.ndarray, spec: Spec) -> np.ndarray:
         ) from None
 
 
-def _shape(x: np.ndarray, data: DataSpec) -> np.ndarray:
+def _shape(x: np.ndarray, data: DataSpec, images: bool) -> np.ndarray:
     if data.flatten:
         return x.reshape(len(x), -1)
     if data.dataset in IMAGE_SHAPES and x.ndim == 2:
         return x.reshape(len(x), *IMAGE_SHAPES[data.dataset])
-    if x.ndim == 3:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
+    add = data.channels == "add" or (data.channels == "auto" and images)
+    if x.ndim == 3 and add:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
         return x[..., np.newaxis]
     return x
+
+
+def _images(spec: Spec, x: np.ndarray) -> bool:
+    """Whether the arrays are images (a channel axis is added to grayscale ones): Keras' and
+    the offline image sets, or uint8 pixels; float arrays are sequences or tables."""
+    return spec.data.dataset in (*KERAS_DATASETS, *IMAGE_SHAPES) or x.dtype == np.uint8
 
 
 def load_data(spec: Spec, recorded: dict | None = None) -> Data:
@@ -247,10 +254,11 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         y_val = regression_targets(y_val, spec) if y_val is not None else None
     elif names is None:
         y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
-    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
-    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
+    images = _images(spec, x_train)
+    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
+    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
     if x_val is not None:
-        x_val = _shape(x_val.astype(np.float32) / spec.data.scale, spec.data)
+        x_val = _shape(x_val.astype(np.float32) / spec.data.scale, spec.data, images)
     if autoencoder:  # the targets are the inputs, as the model sees them
         y_train, y_test = x_train.copy(), x_test.copy()
         y_val = x_val.copy() if x_val is not None else None

@@ -70,6 +70,10 @@ class DataSpec(_Section):
     cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
     classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
     limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
+    # A 3-D array (samples, a, b) gets a channel axis only when it is images: auto adds one
+    # for Keras' and the offline image sets and uint8 npz pixels, and keeps float arrays as
+    # sequences (samples, steps, features); add: always; none: never.
+    channels: Literal["auto", "add", "none"] = "auto"
     # csv only: a second csv with the same columns, the run's validation data
     validation_path: str | None = None
     # csv only: text columns one-hot encoded (categories from the training split)
@@ -135,32 +139,113 @@ class FoldSpec(_Section):
         return self
 
 
+# Keys of a model.layers entry that wire the graph; every other key goes to the Keras layer.
+GRAPH_KEYS = ("inputs", "block", "repeat", "with")
+
+
 class LayerSpec(BaseModel):
-    """One `keras.layers` class by name; every other key is passed to it as a keyword."""
+    """One `keras.layers` class by name; every other key is passed to it as a keyword.
+
+    Graph keys: `inputs` (a name, a list of names, or {keyword: name}; default: the previous
+    entry's output), `name` (makes the output referable), or instead of `type` a `block` from
+    model.blocks with `repeat` and `with` (its params).
+    """
 
     model_config = ConfigDict(strict=True, extra="allow")
-    type: str
+    type: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _bare_name(cls, value: Any) -> Any:
         if isinstance(value, str):  # `- Flatten` is `- {type: Flatten}`
             return {"type": value}
-        if isinstance(value, dict) and "type" not in value:
+        if isinstance(value, dict) and "type" not in value and "block" not in value:
             raise ValueError("a layer needs a type, e.g. {type: Dense, units: 10}")
+        if isinstance(value, dict) and value.get("type") is None and "block" in value:
+            value = {k: v for k, v in value.items() if k != "type"}  # config.yaml's type: null
+        if isinstance(value, dict) and "type" in value and "block" in value:
+            raise ValueError("give a layer type or a block, not both")
         return value
 
     @field_validator("type")
     @classmethod
-    def _known_shape(cls, name: str) -> str:
+    def _known_shape(cls, name: str | None) -> str | None:
+        if name is None:
+            return name
         if name in REFUSED_LAYERS:
             raise ValueError(f"{name} layers run code from the file and are refused")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"expected a keras.layers class name such as Dense, got {name!r}")
         return name
 
+    @model_validator(mode="after")
+    def _graph_keys(self) -> LayerSpec:
+        extra = self.model_extra or {}
+        inputs = extra.get("inputs")
+        if inputs is not None and not _is_reference(inputs):
+            raise ValueError(
+                "inputs: expected a name, a list of names or a mapping of keyword to name, "
+                f"got {inputs!r}"
+            )
+        name = extra.get("name")
+        if name is not None and not (isinstance(name, str) and name and name != "in"):
+            raise ValueError(f"name: expected a name other than 'in', got {name!r}")
+        if self.type is not None:
+            for key in ("repeat", "with"):
+                if key in extra:
+                    raise ValueError(f"{key} goes with a block, not with a layer type")
+        else:
+            block = extra.get("block")
+            if not isinstance(block, str):
+                raise ValueError(f"block: expected the name of a block, got {block!r}")
+            repeat = extra.get("repeat", 1)
+            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+                raise ValueError(f"repeat: expected a whole number >= 1, got {repeat!r}")
+            if not isinstance(extra.get("with", {}), dict):
+                raise ValueError("with: expected a mapping of param to value")
+            unknown = set(extra) - {"block", "repeat", "with", "name", "inputs"}
+            if unknown:
+                raise ValueError(
+                    f"a block entry takes block, repeat, with, name and inputs; "
+                    f"got {', '.join(sorted(unknown))}"
+                )
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        """Wires a graph: refers to inputs or is a block."""
+        extra = self.model_extra or {}
+        return self.type is None or "inputs" in extra
+
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        """The Keras layer's arguments: everything but the graph keys."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in GRAPH_KEYS}
+
+
+def _is_reference(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, str) and v for v in value)
+    if isinstance(value, dict):
+        return bool(value) and all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+        )
+    return False
+
+
+class InputSpec(_Section):
+    """One named input of a graph."""
+
+    shape: list[int | None] = Field(min_length=1)  # without the batch axis
+
+
+class BlockSpec(_Section):
+    """A reusable sub-graph: `$param` in its layers is replaced by `with:` or these defaults;
+    `in` is the block's input."""
+
+    params: dict[str, Any] = {}
+    layers: list[LayerSpec] = Field(min_length=1)
 
 
 class BaseSpec(_Section):
@@ -194,7 +279,21 @@ class BaseSpec(_Section):
 
 class ModelSpec(_Section):
     base: BaseSpec | None = None  # a trained network below the layers, which become its head
+    # The graph's input, named; default: one input shaped like the data, named `input`
+    inputs: dict[str, InputSpec] | None = None
+    blocks: dict[str, BlockSpec] = {}  # reusable sub-graphs, used as {block: NAME}
     layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
+    outputs: list[str] | str | None = None  # default: the last entry's output
+
+    @property
+    def is_graph(self) -> bool:
+        """Anything beyond a plain stack: built with Keras' functional API."""
+        return (
+            self.inputs is not None
+            or bool(self.blocks)
+            or self.outputs is not None
+            or any(entry.is_graph for entry in self.layers)
+        )
 
 
 def _named(value: Any) -> Any:
