@@ -502,7 +502,8 @@ def test_readme_experiment_runs(tmp_path):
 
     x, y = mnist_data()
     keep = attack.stratified(y, 600)
-    np.savez(tmp_path / "small.npz", x_train=x[keep].reshape(-1, 28, 28), y_train=y[keep])
+    pixels = x[keep].reshape(-1, 28, 28).astype("uint8")  # images: uint8, as image files hold
+    np.savez(tmp_path / "small.npz", x_train=pixels, y_train=y[keep])
     script = readme_experiment()
     replacements = {
         "--set data.dataset=mnist_5k": "--set data.dataset=npz --set data.path=small.npz",

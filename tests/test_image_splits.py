@@ -245,8 +245,8 @@ def test_no_validation_data_for_a_validation_monitor_is_one_line(tmp_path):
     folder = write_classes(tmp_path / "flat", per_class=4)
     spec = spec_file(tmp_path, folder, training="  validation_split: 0\n")
     line = one_line_error(tmp_path, spec)
-    assert "training.checkpoint.monitor: 'val_loss' needs a validation split; set " in line
-    assert "add a val/ folder or monitor 'loss'" in line
+    assert "training.checkpoint.monitor: 'val_loss' needs validation data, and the run " in line
+    assert "give validation data, or monitor 'loss'" in line
 
 
 def test_evaluate_with_a_test_path_scores_all_of_it(flat_run, tmp_path):

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.errors import DataError, SpecError
-from dlrun.spec.loading import missing_validation
-from dlrun.spec.schema import VALIDATION_SPLIT, Spec
+from dlrun.errors import DataError
+from dlrun.spec.schema import Spec
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # What TensorFlow's decode_image reads (MPO is the JPEG variant some cameras write).
@@ -165,13 +164,9 @@ def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
 
 
 def _check_validation(spec: Spec, folders: dict[str, Path]) -> None:
-    """A val/ folder is the run's validation data: no validation_split or cv beside it.
-    Without one, a monitored validation metric needs a validation_split or cv."""
+    """A val/ folder is the run's validation data: no validation_split or cv beside it
+    (checked when the folder is listed, so `dlrun validate` finds it too)."""
     if "val" not in folders:
-        if spec.training.validation_split == 0 and not spec.data.cv:
-            problems = missing_validation(spec)
-            if problems:
-                raise SpecError([line for error in problems for line in error.problems])
         return
     if spec.data.cv:
         raise spec.error(
@@ -198,7 +193,7 @@ def load_folder(spec: Spec):
     from sklearn.model_selection import train_test_split
 
     from dlrun.data import subsets
-    from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
+    from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
 
     folders = split_folders(spec)
     _check_validation(spec, folders)
@@ -232,8 +227,10 @@ def load_folder(spec: Spec):
         y_train, y_test = subsets.recode(y_train, names), subsets.recode(y_test, names)
 
     x_val = y_val = None
-    split = spec.training.validation_split
-    if "val" in listed:
+    own = "val" in listed
+    split = validation_share(spec, own=own)
+    validation = "own" if own else "split"
+    if own:
         x_val, y_val = listed["val"]
         inside = np.isin(y_val, names)  # data.classes may keep only some
         x_val, y_val = x_val[inside], subsets.recode(y_val[inside], names)
@@ -241,8 +238,8 @@ def load_folder(spec: Spec):
         train_index, val_index = fold_indices(y_train, spec.data.cv.folds, spec)[spec.data.cv.index]
         x_train, x_val = x_train[train_index], x_train[val_index]
         y_train, y_val = y_train[train_index], y_train[val_index]
-    elif split != 0:  # the last part of the (already shuffled) training split, as for arrays
-        split = VALIDATION_SPLIT if split is None else split
+        validation = "cv"
+    elif split:  # the last part of the (already shuffled) training split, as for arrays
         cut = int(len(x_train) * (1 - split))
         if cut == 0 or cut == len(x_train):
             raise spec.error(
@@ -251,12 +248,16 @@ def load_folder(spec: Spec):
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
+    else:
+        validation = "none"
     if spec.data.one_hot:
         eye = np.eye(len(names), dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
         y_val = eye[y_val] if y_val is not None else None
     source = FolderSource(spec)
-    return Data(x_train, y_train, x_val, y_val, x_test, y_test, len(names), names, source)
+    data = Data(x_train, y_train, x_val, y_val, x_test, y_test, len(names), names, source)
+    data.validation = validation
+    return data
 
 
 def _test_loc(spec: Spec) -> tuple:

@@ -66,7 +66,14 @@ def evaluate(
     }
     # Into the run only: a received run's evaluations/ may be a symlink out of it.
     out = _claim(store.safe_folder(run.path, store.EVALUATIONS), created, checkpoint, spec.data)
-    if data.task == "regression":
+    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
+        plot = out.with_name(f"{out.stem}-reconstructions.png")
+        result.update(regression_report(data.y_test, outputs))
+        store.write_json(out, result)
+        from dlrun.report.plots import reconstruction_plot
+
+        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
+    elif data.task == "regression":
         plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
         result.update(regression_report(data.y_test, outputs))
         store.write_json(out, result)
@@ -98,7 +105,8 @@ def _scored_data(run, spec) -> tuple:
 
     own = load_spec(store.config_of(run.path)).data
     if spec.data.dataset != "directory" or folders(spec.data) == folders(own):
-        return load_data(spec), "the test split"
+        encoding = run.meta.get("data_encoding")
+        return load_data(spec, encoding if isinstance(encoding, dict) else None), "the test split"
     from dlrun.data.images import load_scored_folder
 
     classes = run.meta.get("class_names")
@@ -155,11 +163,11 @@ def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[s
 
 
 def regression_report(y_test: np.ndarray, outputs: np.ndarray) -> dict:
-    """MAE, RMSE and R² by scikit-learn, over every target."""
+    """MAE, RMSE and R² by scikit-learn over every value of every target (for an image
+    target: every pixel), so a constant pixel cannot make R² meaningless."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    truth = y_test.reshape(len(y_test), -1)
-    predicted = outputs.reshape(len(outputs), -1)
+    truth, predicted = np.ravel(y_test), np.ravel(outputs)
     values = {
         "mae": float(mean_absolute_error(truth, predicted)),
         "rmse": float(np.sqrt(mean_squared_error(truth, predicted))),

@@ -112,50 +112,37 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         elif spec.model.base.trainable:
             message = "finetune needs model.base.trainable: false (the base already trains)"
             problems.append(spec.error(("training", "finetune"), message))
+    if spec.training.class_weight is not None and spec.task == "regression":
+        message = "class weights are for classes; this run is a regression (remove class_weight)"
+        problems.append(spec.error(("training", "class_weight"), message))
+    if spec.data.targets == "inputs" and spec.task != "regression":
+        message = (
+            "inputs as targets (an autoencoder) is a regression of x on itself: use a "
+            "regression loss (mse, mae, ...) or data.task: regression"
+        )
+        problems.append(spec.error(("data", "targets"), message))
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
         logged.append("adversarial_accuracy")
         names.append("val_adversarial_accuracy")
-    unlogged = [
-        spec.error(
-            loc,
-            f"{monitor!r} is not logged; expected one of {', '.join(names)}"
-            + did_you_mean(monitor, names),
-        )
-        for loc, monitor in watched_monitors(spec)
-        # adversarial_accuracy is a validation metric only
-        if monitor.removeprefix("val_") not in logged or monitor == "adversarial_accuracy"
-    ]
-    problems += unlogged
-    # An image folder's val/ folder is only seen when it is listed: checked there.
-    if not unlogged and not spec.has_validation and spec.data.dataset != "directory":
-        problems += missing_validation(spec)
-    return problems
-
-
-def watched_monitors(spec: Spec) -> list[tuple[Loc, str]]:
-    """(where, metric) of every monitor: the checkpoint's and early stopping's."""
     watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
     if spec.training.early_stopping:
         watched.append(
             (("training", "early_stopping", "monitor"), spec.training.early_stopping.monitor)
         )
-    return watched
-
-
-def missing_validation(spec: Spec) -> list[SpecError]:
-    """The monitors of validation metrics, for data found to have no validation split."""
-    folder = ", add a val/ folder" if spec.data.dataset == "directory" else ""
-    return [
-        spec.error(
-            loc,
-            f"{monitor!r} needs a validation split; set training.validation_split above 0"
-            f"{folder} or monitor {monitor.removeprefix('val_')!r}",
-        )
-        for loc, monitor in watched_monitors(spec)
-        if monitor.startswith("val_")
-    ]
+    for loc, monitor in watched:
+        base = monitor.removeprefix("val_")
+        if base not in logged or monitor == "adversarial_accuracy":  # validation only
+            message = f"{monitor!r} is not logged; expected one of {', '.join(names)}"
+            problems.append(spec.error(loc, message + did_you_mean(monitor, names)))
+        elif monitor.startswith("val_") and not spec.has_validation:
+            message = (
+                f"{monitor!r} needs a validation split; "
+                f"set training.validation_split above 0 or monitor {base!r}"
+            )
+            problems.append(spec.error(loc, message))
+    return problems
 
 
 def load_raw(

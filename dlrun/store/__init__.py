@@ -43,6 +43,7 @@ from dlrun.store.layout import (  # noqa: F401
     DIVERGED,
     EVALUATIONS,
     FAILED,
+    GRAPH,
     HISTORY,
     HISTORY_PLOT,
     INTERRUPTED,

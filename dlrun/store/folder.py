@@ -137,10 +137,15 @@ class RunFolder:
         """history.csv with every row so far (before the epoch's checkpoints)."""
         self.write_text(HISTORY, history_text(rows))
 
-    def epoch_done(self, epochs_done: int, steps_done: int, steps_per_epoch: int) -> None:
+    def epoch_done(
+        self, epochs_done: int, steps_done: int, steps_per_epoch: int, **more: Any
+    ) -> None:
         """The epoch's checkpoints are saved: meta.json counts it, whatever happens next, with
-        the optimizer's step count they hold and the steps the epoch took."""
-        self.update(epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch)
+        the optimizer's step count they hold and the steps the epoch took (and `more` that
+        belongs to the same epoch: the spec's callbacks' state)."""
+        self.update(
+            epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch, **more
+        )
 
     def finish(self, status: Status, message: str | None, **changes: Any) -> None:
         """The final meta.json. On a full disk the atomic write (which needs a second copy)

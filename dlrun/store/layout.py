@@ -16,6 +16,7 @@ from dlrun.errors import SpecError
 CONFIG = "config.yaml"
 META = "meta.json"
 SUMMARY = "summary.txt"
+GRAPH = "graph.txt"  # a graph model, one layer a line with what it reads
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"

@@ -49,6 +49,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.diverged_at: int | None = None
         self.best_weights: list | None = None  # of the best epoch of this attempt
         self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
+        self.state = None  # a callable: more to record in meta.json with each epoch
         self._good_weights = None
         self._started = 0.0
 
@@ -111,7 +112,8 @@ class RunRecorder(keras.callbacks.Callback):
         # The optimizer's step count goes with the epoch count: a kill between the checkpoint
         # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
         steps = self._optimizer_steps()
-        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end)
+        more = self.state() if self.state is not None else {}
+        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end, **more)
         self._steps_at_epoch_end = steps
 
 

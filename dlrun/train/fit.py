@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from dlrun import store
+from dlrun.train import knobs
 from dlrun.train.life import RunLife
 from dlrun.train.prepared import Outcome, Prepared, adapt, start_finetune, total_epochs
 
@@ -41,11 +42,23 @@ def fit(
 
                 summary += stage_counts(model, spec)
             run.write_text(store.SUMMARY, summary)
+            if spec.model.is_graph:
+                from dlrun.model.builder import graph_text
+
+                run.write_text(store.GRAPH, graph_text(model))
             if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
                 run.record_epoch(rows)
             checkpoint = spec.training.checkpoint
             recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
-            callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+            # The spec's own callbacks run before dlrun records the epoch, so what they
+            # change (a learning rate) is in its checkpoint, and their state in meta.json.
+            own = list(prepared.callbacks)
+            if own:
+                recorder.state = lambda: {knobs.STATE: knobs.state_of(prepared.callbacks)}
+                if rows and isinstance(run.meta.get(knobs.STATE), list):
+                    own.append(knobs.restorer(prepared.callbacks, run.meta[knobs.STATE]))
+            callbacks = [*own, *_callbacks(prepared, run, console, recorder, rows)]
+            callbacks += extra_callbacks
             if spec.training.adversarial:
                 callbacks = [*_adversarial_validation(prepared), *callbacks]
             try:
@@ -113,6 +126,7 @@ def _stages(
             inputs, feeding = _adversarial_inputs(prepared, inputs, feeding, begin, end)
         model.fit(
             **inputs,
+            class_weight=prepared.class_weight,
             initial_epoch=begin,
             epochs=end,
             callbacks=[*feeding, *callbacks],

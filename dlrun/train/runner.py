@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from dlrun import store
+from dlrun.data.splits import DEFAULT_VALIDATION_SPLIT
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
@@ -56,6 +57,9 @@ def train(
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
+    if spec.training.validation_split is None:  # the run describes itself: resolved
+        own = prepared.data.validation == "own"
+        spec.training.validation_split = 0.0 if own else DEFAULT_VALIDATION_SPLIT
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
     run.write_text(store.CONFIG, spec.dump())
@@ -80,10 +84,24 @@ def train(
             "message": None,
             "attempts": [{"started": now(), "pid": os.getpid(), "from_epoch": 0}],
             "class_names": prepared.data.class_names,
+            "validation": prepared.data.validation,  # split, own, cv or none
+            **_recorded(prepared),
         }
     )
     with run:
         return fit(prepared, run, console, [], extra_callbacks, score_test)
+
+
+def _recorded(prepared) -> dict:
+    """What else reading the run needs: class weights by class name, csv categories."""
+    found = {}
+    weights, data = prepared.class_weight, prepared.data
+    if weights is not None:
+        names = data.class_names or [str(n) for n in range(data.num_classes)]
+        found["class_weight"] = {names[index]: weight for index, weight in weights.items()}
+    if data.recorded:
+        found["data_encoding"] = data.recorded
+    return found
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
