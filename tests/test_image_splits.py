@@ -145,6 +145,9 @@ def test_a_run_on_split_folders_validates_on_val_and_tests_on_test(split_run):
     meta = json.loads((split_run / "meta.json").read_text())
     assert meta["status"] == "completed"
     assert meta["class_names"] == ["cat", "dog"]
+    assert meta["validation"] == "own"  # val/, not a share of train/
+    config = (split_run / "config.yaml").read_text()
+    assert "validation_split: 0.0" in config  # resolved: the run describes itself
     history = pd.read_csv(split_run / "history.csv")
     assert "val_loss" in history.columns and history["val_loss"].notna().all()
     result = runner.invoke(app, ["evaluate", str(split_run), "--json"])
