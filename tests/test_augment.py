@@ -221,3 +221,15 @@ def test_a_resumed_run_draws_as_an_uninterrupted_one(tmp_path):
     theirs = load_model(whole.run_dir / "checkpoints" / "last.keras").get_weights()
     for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_augment_beside_a_graph_is_one_line(folder, tmp_path):
+    model = (
+        "  augment: [{type: RandomFlip}]\n"
+        "  layers:\n"
+        "    - {type: Conv2D, filters: 4, kernel_size: 3, name: conv}\n"
+        "    - {type: Flatten, inputs: conv}\n"
+        "    - {type: Dense, units: 2, activation: softmax}\n"
+    )
+    line = one_line_error(tmp_path, spec_file(folder, model, tmp_path / "graph.yaml"))
+    assert "model.augment: augment goes before a stack of layers or a base; in a graph" in line
