@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, SpecError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,8 +59,10 @@ def fails_cleanly(command):
         except DlrunError as exc:
             from dlrun.textsafe import clean
 
-            # Messages quote names, paths and values from disk: never a control sequence.
-            for line in clean(exc).splitlines() or [type(exc).__name__]:
+            # Messages quote names, paths and values from disk: never a control sequence, and
+            # one line per problem (a newline in a file name cannot forge a second Error line).
+            problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+            for line in [clean(p, newlines=False) for p in problems] or [type(exc).__name__]:
                 typer.echo(f"Error: {line}", err=True)
             raise typer.Exit(exc.exit_code) from None
 

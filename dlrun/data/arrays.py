@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.data import subsets
+from dlrun.data import checks, subsets
 from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
 from dlrun.errors import DataError
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
@@ -57,16 +57,14 @@ def _npz(spec: Spec) -> tuple[tuple, tuple | None]:
         raise spec.error(("data", "path"), f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
+            # Only the keys dlrun uses are decompressed, each bounded before it is read.
+            keys = checks.npz_keys(spec, path, archive.files)
+            for key in keys:
+                checks.npz_entry(spec, path, archive, key)
+            arrays = {key: archive[key] for key in keys}
+    except (OSError, ValueError, EOFError) as exc:
         raise spec.error(("data", "path"), f"{path} is not a readable npz file ({exc})") from None
-    missing = [key for key in ("x_train", "y_train") if key not in arrays]
-    if missing:
-        raise spec.error(
-            ("data", "path"),
-            f"{path} has no {' or '.join(missing)}; expected keys x_train, y_train "
-            f"[, x_test, y_test], found {', '.join(sorted(arrays)) or 'none'}",
-        )
+    checks.npz_arrays(spec, path, arrays)
     test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
     return (arrays["x_train"], arrays["y_train"]), test
 
@@ -77,6 +75,7 @@ def _csv(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     path = Path(spec.data.path)
     if not path.is_file():
         raise spec.error(("data", "path"), f"no such file: {path}")
+    checks.csv_header(spec, path)
     try:
         frame = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -90,11 +89,14 @@ def _csv(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
             ("data", "label_column"),
             f"{path} has no column {column!r}; found {', '.join(map(str, frame.columns[:10]))}",
         )
+    checks.csv_frame(spec, path, frame, column)
     x = frame.drop(columns=[column])
     non_numeric = [c for c in x.columns if not np.issubdtype(x[c].dtype, np.number)]
     if non_numeric:
         raise spec.error(("data", "path"), f"{path}: columns {non_numeric} are not numeric")
-    return x.to_numpy(np.float32), frame[column].to_numpy()
+    features = x.to_numpy(np.float32)
+    checks.finite_features(spec, path, features, columns=list(x.columns))
+    return features, frame[column].to_numpy()
 
 
 _READ: dict[tuple, tuple] = {}  # the last data set read, by what identifies it
@@ -201,6 +203,8 @@ def load_data(spec: Spec) -> Data:
             ("data",), f"x_train has {len(x_train)} samples but y_train has {len(y_train)}"
         )
     regression = spec.task == "regression"
+    if not regression:
+        checks.two_classes(spec, y_train)
     if test is None:
         if not regression:
             _check_strata(y_train, spec)

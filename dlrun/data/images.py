@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.data import checks
 from dlrun.errors import DataError
 from dlrun.spec.schema import Spec
 
@@ -78,18 +79,8 @@ def list_folder(spec: Spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def check_images(paths: np.ndarray) -> None:
     """Every file is an image TensorFlow can decode; else a DataError naming the bad files."""
-    from PIL import Image, UnidentifiedImageError
-
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                kind = image.format
-                image.verify()  # reads the file through, checking its structure
-            if kind not in FORMATS:
-                bad.append(f"{path} ({kind})")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            bad.append(f"{path} ({type(exc).__name__})")
+    checks.regular_files(paths)
+    bad = [problem for path in paths if (problem := checks.image_problem(path, FORMATS))]
     if bad:
         more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
         raise DataError(
@@ -101,6 +92,7 @@ def check_images(paths: np.ndarray) -> None:
 def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
     """(input shape, number of classes) from the folder's listing; no image is read."""
     _, names = _classes(spec)
+    checks.image_size(spec)
     classes = len(spec.data.classes) if spec.data.classes else len(names)
     return FolderSource(spec).input_shape, classes
 
@@ -112,6 +104,7 @@ def load_folder(spec: Spec):
     from dlrun.data import subsets
     from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
 
+    checks.image_size(spec)
     paths, labels, names = list_folder(spec)
     check_images(paths)
     try:
