@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (an autouse fixture)
 from typer.testing import CliRunner
 
 from dlrun.cli import app
-from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (an autouse fixture)
 
 runner = CliRunner()
 
@@ -61,45 +61,71 @@ def rows(n: int = 30, classes: int = 3) -> list[str]:
 
 CSV = {
     # issue 23 item 1: pandas would rename the copy label.1 and train on the answer
-    "label-twice": ("a,label,b,label\n" + "\n".join(f"{i},{i % 3},{i},{i % 3}" for i in range(30)),
-                    "the header names 'label' (columns 2, 4) more than once"),
-    "feature-twice": ("a,a,label\n" + "\n".join(r for r in rows()),
-                      "'a' (columns 1, 2) more than once"),
+    "label-twice": (
+        "a,label,b,label\n" + "\n".join(f"{i},{i % 3},{i},{i % 3}" for i in range(30)),
+        "the header names 'label' (columns 2, 4) more than once",
+    ),
+    "feature-twice": (
+        "a,a,label\n" + "\n".join(r for r in rows()),
+        "'a' (columns 1, 2) more than once",
+    ),
     # item 2: a blank label cell
-    "blank-string-label": ("a,b,label\n" + "\n".join(rows()) + "\n1,2,\n",
-                           "column 'label' has no value on line(s) 32 (1 of 31 rows)"),
-    "blank-numeric-label": ("a,b,label\n" + "\n".join(f"{i},{i},{i % 3}" for i in range(30))
-                            + "\n4,5,\n",
-                            "column 'label' has no value on line(s) 32"),
-    "na-label": ("a,b,label\n1,2,NA\n" + "\n".join(rows()),
-                 "column 'label' has no value on line(s) 2 (1 of 31 rows)"),
-    "many-blank-labels": ("a,b,label\n" + "\n".join(f"{i},{i}," for i in range(8))
-                          + "\n" + "\n".join(rows()),
-                          "line(s) 2, 3, 4, 5, 6 and 3 more (8 of 38 rows)"),
+    "blank-string-label": (
+        "a,b,label\n" + "\n".join(rows()) + "\n1,2,\n",
+        "column 'label' has no value on line(s) 32 (1 of 31 rows)",
+    ),
+    "blank-numeric-label": (
+        "a,b,label\n" + "\n".join(f"{i},{i},{i % 3}" for i in range(30)) + "\n4,5,\n",
+        "column 'label' has no value on line(s) 32",
+    ),
+    "na-label": (
+        "a,b,label\n1,2,NA\n" + "\n".join(rows()),
+        "column 'label' has no value on line(s) 2 (1 of 31 rows)",
+    ),
+    "many-blank-labels": (
+        "a,b,label\n" + "\n".join(f"{i},{i}," for i in range(8)) + "\n" + "\n".join(rows()),
+        "line(s) 2, 3, 4, 5, 6 and 3 more (8 of 38 rows)",
+    ),
     # item 3: NaN or inf in features
-    "empty-feature-cell": ("a,b,label\n" + "\n".join(rows()) + "\n,3,a\n",
-                           "column(s) 'a' hold missing (NaN) or infinite values on line(s) 32"),
-    "inf-feature": ("a,b,label\n1,inf,a\n" + "\n".join(rows()),
-                    "column(s) 'b' hold missing (NaN) or infinite values on line(s) 2"),
-    "minus-inf-feature": ("a,b,label\n" + "\n".join(rows()) + "\n-inf,2,b\n",
-                          "column(s) 'a' hold missing (NaN) or infinite values on line(s) 32"),
-    "nan-word-feature": ("a,b,label\nNaN,NaN,a\n" + "\n".join(rows()),
-                         "column(s) 'a', 'b' hold missing (NaN)"),
-    "overflows-float32": ("a,b,label\n1e300,1,a\n" + "\n".join(rows()),
-                          "column(s) 'a' hold missing (NaN) or infinite values on line(s) 2"),
+    "empty-feature-cell": (
+        "a,b,label\n" + "\n".join(rows()) + "\n,3,a\n",
+        "column(s) 'a' hold missing (NaN) or infinite values on line(s) 32",
+    ),
+    "inf-feature": (
+        "a,b,label\n1,inf,a\n" + "\n".join(rows()),
+        "column(s) 'b' hold missing (NaN) or infinite values on line(s) 2",
+    ),
+    "minus-inf-feature": (
+        "a,b,label\n" + "\n".join(rows()) + "\n-inf,2,b\n",
+        "column(s) 'a' hold missing (NaN) or infinite values on line(s) 32",
+    ),
+    "nan-word-feature": (
+        "a,b,label\nNaN,NaN,a\n" + "\n".join(rows()),
+        "column(s) 'a', 'b' hold missing (NaN)",
+    ),
+    "overflows-float32": (
+        "a,b,label\n1e300,1,a\n" + "\n".join(rows()),
+        "column(s) 'a' hold missing (NaN) or infinite values on line(s) 2",
+    ),
     # item 5: only the label column; one class
-    "only-label": ("label\n" + "\n".join("abc"[i % 3] for i in range(30)),
-                   "has only the label column 'label'"),
-    "one-class": ("a,b,label\n" + "\n".join(f"{i},{i % 4},a" for i in range(30)),
-                  "the labels hold 1 class ('a'); classification needs at least two"),
-    "one-numeric-class": ("a,b,label\n" + "\n".join(f"{i},{i % 4},7" for i in range(30)),
-                          "the labels hold 1 class ('7')"),
+    "only-label": (
+        "label\n" + "\n".join("abc"[i % 3] for i in range(30)),
+        "has only the label column 'label'",
+    ),
+    "one-class": (
+        "a,b,label\n" + "\n".join(f"{i},{i % 4},a" for i in range(30)),
+        "the labels hold 1 class ('a'); classification needs at least two",
+    ),
+    "one-numeric-class": (
+        "a,b,label\n" + "\n".join(f"{i},{i % 4},7" for i in range(30)),
+        "the labels hold 1 class ('7')",
+    ),
     # ours: names from disk in the message are one clean line
-    "escape-in-column": ("a\x1b[2J,b,label\n,1,a\n" + "\n".join(rows()),
-                         "column(s) 'a?[2J' hold"),
-    "label-twice-blank-first": ("label,label,a\n" + "\n".join(f"{i % 3},{i % 3},{i}"
-                                                            for i in range(30)),
-                                "'label' (columns 1, 2) more than once"),
+    "escape-in-column": ("a\x1b[2J,b,label\n,1,a\n" + "\n".join(rows()), "column(s) 'a?[2J' hold"),
+    "label-twice-blank-first": (
+        "label,label,a\n" + "\n".join(f"{i % 3},{i % 3},{i}" for i in range(30)),
+        "'label' (columns 1, 2) more than once",
+    ),
 }
 
 
@@ -128,26 +154,42 @@ INF_X[2, 0] = np.inf
 
 NPZ = {
     # item 4
-    "x-test-without-y-test": ({"x_train": X, "y_train": Y, "x_test": X},
-                              "has x_test but no y_test; give both test keys or neither"),
-    "y-test-without-x-test": ({"x_train": X, "y_train": Y, "y_test": Y},
-                              "has y_test but no x_test"),
-    "string-features": ({"x_train": X.astype(str), "y_train": Y},
-                        "x_train holds <U32 values, not numbers"),
+    "x-test-without-y-test": (
+        {"x_train": X, "y_train": Y, "x_test": X},
+        "has x_test but no y_test; give both test keys or neither",
+    ),
+    "y-test-without-x-test": (
+        {"x_train": X, "y_train": Y, "y_test": Y},
+        "has y_test but no x_test",
+    ),
+    "string-features": (
+        {"x_train": X.astype(str), "y_train": Y},
+        "x_train holds <U32 values, not numbers",
+    ),
     "bytes-features": ({"x_train": X.astype(bytes), "y_train": Y}, "x_train holds |S32 values"),
     "0-d-x-train": ({"x_train": np.float32(3), "y_train": Y}, "x_train is a single value"),
     "0-d-y-train": ({"x_train": X, "y_train": np.int64(1)}, "y_train is a single value"),
-    "narrow-x-test": ({"x_train": X, "y_train": Y, "x_test": X[:, :1], "y_test": Y},
-                      "x_test has samples of shape (1,) but x_train (2,)"),
-    "string-x-test": ({"x_train": X, "y_train": Y, "x_test": X.astype(str), "y_test": Y},
-                      "x_test holds <U32 values"),
+    "narrow-x-test": (
+        {"x_train": X, "y_train": Y, "x_test": X[:, :1], "y_test": Y},
+        "x_test has samples of shape (1,) but x_train (2,)",
+    ),
+    "string-x-test": (
+        {"x_train": X, "y_train": Y, "x_test": X.astype(str), "y_test": Y},
+        "x_test holds <U32 values",
+    ),
     # item 3
-    "nan-features": ({"x_train": NAN_X, "y_train": Y},
-                     "x_train has missing (NaN) or infinite values in feature(s) 1, row(s) 4, 9"),
-    "inf-test-features": ({"x_train": X, "y_train": Y, "x_test": INF_X, "y_test": Y},
-                          "x_test has missing (NaN) or infinite values in feature(s) 0, row(s) 2"),
-    "nan-labels": ({"x_train": X, "y_train": np.where(Y == 1, np.nan, Y)},
-                   "y_train has missing (NaN) or infinite labels in row(s) 1, 4, 7, 10, 13 and"),
+    "nan-features": (
+        {"x_train": NAN_X, "y_train": Y},
+        "x_train has missing (NaN) or infinite values in feature(s) 1, row(s) 4, 9",
+    ),
+    "inf-test-features": (
+        {"x_train": X, "y_train": Y, "x_test": INF_X, "y_test": Y},
+        "x_test has missing (NaN) or infinite values in feature(s) 0, row(s) 2",
+    ),
+    "nan-labels": (
+        {"x_train": X, "y_train": np.where(Y == 1, np.nan, Y)},
+        "y_train has missing (NaN) or infinite labels in row(s) 1, 4, 7, 10, 13 and",
+    ),
     # item 5 for npz: one class
     "one-class": ({"x_train": X, "y_train": np.zeros(30)}, "the labels hold 1 class ('0.0')"),
     "no-x-train": ({"y_train": Y}, "has no x_train"),
@@ -260,36 +302,57 @@ def truncated_jpeg(path: Path) -> None:
 
 IMAGES = {
     # item 6: a FIFO named like an image blocked the check forever
-    "fifo-png": (lambda r: os.mkfifo(r / "cat" / "stuck.png"),
-                 "stuck.png (not a regular file)"),
+    "fifo-png": (lambda r: os.mkfifo(r / "cat" / "stuck.png"), "stuck.png (not a regular file)"),
     # item 7
-    "truncated-jpeg": (lambda r: truncated_jpeg(r / "dog" / "cut.jpg"),
-                       "cut.jpg (OSError: image file is truncated"),
-    "bomb-png": (lambda r: (r / "cat" / "bomb.png").write_bytes(png_header(30000, 30000)),
-                 "bomb.png (more than 40,000,000 pixels)"),
-    "large-png": (lambda r: (r / "cat" / "large.png").write_bytes(png_header(12000, 12000)),
-                  "large.png (more than 40,000,000 pixels)"),
-    "just-over-bound": (lambda r: (r / "cat" / "big.png").write_bytes(png_header(8000, 5001)),
-                        "big.png (8000x5001 pixels, more than 40,000,000)"),
+    "truncated-jpeg": (
+        lambda r: truncated_jpeg(r / "dog" / "cut.jpg"),
+        "cut.jpg (OSError: image file is truncated",
+    ),
+    "bomb-png": (
+        lambda r: (r / "cat" / "bomb.png").write_bytes(png_header(30000, 30000)),
+        "bomb.png (more than 40,000,000 pixels)",
+    ),
+    "large-png": (
+        lambda r: (r / "cat" / "large.png").write_bytes(png_header(12000, 12000)),
+        "large.png (more than 40,000,000 pixels)",
+    ),
+    "just-over-bound": (
+        lambda r: (r / "cat" / "big.png").write_bytes(png_header(8000, 5001)),
+        "big.png (8000x5001 pixels, more than 40,000,000)",
+    ),
     # item 8: a newline and ESC in a file name forged a second Error line
-    "newline-in-name": (lambda r: (r / "cat" / "x\nError: forged\x1b[2J.png").write_bytes(b"no"),
-                        "x Error: forged?[2J.png (UnidentifiedImageError"),
+    "newline-in-name": (
+        lambda r: (r / "cat" / "x\nError: forged\x1b[2J.png").write_bytes(b"no"),
+        "x Error: forged?[2J.png (UnidentifiedImageError",
+    ),
     # ours
-    "socket-png": (lambda r: __import__("socket").socket(1).bind(str(r / "dog" / "s.png")),
-                   "s.png (not a regular file)"),
-    "truncated-png": (lambda r: (r / "cat" / "cut.png").write_bytes(
-                          (r / "cat" / "0.png").read_bytes()[:60]),
-                      "cut.png ("),
-    "zero-byte-jpeg": (lambda r: (r / "dog" / "empty.jpg").write_bytes(b""),
-                       "empty.jpg (UnidentifiedImageError"),
-    "text-named-png": (lambda r: (r / "dog" / "notes.png").write_text("hello"),
-                       "notes.png (UnidentifiedImageError"),
-    "tiff-named-jpg": (lambda r: Image.new("RGB", (4, 4)).save(r / "dog" / "t.jpg", "TIFF"),
-                       "t.jpg (TIFF)"),
-    "bomb-in-subfolder": (lambda r: ((r / "dog" / "deep").mkdir(),
-                                     (r / "dog" / "deep" / "b.png").write_bytes(
-                                         png_header(40000, 40000))),
-                          "b.png (more than 40,000,000 pixels)"),
+    "socket-png": (
+        lambda r: __import__("socket").socket(1).bind(str(r / "dog" / "s.png")),
+        "s.png (not a regular file)",
+    ),
+    "truncated-png": (
+        lambda r: (r / "cat" / "cut.png").write_bytes((r / "cat" / "0.png").read_bytes()[:60]),
+        "cut.png (",
+    ),
+    "zero-byte-jpeg": (
+        lambda r: (r / "dog" / "empty.jpg").write_bytes(b""),
+        "empty.jpg (UnidentifiedImageError",
+    ),
+    "text-named-png": (
+        lambda r: (r / "dog" / "notes.png").write_text("hello"),
+        "notes.png (UnidentifiedImageError",
+    ),
+    "tiff-named-jpg": (
+        lambda r: Image.new("RGB", (4, 4)).save(r / "dog" / "t.jpg", "TIFF"),
+        "t.jpg (TIFF)",
+    ),
+    "bomb-in-subfolder": (
+        lambda r: (
+            (r / "dog" / "deep").mkdir(),
+            (r / "dog" / "deep" / "b.png").write_bytes(png_header(40000, 40000)),
+        ),
+        "b.png (more than 40,000,000 pixels)",
+    ),
 }
 
 
@@ -316,12 +379,17 @@ def test_the_good_folder_passes_the_check(folder, tmp_path):
     ],
     ids=["huge", "large-for-the-batch", "huge-grayscale"],
 )
-def test_an_image_size_beyond_memory_is_refused_before_building(size, extra, fragment, folder,
-                                                                 tmp_path):
+def test_an_image_size_beyond_memory_is_refused_before_building(
+    size, extra, fragment, folder, tmp_path
+):
     spec = spec_file(tmp_path, "directory", folder, f", image_size: {size}{extra}")
     for command in ("validate", "train"):
-        result = runner.invoke(app, [command, str(spec), "--runs-dir", str(tmp_path / "runs")]
-                               if command == "train" else [command, str(spec)])
+        result = runner.invoke(
+            app,
+            [command, str(spec), "--runs-dir", str(tmp_path / "runs")]
+            if command == "train"
+            else [command, str(spec)],
+        )
         line = assert_one_clean_error(result, fragment)
         assert "data.image_size" in line
     assert not (tmp_path / "runs").exists()

@@ -69,6 +69,23 @@ def fails_cleanly(command):
     return wrapper
 
 
+NoSaveOption = Annotated[
+    bool, typer.Option("--no-save", help="Print the results only; write nothing into the run.")
+]
+
+
+def report_unsaved(result: dict) -> None:
+    """After the results are printed: one Error line (exit 1) for what could not be written
+    into the run (a read-only file system, a colleague's folder, a full disk)."""
+    if result.get("not_saved"):
+        from dlrun.errors import RunError
+
+        raise RunError(
+            f"not saved: {result['not_saved']}; the results above are printed only "
+            "(pass --no-save to skip writing them)"
+        )
+
+
 def run_path(run: Path, runs_dir: Path | None) -> Path:
     """A run folder as given, or by its name inside the runs folder (dlrun show NAME)."""
     from dlrun import store

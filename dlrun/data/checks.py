@@ -74,10 +74,10 @@ def csv_header(spec: Spec, path: Path) -> None:
     counts = Counter(header)
     twice = [column for column, count in counts.items() if count > 1]
     if twice:
-        where = [
-            f"{column!r} (columns {', '.join(str(i + 1) for i, c in enumerate(header) if c == column)})"
-            for column in twice
-        ]
+        where = []
+        for column in twice:
+            places = [str(i + 1) for i, c in enumerate(header) if c == column]
+            where.append(f"{column!r} (columns {', '.join(places)})")
         raise spec.error(
             ("data", "path"),
             f"{name(path)}: the header names {name(', '.join(where))} more than once; every "
@@ -200,8 +200,7 @@ def npz_arrays(spec: Spec, path: Path, arrays: dict) -> None:
         if key in arrays and arrays[key].ndim == 0:
             raise spec.error(
                 ("data", "path"),
-                f"{name(path)}: {key} is a single value (shape ()); expected one label per "
-                "sample",
+                f"{name(path)}: {key} is a single value (shape ()); expected one label per sample",
             )
     if "x_test" in arrays and arrays["x_test"].shape[1:] != arrays["x_train"].shape[1:]:
         raise spec.error(

@@ -9,6 +9,7 @@ symlink out of it.  [TensorFlow]
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dlrun import store
@@ -44,6 +45,16 @@ def check_archive(path: Path, params: int | None) -> None:
             if params is not None
             else f"{path}: expands to {size / 2**20:,.0f} MiB; refused unloaded"
         )
+
+
+def check_run_checkpoints(run_dir: Path, params: int | None) -> None:
+    """A received run's best.keras and last.keras, checked before a resume marks it running:
+    no symlink (to another run's checkpoint) on the way, no FIFO or device, no archive that
+    expands beyond the run's parameters."""
+    for relative in CHECKPOINTS.values():
+        path = store.within(run_dir, relative)
+        if os.path.lexists(path):
+            check_archive(path, params)
 
 
 def load_model(

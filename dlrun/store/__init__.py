@@ -22,8 +22,10 @@ from dlrun.store.files import (  # noqa: F401
     read_text,
     safe_file,
     safe_folder,
+    saving,
     within,
     write_json,
+    write_new_json,
     write_text,
 )
 from dlrun.store.folder import (  # noqa: F401

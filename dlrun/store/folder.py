@@ -142,15 +142,20 @@ class RunFolder:
         the optimizer's step count they hold and the steps the epoch took."""
         self.update(epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch)
 
-    def finish(self, status: Status, message: str | None, **changes: Any) -> None:
-        """The final meta.json. On a full disk the atomic write (which needs a second copy)
-        can fail; then the file is overwritten in place, which needs no new blocks."""
+    def finish(self, status: Status, message: str | None, **changes: Any) -> str | None:
+        """The final meta.json, never written in place: a write that fails (a full disk, a file
+        size limit) leaves the previous, valid meta.json. When the full record cannot be written
+        a compact one without the traceback is tried; returns why neither could be (else None).
+        """
         self.meta.update(status=Status(status).value, message=message, **changes)
         try:
             self.save_meta()
+            return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        compact = {key: value for key, value in self.meta.items() if key != "traceback"}
+        try:
+            files.write_text(self.path / META, json.dumps(compact, default=jsonable) + "\n")
+            return None
         except OSError:
-            text = json.dumps(self.meta, indent=2, default=jsonable) + "\n"
-            fd = os.open(self.path / META, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "w") as file:
-                file.write(text)
-                file.truncate()
+            return reason

@@ -7,6 +7,7 @@ live progress bar is redrawn by its own timer, not by every batch.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import threading
 import time
@@ -364,10 +365,11 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                     self.wait = 0
         if self.restore_best_weights:
             best = getattr(self, "_best_checkpoint", None)
-            if best is not None and Path(best).exists():
+            if best is not None and os.path.lexists(best):
                 from dlrun.model.checkpoints import load_model
 
-                saved = load_model(Path(best), compile=False)
+                params = self.model.count_params()  # bounds what the archive may expand to
+                saved = load_model(Path(best), params=params, compile=False)
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()

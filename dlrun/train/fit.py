@@ -6,6 +6,7 @@ test scores and files written at the end; the attempt's outcome is recorded by t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def _callbacks(
             training.checkpoint.monitor,
             training.checkpoint.mode,
         )
-        stopping.replay(rows, folder.path / store.BEST if same else None)
+        stopping.replay(rows, store.within(folder.path, store.BEST) if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
@@ -293,10 +294,10 @@ def _test_metrics(prepared: Prepared, run_dir: Path, best_weights: list | None =
     from dlrun.model.checkpoints import load_model
 
     model, batch_size = prepared.model, prepared.spec.training.batch_size
-    best = run_dir / store.BEST
+    best = store.within(run_dir, store.BEST)  # never another run's, through a symlink
     if best_weights is not None:
         model.set_weights(best_weights)
-    elif best.exists():
+    elif os.path.lexists(best):
         model = load_model(best, params=model.count_params())
     data = prepared.data
     test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)

@@ -147,12 +147,14 @@ def _resume(
     use(spec.backend, spec.training.device)
     load()
     prepared = prepare(spec)
+    from dlrun.model.checkpoints import check_run_checkpoints, load_model
+
+    params = prepared.model.count_params()
+    check_run_checkpoints(run.path, params)  # before the run says running again
     store.remove_partial_files(run.path)
     epoch = 0
     if store.within(run.path, store.LAST).exists():
-        from dlrun.model.checkpoints import load_model
-
-        saved = load_model(run.path / store.LAST, unsafe_load, prepared.model.count_params())
+        saved = load_model(run.path / store.LAST, unsafe_load, params)
         first = 0
         # A finetuning checkpoint trains more weights than the first stage's model does.
         if spec.training.finetune and len(saved.trainable_weights) > len(
