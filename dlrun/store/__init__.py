@@ -32,6 +32,7 @@ from dlrun.store.folder import (  # noqa: F401
     RunFolder,
     create_run_dir,
     remove_partial_files,
+    remove_unstarted,
 )
 from dlrun.store.layout import (  # noqa: F401
     ADVERSARIAL_PLOT,

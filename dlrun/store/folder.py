@@ -24,6 +24,34 @@ def remove_partial_files(run_dir: Path) -> None:
             path.unlink()
 
 
+# What a run folder holds before its first meta.json: all a killed start can have left.
+UNSTARTED = {".lock", "config.yaml"}
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder this process is about to make again (a sweep's trial or refit
+    killed early, or a refit that did not complete): only what dlrun made, never through a
+    symlink, never a folder holding other files and no meta.json."""
+    if run_dir.is_symlink() or (os.path.lexists(run_dir) and not run_dir.is_dir()):
+        raise RunError(f"{run_dir}: is a symlink or not a folder; refusing to delete or use it")
+    if not run_dir.exists():
+        return
+    if not os.path.lexists(run_dir / META):
+        others = [
+            entry.name
+            for entry in os.scandir(run_dir)
+            if entry.name not in UNSTARTED and ".tmp" not in entry.name
+        ]
+        if others:
+            raise RunError(
+                f"{run_dir}: has no {META} but holds {', '.join(sorted(others)[:5])}; not a run "
+                "dlrun started, so it is not deleted: move it away and resume again"
+            )
+    import shutil
+
+    shutil.rmtree(run_dir)
+
+
 # --- creating runs ----------------------------------------------------------------------------
 
 

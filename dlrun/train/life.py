@@ -3,8 +3,8 @@
 Everything between the two, adapting layers, the fit, the test scores, the plots, runs inside
 `with RunLife(folder) as life:`. Ctrl-C, SIGTERM and SIGHUP become `interrupted`, any other
 exception `failed` (its traceback kept in meta.json, one line for the user), and the block
-always ends by writing the final meta.json. So no fault between creating the folder and the last file
-leaves a run that says `running`, or prints a traceback.
+always ends by writing the final meta.json. So no fault between creating the folder and the
+last file leaves a run that says `running`, or prints a traceback.
 """
 
 from __future__ import annotations

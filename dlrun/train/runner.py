@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,13 +52,30 @@ def train(
     `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
     look at the test split (and skipping it saves a model load per trial).
     """
-    from dlrun.backend import load, use, versions
+    from dlrun.backend import load, use
 
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
+    try:
+        _start(run, spec, prepared, command)
+    except OSError as exc:  # a full disk or a file size limit before the run began
+        run.close()
+        shutil.rmtree(run_dir, ignore_errors=True)  # the folder this process just made
+        raise RunError(
+            f"{run_dir}: cannot start the run ({exc.strerror or exc}); nothing was trained "
+            "and the half-made folder was removed"
+        ) from None
+    with run:
+        return fit(prepared, run, console, [], extra_callbacks, score_test)
+
+
+def _start(run: store.RunFolder, spec: Spec, prepared: Prepared, command: list[str] | None) -> None:
+    """config.yaml and the first meta.json (status running) of a new run."""
+    from dlrun.backend import versions
+
     run.write_text(store.CONFIG, spec.dump())
     run.start(
         {
@@ -76,14 +94,12 @@ def train(
             "versions": versions(),
             "devices": prepared.devices,
             "git_commit": _git_commit(),
-            "config_sha256": _config_digest(run_dir),
+            "config_sha256": _config_digest(run.path),
             "message": None,
             "attempts": [{"started": now(), "pid": os.getpid(), "from_epoch": 0}],
             "class_names": prepared.data.class_names,
         }
     )
-    with run:
-        return fit(prepared, run, console, [], extra_callbacks, score_test)
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
