@@ -60,7 +60,7 @@ class RunRecorder(keras.callbacks.Callback):
     def _optimizer_steps(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
-    def _read_directions(self) -> None:
+    def read_directions(self) -> None:
         # Keras builds the compile metrics as it traces the first step, so their directions
         # are known only at the end of the first epoch (where its own EarlyStopping reads them).
         self.directions = directions_of.compiled(self.model)
@@ -76,7 +76,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     def _record(self, epoch, logs) -> None:
         if not self.directions:
-            self._read_directions()
+            self.read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
