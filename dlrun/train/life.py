@@ -112,7 +112,8 @@ class RunLife:
         except KeyboardInterrupt as exc:
             self.stopped(exc)
         except Exception as exc:
-            self.failed(exc, "writing the run's results failed: ")
+            if self.status != store.FAILED:  # else the first fault stays the run's message
+                self.failed(exc, "writing the run's results failed: ")
 
     def stopped(self, exc: KeyboardInterrupt) -> None:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
