@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
 from typer.testing import CliRunner
 
 from conftest import DLRUN_ENV, TINY_SPEC, run_dirs, wait_until
 from dlrun import store
 from dlrun.cli import app
-from test_hostile import CONTROL, assert_one_clean_error, no_hang  # noqa: F401  (autouse)
 
 runner = CliRunner()
 
