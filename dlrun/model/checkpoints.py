@@ -91,6 +91,8 @@ def checkpoint_path(run: store.Run, checkpoint: str, purpose: str = "", error=Ru
     if checkpoint not in CHECKPOINTS:
         raise error(f"--checkpoint: expected best or last, got {checkpoint!r}")
     path = store.within(run.path, CHECKPOINTS[checkpoint])
+    if os.path.lexists(path):
+        store.safe_file(path)  # a FIFO or a device is refused, not taken for no checkpoint
     if not path.is_file():
         raise error(
             f"{run.path}: no {CHECKPOINTS[checkpoint]}{purpose}; the run saved no checkpoint "
