@@ -11,7 +11,6 @@ import pytest
 from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, run_dirs
 from dlrun import store
 from dlrun.cli import app
 
@@ -60,17 +59,6 @@ def test_steps_per_execution_up_to_an_epoch_is_fine(tiny_spec):
         + ["--set", "training.shuffle=false"],
     )
     assert result.exit_code == 0, result.output
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("args-template")
-    spec = root / "tiny.yaml"
-    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
-    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(root / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(root / "runs")
-    return run
 
 
 @pytest.mark.parametrize("below", ["", "checkpoints", "plots/deeper/still"])

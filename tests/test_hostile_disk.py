@@ -182,18 +182,6 @@ def test_a_run_that_cannot_start_leaves_no_folder(disk, spec):
 # --- item 10: read-only run folders print their results first ---------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One real run (two epochs) that the read-only and full-disk cases copy."""
-    root = tmp_path_factory.mktemp("disk-template")
-    path = root / "tiny.yaml"
-    path.write_text(TINY_SPEC)
-    result = runner.invoke(app, ["train", str(path), "--runs-dir", str(root / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(root / "runs")
-    return run
-
-
 @pytest.fixture
 def read_only_run(disk, trained) -> Path:
     """A copy of the trained run on a file system remounted read-only."""

@@ -26,22 +26,11 @@ from test_hostile import (
 )
 from typer.testing import CliRunner
 
-from conftest import ROOT, TINY_SPEC, run_dirs
+from conftest import ROOT, TINY_SPEC
 from dlrun import store
 from dlrun.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("received-template")
-    spec = root / "tiny.yaml"
-    spec.write_text(TINY_SPEC)
-    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(root / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(root / "runs")
-    return run
 
 
 @pytest.fixture
