@@ -314,7 +314,7 @@ IMAGES = {
     ),
     "large-png": (
         lambda r: (r / "cat" / "large.png").write_bytes(png_header(12000, 12000)),
-        "large.png (more than 40,000,000 pixels)",
+        "large.png (12000x12000 pixels, more than 40,000,000)",
     ),
     "just-over-bound": (
         lambda r: (r / "cat" / "big.png").write_bytes(png_header(8000, 5001)),
@@ -326,6 +326,10 @@ IMAGES = {
         "x Error: forged?[2J.png (UnidentifiedImageError",
     ),
     # ours
+    "symlink-to-a-fifo": (
+        lambda r: (os.mkfifo(r / "pipe"), (r / "dog" / "p.png").symlink_to(r / "pipe")),
+        "p.png (not a regular file)",
+    ),
     "socket-png": (
         lambda r: __import__("socket").socket(1).bind(str(r / "dog" / "s.png")),
         "s.png (not a regular file)",
@@ -363,7 +367,9 @@ def test_hostile_image_folder(case, folder, tmp_path):
 
 
 def test_the_good_folder_passes_the_check(folder, tmp_path):
-    """The control: the same folder, undamaged, gets past the data checks."""
+    """The control: the same folder, undamaged, gets past the data checks; a symlink to an
+    image is an image (datasets are often linked into place)."""
+    (folder / "cat" / "linked.png").symlink_to(folder / "dog" / "0.png")
     spec = spec_file(tmp_path, "directory", folder, ", image_size: [8, 8]")
     result = runner.invoke(app, ["validate", str(spec)])
     assert result.exit_code == 0, result.output

@@ -258,11 +258,11 @@ def image_size(spec: Spec) -> None:
 
 def regular_files(paths: list[str]) -> None:
     """Files named like images that are not regular files (a FIFO would block the reader, a
-    device never end) are refused, named."""
+    device never end) are refused, named. A symlink to an image is an image."""
     odd = []
     for path in paths:
         try:
-            mode = os.lstat(path).st_mode
+            mode = os.stat(path).st_mode
         except OSError:
             odd.append(f"{name(path)} (missing)")
             continue
@@ -276,10 +276,10 @@ def regular_files(paths: list[str]) -> None:
 
 
 def open_image(path: str):
-    """PIL's Image of a regular file, opened without blocking and without following a link."""
+    """PIL's Image of a regular file, opened without blocking (a FIFO swapped in is refused)."""
     from PIL import Image
 
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     file = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         file.close()
@@ -295,24 +295,28 @@ def image_problem(path: str, formats: set[str]) -> str | None:
     """Why an image file cannot be used, or None: it must be a regular file of an image format
     TensorFlow decodes, of at most MAX_IMAGE_PIXELS, and decode to its end (a truncated JPEG
     passes PIL's verify())."""
+    import warnings
+
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # larger: DecompressionBombError, not a warning
-    try:
-        with open_image(path) as image:
-            kind = image.format
-            width, height = image.size
-            if kind not in formats:
-                return f"{name(path)} ({kind})"
-            if width * height > MAX_IMAGE_PIXELS:
-                return f"{name(path)} ({width}x{height} pixels, more than {MAX_IMAGE_PIXELS:,})"
-            if kind in ("JPEG", "MPO"):
-                image.draft("RGB", (64, 64))  # decode at 1/8 scale: cheap, yet to the end
-                image.load()
-            else:
-                image.verify()  # reads the file through, checking its structure and CRCs
-    except Image.DecompressionBombError:
-        return f"{name(path)} (more than {MAX_IMAGE_PIXELS:,} pixels)"
-    except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError, EOFError) as exc:
-        return f"{name(path)} ({type(exc).__name__}: {name(str(exc))[:80]})"
+    with warnings.catch_warnings():
+        # PIL warns from 89 megapixels (and refuses from twice that); the bound here is ours.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with open_image(path) as image:
+                kind = image.format
+                width, height = image.size
+                if kind not in formats:
+                    return f"{name(path)} ({kind})"
+                if width * height > MAX_IMAGE_PIXELS:
+                    return f"{name(path)} ({width}x{height} pixels, more than {MAX_IMAGE_PIXELS:,})"
+                if kind in ("JPEG", "MPO"):
+                    image.draft("RGB", (64, 64))  # decoded at 1/8 scale: cheap, yet to the end
+                    image.load()
+                else:
+                    image.verify()  # reads the file through, checking its structure and CRCs
+        except Image.DecompressionBombError:
+            return f"{name(path)} (more than {MAX_IMAGE_PIXELS:,} pixels)"
+        except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError, EOFError) as exc:
+            return f"{name(path)} ({type(exc).__name__}: {name(str(exc))[:80]})"
     return None

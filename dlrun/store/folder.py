@@ -12,7 +12,16 @@ from typing import Any
 from dlrun.errors import RunError, SpecError
 from dlrun.store import files
 from dlrun.store.files import history_text, inside, jsonable
-from dlrun.store.layout import HISTORY, META, TIMESTAMP, Status, check_name, check_runs_root
+from dlrun.store.layout import (
+    CONFIG,
+    HISTORY,
+    LOCK,
+    META,
+    TIMESTAMP,
+    Status,
+    check_name,
+    check_runs_root,
+)
 from dlrun.store.lock import take_lock
 from dlrun.store.reading import Run, open_run
 
@@ -25,7 +34,7 @@ def remove_partial_files(run_dir: Path) -> None:
 
 
 # What a run folder holds before its first meta.json: all a killed start can have left.
-UNSTARTED = {".lock", "config.yaml"}
+UNSTARTED = {LOCK, CONFIG}
 
 
 def remove_unstarted(run_dir: Path) -> None:
