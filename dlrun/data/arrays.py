@@ -13,7 +13,7 @@ import numpy as np
 
 from dlrun.data import checks, subsets
 from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
-from dlrun.errors import DataError
+from dlrun.errors import DataError, SpecError
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
 
 # Image shape of the offline data sets, which ship as flat vectors.
@@ -62,6 +62,8 @@ def _npz(spec: Spec) -> tuple[tuple, tuple | None]:
             for key in keys:
                 checks.npz_entry(spec, path, archive, key)
             arrays = {key: archive[key] for key in keys}
+    except SpecError:
+        raise
     except (OSError, ValueError, EOFError) as exc:
         raise spec.error(("data", "path"), f"{path} is not a readable npz file ({exc})") from None
     checks.npz_arrays(spec, path, arrays)
