@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.data import csvfile, subsets
+from dlrun.data import checks, csvfile, subsets
 from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
-from dlrun.errors import DataError
+from dlrun.errors import DataError, SpecError
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
 
 # Image shape of the offline data sets, which ship as flat vectors.
@@ -57,30 +57,24 @@ def _npz(spec: Spec) -> tuple:
         raise spec.error(("data", "path"), f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
+            # Only the keys dlrun uses are decompressed, each bounded before it is read.
+            keys = checks.npz_keys(spec, path, archive.files)
+            for key in keys:
+                checks.npz_entry(spec, path, archive, key)
+            arrays = {key: archive[key] for key in keys}
+    except SpecError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
         raise spec.error(("data", "path"), f"{path} is not a readable npz file ({exc})") from None
-    needed = ["x_train"] if spec.data.targets == "inputs" else ["x_train", "y_train"]
-    missing = [key for key in needed if key not in arrays]
-    if missing:
-        raise spec.error(
-            ("data", "path"),
-            f"{path} has no {' or '.join(missing)}; expected keys x_train, y_train "
-            f"[, x_val, y_val, x_test, y_test], found {', '.join(sorted(arrays)) or 'none'}",
-        )
+    checks.npz_arrays(spec, path, arrays)
     if spec.data.targets == "inputs":  # an autoencoder: the labels, if any, are not used
         for x_key in ("x_train", "x_val", "x_test"):
             if x_key in arrays:
                 arrays.setdefault("y" + x_key[1:], np.zeros(len(arrays[x_key]), np.float32))
-    pairs = {}
-    for split in ("val", "test"):
-        given = [key for key in (f"x_{split}", f"y_{split}") if key in arrays]
-        if len(given) == 1:
-            raise spec.error(
-                ("data", "path"),
-                f"{path} has {given[0]} without its pair; give both x_{split} and y_{split}",
-            )
-        pairs[split] = (arrays[f"x_{split}"], arrays[f"y_{split}"]) if given else None
+    pairs = {
+        split: (arrays[f"x_{split}"], arrays[f"y_{split}"]) if f"x_{split}" in arrays else None
+        for split in ("val", "test")
+    }
     return (arrays["x_train"], arrays["y_train"]), pairs["test"], pairs["val"], None
 
 
@@ -223,6 +217,8 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
             ("data",), f"x_train has {len(x_train)} samples but y_train has {len(y_train)}"
         )
     regression = spec.task == "regression"
+    if not regression:
+        checks.two_classes(spec, y_train)
     if test is None:
         if not regression:
             _check_strata(y_train, spec)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.data import checks
 from dlrun.spec.schema import Spec
 
 
@@ -22,6 +23,7 @@ def read_frame(spec: Spec, path: Path, loc: tuple):
 
     if not path.is_file():
         raise spec.error(loc, f"no such file: {path}")
+    checks.csv_header(spec, path)  # a column named twice, before pandas renames it
     try:
         frame = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -35,6 +37,7 @@ def read_frame(spec: Spec, path: Path, loc: tuple):
             ("data", "label_column"),
             f"{path} has no column {column!r}; found {', '.join(map(str, frame.columns[:10]))}",
         )
+    checks.csv_frame(spec, path, frame, column)  # blank labels, no features, one class
     return frame
 
 
@@ -61,6 +64,8 @@ def features(spec: Spec, frame, path: Path, loc: tuple) -> tuple[np.ndarray, lis
             f"{path}: columns {loose} hold text, not numbers; list them in data.categorical "
             "to one-hot encode them, or remove them",
         )
+    numbers = [c for c in x.columns if c not in categorical]
+    checks.finite_features(spec, path, x[numbers].to_numpy(np.float32), columns=numbers)
     if not categorical:
         return x.to_numpy(np.float32), list(map(str, x.columns))
     return x.to_numpy(dtype=object), list(map(str, x.columns))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.data import checks
 from dlrun.errors import DataError
 from dlrun.spec.schema import Spec
 
@@ -134,18 +135,8 @@ def _images(folder: Path) -> list[str]:
 
 def check_images(paths: np.ndarray) -> None:
     """Every file is an image TensorFlow can decode; else a DataError naming the bad files."""
-    from PIL import Image, UnidentifiedImageError
-
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                kind = image.format
-                image.verify()  # reads the file through, checking its structure
-            if kind not in FORMATS:
-                bad.append(f"{path} ({kind})")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            bad.append(f"{path} ({type(exc).__name__})")
+    checks.regular_files(paths)
+    bad = [problem for path in paths if (problem := checks.image_problem(path, FORMATS))]
     if bad:
         more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
         raise DataError(
@@ -156,6 +147,7 @@ def check_images(paths: np.ndarray) -> None:
 
 def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
     """(input shape, number of classes) from the folder's listing; no image is read."""
+    checks.image_size(spec)
     folders = split_folders(spec)
     _check_validation(spec, folders)
     names = _class_names(spec, folders["train"], ("data", "path"))
@@ -195,6 +187,7 @@ def load_folder(spec: Spec):
     from dlrun.data import subsets
     from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
 
+    checks.image_size(spec)
     folders = split_folders(spec)
     _check_validation(spec, folders)
     paths, labels, names = _listed(spec, folders["train"], ("data", "path"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ def evaluate(
     checkpoint: str = "best",
     overrides: list[str] | tuple[str, ...] = (),
     unsafe_load: bool = False,
+    save: bool = True,
 ) -> dict:
     """Evaluate a run's checkpoint on its test split (or on data given by `data.*` overrides).
 
@@ -64,35 +64,48 @@ def evaluate(
         "scored": scored,
         "scores": {key: float(value) for key, value in scores.items()},
     }
-    # Into the run only: a received run's evaluations/ may be a symlink out of it.
-    out = _claim(store.safe_folder(run.path, store.EVALUATIONS), created, checkpoint, spec.data)
-    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
-        plot = out.with_name(f"{out.stem}-reconstructions.png")
+    if data.task == "regression":
         result.update(regression_report(data.y_test, outputs))
-        store.write_json(out, result)
-        from dlrun.report.plots import reconstruction_plot
-
-        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
-    elif data.task == "regression":
-        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
-        result.update(regression_report(data.y_test, outputs))
-        store.write_json(out, result)
-        from dlrun.report.plots import predicted_plot
-
-        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
     else:
-        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
         labels = [str(label) for label in range(data.num_classes)]
         names = [clean(name, newlines=False) for name in data.class_names or labels]
         result.update(classification_result(data.y_test, outputs, names))
-        store.write_json(out, result)
+    written: list[str] = []
+    if save:
+        with store.saving(result, run.path):
+            _save(result, written, run.path, created, checkpoint, spec.data, data, outputs)
+    result["written"] = written
+    return result
+
+
+def _save(
+    result: dict, written: list, run_dir: Path, created, checkpoint, spec_data, data, outputs
+) -> None:
+    """evaluations/<time>-<checkpoint>-<data>.json and its plot, each written whole, so that a
+    kill or a full disk leaves no empty or half file."""
+    # Into the run only: a received run's evaluations/ may be a symlink out of it.
+    folder = store.safe_folder(run_dir, store.EVALUATIONS)
+    stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(spec_data)}"
+    out = store.write_new_json(folder, stem, result)
+    written.append(str(out))
+    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
+        from dlrun.report.plots import reconstruction_plot
+
+        plot = out.with_name(f"{out.stem}-reconstructions.png")
+        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
+    elif data.task == "regression":
+        from dlrun.report.plots import predicted_plot
+
+        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
+        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
+    else:
         from dlrun.report.plots import confusion_plot
 
+        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
         # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
-        shown = [name.replace("$", r"\$") for name in names]
+        shown = [name.replace("$", r"\$") for name in result["classes"]]
         confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
-    result["written"] = [str(out), str(plot)]
-    return result
+    written.append(str(plot))
 
 
 def _scored_data(run, spec) -> tuple:
@@ -120,19 +133,6 @@ def data_tag(data) -> str:
     """The data an evaluation scored, in a file name: the dataset, and the file for npz/csv."""
     tag = data.dataset + (f"-{Path(data.path).stem}" if getattr(data, "path", None) else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)[:60]
-
-
-def _claim(folder: Path, created: datetime, checkpoint: str, data) -> Path:
-    """A new evaluations/<time>-<checkpoint>-<data>.json, taken atomically (-2... on a clash)."""
-    stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(data)}"
-    for attempt in range(1, 1000):
-        path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-            return path
-        except FileExistsError:
-            continue
-    raise RunError(f"{folder}: could not find a free file name for {stem}")
 
 
 def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -> None:

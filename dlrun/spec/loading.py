@@ -155,7 +155,10 @@ def load_raw(
         if not isinstance(raw, dict):
             break
         apply_override(raw, assignment)
-        key = tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].split("."))
+        key = tuple(
+            int(p) if p.isascii() and p.isdigit() else p
+            for p in assignment.partition("=")[0].split(".")
+        )
         lines[key] = OVERRIDDEN
     return raw, lines
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from dlrun.errors import SpecError
-from dlrun.spec.names import NAME_PATTERN, entry_name
+from dlrun.spec.names import NAME_MAX, NAME_PATTERN, entry_name
 from dlrun.spec.problems import OVERRIDDEN, Loc, format_problem  # noqa: F401
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -37,6 +37,11 @@ STEPS_PER_EXECUTION_GPU = 8
 # blend the images and keep the first image's label.
 LABEL_MIXING_LAYERS = ("MixUp", "CutMix")
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
+
+# Bounds far beyond any real run, so that 2**63 is refused here and not by Keras after a run
+# folder exists.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 2**31 - 1
 
 
 class _Section(BaseModel):
@@ -391,7 +396,7 @@ class AdversarialSpec(_Section):
 class FinetuneSpec(_Section):
     """A second stage once the head has trained: unfreeze the base, recompile, train on."""
 
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
     unfreeze: Literal["all"] | int = "all"  # or how many of the base's top layers
     learning_rate: float = Field(1e-5, gt=0)  # small: large steps wreck the pretrained weights
 
@@ -452,8 +457,8 @@ class CallbackSpec(BaseModel):
 
 
 class TrainingSpec(_Section):
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    epochs: int = Field(12, ge=1, le=MAX_EPOCHS)
     # The last part of the training split. Unset: 0.1, or none when the data brings its own
     # validation set (npz x_val/y_val, data.validation_path, an image folder's val/).
     validation_split: float | None = Field(None, ge=0, lt=1)
@@ -474,7 +479,8 @@ class TrainingSpec(_Section):
 
 
 class Spec(_Section):
-    name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    # run folder prefix; its folder adds -YYYYMMDD-HHMMSS[-N] and must fit in 255 bytes
+    name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
     backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec

@@ -85,6 +85,8 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
     console = Console(quiet=True)
     run_dir = Path(trials_dir) / folder
     try:
+        if run_dir.is_symlink():  # a received sweep's trial pointing elsewhere: never followed
+            raise RunError(f"{run_dir}: is a symlink; refusing to train out of the sweep")
         if (run_dir / store.META).exists():
             status = store.open_run(run_dir).status
             if status == store.COMPLETED:
@@ -94,10 +96,7 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
             else:
                 return status, store.read_history(run_dir), "left as it was"
         else:
-            if run_dir.exists():  # made, but killed before its meta.json: start it again
-                import shutil
-
-                shutil.rmtree(run_dir)
+            store.remove_unstarted(run_dir)  # made, but killed before its meta.json: again
             spec = validate_spec(yaml.safe_load(spec_yaml), folder)
             outcome = runner.train(
                 spec, Path(trials_dir), console, ["dlrun", "sweep"], (), folder, score_test=False
@@ -143,8 +142,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     interrupted, and SweepStopped is raised (nothing of the results is written).
     """
     fits = sweep.fits()
-    trials = sweep_dir / TRIALS
-    trials.mkdir(parents=True, exist_ok=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    trials = store.safe_folder(sweep_dir, TRIALS)  # never a symlinked trials/ out of the sweep
     workers = sweep.spec.workers
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
     directions: dict[str, str] = {}

@@ -7,6 +7,7 @@ live progress bar is redrawn by its own timer, not by every batch.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import threading
 import time
@@ -60,7 +61,7 @@ class RunRecorder(keras.callbacks.Callback):
     def _optimizer_steps(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
-    def _read_directions(self) -> None:
+    def read_directions(self) -> None:
         # Keras builds the compile metrics as it traces the first step, so their directions
         # are known only at the end of the first epoch (where its own EarlyStopping reads them).
         self.directions = directions_of.compiled(self.model)
@@ -76,7 +77,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     def _record(self, epoch, logs) -> None:
         if not self.directions:
-            self._read_directions()
+            self.read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
@@ -366,10 +367,11 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                     self.wait = 0
         if self.restore_best_weights:
             best = getattr(self, "_best_checkpoint", None)
-            if best is not None and Path(best).exists():
+            if best is not None and os.path.lexists(best):
                 from dlrun.model.checkpoints import load_model
 
-                saved = load_model(Path(best), compile=False)
+                params = self.model.count_params()  # bounds what the archive may expand to
+                saved = load_model(Path(best), params=params, compile=False)
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()

@@ -6,6 +6,7 @@ test scores and files written at the end; the attempt's outcome is recorded by t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def fit(
                 _stages(prepared, run, recorder, callbacks, stages, score_test)
             finally:
                 _close_callbacks(callbacks)
+            if recorder.epochs_done and not recorder.directions:
+                _read_directions(prepared, recorder)  # resumed with no epoch left to train
             if recorder.diverged_at:
                 life.diverged(
                     f"loss or weights became NaN or infinite in epoch {recorder.diverged_at}; "
@@ -167,7 +170,7 @@ def _callbacks(
             training.checkpoint.monitor,
             training.checkpoint.mode,
         )
-        stopping.replay(rows, folder.path / store.BEST if same else None)
+        stopping.replay(rows, store.within(folder.path, store.BEST) if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
@@ -285,6 +288,17 @@ def _close_callbacks(callbacks: list) -> None:
                 pass
 
 
+def _read_directions(prepared: Prepared, recorder) -> None:
+    """The metrics' directions, and so the best epoch of history.csv, for a run resumed after
+    its last epoch (killed before metrics.json): one batch builds Keras' compiled metrics."""
+    from dlrun.data.feed import evaluation_input
+
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    one = evaluation_input(data.x_train[:batch], data.y_train[:batch], batch, data.source)
+    prepared.model.evaluate(**one, verbose=0)
+    recorder.read_directions()
+
+
 def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
     rows = recorder.rows[: recorder.epochs_done]
     epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
@@ -297,7 +311,8 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "best_value": recorder.best_value,
         "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
         "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        # None when this attempt trained no epoch (resumed after the last one).
+        "samples_per_second": round(samples / train_seconds, 1) if samples else None,
         # What reading the run later needs without Keras: which way each metric is better,
         # what the labels were.
         "directions": recorder.directions,
@@ -316,10 +331,10 @@ def _test_metrics(prepared: Prepared, run_dir: Path, best_weights: list | None =
     from dlrun.model.checkpoints import load_model
 
     model, batch_size = prepared.model, prepared.spec.training.batch_size
-    best = run_dir / store.BEST
+    best = store.within(run_dir, store.BEST)  # never another run's, through a symlink
     if best_weights is not None:
         model.set_weights(best_weights)
-    elif best.exists():
+    elif os.path.lexists(best):
         model = load_model(best, params=model.count_params())
     data = prepared.data
     test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)
