@@ -32,7 +32,8 @@ PACKAGES = {
 }
 
 
-def _quietly(action):
+def quietly(action):
+    """action() with file descriptor 2 captured; replayed only if it raises (C++ chatter)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
@@ -100,7 +101,7 @@ def load() -> ModuleType:
         module_utils.tensorflow._available = False
         return keras
 
-    return _quietly(load_keras)
+    return quietly(load_keras)
 
 
 def tensorflow() -> ModuleType:
@@ -117,7 +118,7 @@ def tensorflow() -> ModuleType:
         tf.config.list_logical_devices()  # the CUDA probe prints here, once
         return tf
 
-    return _quietly(load)
+    return quietly(load)
 
 
 @contextlib.contextmanager

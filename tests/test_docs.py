@@ -22,6 +22,8 @@ COMMANDS = [
     "evaluate",
     "attack",
     "features",
+    "predict",
+    "export",
     "compare",
     "tensorboard",
     "sweep",

@@ -2,9 +2,9 @@
 
 A DlrunError is printed once, as `Error: ...` lines on stderr, and becomes the exit code
 (cli.common). The commands live in three modules, training (train, validate, sweep), reading
-(runs, show, compare, tensorboard) and scoring (evaluate, attack, features); they are
-registered below in the order `dlrun --help` lists them. Every command imports what it needs
-inside its body, so `--help` loads no TensorFlow, pandas or pydantic.
+(runs, show, compare, tensorboard) and scoring (evaluate, attack, features, predict, export);
+they are registered below in the order `dlrun --help` lists them. Every command imports what it
+needs inside its body, so `--help` loads no TensorFlow, pandas or pydantic.
 Nothing in dlrun imports this package.
 """
 
@@ -21,6 +21,8 @@ for _name, _command in (
     ("evaluate", scoring.evaluate),
     ("attack", scoring.attack),
     ("features", scoring.features),
+    ("predict", scoring.predict),
+    ("export", scoring.export),
     ("compare", reading.compare),
     ("tensorboard", reading.tensorboard),
     ("sweep", training.sweep),

@@ -1,4 +1,5 @@
-"""`dlrun evaluate`, `attack` and `features`: the commands that load a run's checkpoint."""
+"""`dlrun evaluate`, `attack`, `features`, `predict` and `export`: the commands that load a
+run's checkpoint."""
 
 from __future__ import annotations
 
@@ -176,3 +177,114 @@ def features(
     if "accuracy" in result:
         typer.echo(f"LogisticRegression test accuracy: {result['accuracy']:.4f}")
     typer.echo(f"wrote {result['out']}")
+
+
+@fails_cleanly
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder, or a run's name in the runs folder.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="An .npz or .csv file, image files or folders, or - for csv on stdin."),
+    ],
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    out: Annotated[Path | None, typer.Option(help="Write the rows to this file.")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, json or npz [default: from --out, else a table]."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="The K most likely classes per input.")] = 1,
+    score: Annotated[
+        bool, typer.Option(help="Where the inputs have labels, print evaluate's scores too.")
+    ] = False,
+    runs_dir: ReadRunsDirOption = None,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Score new inputs with a run's model: one row per input, classes named as in its data.
+
+    Example: dlrun predict runs/quickstart-20261124-153506 digits.npz --top 3 --out preds.csv
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from dlrun import store
+    from dlrun.report.predict import predict as score_inputs
+    from dlrun.textsafe import clean
+
+    path = run_path(run, runs_dir)
+    found = store.open_run(path)
+    if found.status == store.RUNNING:
+        typer.echo(
+            f"Note: {found.name} is still running; predicting with its {checkpoint} checkpoint "
+            "as it is now",
+            err=True,
+        )
+    result = score_inputs(
+        path,
+        inputs,
+        checkpoint=checkpoint,
+        out=out,
+        fmt=fmt,
+        top=top,
+        score=score,
+        unsafe_load=unsafe_load,
+        console=make_console(stderr=True),
+    )
+    for note in result["notes"]:
+        typer.echo(f"Note: {clean(note)}", err=True)
+    if result["table"] is not None:
+        rows = result["table"]
+        table = Table()
+        for column in rows[0] if rows else []:
+            table.add_column(column, justify="left" if column in ("path", "label") else "right")
+        for row in rows:
+            table.add_row(*(Text(_shown(value)) for value in row.values()))
+        make_console().print(table)
+    if result["written"]:
+        typer.echo(f"wrote {result['count']} rows to {result['written']}", err=True)
+    scores = result.get("score")
+    if scores:
+        lines = [f"{name}: {value:.4f}" for name, value in scores.items() if name != "samples"]
+        text = ", ".join(lines) or "no labelled inputs"
+        typer.echo(
+            f"{text} ({scores['samples']} labelled inputs, {checkpoint} checkpoint)", err=True
+        )
+
+
+def _shown(value) -> str:
+    from dlrun.textsafe import clean
+
+    return f"{value:.4f}" if isinstance(value, float) else clean(value, newlines=False)
+
+
+@fails_cleanly
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder, or a run's name in the runs folder.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="keras, savedmodel, onnx, litert or script.")
+    ],
+    out: Annotated[Path, typer.Option(help="The folder to write (a .py file for script).")],
+    force: Annotated[bool, typer.Option(help="Replace an earlier export at --out.")] = False,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    runs_dir: ReadRunsDirOption = None,
+    unsafe_load: Annotated[
+        bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
+    ] = False,
+) -> None:
+    """Export a run's model for other programs, verified in their runtime, or as a Keras script.
+
+    Example: dlrun export runs/quickstart-20261124-153506 --format onnx --out quickstart-onnx
+    """
+    from dlrun.report.export import export as write_export
+
+    result = write_export(run_path(run, runs_dir), fmt, out, force, checkpoint, unsafe_load)
+    if fmt == "script":
+        typer.echo(f"wrote {result['artifact']}: {result['run']} as a plain Keras script")
+        return
+    typer.echo(
+        f"verified with {result['runtime']} on {result['samples']} test samples: max difference "
+        f"{result['max_difference']:.1e} (tolerance {result['tolerance']:g})"
+    )
+    typer.echo(f"wrote {result['artifact']} ({fmt}, {result['checkpoint']} checkpoint)")
+    typer.echo(f"wrote {result['preprocessing']}")

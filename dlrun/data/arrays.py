@@ -181,7 +181,10 @@ def regression_targets(y: np.ndarray, spec: Spec) -> np.ndarray:
         ) from None
 
 
-def _shape(x: np.ndarray, data: DataSpec, images: bool) -> np.ndarray:
+def shape_inputs(x: np.ndarray, data: DataSpec, images: bool) -> np.ndarray:
+    """Scaled inputs in the shape the model takes: flattened, the offline sets' flat vectors
+    back to images, a channel axis for grayscale images (N, H, W). Predict applies it to new
+    inputs."""
     if data.flatten:
         return x.reshape(len(x), -1)
     if data.dataset in IMAGE_SHAPES and x.ndim == 2:
@@ -192,7 +195,7 @@ def _shape(x: np.ndarray, data: DataSpec, images: bool) -> np.ndarray:
     return x
 
 
-def _images(spec: Spec, x: np.ndarray) -> bool:
+def holds_images(spec: Spec, x: np.ndarray) -> bool:
     """Whether the arrays are images (a channel axis is added to grayscale ones): Keras' and
     the offline image sets, or uint8 pixels; float arrays are sequences or tables."""
     return spec.data.dataset in (*KERAS_DATASETS, *IMAGE_SHAPES) or x.dtype == np.uint8
@@ -250,11 +253,11 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         y_val = regression_targets(y_val, spec) if y_val is not None else None
     elif names is None:
         y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
-    images = _images(spec, x_train)
-    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
-    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
+    images = holds_images(spec, x_train)
+    x_train = shape_inputs(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
+    x_test = shape_inputs(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
     if x_val is not None:
-        x_val = _shape(x_val.astype(np.float32) / spec.data.scale, spec.data, images)
+        x_val = shape_inputs(x_val.astype(np.float32) / spec.data.scale, spec.data, images)
     if autoencoder:  # the targets are the inputs, as the model sees them
         y_train, y_test = x_train.copy(), x_test.copy()
         y_val = x_val.copy() if x_val is not None else None
@@ -293,6 +296,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     task = "regression" if regression else "classification"
     data = Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
     data.recorded, data.validation = encoding, validation
+    data.feature_columns = columns  # csv: by name, in order, for `dlrun predict`
     return data
 
 

@@ -133,16 +133,34 @@ def _images(folder: Path) -> list[str]:
     return found
 
 
-def check_images(paths: np.ndarray) -> None:
+def check_images(paths: np.ndarray, what: str = "data.path") -> None:
     """Every file is an image TensorFlow can decode; else a DataError naming the bad files."""
     checks.regular_files(paths)
     bad = [problem for path in paths if (problem := checks.image_problem(path, FORMATS))]
     if bad:
         more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
         raise DataError(
-            f"data.path: {len(bad)} file(s) are not readable jpg/png/bmp/gif images: "
+            f"{what}: {len(bad)} file(s) are not readable jpg/png/bmp/gif images: "
             f"{', '.join(bad[:SHOWN])}{more}; remove or replace them"
         )
+
+
+def list_images(sources: list[Path]) -> tuple[list[str], list[str | None]]:
+    """Image files given one by one or found in folders (any nesting), in order, and the class
+    folder of each: the first folder below the given one (None for a file given by itself or
+    lying in the given folder itself), as training reads a folder of class subfolders."""
+    paths: list[str] = []
+    classes: list[str | None] = []
+    for source in sources:
+        if source.is_dir():
+            for path in _images(source):
+                parts = Path(path).relative_to(source).parts
+                paths.append(path)
+                classes.append(parts[0] if len(parts) > 1 else None)
+        else:
+            paths.append(str(source))
+            classes.append(None)
+    return paths, classes
 
 
 def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
@@ -290,11 +308,20 @@ class FolderSource:
 
     def __init__(self, spec: Spec):
         data = spec.data
-        self.size = tuple(data.image_size)
-        self.channels = 1 if data.color_mode == "grayscale" else 3
-        self.scale = data.scale
-        self.flatten = data.flatten
-        self.cache = data.cache
+        channels = 1 if data.color_mode == "grayscale" else 3
+        self._set(tuple(data.image_size), channels, data.scale, data.flatten, data.cache)
+
+    @classmethod
+    def shaped(cls, size: tuple[int, int], channels: int, scale: float, flatten: bool):
+        """Images decoded for a model trained on image arrays (mnist, cifar10, an npz): the
+        same steps, to that size and colour mode."""
+        source = cls.__new__(cls)
+        source._set(tuple(size), channels, scale, flatten, "none")
+        return source
+
+    def _set(self, size, channels: int, scale: float, flatten: bool, cache: str) -> None:
+        self.size, self.channels, self.scale, self.flatten = size, channels, scale, flatten
+        self.cache = cache
         self._cache_dir: str | None = None
         self._caches = 0
 
@@ -342,6 +369,29 @@ class FolderSource:
         import tensorflow as tf
 
         return self._decoded(x, y).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def batches(self, paths: list[str], batch_size: int):
+        """The images of `paths`, decoded as in training, `batch_size` at a time as NumPy
+        arrays: streamed, never all in memory, and never cached. A file that does not decode
+        is a DataError naming it."""
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices((paths, np.zeros(len(paths), np.int32)))
+        dataset = dataset.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        options = tf.data.Options()
+        options.autotune.enabled = False  # no autotuning thread to wait for (data.feed._untuned)
+        dataset = dataset.batch(batch_size).prefetch(2).with_options(options)
+        iterator = iter(dataset)
+        for start in range(0, len(paths), batch_size):
+            try:
+                images, _ = next(iterator)
+            except tf.errors.OpError:
+                chunk = paths[start : start + batch_size]
+                check_images(np.array(chunk), "input")  # names the files PIL cannot read
+                raise DataError(
+                    f"input: TensorFlow could not decode one of {chunk[0]} ... {chunk[-1]}"
+                ) from None
+            yield images.numpy()
 
     def shuffled_epochs(
         self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first: int, epochs: int

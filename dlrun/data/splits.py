@@ -45,6 +45,7 @@ class Data:
     # What the run must record to read new data the same way (csv categories, ...).
     recorded: dict = field(default_factory=dict)
     validation: str = "split"  # split (validation_split), own (the data's), cv, or none
+    feature_columns: list[str] | None = None  # a csv's feature columns, in training order
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ from dlrun.adversarial.gradients import model_loss
 from dlrun.errors import AttackError, RunError
 from dlrun.model.checkpoints import CHECKPOINTS, checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes, true_classes
+from dlrun.report.progress import Progress
 from dlrun.spec.loading import load_spec
 from dlrun.spec.overrides import check_reading_overrides
 from dlrun.textsafe import clean as safe_text
@@ -180,7 +181,7 @@ def attack(
     largest_change = np.zeros(len(eps))
     shown = None
     strongest = int(np.argmax(eps))
-    with _progress(console, -(-len(x) // batch), f"{method} on {len(x)} samples") as advance:
+    with Progress(console, -(-len(x) // batch), f"{method} on {len(x)} samples") as advance:
         starts = range(0, len(x), batch)
         for start, (xb, yb) in zip(starts, batches(data, x, y, batch)(), strict=True):
             tb = truth[start : start + batch]
@@ -251,32 +252,3 @@ def _examples(x, adversarial, clean, scores, truth) -> tuple:
     fooled = (predicted_classes(clean) == truth) & (predicted_classes(scores) != truth)
     order = np.concatenate([np.flatnonzero(fooled), np.flatnonzero(~fooled)])[:PLOT_EXAMPLES]
     return x[order], adversarial[order], clean[order], scores[order]
-
-
-class _progress:
-    """A transient rich progress bar over batches on `console` (none without a console)."""
-
-    def __init__(self, console, total: int, description: str):
-        self.console, self.total, self.description = console, total, description
-        self.bar = None
-
-    def __enter__(self):
-        if self.console is None:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.bar = Progress(
-            "{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()

@@ -103,6 +103,8 @@ def _start(run: store.RunFolder, spec: Spec, prepared: Prepared, command: list[s
             "attempts": [{"started": now(), "pid": os.getpid(), "from_epoch": 0}],
             "class_names": prepared.data.class_names,
             "validation": prepared.data.validation,  # split, own, cv or none
+            # What `dlrun predict` needs beyond config.yaml: the csv columns, by name and order.
+            "feature_columns": prepared.data.feature_columns,
             **_recorded(prepared),
         }
     )

