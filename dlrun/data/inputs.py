@@ -329,7 +329,9 @@ def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: boo
         for x in source.batches(files, batch_size):
             stop = start + len(x)
             y = np.array(classes[start:stop]) if labels else None
-            yield Batch(files[start:stop], prepared(x, prep, files[start]), y)
+            if tuple(x.shape[1:]) != prep.input_shape:  # decoded, scaled and shaped already
+                raise DataError(f"{files[start]}: decoded to {x.shape[1:]}, not {prep.input_shape}")
+            yield Batch(files[start:stop], x, y)
             start = stop
 
     return Inputs("images", "path", len(files), batches())

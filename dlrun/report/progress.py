@@ -1,7 +1,7 @@
 """A transient progress bar on stderr for commands that work through batches (attack, predict).
 
 Rich, with markup off: a description never drives the terminal. Without a console (the Python
-API, a test) there is no bar. Rich draws nothing where stderr is not a terminal.
+API) or where the console is no terminal (a pipe, a file, a test) there is no bar at all.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ class Progress:
         self.bar = None
 
     def __enter__(self):
-        if self.console is None:
+        if self.console is None or not self.console.is_terminal:
             return lambda count=1: None
         from rich.progress import (
             BarColumn,
