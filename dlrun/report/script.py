@@ -77,6 +77,17 @@ def _py(value) -> str:
     return repr(value)
 
 
+def _wrapped(name: str, items: list) -> list[str]:
+    """`NAME = [...]`, broken into lines of at most 100 characters."""
+    import textwrap
+
+    text = f"{name} = {_py(items)}"
+    if len(text) <= 100:
+        return [text]
+    body = textwrap.wrap(", ".join(_py(item) for item in items), 95, break_long_words=False)
+    return [f"{name} = [", *(f"    {line}" for line in body), "]"]
+
+
 def _call(name: str, arguments: dict) -> str:
     return f"{name}({', '.join(f'{k}={_py(v)}' for k, v in arguments.items())})"
 
@@ -177,15 +188,15 @@ def _data(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
             f"# data.limit: {data.limit} training samples, stratified by label (fixed seed 0), "
             "in their order",
             f"if {data.limit} < len(y_train):",
-            "    rows, labels = np.arange(len(y_train)), np.ravel(y_train).astype(str)",
+            "    kept, labels = np.arange(len(y_train)), np.ravel(y_train).astype(str)",
             "    try:",
-            "        rows, _ = train_test_split(",
-            f"            rows, train_size={data.limit}, stratify=labels, random_state=0",
+            "        kept, _ = train_test_split(",
+            f"            kept, train_size={data.limit}, stratify=labels, random_state=0",
             "        )",
             "    except ValueError:  # a class with a single sample: a plain sample",
-            f"        rows, _ = train_test_split(rows, train_size={data.limit}, random_state=0)",
-            "    rows = np.sort(rows)",
-            "    x_train, y_train = x_train[rows], y_train[rows]",
+            f"        kept, _ = train_test_split(kept, train_size={data.limit}, random_state=0)",
+            "    kept = np.sort(kept)",
+            "    x_train, y_train = x_train[kept], y_train[kept]",
         ]
     if regression:
         lines += [
@@ -281,11 +292,11 @@ def _raw(spec: Spec, run: store.Run, lines: list[str]) -> bool | str:
         label = data.label_column
         lines += [
             f"# data.dataset: csv, data.path: {data.path}; data.label_column: {label}",
-            f"with open({_py(data.path)}, newline='') as file:",
+            f'with open({_py(data.path)}, newline="") as file:',
             "    rows = list(csv.DictReader(file))",
         ]
         if isinstance(columns, list):
-            lines.append(f"FEATURES = {_py(columns)}")
+            lines += _wrapped("FEATURES", columns)
         else:
             lines.append(f"FEATURES = [c for c in rows[0] if c != {_py(label)}]")
         lines += [
