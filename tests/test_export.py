@@ -197,10 +197,18 @@ def test_a_missing_extra_is_one_line_naming_it(digits_run, tmp_path, monkeypatch
     assert 'pip install "dlrun[litert]"' in message
 
 
-def test_a_spec_without_a_plain_script_form_is_refused(tmp_path):
-    path = tmp_path / "adv.yaml"
-    path.write_text(TINY_SPEC + "  adversarial: {method: fgsm, eps: 0.1}\n")
-    with pytest.raises(Exception, match="training.adversarial .adversarial training. has no plain"):
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ("  adversarial: {method: fgsm, eps: 0.1}\n", "training.adversarial"),
+        ("  callbacks: [TerminateOnNaN]\n", "training.callbacks"),
+        ("  class_weight: balanced\n", "training.class_weight"),
+    ],
+)
+def test_a_spec_without_a_plain_script_form_is_refused(tmp_path, extra, key):
+    path = tmp_path / "spec.yaml"
+    path.write_text(TINY_SPEC + extra)
+    with pytest.raises(Exception, match=f"--format script: {key} .* has no plain Keras script"):
         script.check_scriptable(load_spec(path))
 
 

@@ -339,3 +339,34 @@ def test_other_bad_inputs_are_one_line(digits_run, binary_run, digits_npz, tmp_p
         assert result.exit_code != 0, args
         assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_csv_text_columns_are_encoded_with_the_categories_the_run_recorded(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = rng.choice(["red", "green", "blue"], 300)
+    x1 = rng.normal(size=300)
+    frame = pd.DataFrame({"x1": x1, "colour": colour, "x2": rng.normal(size=300)})
+    frame["label"] = np.where((colour == "red") ^ (x1 > 0.3), "yes", "no")
+    frame.to_csv(tmp_path / "cat.csv", index=False)
+    text = _spec(
+        "cat",
+        {"dataset": "csv", "path": str(tmp_path / "cat.csv"), "categorical": ["colour"]},
+        {"type": "Dense", "units": 2, "activation": "softmax"},
+        {"loss": "categorical_crossentropy", "metrics": ["accuracy"]},
+    )
+    run = train(tmp_path, text)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["feature_columns"] == ["x1", "colour", "x2"]
+    data = load_data(load_spec(run / "config.yaml"), meta["data_encoding"])
+    # the test split, as the user has it: rows of the csv, text and all
+    test = frame.iloc[[frame.index[(np.isclose(frame.x1, row[0]))][0] for row in data.x_test]]
+    test.to_csv(tmp_path / "test.csv", index=False)
+    result = predict(run, tmp_path / "test.csv", "--score", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    accuracy = evaluate(run)["scores"]["accuracy"]
+    assert f"accuracy: {accuracy:.4f} ({len(test)} labelled inputs" in result.stderr
+    odd = pd.DataFrame({"x1": [0.9], "colour": ["purple"], "x2": [0.1]})  # never seen: zeros
+    odd.to_csv(tmp_path / "odd.csv", index=False)
+    result = predict(run, tmp_path / "odd.csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n│ ") == 1

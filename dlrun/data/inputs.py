@@ -21,7 +21,7 @@ from typing import IO
 
 import numpy as np
 
-from dlrun.data.arrays import IMAGE_SHAPES, KERAS_SHAPES, shape_inputs
+from dlrun.data.arrays import IMAGE_SHAPES, KERAS_SHAPES, holds_images, shape_inputs
 from dlrun.errors import DataError, UsageError
 from dlrun.spec.schema import DataSpec, Spec
 
@@ -32,13 +32,18 @@ SHOWN = 5  # names listed in an error before "..."
 class Preprocessing:
     """What turns a raw input into what the run's model takes."""
 
-    data: DataSpec  # the run's data section (scale, flatten, image size, label column)
+    spec: Spec  # the run's spec: its data section says scale, flatten, image size, columns
     input_shape: tuple[int, ...]
     task: str  # classification | regression
     class_names: list[str] | None
     feature_columns: list[str] | None  # csv runs, in training order; None: not recorded
     recorded_columns: bool  # meta.json says which columns (runs trained since it does)
     image: tuple[tuple[int, int], int] | None  # (size, channels) that images are decoded to
+    categories: dict[str, list[str]] | None = None  # csv text columns: the recorded categories
+
+    @property
+    def data(self) -> DataSpec:
+        return self.spec.data
 
     def as_json(self) -> dict:
         """preprocessing.json: everything predict-side code needs besides the model."""
@@ -50,6 +55,11 @@ class Preprocessing:
             steps.append(f"image files: decode as {colour}, resize to {height}x{width} (bilinear)")
         if data.dataset == "csv":
             steps.append("csv: the feature_columns, in this order, as float32")
+            if self.categories:
+                steps.append(
+                    "csv: each categorical column one-hot over its categories (an unknown one: "
+                    "all zeros), appended after the numeric columns in the order listed"
+                )
         steps.append(f"divide by scale ({data.scale:g})")
         steps.append(f"reshape each input to input_shape {list(self.input_shape)}")
         return {
@@ -66,6 +76,7 @@ class Preprocessing:
                 "interpolation": "bilinear",
             },
             "feature_columns": self.feature_columns,
+            "categorical": self.categories,
             "label_column": data.label_column if data.dataset == "csv" else None,
             "task": self.task,
             "class_names": self.class_names,
@@ -76,6 +87,9 @@ class Preprocessing:
         """The run's input in words, for error messages."""
         what = f"inputs of shape {self.input_shape}"
         if self.data.dataset == "csv":
+            if self.data.categorical:
+                count = len(self.feature_columns) if self.feature_columns else "its"
+                return f"{what} ({count} csv columns, text ones one-hot encoded)"
             return f"{what} ({int(np.prod(self.input_shape))} csv feature columns)"
         if self.image is not None:
             (height, width), channels = self.image
@@ -91,14 +105,17 @@ def preprocessing(spec: Spec, input_shape: tuple[int, ...], meta: dict, task: st
     names = [str(name) for name in names] if isinstance(names, list) else None
     columns = meta.get("feature_columns")
     recorded = isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+    encoding = meta.get("data_encoding")
+    categories = encoding.get("categorical") if isinstance(encoding, dict) else None
     return Preprocessing(
-        data=data,
+        spec=spec,
         input_shape=tuple(input_shape),
         task=task,
         class_names=names if task == "classification" else None,
         feature_columns=list(columns) if recorded else None,
         recorded_columns=recorded,
         image=_image_geometry(data, tuple(input_shape)),
+        categories=categories if isinstance(categories, dict) else None,
     )
 
 
@@ -176,8 +193,11 @@ def prepared(x: np.ndarray, prep: Preprocessing, what: str) -> np.ndarray:
     shaped (flattened, a channel axis); a shape the run cannot take is one DataError."""
     raw_shape = tuple(np.shape(x)[1:])
     try:
+        images = holds_images(prep.spec, np.asarray(x))
         x = np.asarray(x, dtype=np.float32) / np.float32(prep.data.scale)
-        x = shape_inputs(x, prep.data)
+        x = shape_inputs(x, prep.data, images)
+        if (*x.shape[1:], 1) == prep.input_shape:  # float pixels for a run trained on uint8
+            x = x[..., np.newaxis]
     except (TypeError, ValueError):
         x = None
     if x is None or tuple(x.shape[1:]) != prep.input_shape:
@@ -242,15 +262,15 @@ def _csv(source, name: str, prep: Preprocessing, batch_size: int, labels: bool) 
     columns, notes = _feature_columns([str(c) for c in first.columns], prep, name)
     if labels and label not in first.columns:
         raise DataError(f"--score: {name} has no label column {label!r}")
-    _numeric(first, columns, name)
-    prepared(first[columns].to_numpy()[:1], prep, name)
+    _numeric(first, columns, prep, name)
+    prepared(_encoded(first[columns][:1], columns, prep), prep, name)
 
     def batches():
         row = 1
         chunk = first
         while chunk is not None:
-            _numeric(chunk, columns, name)
-            x = prepared(chunk[columns].to_numpy(), prep, name)
+            _numeric(chunk, columns, prep, name)
+            x = prepared(_encoded(chunk[columns], columns, prep), prep, name)
             y = chunk[label].to_numpy() if labels else None
             yield Batch(list(range(row, row + len(chunk))), x, y)
             row += len(chunk)
@@ -286,10 +306,33 @@ def _feature_columns(found: list[str], prep: Preprocessing, name: str) -> tuple[
     return columns, notes
 
 
-def _numeric(frame, columns: list[str], name: str) -> None:
-    bad = [c for c in columns if not np.issubdtype(frame[c].dtype, np.number)]
+def _numeric(frame, columns: list[str], prep: Preprocessing, name: str) -> None:
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    text = set(prep.data.categorical or [])
+    bad = [
+        c
+        for c in columns
+        if c not in text and (not is_numeric_dtype(frame[c]) or is_bool_dtype(frame[c]))
+    ]
     if bad:
         raise DataError(f"{name}: column(s) {_shown(bad)} are not numeric")
+
+
+def _encoded(frame, columns: list[str], prep: Preprocessing) -> np.ndarray:
+    """The feature columns as the model took them: data.categorical one-hot over the
+    categories the run recorded (csvfile.encode, as evaluate does)."""
+    if not prep.data.categorical:
+        return frame.to_numpy(np.float32)
+    from dlrun.data import csvfile
+
+    if not prep.categories:
+        raise DataError(
+            "the run records no categories for its data.categorical columns; "
+            "it cannot encode new inputs as it encoded its training data"
+        )
+    x, _, _ = csvfile.encode(prep.spec, columns, frame.to_numpy(dtype=object), [], prep.categories)
+    return x
 
 
 def _shown(names: list) -> str:

@@ -116,7 +116,7 @@ def export(
     use("tensorflow")  # Keras' exporters and tf.data; a .keras file loads on every backend
     load()
     model = _model(spec, run, model_path, unsafe_load, fmt)
-    samples = _test_samples(spec)
+    samples = _test_samples(spec, run.meta.get("data_encoding"))
     expected = np.asarray(model.predict(samples, batch_size=len(samples), verbose=0))
     with _staging(out) as folder:
         artifact, runtime, got = _EXPORTERS[fmt](model, folder, samples, unsafe_load)
@@ -163,11 +163,12 @@ def _model(spec, run: store.Run, model_path: Path, unsafe_load: bool, fmt: str):
     return load_model(model_path, unsafe_load, params, compile=fmt == "keras")
 
 
-def _test_samples(spec) -> np.ndarray:
-    """Up to SAMPLES inputs of the run's test split, preprocessed as in training."""
+def _test_samples(spec, encoding) -> np.ndarray:
+    """Up to SAMPLES inputs of the run's test split, preprocessed (and csv text columns
+    encoded) as in training."""
     from dlrun.data.arrays import load_data
 
-    data = load_data(spec)
+    data = load_data(spec, encoding if isinstance(encoding, dict) else None)
     x = data.x_test[:SAMPLES]
     if data.source is not None:  # file paths: decoded as training decodes them
         x = np.concatenate(list(data.source.batches(list(x), SAMPLES)))

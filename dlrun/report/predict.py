@@ -71,6 +71,11 @@ def predict(
     use(spec.backend)
     task = run.metrics.get("task") or spec.task
     model = _model(spec, run, model_path, unsafe_load)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise RunError(
+            f"{run.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; predict takes models of one input and one output"
+        )
     input_shape = run.metrics.get("input_shape")
     input_shape = tuple(input_shape) if isinstance(input_shape, list) else model.input_shape[1:]
     if tuple(model.input_shape[1:]) != tuple(input_shape):
@@ -125,10 +130,6 @@ def _model(spec, run, model_path: Path, unsafe_load: bool):
     params = run.metrics.get("params")
     if not isinstance(params, int) or isinstance(params, bool):
         params = None
-    if params is None and not spec.model.base and isinstance(run.metrics.get("input_shape"), list):
-        from dlrun.model.builder import build_model
-
-        params = build_model(spec, tuple(run.metrics["input_shape"])).count_params()
     return load_model(model_path, unsafe_load, params, compile=False)
 
 

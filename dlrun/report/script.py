@@ -8,9 +8,11 @@ settings, each epoch in dlrun's own order, and scores the best epoch's weights o
 split. Every block names the spec keys it comes from. On the CPU, with the same seed, it
 trains as the run did: the test case compares its parameters and test accuracy with the run's.
 
-What has no plain form here is refused in one line: a pretrained base (model.base) and its
-finetuning stage, adversarial training, training.distribute and a sweep's cross-validation
-fold.
+What has no plain form here yet is refused in one line: a graph (model.inputs, blocks,
+outputs, `inputs:` references), a pretrained base (model.base) and its finetuning stage,
+adversarial training, training.distribute, Keras callbacks and class weights, a sweep's
+cross-validation fold, a validation set of the data's own, csv text columns and autoencoder
+targets.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ from dlrun.spec.names import entry_name
 from dlrun.spec.schema import KERAS_DATASETS, Spec
 
 NOT_SCRIPTED = {
+    "model (a graph)": "named entries wired through the functional API",
     "model.base": "a pretrained base",
     "training.finetune": "a finetuning stage",
     "training.adversarial": "adversarial training",
     "training.distribute": "training on several devices",
     "data.cv": "a sweep's cross-validation fold",
+    "training.callbacks": "Keras callbacks",
+    "training.class_weight": "class weights",
+    "data.validation_path": "a validation csv of its own",
+    "data.categorical": "one-hot encoded csv text columns",
+    "data.targets": "an autoencoder's targets",
+    "data.path": "an npz file with a validation set of its own (x_val)",
 }
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # as data.images reads a folder
 
@@ -36,11 +45,18 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # as data.images reads a
 def check_scriptable(spec: Spec) -> None:
     """One line for the first part of the spec the script cannot reproduce."""
     given = {
+        "model (a graph)": spec.model.is_graph or None,
         "model.base": spec.model.base,
         "training.finetune": spec.training.finetune,
         "training.adversarial": spec.training.adversarial,
         "training.distribute": spec.training.distribute,
         "data.cv": spec.data.cv,
+        "training.callbacks": spec.training.callbacks or None,
+        "training.class_weight": spec.training.class_weight,
+        "data.validation_path": spec.data.validation_path,
+        "data.categorical": spec.data.categorical,
+        "data.targets": None if spec.data.targets == "labels" else spec.data.targets,
+        "data.path": _npz_validation(spec),
     }
     for key, value in given.items():
         if value is not None:
@@ -48,6 +64,19 @@ def check_scriptable(spec: Spec) -> None:
                 f"--format script: {key} ({NOT_SCRIPTED[key]}) has no plain Keras script form; "
                 "export --format keras for the trained model itself"
             )
+
+
+def _npz_validation(spec: Spec) -> bool | None:
+    """True when the spec's npz file holds x_val (read without loading the arrays)."""
+    if spec.data.dataset != "npz":
+        return None
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(spec.data.path) as archive:
+            return "x_val.npy" in archive.namelist() or None
+    except (OSError, zipfile.BadZipFile):
+        return None
 
 
 def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
@@ -66,8 +95,14 @@ def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
     return "\n\n".join(part.strip("\n") for part in parts) + "\n"
 
 
+class _Code(str):
+    """Python source, written as it is (not quoted as a string)."""
+
+
 def _py(value) -> str:
     """A YAML value as Python source, strings in double quotes."""
+    if isinstance(value, _Code):
+        return str(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
@@ -232,7 +267,9 @@ def _data(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
             f".reshape(len(x_train), {shape})",
             f"x_test = (x_test.astype(np.float32) / {data.scale!r}).reshape(len(x_test), {shape})",
         ]
-    split = spec.training.validation_split
+    from dlrun.data.splits import validation_share
+
+    split = validation_share(spec)
     if split:
         lines += [
             f"# training.validation_split: {split}, the last part of the training split",
@@ -422,6 +459,14 @@ def _lookup(module: str, value, name: str | None = None) -> str:
     if name is not None:
         arguments.setdefault("name", name)
     keras_module = getattr(keras, module)
+    rate = arguments.get("learning_rate")
+    if module == "optimizers" and isinstance(rate, dict):  # a schedule, short form
+        schedule = {k: v for k, v in rate.items() if k != "type"}
+        made = keras_module.get({"class_name": value["type"], "config": {}})
+        arguments["learning_rate"] = _Code(
+            _call(f"keras.optimizers.schedules.{rate['type']}", schedule)
+        )
+        return _call(f"keras.{module}.{type(made).__name__}", arguments)
     made = keras_module.get({"class_name": value["type"], "config": arguments})
     cls = type(made).__name__
     if getattr(keras_module, cls, None) is type(made):
@@ -439,7 +484,9 @@ def _metric(value) -> str:
 def _fit(spec: Spec) -> str:
     training = spec.training
     checkpoint = training.checkpoint
-    validation = bool(training.validation_split)
+    from dlrun.data.splits import validation_share
+
+    validation = bool(validation_share(spec))
     lines = [
         "# --- training " + "-" * 82,
         "# training.checkpoint: keep the best epoch on its monitor",
