@@ -1,10 +1,12 @@
 """`dlrun export --format script` against the run it came from, on longer trainings than the
-suite can afford: the quickstart (5 epochs) and the lecture's CNN on all of mnist_5k.
+suite can afford: the quickstart (5 epochs), the lecture's CNN on all of mnist_5k and the
+residual graph of configs/mnist_resnet.yaml.
 
 For each: `dlrun train` with training.deterministic: true, `dlrun export --format script`,
 then the script in a fresh process; prints both parameter counts and test accuracies.
-tests/test_export.py does the same on 2 epochs of the quickstart and one epoch of the CNN on
-1,000 images. Usage: python bench/export_script.py [--cnn-epochs 3]
+tests/test_export.py does the same on 2 epochs of the quickstart, one epoch of the CNN on
+1,000 images and a small dense graph on digits. Usage: python bench/export_script.py
+[--cnn-epochs 3]
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def main() -> None:
             "training.tensorboard=null",
         ]
         compare("cnn", "mnist_cnn.yaml", cnn, Path(tmp) / "cnn")
+    with tempfile.TemporaryDirectory() as tmp:
+        resnet = [f"training.epochs={args.cnn_epochs}", "training.tensorboard=null"]
+        compare("resnet", "mnist_resnet.yaml", resnet, Path(tmp) / "resnet")
 
 
 if __name__ == "__main__":

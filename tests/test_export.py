@@ -268,3 +268,32 @@ def test_the_cnn_as_a_script_trains_to_the_runs_numbers(tmp_path):
     text = check_script(run, tmp_path)
     assert "keras.layers.Conv2D(filters=32, kernel_size=3" in text
     assert "# data.limit: 1000 training samples" in text
+
+
+GRAPH = """\
+name: tiny-graph
+seed: 0
+data: {dataset: digits, scale: 16, flatten: true}
+model:
+  blocks:
+    residual:
+      layers:
+        - {type: Dense, units: 16, activation: relu}
+        - {type: Dense, units: 16, name: f}
+        - {type: Add, inputs: [in, f]}
+  layers:
+    - {type: Dense, units: 16, activation: relu}
+    - {block: residual, repeat: 2, name: features}
+    - {type: Dropout, rate: 0.1}
+    - {type: Dense, units: 10, activation: softmax, inputs: features}
+training: {batch_size: 64, epochs: 3, validation_split: 0.2, deterministic: true}
+"""
+
+
+def test_a_graph_as_a_script_uses_the_functional_api_and_trains_to_the_runs_numbers(tmp_path):
+    # bench/export_script.py does the same for configs/mnist_resnet.yaml (residual CNN blocks)
+    run = train(tmp_path, GRAPH)
+    text = check_script(run, tmp_path)
+    assert 'inputs = keras.Input(shape=(64,), name="input")' in text
+    assert 'keras.layers.Add(name="add_1")([' in text
+    assert 'model = keras.Model(inputs, h, name="tiny_graph")' in text

@@ -8,8 +8,9 @@ settings, each epoch in dlrun's own order, and scores the best epoch's weights o
 split. Every block names the spec keys it comes from. On the CPU, with the same seed, it
 trains as the run did: the test case compares its parameters and test accuracy with the run's.
 
-What has no plain form here yet is refused in one line: a graph (model.inputs, blocks,
-outputs, `inputs:` references), a pretrained base (model.base) and its finetuning stage,
+A graph (model.inputs, blocks, `inputs:` references) is written with Keras' functional API:
+one statement per layer, blocks copied out as dlrun expands them. What has no plain form here
+yet is refused in one line: a pretrained base (model.base) and its finetuning stage,
 adversarial training, training.distribute, Keras callbacks and class weights, a sweep's
 cross-validation fold, a validation set of the data's own, csv text columns and autoencoder
 targets.
@@ -26,7 +27,6 @@ from dlrun.spec.names import entry_name
 from dlrun.spec.schema import KERAS_DATASETS, Spec
 
 NOT_SCRIPTED = {
-    "model (a graph)": "named entries wired through the functional API",
     "model.base": "a pretrained base",
     "training.finetune": "a finetuning stage",
     "training.adversarial": "adversarial training",
@@ -45,7 +45,6 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # as data.images reads a
 def check_scriptable(spec: Spec) -> None:
     """One line for the first part of the spec the script cannot reproduce."""
     given = {
-        "model (a graph)": spec.model.is_graph or None,
         "model.base": spec.model.base,
         "training.finetune": spec.training.finetune,
         "training.adversarial": spec.training.adversarial,
@@ -84,11 +83,14 @@ def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
     check_scriptable(spec)
     from dlrun.model.builder import make_layers
 
-    layers = make_layers(spec)
+    if spec.model.is_graph:
+        model = _graph(spec, input_shape)
+    else:
+        model = _model(spec, run, make_layers(spec), input_shape)
     parts = [
         _header(spec, run),
         _data(spec, run, input_shape),
-        _model(spec, run, layers, input_shape),
+        model,
         _fit(spec),
         _evaluate(),
     ]
@@ -434,8 +436,12 @@ def _model(spec: Spec, run: store.Run, layers: list, input_shape: tuple[int, ...
                 f"model.layers[{index}].adapt(before.predict(x_train, batch_size=BATCH_SIZE, "
                 "verbose=0))",
             ]
+    return "\n".join(lines + _compile(spec))
+
+
+def _compile(spec: Spec) -> list[str]:
     compile_ = spec.compile
-    lines += [
+    return [
         "model.compile(",
         f"    optimizer={_lookup('optimizers', compile_.optimizer)},  # compile.optimizer",
         f"    loss={_lookup('losses', compile_.loss)},  # compile.loss",
@@ -446,7 +452,90 @@ def _model(spec: Spec, run: store.Run, layers: list, input_shape: tuple[int, ...
         ")",
         "model.summary()",
     ]
-    return "\n".join(lines)
+
+
+# Names the script uses itself: a graph's tensors never take them.
+TAKEN = {
+    *("x", "y", "x_train", "x_val", "x_test", "y_train", "y_val", "y_test", "model", "keras"),
+    *("np", "math", "os", "csv", "Path", "inputs", "eye", "cut", "batches", "checkpoint"),
+    *("callbacks", "best", "scores", "class_names", "encoder", "table", "digits", "rows"),
+    *("kept", "labels", "name", "value", "before", "h", "mlxtend", "importlib", "keep"),
+}
+
+
+def _graph(spec: Spec, input_shape: tuple[int, ...]) -> str:
+    """A graph, as dlrun's model.graph builds it: each layer made and called in node order,
+    so the initial weights come out as in the run."""
+    import keyword
+    import re
+
+    from dlrun.data.adapt import ADAPTED
+    from dlrun.model.graph import DEFAULT_INPUT, DEFAULT_INPUT_MARK, expand
+    from dlrun.model.layers import layer_classes, layer_name
+
+    nodes, aliases = expand(spec)
+    classes = layer_classes()
+    declared = spec.model.inputs or {DEFAULT_INPUT: None}
+    (input_name, declared_input), *_ = declared.items()
+    shape = tuple(declared_input.shape) if declared_input is not None else input_shape
+    shown = ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "")
+    variables = {input_name: "inputs", DEFAULT_INPUT_MARK: "inputs"}
+    used = set(TAKEN)
+
+    def variable(graph_name: str) -> str:
+        if graph_name in variables:
+            return variables[graph_name]
+        base = re.sub(r"\W", "_", graph_name.lstrip("#"))
+        base = f"t{base}" if not base or base[0].isdigit() else base
+        base = f"{base}_" if keyword.iskeyword(base) or base in used else base
+        found, count = base, 1
+        while found in used:
+            count += 1
+            found = f"{base}{count}"
+        used.add(found)
+        variables[graph_name] = found
+        return found
+
+    key = "model.inputs" if spec.model.inputs else "the data's shape"
+    lines = [
+        "# --- model: a graph, through Keras' functional API " + "-" * 45,
+        f"inputs = keras.Input(shape=({shown}), name={_py(input_name)})  # {key}",
+    ]
+    taken: dict = {}
+    given = {entry.kwargs().get("name") for entry in spec.model.layers}
+    previous = "inputs"
+    for index, node in enumerate(nodes):
+        cls = classes[node.type]
+        if node.type in ADAPTED:
+            raise UsageError(
+                f"--format script: {node.type} in a graph (adapted on the training split) has "
+                "no plain Keras script form yet; export --format keras for the trained model"
+            )
+        kwargs = {k: v for k, v in node.kwargs.items() if v is not None or k != "name"}
+        if "name" not in kwargs:
+            kwargs["name"] = layer_name(cls.__name__, taken, given)
+        if spec.training.mixed_precision and index == len(nodes) - 1:
+            kwargs.setdefault("dtype", "float32")
+        reference = node.inputs
+        if reference is None:
+            reads = previous
+        elif isinstance(reference, str):
+            reads = variable(reference)
+        elif isinstance(reference, list):
+            reads = "[" + ", ".join(variable(name) for name in reference) + "]"
+        else:
+            reads = ", ".join(f"{k}={variable(name)}" for k, name in reference.items())
+        output = variable(node.name) if node.name is not None else "h"
+        where = ".".join(map(str, node.loc))
+        lines.append(f"{output} = {_call(f'keras.layers.{node.type}', kwargs)}({reads})  # {where}")
+        previous = output
+    outputs = spec.model.outputs
+    if outputs is not None:
+        name = outputs if isinstance(outputs, str) else outputs[0]
+        previous = variable(aliases.get(name, name))
+    name = spec.name.replace(".", "_").replace("-", "_")
+    lines.append(f"model = keras.Model(inputs, {previous}, name={_py(name)})")
+    return "\n".join(lines + _compile(spec))
 
 
 def _lookup(module: str, value, name: str | None = None) -> str:
