@@ -1,5 +1,5 @@
-"""keras.layers by class name: the classes, the arguments each accepts, and the names Keras
-would give them in a fresh process.  [TensorFlow]"""
+"""keras.layers by class name: the classes, the arguments each accepts, the names Keras
+would give them in a fresh process, and a model's seed generators.  [TensorFlow]"""
 
 from __future__ import annotations
 
@@ -62,3 +62,16 @@ def layer_name(class_name: str, taken: dict[str, int], given: set) -> str:
         name = base if count == 0 else f"{base}_{count}"
         if name not in given:
             return name
+
+
+def seed_generators(model) -> list:
+    """Every SeedGenerator of the model's layers, in layer order (Keras keeps them in private
+    lists: a layer's own, and those it makes for another backend's tf.data graphs)."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True):
+        mine = [*layer._seed_generators, *getattr(layer, "_backend_generators", {}).values()]
+        for generator in mine:
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found

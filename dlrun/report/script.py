@@ -11,9 +11,9 @@ trains as the run did: the test case compares its parameters and test accuracy w
 A graph (model.inputs, blocks, `inputs:` references) is written with Keras' functional API:
 one statement per layer, blocks copied out as dlrun expands them. What has no plain form here
 yet is refused in one line: a pretrained base (model.base) and its finetuning stage,
-adversarial training, training.distribute, Keras callbacks and class weights, a sweep's
-cross-validation fold, a validation set of the data's own, csv text columns and autoencoder
-targets.
+adversarial training, training.distribute, Keras callbacks and class weights, augmentation
+layers, a sweep's cross-validation fold, validation or test data of the data's own, csv text
+columns and autoencoder targets.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ NOT_SCRIPTED = {
     "data.validation_path": "a validation csv of its own",
     "data.categorical": "one-hot encoded csv text columns",
     "data.targets": "an autoencoder's targets",
-    "data.path": "an npz file with a validation set of its own (x_val)",
+    "data.path": "a validation or test set of the data's own (npz x_val, train/ val/ test/ "
+    "folders)",
+    "data.test_path": "a test set of its own",
+    "model.augment": "augmentation layers",
 }
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # as data.images reads a folder
 
@@ -55,7 +58,9 @@ def check_scriptable(spec: Spec) -> None:
         "data.validation_path": spec.data.validation_path,
         "data.categorical": spec.data.categorical,
         "data.targets": None if spec.data.targets == "labels" else spec.data.targets,
-        "data.path": _npz_validation(spec),
+        "data.path": _own_splits(spec),
+        "data.test_path": spec.data.test_path,
+        "model.augment": spec.model.augment or None,
     }
     for key, value in given.items():
         if value is not None:
@@ -65,8 +70,13 @@ def check_scriptable(spec: Spec) -> None:
             )
 
 
-def _npz_validation(spec: Spec) -> bool | None:
-    """True when the spec's npz file holds x_val (read without loading the arrays)."""
+def _own_splits(spec: Spec) -> bool | None:
+    """True when the data brings a split of its own: an npz file holding x_val (read without
+    loading the arrays), an image folder of train/ val/ test/ folders."""
+    if spec.data.dataset == "directory":
+        from dlrun.data.images import split_folders
+
+        return set(split_folders(spec)) != {"train"} or None
     if spec.data.dataset != "npz":
         return None
     import zipfile
@@ -91,7 +101,7 @@ def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
         _header(spec, run),
         _data(spec, run, input_shape),
         model,
-        _fit(spec),
+        _fit(spec, _draws(spec, input_shape)),
         _evaluate(),
     ]
     return "\n\n".join(part.strip("\n") for part in parts) + "\n"
@@ -570,7 +580,41 @@ def _metric(value) -> str:
     return _lookup("metrics", value, entry_name(value))
 
 
-def _fit(spec: Spec) -> str:
+def _draws(spec: Spec, input_shape: tuple[int, ...]) -> bool:
+    """Whether the model has random layers (Dropout...): dlrun sets their seed generators at
+    each epoch (train.callbacks.EpochSeeds), and so must the script."""
+    from dlrun.model.builder import build_model
+    from dlrun.model.layers import seed_generators
+
+    return bool(seed_generators(build_model(spec, input_shape)))
+
+
+EPOCH_SEEDS = [
+    "",
+    "",
+    "class EpochSeeds(keras.callbacks.Callback):",
+    '    """Random layers (Dropout...) draw what depends only on (SEED, epoch), as dlrun sets',
+    "    them at each epoch: every seed generator of the model, in layer order, starts the",
+    '    epoch at a state from NumPy\'s generator of (SEED, its number, epoch)."""',
+    "",
+    "    def on_epoch_begin(self, epoch, logs=None):",
+    "        found, seen = [], set()",
+    "        for layer in self.model._flatten_layers(include_self=True):",
+    '            backend = getattr(layer, "_backend_generators", {}).values()',
+    "            for generator in [*layer._seed_generators, *backend]:",
+    "                if id(generator) not in seen:",
+    "                    seen.add(id(generator))",
+    "                    found.append(generator)",
+    "        for number, generator in enumerate(found):",
+    "            start = np.random.default_rng([SEED, number, epoch]).integers(2**31)",
+    "            generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))",
+    "",
+    "",
+    "callbacks.append(EpochSeeds())",
+]
+
+
+def _fit(spec: Spec, draws: bool = False) -> str:
     training = spec.training
     checkpoint = training.checkpoint
     from dlrun.data.splits import validation_share
@@ -591,6 +635,8 @@ def _fit(spec: Spec) -> str:
             f"callbacks.append(keras.callbacks.{_call('EarlyStopping', arguments)})"
             "  # training.early_stopping"
         )
+    if draws:
+        lines += EPOCH_SEEDS
     validation_args = (
         ["    validation_data=(x_val, y_val),", "    validation_batch_size=BATCH_SIZE,"]
         if validation

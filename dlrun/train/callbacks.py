@@ -18,6 +18,7 @@ import numpy as np
 
 from dlrun import store
 from dlrun.model import metrics as directions_of
+from dlrun.model.layers import seed_generators
 from dlrun.store import events
 
 
@@ -405,16 +406,3 @@ class EpochSeeds(keras.callbacks.Callback):
         for number, generator in enumerate(seed_generators(self.model)):
             start = np.random.default_rng([self.seed, number, epoch]).integers(2**31)
             generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))
-
-
-def seed_generators(model) -> list:
-    """Every SeedGenerator of the model's layers, in layer order (Keras keeps them in private
-    lists: a layer's own, and those it makes for another backend's tf.data graphs)."""
-    found, seen = [], set()
-    for layer in model._flatten_layers(include_self=True):
-        mine = [*layer._seed_generators, *getattr(layer, "_backend_generators", {}).values()]
-        for generator in mine:
-            if id(generator) not in seen:
-                seen.add(id(generator))
-                found.append(generator)
-    return found

@@ -153,13 +153,13 @@ def _stages(
 def _callbacks(
     prepared: Prepared, folder: store.RunFolder, console, recorder, rows: list[dict]
 ) -> list:
+    from dlrun.model.layers import seed_generators
     from dlrun.train.callbacks import (
         EarlyStopping,
         EpochSeeds,
         LiveProgress,
         PlainProgress,
         TensorBoard,
-        seed_generators,
     )
 
     training = prepared.spec.training
