@@ -183,8 +183,8 @@ def _header(spec: Spec, run: store.Run) -> str:
         f"SEED = {spec.seed}  # seed",
         f"BATCH_SIZE = {spec.training.batch_size}  # training.batch_size",
         f"EPOCHS = {spec.training.epochs}  # training.epochs",
-        "# The best epoch's model, as the run's checkpoints/best.keras",
-        f'CHECKPOINT = Path(__file__).with_name("{spec.name}-best.keras")',
+        "# The best epoch's weights, as the run's checkpoints/best.keras holds them",
+        f'CHECKPOINT = Path(__file__).with_name("{spec.name}-best.weights.h5")',
         "",
         "keras.utils.set_random_seed(SEED)  # initial weights, as dlrun seeds them",
     ]
@@ -625,7 +625,7 @@ def _fit(spec: Spec, draws: bool = False) -> str:
         "# training.checkpoint: keep the best epoch on its monitor",
         "checkpoint = keras.callbacks.ModelCheckpoint(",
         f"    CHECKPOINT, monitor={_py(checkpoint.monitor)}, mode={_py(checkpoint.mode)}, "
-        "save_best_only=True",
+        "save_best_only=True, save_weights_only=True",
         ")",
         "callbacks = [checkpoint]",
     ]
@@ -726,10 +726,10 @@ def _evaluate() -> str:
     return "\n".join(
         [
             "# --- the test split, scored with the best epoch's weights " + "-" * 38,
-            "best = keras.models.load_model(CHECKPOINT)",
-            "scores = best.evaluate(x_test, y_test, batch_size=BATCH_SIZE, return_dict=True, "
+            "model.load_weights(CHECKPOINT)",
+            "scores = model.evaluate(x_test, y_test, batch_size=BATCH_SIZE, return_dict=True, "
             "verbose=0)",
-            'print(f"parameters: {best.count_params()}")',
+            'print(f"parameters: {model.count_params()}")',
             "for name, value in scores.items():",
             '    print(f"test {name}: {value:.4f}")',
         ]
