@@ -79,4 +79,6 @@ def first_line(exc: Exception) -> str:
     text = text.split("Arguments received by")[0]
     text = re.sub(r"Exception encountered when calling \S+\.", "", text)
     text = " ".join(text.split())
-    return text[:300] if text else type(exc).__name__
+    if len(text) > 1000:  # cut at a word, and say so
+        text = text[:1000].rsplit(" ", 1)[0] + " ..."
+    return text or type(exc).__name__

@@ -42,6 +42,23 @@ def tiny_spec(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One real run (two epochs) of TINY_SPEC, trained once per module that uses it: the
+    template that hostile cases damage a copy of."""
+    from typer.testing import CliRunner
+
+    from dlrun.cli import app
+
+    root = tmp_path_factory.mktemp("template")
+    spec = root / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    result = CliRunner().invoke(app, ["train", str(spec), "--runs-dir", str(root / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(root / "runs")
+    return run
+
+
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
 

@@ -23,6 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import CONFIGS, ROOT, TINY_SPEC, default_sigint, run_dirs
+from dlrun import store
 from dlrun.adversarial import attacks
 from dlrun.adversarial.gradients import model_loss
 from dlrun.cli import app
@@ -181,8 +182,8 @@ def test_progress_bar_counts_batches(normal_run):
 
 
 def test_two_attacks_in_one_second_keep_both_files(tmp_path):
-    first = attack._write_new_json(tmp_path, "20260101-000000-pgd", {"a": 1})
-    second = attack._write_new_json(tmp_path, "20260101-000000-pgd", {"a": 2})
+    first = store.write_new_json(tmp_path, "20260101-000000-pgd", {"a": 1})
+    second = store.write_new_json(tmp_path, "20260101-000000-pgd", {"a": 2})
     assert first.name == "20260101-000000-pgd.json"
     assert second.name == "20260101-000000-pgd-2.json"
     assert json.loads(first.read_text()) == {"a": 1} and json.loads(second.read_text()) == {"a": 2}
@@ -502,7 +503,8 @@ def test_readme_experiment_runs(tmp_path):
 
     x, y = mnist_data()
     keep = attack.stratified(y, 600)
-    np.savez(tmp_path / "small.npz", x_train=x[keep].reshape(-1, 28, 28), y_train=y[keep])
+    pixels = x[keep].reshape(-1, 28, 28).astype("uint8")  # images: uint8, as image files hold
+    np.savez(tmp_path / "small.npz", x_train=pixels, y_train=y[keep])
     script = readme_experiment()
     replacements = {
         "--set data.dataset=mnist_5k": "--set data.dataset=npz --set data.path=small.npz",

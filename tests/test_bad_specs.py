@@ -62,7 +62,7 @@ def test_npz_without_x_train(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (
         f"Error: {spec}:1: data.path: {data} has no x_train; expected keys x_train, y_train "
-        "[, x_test, y_test], found features, y_train\n"
+        "[, x_val, y_val, x_test, y_test], found features, y_train\n"
     )
     assert not (tmp_path / "runs").exists()
 

@@ -93,8 +93,9 @@ def test_a_lock_held_elsewhere_is_running_whatever_the_pid(killed_run):
     assert store.open_run(killed_run).status == "crashed"
 
 
-def test_full_disk_for_the_final_meta_json_overwrites_it_in_place(tmp_path, monkeypatch):
-    """The atomic write needs room for a second copy; the last resort needs none."""
+def test_full_disk_for_the_final_meta_json_writes_a_compact_one(tmp_path, monkeypatch):
+    """The full record cannot be written: a compact one (no traceback) is, atomically too; it
+    is never written in place (tests/test_hostile_disk.py fills a real ext4 disk)."""
     from dlrun.store import files
 
     write_json = files.write_json

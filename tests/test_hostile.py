@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import TINY_SPEC
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -123,18 +123,6 @@ def test_runs_dir_that_cannot_hold_runs(make, fragment, tmp_path):
 
 
 # --- run folders from someone else ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One real run (two epochs), the template every case damages a copy of."""
-    root = tmp_path_factory.mktemp("template")
-    spec = root / "tiny.yaml"
-    spec.write_text(TINY_SPEC)
-    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(root / "runs")])
-    assert result.exit_code == 0, result.output
-    (run,) = run_dirs(root / "runs")
-    return run
 
 
 def edit_json(path: Path, **changes) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, SpecError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,12 +59,31 @@ def fails_cleanly(command):
         except DlrunError as exc:
             from dlrun.textsafe import clean
 
-            # Messages quote names, paths and values from disk: never a control sequence.
-            for line in clean(exc).splitlines() or [type(exc).__name__]:
+            # Messages quote names, paths and values from disk: never a control sequence, and
+            # one line per problem (a newline in a file name cannot forge a second Error line).
+            problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+            for line in [clean(p, newlines=False) for p in problems] or [type(exc).__name__]:
                 typer.echo(f"Error: {line}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
+
+
+NoSaveOption = Annotated[
+    bool, typer.Option("--no-save", help="Print the results only; write nothing into the run.")
+]
+
+
+def report_unsaved(result: dict) -> None:
+    """After the results are printed: one Error line (exit 1) for what could not be written
+    into the run (a read-only file system, a colleague's folder, a full disk)."""
+    if result.get("not_saved"):
+        from dlrun.errors import RunError
+
+        raise RunError(
+            f"not saved: {result['not_saved']}; the results above are printed only "
+            "(pass --no-save to skip writing them)"
+        )
 
 
 def run_path(run: Path, runs_dir: Path | None) -> Path:

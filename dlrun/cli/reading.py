@@ -232,11 +232,21 @@ def compare(
                 "choose columns with --columns, or see them all with --format csv"
             )
     if plot and group is not None:
-        group_curves(comparison, plot)
+        from dlrun.errors import RunError
+
+        try:
+            group_curves(comparison, plot)
+        except OSError as exc:  # the table above is printed whole; only the plot is lost
+            raise RunError(f"--plot {plot}: not written ({exc.strerror or exc})") from None
         typer.echo(f"wrote {plot}", err=True)
     elif plot:
+        from dlrun.errors import RunError
+
         shown = {row["run"] for row in comparison.rows}
-        curves_plot([r for r in runs if r.name in shown], comparison, plot)
+        try:
+            curves_plot([r for r in runs if r.name in shown], comparison, plot)
+        except OSError as exc:  # the table above is printed whole; only the plot is lost
+            raise RunError(f"--plot {plot}: not written ({exc.strerror or exc})") from None
         typer.echo(f"wrote {plot}", err=True)
 
 

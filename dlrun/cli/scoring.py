@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from dlrun.cli.common import (
+    NoSaveOption,
     ReadRunsDirOption,
     SetOption,
     fails_cleanly,
     make_console,
+    report_unsaved,
     run_path,
 )
 
@@ -26,6 +28,7 @@ def evaluate(
     unsafe_load: Annotated[
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
+    no_save: NoSaveOption = False,
 ) -> None:
     """Score a run's checkpoint on its test split (or other data via --set data.KEY=VALUE).
 
@@ -36,6 +39,7 @@ def evaluate(
     from dlrun.errors import SpecError
     from dlrun.model.checkpoints import CHECKPOINTS
     from dlrun.report.evaluate import evaluate as score
+    from dlrun.textsafe import clean
 
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
@@ -50,10 +54,11 @@ def evaluate(
             "checkpoint as it is now",
             err=True,
         )
-    result = score(path, checkpoint, set_ or [], unsafe_load)
+    result = score(path, checkpoint, set_ or [], unsafe_load, save=not no_save)
     if as_json:
         shown = {k: v for k, v in result.items() if k != "report_text"}
         typer.echo(json.dumps(shown, indent=2))
+        report_unsaved(result)
         return
     scores = result["scores"]
     typer.echo(f"Test loss: {scores.get('loss', float('nan')):.4f}")
@@ -61,10 +66,13 @@ def evaluate(
         if name != "loss":
             typer.echo(f"Test {name}: {value:.4f}")
     running = ", the run is still running" if result.get("run_status") == store.RUNNING else ""
-    typer.echo(f"({result['samples']} samples, {checkpoint} checkpoint{running})\n")
+    scored = result["scored"]
+    of = "" if scored == "the test split" else f" ({clean(scored, newlines=False)})"
+    typer.echo(f"({result['samples']} samples{of}, {checkpoint} checkpoint{running})\n")
     typer.echo(result["report_text"])
     for path in result["written"]:
         typer.echo(f"wrote {path}")
+    report_unsaved(result)
 
 
 @fails_cleanly
@@ -88,6 +96,7 @@ def attack(
     unsafe_load: Annotated[
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
+    no_save: NoSaveOption = False,
 ) -> None:
     """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
 
@@ -115,6 +124,7 @@ def attack(
             overrides=set_ or [],
             unsafe_load=unsafe_load,
             console=make_console(stderr=True),
+            save=not no_save,
         )
         targeted = result["target"] is not None
         title = f"{result['run']}: {result['method']} on {result['samples']} test samples"
@@ -135,6 +145,7 @@ def attack(
         make_console().print(table)
         for path in result["written"]:
             typer.echo(f"wrote {path}")
+        report_unsaved(result)
 
 
 @fails_cleanly

@@ -226,13 +226,29 @@ def validate(
     use(spec.backend, spec.training.device)
     load()
     from dlrun.data.arrays import signature
+    from dlrun.errors import SpecError
     from dlrun.model.builder import build_model, summary_text
     from dlrun.model.compiling import compile_model
+    from dlrun.train.knobs import make_callbacks
 
-    input_shape, num_classes = signature(spec)
+    input_shape, num_classes, target_shape = signature(spec)
     model = build_model(spec, input_shape)
-    compile_model(model, spec, num_classes)
+    problems = []  # every problem at once: one round of fixes
+    try:
+        compile_model(model, spec, num_classes, target_shape)
+    except SpecError as exc:
+        problems += exc.problems
+    try:
+        make_callbacks(spec)
+    except SpecError as exc:
+        problems += exc.problems
+    if problems:
+        raise SpecError(problems)
     typer.echo(summary_text(model), nl=False)
+    if spec.model.is_graph:
+        from dlrun.model.builder import graph_text
+
+        typer.echo(graph_text(model), nl=False)
     typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
 
 

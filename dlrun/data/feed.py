@@ -138,6 +138,12 @@ def check_steps_per_execution(spec: Spec, count: int) -> None:
     batches at a time from it: a last group of an epoch would take the next epoch's batches."""
     per_execution = spec.steps_per_execution()  # auto is 1 on tensorflow, the only case here
     per_epoch = steps(count, spec.training.batch_size)
+    if spec.compile.steps_per_execution != "auto" and per_execution > per_epoch:
+        raise spec.error(
+            ("compile", "steps_per_execution"),
+            f"{per_execution} is more than the {per_epoch} steps of an epoch; an epoch would "
+            f"end with no metrics: use at most {per_epoch}",
+        )
     if uses_tf_data() and spec.training.shuffle and per_epoch % per_execution:
         divisors = [d for d in range(2, per_epoch + 1) if per_epoch % d == 0][:4]
         raise spec.error(

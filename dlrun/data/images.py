@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.data import checks
 from dlrun.errors import DataError
 from dlrun.spec.schema import Spec
 
@@ -30,21 +31,94 @@ FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF"}
 # permuted whole when nothing is cached).
 SHUFFLE_BUFFER = 2048
 SHOWN = 5  # bad files named in an error before "and N more"
+# Folders that name a split, not a class: data.path may hold train/ with val/ (or
+# validation/) and test/ beside it, each with one subfolder per class, as downloads and
+# keras.io's examples lay them out.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
 
-def _classes(spec: Spec) -> tuple[Path, list[str]]:
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
+    """data.path's folders by split: {"train": data.path} when it holds class folders; its
+    train/, val/ (or validation/) and test/ when it holds split folders; data.test_path as
+    "test" when given."""
     root = Path(spec.data.path)
     if not root.is_dir():
         raise spec.error(("data", "path"), f"no such folder: {root}")
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
+    names = _subfolders(root)
+    splits = [name for name in names if name in SPLIT_FOLDERS]
+    folders = {"train": root}
+    if splits:
+        classes = [name for name in names if name not in SPLIT_FOLDERS]
+        if classes:
+            raise spec.error(
+                ("data", "path"),
+                f"{root} mixes split folders ({', '.join(splits)}) with class folders "
+                f"({', '.join(classes)}); expected one subfolder per class, or train/ "
+                "[val/] [test/] each holding one subfolder per class",
+            )
+        if "val" in splits and "validation" in splits:
+            raise spec.error(
+                ("data", "path"), f"{root} has both val/ and validation/; keep one of them"
+            )
+        if need_train and "train" not in splits:
+            raise spec.error(
+                ("data", "path"),
+                f"{root} has split folders ({', '.join(splits)}) but no train/; add train/ "
+                "with one subfolder per class",
+            )
+        folders = {SPLIT_FOLDERS[name]: root / name for name in splits}
+    if spec.data.test_path:
+        test = Path(spec.data.test_path)
+        if not test.is_dir():
+            raise spec.error(("data", "test_path"), f"no such folder: {test}")
+        folders["test"] = test
+    return folders
+
+
+def _class_names(spec: Spec, folder: Path, loc: tuple, least: int = 2) -> list[str]:
+    names = _subfolders(folder)
+    if len(names) < least:
         found = f" ({', '.join(names)})" if names else ""
         raise spec.error(
-            ("data", "path"),
-            f"{root} has {len(names)} class folder(s){found}; expected one subfolder of "
-            "images per class, at least two",
+            loc,
+            f"{folder} has {len(names)} class folder(s){found}; expected one subfolder of "
+            f"images per class, at least {'two' if least == 2 else 'one'}",
         )
-    return root, names
+    return names
+
+
+def _listed(
+    spec: Spec, folder: Path, loc: tuple, known: list[str] | None = None, least: int = 2
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(file paths, their class names, the sorted class names) of a folder of class folders.
+
+    With `known` (the training classes), a val or test folder may hold some of them only,
+    and none that training has not.
+    """
+    names = _class_names(spec, folder, loc, least)
+    unknown = [name for name in names if known is not None and name not in known]
+    if unknown:
+        raise spec.error(
+            loc,
+            f"{folder} has class folder(s) {', '.join(unknown)} that the training data has "
+            f"not; its classes are {', '.join(known)}",
+        )
+    paths, labels = [], []
+    for name in names:
+        files = _images(folder / name)
+        if not files:
+            raise spec.error(
+                loc,
+                f"class folder {folder / name} holds no images "
+                f"({', '.join(e.lstrip('.') for e in EXTENSIONS)}); add some or remove it",
+            )
+        paths += files
+        labels += [name] * len(files)
+    return np.array(paths), np.array(labels), names
 
 
 def _images(folder: Path) -> list[str]:
@@ -59,37 +133,10 @@ def _images(folder: Path) -> list[str]:
     return found
 
 
-def list_folder(spec: Spec) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(file paths, their class names, the sorted class names) of data.path."""
-    root, names = _classes(spec)
-    paths, labels = [], []
-    for name in names:
-        files = _images(root / name)
-        if not files:
-            raise spec.error(
-                ("data", "path"),
-                f"class folder {root / name} holds no images "
-                f"({', '.join(e.lstrip('.') for e in EXTENSIONS)}); add some or remove it",
-            )
-        paths += files
-        labels += [name] * len(files)
-    return np.array(paths), np.array(labels), names
-
-
 def check_images(paths: np.ndarray) -> None:
     """Every file is an image TensorFlow can decode; else a DataError naming the bad files."""
-    from PIL import Image, UnidentifiedImageError
-
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                kind = image.format
-                image.verify()  # reads the file through, checking its structure
-            if kind not in FORMATS:
-                bad.append(f"{path} ({kind})")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            bad.append(f"{path} ({type(exc).__name__})")
+    checks.regular_files(paths)
+    bad = [problem for path in paths if (problem := checks.image_problem(path, FORMATS))]
     if bad:
         more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
         raise DataError(
@@ -100,44 +147,91 @@ def check_images(paths: np.ndarray) -> None:
 
 def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
     """(input shape, number of classes) from the folder's listing; no image is read."""
-    _, names = _classes(spec)
+    checks.image_size(spec)
+    folders = split_folders(spec)
+    _check_validation(spec, folders)
+    names = _class_names(spec, folders["train"], ("data", "path"))
     classes = len(spec.data.classes) if spec.data.classes else len(names)
     return FolderSource(spec).input_shape, classes
 
 
+def _check_validation(spec: Spec, folders: dict[str, Path]) -> None:
+    """A val/ folder is the run's validation data: no validation_split or cv beside it
+    (checked when the folder is listed, so `dlrun validate` finds it too)."""
+    if "val" not in folders:
+        return
+    if spec.data.cv:
+        raise spec.error(
+            ("data", "cv"),
+            f"{folders['val']} is validation data of its own, and cv folds the training "
+            "split into validation data; remove one of them",
+        )
+    if spec.training.validation_split:
+        raise spec.error(
+            ("training", "validation_split"),
+            f"{spec.training.validation_split} asks for a share of the training images, but "
+            f"{folders['val']} is validation data of its own; remove validation_split (or set "
+            "it to 0)",
+        )
+
+
 def load_folder(spec: Spec):
-    """The folder as a data.Data of file paths with fixed, stratified splits."""
+    """The folder as a data.Data of file paths with fixed, stratified splits.
+
+    train/, val/ and test/ folders are the splits as given; without val/, validation is the
+    last validation_split share of the training images, and without test/ (or
+    data.test_path), the test split is a fixed, stratified test_split share.
+    """
     from sklearn.model_selection import train_test_split
 
     from dlrun.data import subsets
-    from dlrun.data.splits import SPLIT_SEED, Data, fold_indices
+    from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
 
-    paths, labels, names = list_folder(spec)
-    check_images(paths)
-    try:
-        x_train, x_test, y_train, y_test = train_test_split(
-            paths,
-            labels,
-            test_size=spec.data.test_split,
-            stratify=labels,
-            random_state=SPLIT_SEED,
-        )
-    except ValueError as exc:
-        raise spec.error(
-            ("data", "test_split"),
-            f"cannot split {len(paths)} images by class into train and test: {exc}",
-        ) from None
+    checks.image_size(spec)
+    folders = split_folders(spec)
+    _check_validation(spec, folders)
+    paths, labels, names = _listed(spec, folders["train"], ("data", "path"))
+    listed = {"train": (paths, labels)}
+    for split, loc in (("val", ("data", "path")), ("test", _test_loc(spec))):
+        if split in folders:
+            listed[split] = _listed(spec, folders[split], loc, names, least=1)[:2]
+    check_images(np.concatenate([found[0] for found in listed.values()]))
+    if "test" in listed:  # the test folder is the test split; the training images are shuffled
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
+        x_train, y_train = paths[order], labels[order]
+        x_test, y_test = listed["test"]
+    else:
+        try:
+            x_train, x_test, y_train, y_test = train_test_split(
+                paths,
+                labels,
+                test_size=spec.data.test_split,
+                stratify=labels,
+                random_state=SPLIT_SEED,
+            )
+        except ValueError as exc:
+            raise spec.error(
+                ("data", "test_split"),
+                f"cannot split {len(paths)} images by class into train and test: {exc}",
+            ) from None
     x_train, y_train, x_test, y_test, kept = subsets.select(spec, x_train, y_train, x_test, y_test)
     names = kept or names
     if not kept:
         y_train, y_test = subsets.recode(y_train, names), subsets.recode(y_test, names)
 
     x_val = y_val = None
-    split = spec.training.validation_split
-    if spec.data.cv:
+    own = "val" in listed
+    split = validation_share(spec, own=own)
+    validation = "own" if own else "split"
+    if own:
+        x_val, y_val = listed["val"]
+        inside = np.isin(y_val, names)  # data.classes may keep only some
+        x_val, y_val = x_val[inside], subsets.recode(y_val[inside], names)
+    elif spec.data.cv:
         train_index, val_index = fold_indices(y_train, spec.data.cv.folds, spec)[spec.data.cv.index]
         x_train, x_val = x_train[train_index], x_train[val_index]
         y_train, y_val = y_train[train_index], y_train[val_index]
+        validation = "cv"
     elif split:  # the last part of the (already shuffled) training split, as for arrays
         cut = int(len(x_train) * (1 - split))
         if cut == 0 or cut == len(x_train):
@@ -147,12 +241,48 @@ def load_folder(spec: Spec):
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
+    else:
+        validation = "none"
     if spec.data.one_hot:
         eye = np.eye(len(names), dtype=np.float32)
         y_train, y_test = eye[y_train], eye[y_test]
         y_val = eye[y_val] if y_val is not None else None
     source = FolderSource(spec)
-    return Data(x_train, y_train, x_val, y_val, x_test, y_test, len(names), names, source)
+    data = Data(x_train, y_train, x_val, y_val, x_test, y_test, len(names), names, source)
+    data.validation = validation
+    return data
+
+
+def _test_loc(spec: Spec) -> tuple:
+    return ("data", "test_path") if spec.data.test_path else ("data", "path")
+
+
+def load_scored_folder(spec: Spec, classes: list[str]):
+    """Another folder to score a run on, all of it: its test/ (or data.test_path) where it
+    has one, else every image under it. Labels are numbered in the run's class order, and
+    only the run's data.classes are kept when it chose some. -> (Data, what was scored)."""
+    from dlrun.data import subsets
+    from dlrun.data.splits import Data
+
+    folders = split_folders(spec, need_train=False)
+    chosen = [folders["test"]] if "test" in folders else list(folders.values())
+    known = None if spec.data.classes else classes
+    parts = [_listed(spec, folder, _test_loc(spec), known, least=1)[:2] for folder in chosen]
+    x = np.concatenate([part[0] for part in parts])
+    y = np.concatenate([part[1] for part in parts])
+    keep = np.isin(y, classes)
+    if not keep.any():
+        raise spec.error(
+            _test_loc(spec),
+            f"{', '.join(map(str, chosen))} holds none of the run's classes ({', '.join(classes)})",
+        )
+    check_images(x[keep])
+    x, y = x[keep], subsets.recode(y[keep], classes)
+    if spec.data.one_hot:
+        y = np.eye(len(classes), dtype=np.float32)[y]
+    none = x[:0]
+    data = Data(none, y[:0], None, None, x, y, len(classes), list(classes), FolderSource(spec))
+    return data, " and ".join(map(str, chosen))
 
 
 class FolderSource:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,6 +11,23 @@ from dlrun.spec.schema import Spec
 # The one fixed split for offline data without a test split of its own: the same test
 # samples whatever the run's seed, so runs stay comparable.
 SPLIT_SEED = 0
+# training.validation_split when the spec leaves it unset and the data has no validation set
+DEFAULT_VALIDATION_SPLIT = 0.1
+
+
+def validation_share(spec: Spec, own: bool = False) -> float:
+    """The share of the training split held out for validation; `own`: the data brings its
+    own validation set, so none is held out (and giving both is refused)."""
+    split = spec.training.validation_split
+    if own:
+        if split:
+            raise spec.error(
+                ("training", "validation_split"),
+                f"{split} holds out part of the training data, but the data has its own "
+                "validation set; remove validation_split (or set it to 0)",
+            )
+        return 0.0
+    return DEFAULT_VALIDATION_SPLIT if split is None else split
 
 
 @dataclass
@@ -25,6 +42,9 @@ class Data:
     class_names: list[str] | None = None  # kept in the run; evaluate shows them
     source: object | None = None  # images.FolderSource: x_* are file paths it decodes
     task: str = "classification"  # or regression: y_* are numbers, not classes
+    # What the run must record to read new data the same way (csv categories, ...).
+    recorded: dict = field(default_factory=dict)
+    validation: str = "split"  # split (validation_split), own (the data's), cv, or none
 
     @property
     def input_shape(self) -> tuple[int, ...]:

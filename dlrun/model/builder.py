@@ -5,67 +5,42 @@ Every problem is reported as a SpecError on the spec's dotted path, with a "did 
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
 from dlrun.backend import load
 from dlrun.errors import SpecError, first_line
 from dlrun.model.compiling import _lookup_problems
+from dlrun.model.layers import arguments, layer_classes, layer_name
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
-# Keyword arguments every Keras layer takes through **kwargs on top of its own signature.
-BASE_LAYER_ARGUMENTS = {
-    "name",
-    "dtype",
-    "trainable",
-    "autocast",
-    "activity_regularizer",
-    "input_shape",
-    "input_dim",
-    "batch_size",
-    "batch_input_shape",
-}
 
-
-def _layer_classes() -> dict[str, type]:
-    import keras
-
-    return {
-        name: value
-        for name, value in vars(keras.layers).items()
-        if isinstance(value, type) and issubclass(value, keras.layers.Layer)
-    }
-
-
-def _arguments(cls: type) -> set[str] | None:
-    """Named arguments a layer class accepts (None: cannot tell, let Keras decide)."""
-    names, open_ended = set(), False
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            parameters = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            return None
-        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)
-        if not open_ended:
-            break
-    names.discard("self")
-    return names | BASE_LAYER_ARGUMENTS
+def spec_entries(spec: Spec) -> list[tuple[tuple, Any]]:
+    """(location, entry) of every layer of the spec: model.augment's, then model.layers'."""
+    return [
+        (("model", key, index), entry)
+        for key in ("augment", "layers")
+        for index, entry in enumerate(getattr(spec.model, key))
+    ]
 
 
 def make_layers(spec: Spec) -> list[Any]:
-    """One Keras layer per spec entry, arguments checked against the class's signature."""
-    classes = _layer_classes()
+    """One Keras layer per spec entry (spec_entries), arguments checked against the class's
+    signature."""
+    classes = layer_classes()
     layers, problems = [], []
     taken: dict[str, int] = {}
-    given = {entry.kwargs().get("name") for entry in spec.model.layers}
-    for index, entry in enumerate(spec.model.layers):
-        loc = ("model", "layers", index)
+    entries = spec_entries(spec)
+    given = {entry.kwargs().get("name") for _, entry in entries}
+    last = ("model", "layers", len(spec.model.layers) - 1)
+    named: set = set()
+    for loc, entry in entries:
+        name = entry.kwargs().get("name")
+        if name is not None and name in named:
+            problems.append(spec.error((*loc, "name"), f"the name {name!r} is given twice here"))
+            continue
+        named.add(name)
         cls = classes.get(entry.type)
         if cls is None:
             problems.append(
@@ -76,7 +51,7 @@ def make_layers(spec: Spec) -> list[Any]:
                 )
             )
             continue
-        accepted = _arguments(cls)
+        accepted = arguments(cls)
         unknown = [key for key in entry.kwargs() if accepted is not None and key not in accepted]
         for key in unknown:
             problems.append(
@@ -89,8 +64,8 @@ def make_layers(spec: Spec) -> list[Any]:
             continue
         kwargs = entry.kwargs()
         if "name" not in kwargs:
-            kwargs["name"] = _layer_name(cls.__name__, taken, given)
-        if spec.training.mixed_precision and index == len(spec.model.layers) - 1:
+            kwargs["name"] = layer_name(cls.__name__, taken, given)
+        if spec.training.mixed_precision and loc == last:
             kwargs.setdefault("dtype", "float32")  # softmax and loss in full precision
         try:
             layers.append(cls(**kwargs))
@@ -105,22 +80,6 @@ def make_layers(spec: Spec) -> list[Any]:
     return layers
 
 
-def _layer_name(class_name: str, taken: dict[str, int], given: set) -> str:
-    """The name Keras would give in a fresh process (dense, dense_1, conv2d, ...), counted
-    within this model and past the names the spec gives: Keras' own counter runs across every
-    model the process ever built, so the names, and the messages that quote them, would
-    depend on what was built before."""
-    from keras.src.utils.naming import to_snake_case  # Keras' own prefix for a class
-
-    base = to_snake_case(class_name)
-    while True:
-        count = taken.get(base, 0)
-        taken[base] = count + 1
-        name = base if count == 0 else f"{base}_{count}"
-        if name not in given:
-            return name
-
-
 def build_model(spec: Spec, input_shape: tuple[int, ...]):
     """A Sequential model on the data's input shape; a layer that cannot be built is named.
 
@@ -129,29 +88,72 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     """
     keras = load()
 
+    if spec.model.is_graph:
+        if spec.model.augment:
+            raise spec.error(
+                ("model", "augment"),
+                "augment goes before a stack of layers or a base; in a graph, put the "
+                "augmentation layers first among its layers",
+            )
+        return _graph(spec, input_shape)
     try:
         layers = make_layers(spec)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
-    if spec.model.base is not None:  # a trained network below these layers
+    if spec.model.augment and len(input_shape) != 3:
+        problem = spec.error(
+            ("model", "augment"),
+            f"augmentation layers take images (height, width, channels); the data gives shape "
+            f"{tuple(input_shape)}" + ("; set data.flatten: false" if spec.data.flatten else ""),
+        )
+        raise SpecError(problem.problems + _lookup_problems(spec))
+    if spec.model.base is not None:  # a trained network above the augmentation layers
         from dlrun.model.transfer import build_transfer_model
 
-        return build_transfer_model(spec, input_shape, layers)
+        augment = len(spec.model.augment)
+        return build_transfer_model(spec, input_shape, layers[augment:], layers[:augment])
     model = keras.Sequential(name=spec.name.replace(".", "_").replace("-", "_"))
     model.add(keras.Input(shape=input_shape))
     shape = (None, *input_shape)
-    for index, layer in enumerate(layers):
-        entry = spec.model.layers[index]
+    for layer, (loc, entry) in zip(layers, spec_entries(spec), strict=True):
         try:
             model.add(layer)
         except Exception as exc:
             problem = spec.error(
-                ("model", "layers", index),
-                f"{entry.type} cannot be built on input shape {shape}: {first_line(exc)}",
+                loc,
+                f"{entry.type} cannot be built on input shape {shape}: {first_line(exc)}"
+                + channels_hint(entry.type, input_shape),
             )
             raise SpecError(problem.problems + _lookup_problems(spec)) from None
         shape = model.output_shape
     return model
+
+
+def channels_hint(layer_type: str, input_shape: tuple) -> str:
+    """A 2-D layer on (steps, features) data: the data may be grayscale images that kept no
+    channel axis (float arrays are read as sequences)."""
+    if "2D" in layer_type and len(input_shape) == 2:
+        return (
+            f"; the data {tuple(input_shape)} is read as sequences (samples, steps, features): "
+            "if they are grayscale images, set data.channels: add"
+        )
+    return ""
+
+
+def _graph(spec: Spec, input_shape: tuple[int, ...]):
+    """A graph (model.inputs, blocks, `inputs:` references): Keras' functional API."""
+    from dlrun.model.graph import build_graph
+
+    if spec.model.base is not None:
+        raise spec.error(
+            ("model", "base"),
+            "a pretrained base below a graph is not supported yet; write the head as a stack",
+        )
+    given = {entry.kwargs().get("name") for entry in spec.model.layers}
+    try:
+        return build_graph(spec, input_shape, {}, given, layer_classes())
+    except SpecError as exc:
+        raise SpecError(exc.problems + _lookup_problems(spec)) from None
 
 
 def keras_problems(path, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -188,3 +190,32 @@ def summary_text(model) -> str:
         else:
             os.environ["COLUMNS"] = saved
     return "\n".join(lines) + "\n"
+
+
+def graph_text(model) -> str:
+    """A graph model as text, one layer a line with what it reads: the picture of the graph
+    where graphviz is not installed (written beside summary.txt as graph.txt). Read from the
+    model's own config (the functional API's serialised wiring), not from Keras' internals."""
+    shapes = {layer.name: tuple(layer.output.shape) for layer in model.layers}
+    lines = []
+    for layer in model.get_config().get("layers", []):
+        reads: list[str] = []
+        _sources(layer.get("inbound_nodes"), reads)
+        name = layer.get("name") or layer["config"].get("name")
+        source = f" <- {', '.join(reads)}" if reads else ""
+        lines.append(f"{name} ({layer['class_name']}) {shapes.get(name, '')}{source}")
+    return "\n".join(lines) + "\n"
+
+
+def _sources(value, found: list[str]) -> None:
+    """The layer names in a serialised inbound node (its tensors' keras_history)."""
+    if isinstance(value, dict):
+        history = value.get("keras_history")
+        if isinstance(history, (list, tuple)) and history:
+            found.append(str(history[0]))
+            return
+        for item in value.values():
+            _sources(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _sources(item, found)

@@ -9,6 +9,7 @@ symlink out of it.  [TensorFlow]
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dlrun import store
@@ -46,6 +47,16 @@ def check_archive(path: Path, params: int | None) -> None:
         )
 
 
+def check_run_checkpoints(run_dir: Path, params: int | None) -> None:
+    """A received run's best.keras and last.keras, checked before a resume marks it running:
+    no symlink (to another run's checkpoint) on the way, no FIFO or device, no archive that
+    expands beyond the run's parameters."""
+    for relative in CHECKPOINTS.values():
+        path = store.within(run_dir, relative)
+        if os.path.lexists(path):
+            check_archive(path, params)
+
+
 def load_model(
     path: Path, unsafe_load: bool = False, params: int | None = None, compile: bool = True
 ):
@@ -80,6 +91,8 @@ def checkpoint_path(run: store.Run, checkpoint: str, purpose: str = "", error=Ru
     if checkpoint not in CHECKPOINTS:
         raise error(f"--checkpoint: expected best or last, got {checkpoint!r}")
     path = store.within(run.path, CHECKPOINTS[checkpoint])
+    if os.path.lexists(path):
+        store.safe_file(path)  # a FIFO or a device is refused, not taken for no checkpoint
     if not path.is_file():
         raise error(
             f"{run.path}: no {CHECKPOINTS[checkpoint]}{purpose}; the run saved no checkpoint "

@@ -3,6 +3,7 @@ labels, the last layer and the metrics fit together, all reported at once.  [Ten
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from dlrun.errors import SpecError, first_line
@@ -47,10 +48,11 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     known_metrics = sorted({n.lower() if n[0].isupper() else n for n in public})
     found: dict = {"metrics": []}
     problems: list[str] = []
-    lookups = [
-        ("optimizer", ("compile", "optimizer"), keras.optimizers.get, spec.compile.optimizer),
-        ("loss", ("compile", "loss"), keras.losses.get, spec.compile.loss),
-    ]
+    optimizer, schedule_problems = _with_schedule(spec, spec.compile.optimizer)
+    problems += schedule_problems
+    lookups = [("loss", ("compile", "loss"), keras.losses.get, spec.compile.loss)]
+    if not schedule_problems:  # else the optimizer would only repeat the schedule's problem
+        lookups.insert(0, ("optimizer", ("compile", "optimizer"), keras.optimizers.get, optimizer))
     for index, entry in enumerate(spec.compile.metrics):
         lookups.append(("metric", ("compile", "metrics", index), keras.metrics.get, entry))
     for field, loc, getter, value in lookups:
@@ -70,20 +72,56 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     return found, problems
 
 
+def _with_schedule(spec: Spec, optimizer: Any) -> tuple[Any, list[str]]:
+    """`learning_rate: {type: ExponentialDecay, ...}` made into Keras' schedule object (Keras'
+    own lookup takes only the long serialised form)."""
+    import keras
+
+    rate = optimizer.get("learning_rate") if isinstance(optimizer, dict) else None
+    if not isinstance(rate, dict):
+        return optimizer, []
+    loc = ("compile", "optimizer", "learning_rate")
+    names = [
+        n
+        for n, v in vars(keras.optimizers.schedules).items()
+        if isinstance(v, type) and n != "LearningRateSchedule"
+    ]
+    kind = rate.get("type")
+    if not isinstance(kind, str) or kind not in names:
+        message = (
+            f"unknown learning rate schedule {kind!r}; expected one of {', '.join(sorted(names))}"
+            + (did_you_mean(kind, names) if isinstance(kind, str) else "")
+        )
+        return optimizer, spec.error((*loc, "type"), message).problems
+    arguments = {k: v for k, v in rate.items() if k != "type"}
+    try:
+        schedule = getattr(keras.optimizers.schedules, kind)(**arguments)
+    except Exception as exc:
+        return optimizer, spec.error(
+            loc, f"{kind} refused its arguments: {first_line(exc)}"
+        ).problems
+    return {**optimizer, "learning_rate": schedule}, []
+
+
 def _lookup_problems(spec: Spec) -> list[str]:
     return _lookups(spec)[1]
 
 
-def compile_model(model, spec: Spec, num_classes: int) -> None:
+def compile_model(
+    model, spec: Spec, num_classes: int, target_shape: tuple[int, ...] | None = None
+) -> None:
     """compile() with the optimizer, loss and metrics looked up by Keras; every problem with
-    them, or between the labels and the last layer, is reported at once."""
+    them, or between the labels and the last layer, is reported at once. `target_shape`: the
+    shape of one regression target, when the data is known."""
 
     found, problems = _lookups(spec)
     problems += [
-        line for error in _check_labels(model, spec, num_classes) for line in error.problems
+        line
+        for error in _check_labels(model, spec, num_classes, target_shape)
+        for line in error.problems
     ]
     if not problems:
-        problems += _vector_metrics(model, spec, num_classes, found["metrics"])
+        problems += _vector_metrics(model, spec, num_classes, found["metrics"], target_shape)
     if problems:
         raise SpecError(problems)
     model.compile(
@@ -101,7 +139,7 @@ def _on_gpu(spec: Spec) -> bool:
     return used_devices(spec)[0].startswith("GPU")
 
 
-def _dummy_labels(model, spec: Spec, num_classes: int):
+def _dummy_labels(model, spec: Spec, num_classes: int, target_shape: tuple | None = None):
     """Two samples shaped like the data's labels and the model's outputs, for checking metrics."""
     import numpy as np
 
@@ -109,18 +147,22 @@ def _dummy_labels(model, spec: Spec, num_classes: int):
     y_pred = np.full((2, *outputs), 0.5, dtype="float32")
     if spec.task == "regression":
         width = () if num_classes == 1 else (num_classes,)
+        if target_shape is not None and len(target_shape) > 1:
+            width = tuple(target_shape)
         return np.zeros((2, *width), dtype="float32"), y_pred
     if spec.data.one_hot:
         return np.eye(num_classes, dtype="float32")[[0, 1 % num_classes]], y_pred
     return np.array([0, 1 % num_classes]), y_pred
 
 
-def _vector_metrics(model, spec: Spec, num_classes: int, metrics: list) -> list[str]:
+def _vector_metrics(
+    model, spec: Spec, num_classes: int, metrics: list, target_shape: tuple | None = None
+) -> list[str]:
     """Metrics that score one number per class (F1Score's default average=None) break the
     history after epoch 1: refuse them before training, each on its own line."""
     from keras.src.trainers.compile_utils import get_metric
 
-    y_true, y_pred = _dummy_labels(model, spec, num_classes)
+    y_true, y_pred = _dummy_labels(model, spec, num_classes, target_shape)
     problems = []
     for index, identifier in enumerate(metrics):
         loc = ("compile", "metrics", index)
@@ -145,11 +187,27 @@ def _vector_metrics(model, spec: Spec, num_classes: int, metrics: list) -> list[
     return problems
 
 
-def _check_labels(model, spec: Spec, num_classes: int) -> list:
+def _check_labels(
+    model, spec: Spec, num_classes: int, target_shape: tuple[int, ...] | None = None
+) -> list:
     """The label/output mismatches fit() would fail on (or silently get wrong) after the run
     folder exists."""
     outputs = model.output_shape[-1]
     last = ("model", "layers", len(spec.model.layers) - 1)
+    if spec.task == "regression" and target_shape is not None and len(target_shape) > 1:
+        given = tuple(model.output_shape[1:])
+        if given != tuple(target_shape):  # an image or sequence target: the shapes must match
+            units = math.prod(target_shape)
+            return [
+                spec.error(
+                    last,
+                    f"the model's output has shape {given} but each target has shape "
+                    f"{tuple(target_shape)}; end with {{type: Dense, units: {units}}} and "
+                    f"{{type: Reshape, target_shape: {list(target_shape)}}}, or with layers "
+                    "that keep the input's shape",
+                )
+            ]
+        return []
     if spec.task == "regression":
         if outputs != num_classes:
             return [

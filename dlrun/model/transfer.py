@@ -1,6 +1,7 @@
 """`model.base`: a trained network below a new head, and the finetuning stage.  [TensorFlow]
 
-The model is functional: input -> adapters (resize, gray to rgb, preprocess) -> base -> head.
+The model is functional: input -> augmentation (model.augment, active in training only) ->
+adapters (resize, gray to rgb, preprocess) -> base -> head.
 The base is one nested model named `base`, called with training=False and frozen, so its
 batch normalization runs in inference mode; finetuning unfreezes everything but the batch
 normalization layers, which keeps them so (see unfreeze). Adapters are ordinary, saveable
@@ -220,8 +221,9 @@ def _preprocess_layer(function, scale: float, channels: int):
     return layer
 
 
-def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list):
-    """input -> adapters -> frozen base (training=False) -> head, as one functional model."""
+def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list, augment: list = ()):
+    """input -> augmentation -> adapters -> frozen base (training=False) -> head, as one
+    functional model."""
     keras = load()
 
     base_spec = spec.model.base
@@ -261,6 +263,15 @@ def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list):
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
+    for index, layer in enumerate(augment):  # on the images as the data gives them
+        try:
+            x = layer(x)
+        except Exception as exc:
+            raise spec.error(
+                ("model", "augment", index),
+                f"{spec.model.augment[index].type} cannot take the images {tuple(x.shape)}: "
+                f"{first_line(exc)}",
+            ) from None
     if (height, width) != (want_h, want_w):
         x = keras.layers.Resizing(want_h, want_w, name=f"resize_to_{want_h}x{want_w}")(x)
     if channels != want_c:  # grayscale into an rgb base: the one channel three times

@@ -7,8 +7,6 @@ plots/adversarial.png. The attack maths lives in dlrun.adversarial.  [TensorFlow
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -97,33 +95,6 @@ def stratified(labels: np.ndarray, samples: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def _write_new_json(folder: Path, stem: str, data: dict) -> Path:
-    """folder/stem.json, or stem-2.json, ...: written whole, never over another file.
-
-    The complete file is linked into place: os.link fails if the name is taken, even by a
-    second attack in the same second, and a reader never sees half a file.
-    """
-    import json
-
-    text = json.dumps(data, indent=2, default=store.jsonable) + "\n"
-    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp.json", dir=folder)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.chmod(tmp, 0o666 & ~store.UMASK)  # mkstemp makes 0600
-        for attempt in range(1, 10_000):
-            path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                continue
-            return path
-    finally:
-        tmp.unlink(missing_ok=True)
-    raise RunError(f"{folder}: no free file name for {stem}")
-
-
 def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     """The run, its checkpoint and its spec, if the run can be attacked and written to."""
     if checkpoint not in CHECKPOINTS:
@@ -148,6 +119,7 @@ def attack(
     overrides: list[str] | tuple[str, ...] = (),
     unsafe_load: bool = False,
     console=None,
+    save: bool = True,
 ) -> dict:
     """Attack a run's checkpoint on (a stratified sample of) its test split, for each eps.
 
@@ -258,14 +230,19 @@ def attack(
         "data": spec.data.model_dump(mode="json"),
         "results": results,
     }
-    # Into the run only: a received run's attacks/ or plots/ may be a symlink out of it.
-    folder = store.safe_folder(run.path, store.ATTACKS)
-    written = _write_new_json(folder, f"{created.strftime(store.TIMESTAMP)}-{method}", result)
-    from dlrun.report.plots import adversarial_plot
+    written: list[str] = []
+    with store.saving(result, run.path):
+        if save:
+            # Into the run only: a received run's attacks/ or plots/ may be a symlink out of it.
+            folder = store.safe_folder(run.path, store.ATTACKS)
+            stem = f"{created.strftime(store.TIMESTAMP)}-{method}"
+            written.append(str(store.write_new_json(folder, stem, result)))
+            from dlrun.report.plots import adversarial_plot
 
-    plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
-    adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, names=names, path=plot)
-    result["written"] = [str(written), str(plot)]
+            plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
+            adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, names=names, path=plot)
+            written.append(str(plot))
+    result["written"] = written
     return result
 
 

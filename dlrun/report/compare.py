@@ -401,6 +401,21 @@ def _plain_columns(comparison: Comparison) -> tuple[list[str], list[dict[str, An
     return columns, rows
 
 
+# A csv cell starting with one of these is a formula to a spreadsheet (CSV injection): OWASP's
+# advice is to quote such cells with a leading apostrophe. Numbers are written as numbers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# compare --plot draws at most this many validation curves: a history.csv of 400 val_ columns
+# would draw a 220000-pixel-wide figure for minutes.
+MAX_PANELS = 8
+
+
+def no_formula(value):
+    """A string cell that a spreadsheet would run as a formula, quoted with a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def render_comparison(comparison: Comparison, fmt: str) -> str:
     """csv and json with full dotted names and raw values (a group's results as C_mean and
     C_std); markdown as the table shows it."""
@@ -413,10 +428,13 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
 
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([clean(c, newlines=False) for c in comparison.columns])
+        writer.writerow([no_formula(clean(c, newlines=False)) for c in comparison.columns])
         for row in comparison.rows:
             writer.writerow(
-                ["" if row.get(c) is None else clean_value(row[c]) for c in comparison.columns]
+                [
+                    "" if row.get(c) is None else no_formula(clean_value(row[c]))
+                    for c in comparison.columns
+                ]
             )
         return out.getvalue()
     if fmt == "json":
@@ -508,6 +526,9 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         raise RunError("--plot: none of the runs shown has a history.csv")
     columns = sorted({c for rows in histories.values() for c in rows[0] if c.startswith("val_")})
     columns = columns or ["loss"]
+    if len(columns) > MAX_PANELS:  # val_loss first, then the others by name
+        first = [c for c in columns if c == "val_loss"]
+        columns = (first + [c for c in columns if c != "val_loss"])[:MAX_PANELS]
     names = comparison.short_names()
     shown = [run for run in runs if run.name in histories]
     by_run = {row["run"]: row for row in comparison.rows}
@@ -598,6 +619,9 @@ def group_curves(comparison: Comparison, path):
             if c.startswith("val_")
         }
     ) or ["loss"]
+    if len(columns) > MAX_PANELS:  # val_loss first, then the others by name
+        first = [c for c in columns if c == "val_loss"]
+        columns = (first + [c for c in columns if c != "val_loss"])[:MAX_PANELS]
     names = comparison.short_names()
     keys = [k for k in comparison.differing if k in comparison.config_keys]
     plt = pyplot()

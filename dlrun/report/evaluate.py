@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ def evaluate(
     checkpoint: str = "best",
     overrides: list[str] | tuple[str, ...] = (),
     unsafe_load: bool = False,
+    save: bool = True,
 ) -> dict:
     """Evaluate a run's checkpoint on its test split (or on data given by `data.*` overrides).
 
@@ -31,7 +31,6 @@ def evaluate(
     another.
     """
     from dlrun.backend import use
-    from dlrun.data.arrays import load_data
     from dlrun.data.feed import evaluation_input
 
     run = store.open_run(run_path)
@@ -39,7 +38,7 @@ def evaluate(
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
-    data = load_data(spec)
+    data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
     if isinstance(trained_on, list):
         check_shape(tuple(trained_on), data.input_shape, run.path)
@@ -62,49 +61,78 @@ def evaluate(
         "data": spec.data.model_dump(mode="json"),
         "task": data.task,
         "samples": int(len(data.x_test)),
+        "scored": scored,
         "scores": {key: float(value) for key, value in scores.items()},
     }
-    # Into the run only: a received run's evaluations/ may be a symlink out of it.
-    out = _claim(store.safe_folder(run.path, store.EVALUATIONS), created, checkpoint, spec.data)
     if data.task == "regression":
-        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
         result.update(regression_report(data.y_test, outputs))
-        store.write_json(out, result)
-        from dlrun.report.plots import predicted_plot
-
-        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
     else:
-        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
         labels = [str(label) for label in range(data.num_classes)]
         names = [clean(name, newlines=False) for name in data.class_names or labels]
         result.update(classification_result(data.y_test, outputs, names))
-        store.write_json(out, result)
+    written: list[str] = []
+    if save:
+        with store.saving(result, run.path):
+            _save(result, written, run.path, created, checkpoint, spec.data, data, outputs)
+    result["written"] = written
+    return result
+
+
+def _save(
+    result: dict, written: list, run_dir: Path, created, checkpoint, spec_data, data, outputs
+) -> None:
+    """evaluations/<time>-<checkpoint>-<data>.json and its plot, each written whole, so that a
+    kill or a full disk leaves no empty or half file."""
+    # Into the run only: a received run's evaluations/ may be a symlink out of it.
+    folder = store.safe_folder(run_dir, store.EVALUATIONS)
+    stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(spec_data)}"
+    out = store.write_new_json(folder, stem, result)
+    written.append(str(out))
+    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
+        from dlrun.report.plots import reconstruction_plot
+
+        plot = out.with_name(f"{out.stem}-reconstructions.png")
+        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
+    elif data.task == "regression":
+        from dlrun.report.plots import predicted_plot
+
+        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
+        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
+    else:
         from dlrun.report.plots import confusion_plot
 
+        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
         # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
-        shown = [name.replace("$", r"\$") for name in names]
+        shown = [name.replace("$", r"\$") for name in result["classes"]]
         confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
-    result["written"] = [str(out), str(plot)]
-    return result
+    written.append(str(plot))
+
+
+def _scored_data(run, spec) -> tuple:
+    """The data to score and what it is: the run's test split, or, for another image folder
+    than the run's, all of it (its test/ where it has one), in the run's class order."""
+    from dlrun.data.arrays import load_data
+
+    def folders(data) -> tuple:  # one folder however it is spelt (relative, with ./, ...)
+        return tuple(Path(path).resolve() if path else None for path in (data.path, data.test_path))
+
+    own = load_spec(store.config_of(run.path)).data
+    if spec.data.dataset != "directory" or folders(spec.data) == folders(own):
+        encoding = run.meta.get("data_encoding")
+        return load_data(spec, encoding if isinstance(encoding, dict) else None), "the test split"
+    from dlrun.data.images import load_scored_folder
+
+    classes = run.meta.get("class_names")
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise RunError(f"{run.path}: meta.json has no class names to label another folder by")
+    data, scored = load_scored_folder(spec, classes)
+    return data, f"every image in {scored}"
 
 
 def data_tag(data) -> str:
     """The data an evaluation scored, in a file name: the dataset, and the file for npz/csv."""
     tag = data.dataset + (f"-{Path(data.path).stem}" if getattr(data, "path", None) else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)[:60]
-
-
-def _claim(folder: Path, created: datetime, checkpoint: str, data) -> Path:
-    """A new evaluations/<time>-<checkpoint>-<data>.json, taken atomically (-2... on a clash)."""
-    stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(data)}"
-    for attempt in range(1, 1000):
-        path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-            return path
-        except FileExistsError:
-            continue
-    raise RunError(f"{folder}: could not find a free file name for {stem}")
 
 
 def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -> None:
@@ -135,11 +163,11 @@ def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[s
 
 
 def regression_report(y_test: np.ndarray, outputs: np.ndarray) -> dict:
-    """MAE, RMSE and R² by scikit-learn, over every target."""
+    """MAE, RMSE and R² by scikit-learn over every value of every target (for an image
+    target: every pixel), so a constant pixel cannot make R² meaningless."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    truth = y_test.reshape(len(y_test), -1)
-    predicted = outputs.reshape(len(outputs), -1)
+    truth, predicted = np.ravel(y_test), np.ravel(outputs)
     values = {
         "mae": float(mean_absolute_error(truth, predicted)),
         "rmse": float(np.sqrt(mean_squared_error(truth, predicted))),

@@ -8,12 +8,14 @@ the class names). With a classifier, scikit-learn fits it on them and scores the
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
 
 from dlrun import store
-from dlrun.errors import SpecError
+from dlrun.errors import RunError, SpecError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import true_classes
 from dlrun.spec.loading import load_spec
@@ -75,15 +77,38 @@ def extract(
         raise SpecError(f"--out {out}: expected a file name ending in .npz")
     if not out.parent.is_dir():
         raise SpecError(f"--out {out}: no such folder {out.parent}")
+    if os.path.lexists(out) and not out.is_file():
+        raise SpecError(f"--out {out}: exists and is not a file; give a new .npz file name")
     run = store.open_run(run_path)
     check_reading_overrides("features", overrides, ("data.",))
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides)
-    model = truncated(load_model(model_path), layer)
-
+    if classifier and spec.task == "regression":
+        raise SpecError(
+            f"--classifier {classifier}: {run.name} is a regression run; a classifier needs "
+            "classes (leave --classifier out to write the features only)"
+        )
     from dlrun.data.arrays import load_data
+    from dlrun.model.builder import build_model
 
     data = load_data(spec)
+    # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
+    params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
+    model = truncated(load_model(model_path, params=params), layer)
+    # The destination is taken before the extraction: an unwritable --out fails now.
+    destination = contextlib.ExitStack()
+    try:
+        tmp = destination.enter_context(store.atomic_path(out))
+    except OSError as exc:
+        raise SpecError(f"--out {out}: cannot be written ({exc.strerror})") from None
+    try:
+        with destination:
+            return _extract(spec, data, model, out, tmp, classifier)
+    except OSError as exc:  # a disk that filled while the features were written
+        raise RunError(f"--out {out}: could not be written ({exc.strerror})") from None
+
+
+def _extract(spec, data, model, out: Path, tmp: Path, classifier: str | None) -> dict:
     batch = spec.training.batch_size
     # The validation split joins the training one: every labelled sample the run had.
     x, y = data.x_train, data.y_train
@@ -93,16 +118,15 @@ def extract(
     x_test = _activations(model, data.x_test, data.y_test, batch, data.source)
     y_train, y_test = true_classes(y), true_classes(data.y_test)
     names = data.class_names or [str(n) for n in range(data.num_classes)]
-    with store.atomic_path(out) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                x_train=x_train,
-                y_train=y_train,
-                x_test=x_test,
-                y_test=y_test,
-                class_names=np.array(names),
-            )
+    with open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            x_train=x_train,
+            y_train=y_train,
+            x_test=x_test,
+            y_test=y_test,
+            class_names=np.array(names),
+        )
     result = {"out": str(out), "shape": list(x_train.shape[1:]), "train": len(x_train)}
     result["test"] = len(x_test)
     if classifier:

@@ -197,6 +197,13 @@ def _best_mean_score(path: Path) -> float | None:
     return None
 
 
+def _refit_status(refit: Path) -> str | None:
+    """The status of a sweep's refit run, None when it has not started."""
+    if refit.is_symlink() or not os.path.lexists(refit / store.META):
+        return None
+    return str(store.Run(refit, _read_meta(refit, []) or {}).status)
+
+
 def sweep_row(item: Found) -> dict[str, str]:
     """One row for a whole sweep: how many fits, their state, the best mean score, the refit."""
     trials = item.path / SWEEP_TRIALS
@@ -209,7 +216,10 @@ def sweep_row(item: Found) -> dict[str, str]:
                 meta = _read_meta(Path(child.path), [])
                 statuses.append(store.Run(Path(child.path), meta or {}).status)
     finished = (item.path / SWEEP_RESULTS).is_file()
-    if finished:
+    refit_status = _refit_status(item.path / SWEEP_REFIT)
+    if finished and refit_status not in (None, store.COMPLETED):
+        status = f"{refit_status} (refit)"  # stopped after the fits: not completed
+    elif finished:
         status = store.COMPLETED
     elif store.RUNNING in statuses:
         status = store.RUNNING

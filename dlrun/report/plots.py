@@ -71,6 +71,27 @@ def predicted_plot(truth: np.ndarray, predicted: np.ndarray, path: Path) -> None
     _save(figure, path)
 
 
+def reconstruction_plot(
+    inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray, path: Path, count: int = 6
+) -> None:
+    """Image-shaped targets (an autoencoder, denoising): a few inputs, targets and outputs,
+    one column each, side by side."""
+    plt = pyplot()
+    count = min(count, len(targets))
+    figure, axes = plt.subplots(count, 3, figsize=(6, 2 * count), squeeze=False)
+    for row in range(count):
+        for column, (title, images) in enumerate(
+            (("input", inputs), ("target", targets), ("output", outputs))
+        ):
+            axis = axes[row][column]
+            axis.imshow(_as_image(np.asarray(images[row])), cmap="gray")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title)
+    _save(figure, path)
+
+
 def _as_image(sample: np.ndarray) -> np.ndarray:
     """One input as something imshow can draw: (H, W), (H, W, 3), or a square from a vector."""
     if sample.ndim == 3 and sample.shape[-1] == 1:

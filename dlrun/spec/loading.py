@@ -112,6 +112,15 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         elif spec.model.base.trainable:
             message = "finetune needs model.base.trainable: false (the base already trains)"
             problems.append(spec.error(("training", "finetune"), message))
+    if spec.training.class_weight is not None and spec.task == "regression":
+        message = "class weights are for classes; this run is a regression (remove class_weight)"
+        problems.append(spec.error(("training", "class_weight"), message))
+    if spec.data.targets == "inputs" and spec.task != "regression":
+        message = (
+            "inputs as targets (an autoencoder) is a regression of x on itself: use a "
+            "regression loss (mse, mae, ...) or data.task: regression"
+        )
+        problems.append(spec.error(("data", "targets"), message))
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
@@ -146,7 +155,10 @@ def load_raw(
         if not isinstance(raw, dict):
             break
         apply_override(raw, assignment)
-        key = tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].split("."))
+        key = tuple(
+            int(p) if p.isascii() and p.isdigit() else p
+            for p in assignment.partition("=")[0].split(".")
+        )
         lines[key] = OVERRIDDEN
     return raw, lines
 

@@ -9,6 +9,8 @@ import re
 from typing import Any
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# A run folder is NAME-YYYYMMDD-HHMMSS[-N]: within the 255 bytes a file name may have.
+NAME_MAX = 200
 
 
 def snake_case(name: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from dlrun.errors import SpecError
+from dlrun.spec import safeyaml
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -14,8 +15,8 @@ def apply_override(raw: dict, assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise SpecError(f"--set {assignment}: expected KEY=VALUE, e.g. training.epochs=3")
-    try:
-        value = yaml.safe_load(text) if text else None
+    try:  # with the alias budget of spec files: a value can be a billion laughs too
+        value = safeyaml.load(text, f"--set {key}") if text else None
     except yaml.YAMLError:
         raise SpecError(f"--set {assignment}: the value is not valid YAML") from None
     parts = key.split(".")
@@ -23,7 +24,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
+            if not _index(part) or int(part) >= len(node):
                 raise SpecError(
                     f"--set {key}: {'.'.join(parts[:depth]) or 'spec'} has {len(node)} items "
                     f"(0-{len(node) - 1}); got index {part!r}"
@@ -47,6 +48,11 @@ def apply_override(raw: dict, assignment: str) -> None:
         else:
             parent = ".".join(parts[:depth])
             raise SpecError(f"--set {key}: {parent} is not a mapping or a list")
+
+
+def _index(part: str) -> bool:
+    """An index into a list: ASCII digits only ('²' and '٣' are digits to str.isdigit)."""
+    return part.isascii() and part.isdigit()
 
 
 def check_reading_overrides(

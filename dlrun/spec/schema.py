@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from dlrun.errors import SpecError
-from dlrun.spec.names import NAME_PATTERN, entry_name
+from dlrun.spec.names import NAME_MAX, NAME_PATTERN, entry_name
 from dlrun.spec.problems import OVERRIDDEN, Loc, format_problem  # noqa: F401
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -33,7 +33,15 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
 # not straddle (data.check_steps_per_execution).
 STEPS_PER_EXECUTION_GPU = 8
+# Keras' augmentation layers that blend two samples and their labels: inside a model they would
+# blend the images and keep the first image's label.
+LABEL_MIXING_LAYERS = ("MixUp", "CutMix")
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
+
+# Bounds far beyond any real run, so that 2**63 is refused here and not by Keras after a run
+# folder exists.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 2**31 - 1
 
 
 class _Section(BaseModel):
@@ -55,6 +63,8 @@ class DataSpec(_Section):
         "directory",
     ] = "mnist"
     path: str | None = Field(None, validate_default=True)  # the file (npz, csv) or folder
+    # directory only: a folder of class folders to test on instead of a test_split share
+    test_path: str | None = None
     label_column: str = "label"  # csv only
     flatten: bool = False  # true: images -> vectors for dense nets; false: keep (H, W, C)
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
@@ -70,6 +80,23 @@ class DataSpec(_Section):
     cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
     classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
     limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
+    # A 3-D array (samples, a, b) gets a channel axis only when it is images: auto adds one
+    # for Keras' and the offline image sets and uint8 npz pixels, and keeps float arrays as
+    # sequences (samples, steps, features); add: always; none: never.
+    channels: Literal["auto", "add", "none"] = "auto"
+    # csv only: a second csv with the same columns, the run's validation data
+    validation_path: str | None = None
+    # csv only: text columns one-hot encoded (categories from the training split)
+    categorical: list[str] | None = Field(None, min_length=1)
+    # labels: learn the label column (or y); inputs: reproduce x itself (an autoencoder)
+    targets: Literal["labels", "inputs"] = "labels"
+
+    @model_validator(mode="after")
+    def _csv_only(self) -> DataSpec:
+        for key in ("validation_path", "categorical"):
+            if getattr(self, key) is not None and self.dataset != "csv":
+                raise ValueError(f"{key} is only used with dataset csv, not '{self.dataset}'")
+        return self
 
     @field_validator("path")
     @classmethod
@@ -84,6 +111,13 @@ class DataSpec(_Section):
             raise ValueError(
                 f"path is only used with dataset npz, csv or directory, not '{dataset}'"
             )
+        return path
+
+    @field_validator("test_path")
+    @classmethod
+    def _test_folder(cls, path: str | None, info) -> str | None:
+        if path is not None and info.data.get("dataset") not in FOLDER_DATASETS:
+            raise ValueError("test_path is only used with dataset directory (a test folder)")
         return path
 
     @field_validator("image_size", mode="before")
@@ -122,32 +156,113 @@ class FoldSpec(_Section):
         return self
 
 
+# Keys of a model.layers entry that wire the graph; every other key goes to the Keras layer.
+GRAPH_KEYS = ("inputs", "block", "repeat", "with")
+
+
 class LayerSpec(BaseModel):
-    """One `keras.layers` class by name; every other key is passed to it as a keyword."""
+    """One `keras.layers` class by name; every other key is passed to it as a keyword.
+
+    Graph keys: `inputs` (a name, a list of names, or {keyword: name}; default: the previous
+    entry's output), `name` (makes the output referable), or instead of `type` a `block` from
+    model.blocks with `repeat` and `with` (its params).
+    """
 
     model_config = ConfigDict(strict=True, extra="allow")
-    type: str
+    type: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _bare_name(cls, value: Any) -> Any:
         if isinstance(value, str):  # `- Flatten` is `- {type: Flatten}`
             return {"type": value}
-        if isinstance(value, dict) and "type" not in value:
+        if isinstance(value, dict) and "type" not in value and "block" not in value:
             raise ValueError("a layer needs a type, e.g. {type: Dense, units: 10}")
+        if isinstance(value, dict) and value.get("type") is None and "block" in value:
+            value = {k: v for k, v in value.items() if k != "type"}  # config.yaml's type: null
+        if isinstance(value, dict) and "type" in value and "block" in value:
+            raise ValueError("give a layer type or a block, not both")
         return value
 
     @field_validator("type")
     @classmethod
-    def _known_shape(cls, name: str) -> str:
+    def _known_shape(cls, name: str | None) -> str | None:
+        if name is None:
+            return name
         if name in REFUSED_LAYERS:
             raise ValueError(f"{name} layers run code from the file and are refused")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"expected a keras.layers class name such as Dense, got {name!r}")
         return name
 
+    @model_validator(mode="after")
+    def _graph_keys(self) -> LayerSpec:
+        extra = self.model_extra or {}
+        inputs = extra.get("inputs")
+        if inputs is not None and not _is_reference(inputs):
+            raise ValueError(
+                "inputs: expected a name, a list of names or a mapping of keyword to name, "
+                f"got {inputs!r}"
+            )
+        name = extra.get("name")
+        if name is not None and not (isinstance(name, str) and name and name != "in"):
+            raise ValueError(f"name: expected a name other than 'in', got {name!r}")
+        if self.type is not None:
+            for key in ("repeat", "with"):
+                if key in extra:
+                    raise ValueError(f"{key} goes with a block, not with a layer type")
+        else:
+            block = extra.get("block")
+            if not isinstance(block, str):
+                raise ValueError(f"block: expected the name of a block, got {block!r}")
+            repeat = extra.get("repeat", 1)
+            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+                raise ValueError(f"repeat: expected a whole number >= 1, got {repeat!r}")
+            if not isinstance(extra.get("with", {}), dict):
+                raise ValueError("with: expected a mapping of param to value")
+            unknown = set(extra) - {"block", "repeat", "with", "name", "inputs"}
+            if unknown:
+                raise ValueError(
+                    f"a block entry takes block, repeat, with, name and inputs; "
+                    f"got {', '.join(sorted(unknown))}"
+                )
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        """Wires a graph: refers to inputs or is a block."""
+        extra = self.model_extra or {}
+        return self.type is None or "inputs" in extra
+
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        """The Keras layer's arguments: everything but the graph keys."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in GRAPH_KEYS}
+
+
+def _is_reference(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, str) and v for v in value)
+    if isinstance(value, dict):
+        return bool(value) and all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+        )
+    return False
+
+
+class InputSpec(_Section):
+    """One named input of a graph."""
+
+    shape: list[int | None] = Field(min_length=1)  # without the batch axis
+
+
+class BlockSpec(_Section):
+    """A reusable sub-graph: `$param` in its layers is replaced by `with:` or these defaults;
+    `in` is the block's input."""
+
+    params: dict[str, Any] = {}
+    layers: list[LayerSpec] = Field(min_length=1)
 
 
 class BaseSpec(_Section):
@@ -180,8 +295,37 @@ class BaseSpec(_Section):
 
 
 class ModelSpec(_Section):
+    # Layers on the input before everything else, the base included: augmentation such as
+    # RandomFlip or RandAugment, which Keras runs in training only, so evaluate, features and
+    # attack see the inputs as they are.
+    augment: list[LayerSpec] = []
     base: BaseSpec | None = None  # a trained network below the layers, which become its head
+    # The graph's input, named; default: one input shaped like the data, named `input`
+    inputs: dict[str, InputSpec] | None = None
+    blocks: dict[str, BlockSpec] = {}  # reusable sub-graphs, used as {block: NAME}
     layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
+    outputs: list[str] | str | None = None  # default: the last entry's output
+
+    @property
+    def is_graph(self) -> bool:
+        """Anything beyond a plain stack: built with Keras' functional API."""
+        return (
+            self.inputs is not None
+            or bool(self.blocks)
+            or self.outputs is not None
+            or any(entry.is_graph for entry in self.layers)
+        )
+
+    @field_validator("augment")
+    @classmethod
+    def _images_only(cls, layers: list[LayerSpec]) -> list[LayerSpec]:
+        for layer in layers:
+            if layer.type in LABEL_MIXING_LAYERS:
+                raise ValueError(
+                    f"{layer.type} mixes the labels as well as the images, and a layer of the "
+                    "model sees only the images; remove it (dlrun has no label mixing yet)"
+                )
+        return layers
 
 
 def _named(value: Any) -> Any:
@@ -252,7 +396,7 @@ class AdversarialSpec(_Section):
 class FinetuneSpec(_Section):
     """A second stage once the head has trained: unfreeze the base, recompile, train on."""
 
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
     unfreeze: Literal["all"] | int = "all"  # or how many of the base's top layers
     learning_rate: float = Field(1e-5, gt=0)  # small: large steps wreck the pretrained weights
 
@@ -264,10 +408,60 @@ class FinetuneSpec(_Section):
         return unfreeze
 
 
+# Callbacks dlrun runs itself, and those that would run code named in the file.
+OWNED_CALLBACKS = {
+    "ModelCheckpoint": "training.checkpoint (best.keras and last.keras are always saved)",
+    "EarlyStopping": "training.early_stopping",
+    "TensorBoard": "training.tensorboard",
+    "BackupAndRestore": "dlrun train --resume RUN (every run can be resumed)",
+    "CSVLogger": "history.csv, which every run writes",
+    "ProgbarLogger": "dlrun's own progress bar",
+    "History": "history.csv, which every run writes",
+}
+CODE_CALLBACKS = {
+    "LambdaCallback": "it runs code from the file",
+    "LearningRateScheduler": "it takes a function; give compile.optimizer.learning_rate a "
+    "schedule instead, e.g. {type: ExponentialDecay, initial_learning_rate: 0.01, "
+    "decay_steps: 1000, decay_rate: 0.9}",
+}
+
+
+class CallbackSpec(BaseModel):
+    """One keras.callbacks class by name; every other key is passed to it as a keyword."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `- TerminateOnNaN` is `- {type: TerminateOnNaN}`
+            return {"type": value}
+        if isinstance(value, dict) and "type" not in value:
+            raise ValueError("a callback needs a type, e.g. {type: ReduceLROnPlateau}")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _allowed(cls, name: str) -> str:
+        if name in OWNED_CALLBACKS:
+            raise ValueError(f"{name} is dlrun's own: use {OWNED_CALLBACKS[name]}")
+        if name in CODE_CALLBACKS:
+            raise ValueError(f"{name} is refused: {CODE_CALLBACKS[name]}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"expected a keras.callbacks class name, got {name!r}")
+        return name
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class TrainingSpec(_Section):
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(12, ge=1)
-    validation_split: float = Field(0.1, ge=0, lt=1)  # the last part of the training split
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    epochs: int = Field(12, ge=1, le=MAX_EPOCHS)
+    # The last part of the training split. Unset: 0.1, or none when the data brings its own
+    # validation set (npz x_val/y_val, data.validation_path, an image folder's val/).
+    validation_split: float | None = Field(None, ge=0, lt=1)
     shuffle: bool = True
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint: CheckpointSpec = CheckpointSpec()
@@ -278,10 +472,15 @@ class TrainingSpec(_Section):
     distribute: Literal["data_parallel"] | None = None  # one model over every local device
     adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
+    # Keras callbacks by name, run before dlrun records each epoch, their state kept on resume
+    callbacks: list[CallbackSpec] = []
+    # balanced (scikit-learn's, on the training split) or {class name: weight}; classification
+    class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
 
 
 class Spec(_Section):
-    name: str = Field("run", pattern=NAME_PATTERN)  # run folder prefix
+    # run folder prefix; its folder adds -YYYYMMDD-HHMMSS[-N] and must fit in 255 bytes
+    name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
     backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec
@@ -294,7 +493,15 @@ class Spec(_Section):
 
     @property
     def has_validation(self) -> bool:
-        return self.data.cv is not None or self.training.validation_split > 0
+        """Whether the run can have validation data (what the data holds is known later)."""
+        split = self.training.validation_split
+        return (
+            self.data.cv is not None
+            or split is None
+            or split > 0
+            or self.data.validation_path is not None
+            or self.data.dataset in ("npz", "directory")  # x_val in the file, a val/ folder
+        )
 
     @property
     def task(self) -> str:

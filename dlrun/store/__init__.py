@@ -22,14 +22,17 @@ from dlrun.store.files import (  # noqa: F401
     read_text,
     safe_file,
     safe_folder,
+    saving,
     within,
     write_json,
+    write_new_json,
     write_text,
 )
 from dlrun.store.folder import (  # noqa: F401
     RunFolder,
     create_run_dir,
     remove_partial_files,
+    remove_unstarted,
 )
 from dlrun.store.layout import (  # noqa: F401
     ADVERSARIAL_PLOT,
@@ -43,6 +46,7 @@ from dlrun.store.layout import (  # noqa: F401
     DIVERGED,
     EVALUATIONS,
     FAILED,
+    GRAPH,
     HISTORY,
     HISTORY_PLOT,
     INTERRUPTED,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dlrun.errors import RunError
+from dlrun.errors import RunError, UsageError
 
 
 def exposed(host: str) -> bool:
@@ -15,9 +15,29 @@ def exposed(host: str) -> bool:
     return host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127.")
 
 
+def check_port(port: int, host: str) -> None:
+    """The port is a port, and free on host: TensorBoard would otherwise say it started and
+    then exit, or another server would answer at the address printed."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port: expected a number from 1 to 65535, got {port}")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"--port {port}: cannot listen on {host}:{port} ({reason}); another server may own "
+            "it: choose another with --port"
+        ) from None
+
+
 def command(runs_dir: Path, port: int, host: str) -> list[str]:
     if not runs_dir.is_dir():
         raise RunError(f"{runs_dir}: no such runs folder")
+    check_port(port, host)
     return [
         sys.executable,
         "-m",

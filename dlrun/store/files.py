@@ -58,12 +58,51 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, default=jsonable) + "\n")
 
 
+def write_new_json(folder: Path, stem: str, data: dict) -> Path:
+    """folder/stem.json, or stem-2.json, ...: written whole, never over another file.
+
+    The complete file is linked into place: os.link fails if the name is taken, even by a
+    second evaluation or attack in the same second, and a reader never sees half a file.
+    """
+    text = json.dumps(data, indent=2, default=jsonable) + "\n"
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp.json", dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600
+        for attempt in range(1, 10_000):
+            path = folder / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            return path
+    finally:
+        tmp.unlink(missing_ok=True)
+    raise RunError(f"{folder}: no free file name for {stem}")
+
+
 def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+@contextlib.contextmanager
+def saving(result: dict, run_dir: Path) -> Iterator[None]:
+    """Writing what a command computed into a run that may not take it (a read-only file
+    system, a colleague's folder, a full disk): the failure goes to result["not_saved"], so the
+    command prints its results first and then one line saying what was not saved."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or run_dir
+        result["not_saved"] = f"{where}: {exc.strerror or type(exc).__name__}"
+    except RunError as exc:
+        result["not_saved"] = str(exc)
 
 
 def read_bytes(path: Path, limit: int = MAX_READ_BYTES) -> bytes:

@@ -12,7 +12,16 @@ from typing import Any
 from dlrun.errors import RunError, SpecError
 from dlrun.store import files
 from dlrun.store.files import history_text, inside, jsonable
-from dlrun.store.layout import HISTORY, META, TIMESTAMP, Status, check_name, check_runs_root
+from dlrun.store.layout import (
+    CONFIG,
+    HISTORY,
+    LOCK,
+    META,
+    TIMESTAMP,
+    Status,
+    check_name,
+    check_runs_root,
+)
 from dlrun.store.lock import take_lock
 from dlrun.store.reading import Run, open_run
 
@@ -22,6 +31,34 @@ def remove_partial_files(run_dir: Path) -> None:
     for path in run_dir.rglob(".*.tmp*"):
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+# What a run folder holds before its first meta.json: all a killed start can have left.
+UNSTARTED = {LOCK, CONFIG}
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder this process is about to make again (a sweep's trial or refit
+    killed early, or a refit that did not complete): only what dlrun made, never through a
+    symlink, never a folder holding other files and no meta.json."""
+    if run_dir.is_symlink() or (os.path.lexists(run_dir) and not run_dir.is_dir()):
+        raise RunError(f"{run_dir}: is a symlink or not a folder; refusing to delete or use it")
+    if not run_dir.exists():
+        return
+    if not os.path.lexists(run_dir / META):
+        others = [
+            entry.name
+            for entry in os.scandir(run_dir)
+            if entry.name not in UNSTARTED and ".tmp" not in entry.name
+        ]
+        if others:
+            raise RunError(
+                f"{run_dir}: has no {META} but holds {', '.join(sorted(others)[:5])}; not a run "
+                "dlrun started, so it is not deleted: move it away and resume again"
+            )
+    import shutil
+
+    shutil.rmtree(run_dir)
 
 
 # --- creating runs ----------------------------------------------------------------------------
@@ -137,20 +174,30 @@ class RunFolder:
         """history.csv with every row so far (before the epoch's checkpoints)."""
         self.write_text(HISTORY, history_text(rows))
 
-    def epoch_done(self, epochs_done: int, steps_done: int, steps_per_epoch: int) -> None:
+    def epoch_done(
+        self, epochs_done: int, steps_done: int, steps_per_epoch: int, **more: Any
+    ) -> None:
         """The epoch's checkpoints are saved: meta.json counts it, whatever happens next, with
-        the optimizer's step count they hold and the steps the epoch took."""
-        self.update(epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch)
+        the optimizer's step count they hold and the steps the epoch took (and `more` that
+        belongs to the same epoch: the spec's callbacks' state)."""
+        self.update(
+            epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch, **more
+        )
 
-    def finish(self, status: Status, message: str | None, **changes: Any) -> None:
-        """The final meta.json. On a full disk the atomic write (which needs a second copy)
-        can fail; then the file is overwritten in place, which needs no new blocks."""
+    def finish(self, status: Status, message: str | None, **changes: Any) -> str | None:
+        """The final meta.json, never written in place: a write that fails (a full disk, a file
+        size limit) leaves the previous, valid meta.json. When the full record cannot be written
+        a compact one without the traceback is tried; returns why neither could be (else None).
+        """
         self.meta.update(status=Status(status).value, message=message, **changes)
         try:
             self.save_meta()
+            return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        compact = {key: value for key, value in self.meta.items() if key != "traceback"}
+        try:
+            files.write_text(self.path / META, json.dumps(compact, default=jsonable) + "\n")
+            return None
         except OSError:
-            text = json.dumps(self.meta, indent=2, default=jsonable) + "\n"
-            fd = os.open(self.path / META, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "w") as file:
-                file.write(text)
-                file.truncate()
+            return reason

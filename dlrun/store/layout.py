@@ -16,6 +16,7 @@ from dlrun.errors import SpecError
 CONFIG = "config.yaml"
 META = "meta.json"
 SUMMARY = "summary.txt"
+GRAPH = "graph.txt"  # a graph model, one layer a line with what it reads
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
@@ -86,6 +87,11 @@ def check_runs_root(root: Path) -> Path:
     existing = root
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
+    for folder in (existing, *existing.absolute().parents):
+        if os.path.lexists(folder / META):  # a run inside a run is never listed
+            raise SpecError(
+                f"--runs-dir {root}: is inside the run {folder}; give a folder outside any run"
+            )
     if not existing.is_dir():
         where = "" if existing == root else f" ({existing} is not a folder)"
         raise SpecError(f"--runs-dir {root}: not a folder{where}; give a folder for the runs")
@@ -99,8 +105,13 @@ def check_runs_root(root: Path) -> Path:
 
 def check_name(name: str) -> str:
     """A run name is one folder name: no separators, no '..', no control characters."""
-    from dlrun.spec.names import NAME_PATTERN  # no pydantic: reading runs stays light
+    from dlrun.spec.names import NAME_MAX, NAME_PATTERN  # no pydantic: reading stays light
 
+    if len(name) > NAME_MAX:
+        raise SpecError(
+            f"run name {name[:40]}... is {len(name)} characters; at most {NAME_MAX} "
+            "(a folder name adds a timestamp and must fit in 255 bytes)"
+        )
     if not re.fullmatch(NAME_PATTERN, name) or ".." in name:
         raise SpecError(
             f"run name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "

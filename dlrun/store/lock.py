@@ -18,7 +18,7 @@ from dlrun.store.layout import LOCK
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM held back while a run's records are made to agree (history,
+    """Ctrl-C, SIGTERM and SIGHUP held back while a run's records are made to agree (history,
     checkpoints, meta.json), then delivered to the handler they would have reached.
 
     An interrupt inside Keras' model.save can surface as another exception type (and the run
@@ -30,7 +30,7 @@ def signals_held() -> Iterator[None]:
         return
     held: list[int] = []
     previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         handler = signal.getsignal(signum)
         if callable(handler):
             previous[signum] = handler

@@ -98,6 +98,8 @@ def _run_fit(
 
         callbacks = (Pruning(verdicts.waiter(run_dir)),)
     try:
+        if run_dir.is_symlink():  # a received sweep's trial pointing elsewhere: never followed
+            raise RunError(f"{run_dir}: is a symlink; refusing to train out of the sweep")
         if (run_dir / store.META).exists():
             status = store.open_run(run_dir).status
             if status in (store.COMPLETED, store.PRUNED):
@@ -119,10 +121,7 @@ def _run_fit(
             else:
                 return status, store.read_history(run_dir), "left as it was"
         else:
-            if run_dir.exists():  # made, but killed before its meta.json: start it again
-                import shutil
-
-                shutil.rmtree(run_dir)
+            store.remove_unstarted(run_dir)  # made, but killed before its meta.json: again
             spec = validate_spec(yaml.safe_load(spec_yaml), folder)
             outcome = runner.train(
                 spec,
@@ -182,8 +181,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     and recorded as interrupted, and SweepStopped is raised (nothing of the results is
     written).
     """
-    trials = sweep_dir / TRIALS
-    trials.mkdir(parents=True, exist_ok=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    trials = store.safe_folder(sweep_dir, TRIALS)  # never a symlinked trials/ out of the sweep
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
     plan = plan_for(sweep, sweep_dir, outcomes)
     pruning = sweep.spec.prune is not None

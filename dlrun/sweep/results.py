@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dlrun import store
+from dlrun.errors import RunError
 from dlrun.model.metrics import higher_is_better
 from dlrun.spec.loading import validate
 from dlrun.sweep.plan import Setting, Sweep
@@ -133,12 +134,11 @@ def refit(best_raw: dict, sweep_dir: Path, console) -> dict:
     raw["training"]["checkpoint"] = {"monitor": "loss", "mode": "min"}
     spec = validate(raw, BEST_SPEC)
     run_dir = sweep_dir / REFIT
+    if run_dir.is_symlink():  # another run's scores must not pass as this sweep's refit
+        raise RunError(f"{run_dir}: is a symlink; refusing to read or write out of the sweep")
     if (run_dir / store.META).exists() and store.open_run(run_dir).status == store.COMPLETED:
         return store.open_run(run_dir).metrics.get("test", {})
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
+    store.remove_unstarted(run_dir)  # a refit that did not complete starts again
     quiet = Console(quiet=True)
     outcome = runner.train(spec, sweep_dir, quiet, ["dlrun", "sweep", "refit"], (), REFIT)
     return outcome.metrics.get("test", {})

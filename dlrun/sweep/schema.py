@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dlrun.spec.names import NAME_PATTERN
+from dlrun.spec.names import NAME_MAX, NAME_PATTERN
 
 SWEEP_FILE, BASE_FILE = "sweep.yaml", "base.yaml"
 RESULTS, BEST_SPEC, TRIALS, REFIT = "cv_results.csv", "best.yaml", "trials", "refit"
@@ -70,7 +70,7 @@ class ResourcesSpec(_Strict):
 
 class SweepSpec(_Strict):
     base: str  # a spec file, relative to the sweep file
-    name: str = Field("sweep", pattern=NAME_PATTERN)
+    name: str = Field("sweep", pattern=NAME_PATTERN, max_length=NAME_MAX)
     grid: dict[str, list] | None = None  # every combination
     random: RandomSpec | None = None  # independent draws, planned before anything trains
     tpe: RandomSpec | None = None  # Optuna's TPE: each draw learns from the fits done

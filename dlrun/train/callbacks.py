@@ -7,6 +7,7 @@ live progress bar is redrawn by its own timer, not by every batch.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import threading
 import time
@@ -49,6 +50,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.diverged_at: int | None = None
         self.best_weights: list | None = None  # of the best epoch of this attempt
         self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
+        self.state = None  # a callable: more to record in meta.json with each epoch
         self._good_weights = None
         self._started = 0.0
 
@@ -59,7 +61,7 @@ class RunRecorder(keras.callbacks.Callback):
     def _optimizer_steps(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
-    def _read_directions(self) -> None:
+    def read_directions(self) -> None:
         # Keras builds the compile metrics as it traces the first step, so their directions
         # are known only at the end of the first epoch (where its own EarlyStopping reads them).
         self.directions = directions_of.compiled(self.model)
@@ -75,7 +77,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     def _record(self, epoch, logs) -> None:
         if not self.directions:
-            self._read_directions()
+            self.read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, **logs, "learning_rate": learning_rate}
@@ -111,10 +113,11 @@ class RunRecorder(keras.callbacks.Callback):
         # The optimizer's step count goes with the epoch count: a kill between the checkpoint
         # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
         steps = self._optimizer_steps()
+        more = self.state() if self.state is not None else {}
         # Which way the metrics go, in meta.json from the first epoch on: a sweep judging a
         # fit while it trains reads it there (metrics.json comes only at the end).
         self.run.meta.setdefault("directions", self.directions)
-        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end)
+        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end, **more)
         self._steps_at_epoch_end = steps
 
 
@@ -367,10 +370,11 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                     self.wait = 0
         if self.restore_best_weights:
             best = getattr(self, "_best_checkpoint", None)
-            if best is not None and Path(best).exists():
+            if best is not None and os.path.lexists(best):
                 from dlrun.model.checkpoints import load_model
 
-                saved = load_model(Path(best), compile=False)
+                params = self.model.count_params()  # bounds what the archive may expand to
+                saved = load_model(Path(best), params=params, compile=False)
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()
@@ -407,3 +411,35 @@ class EpochShuffle(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.feed.arrange(epoch)
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Each epoch's random layers (augmentation, Dropout) draw what depends only on
+    (seed, epoch), as the epoch's order does.
+
+    They draw from seed generators whose state no checkpoint holds: a resumed run would
+    restart their streams. Setting every generator's state at the start of each epoch makes a
+    resumed run draw exactly as an uninterrupted one.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for number, generator in enumerate(seed_generators(self.model)):
+            start = np.random.default_rng([self.seed, number, epoch]).integers(2**31)
+            generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))
+
+
+def seed_generators(model) -> list:
+    """Every SeedGenerator of the model's layers, in layer order (Keras keeps them in private
+    lists: a layer's own, and those it makes for another backend's tf.data graphs)."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True):
+        mine = [*layer._seed_generators, *getattr(layer, "_backend_generators", {}).values()]
+        for generator in mine:
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found

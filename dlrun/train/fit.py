@@ -6,10 +6,12 @@ test scores and files written at the end; the attempt's outcome is recorded by t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from dlrun import store
+from dlrun.train import knobs
 from dlrun.train.life import RunLife
 from dlrun.train.prepared import Outcome, Prepared, adapt, start_finetune, total_epochs
 
@@ -46,17 +48,31 @@ def fit(
 
                 summary += stage_counts(model, spec)
             run.write_text(store.SUMMARY, summary)
+            if spec.model.is_graph:
+                from dlrun.model.builder import graph_text
+
+                run.write_text(store.GRAPH, graph_text(model))
             if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
                 run.record_epoch(rows)
             checkpoint = spec.training.checkpoint
             recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
-            callbacks = [*_callbacks(prepared, run, console, recorder, rows), *extra_callbacks]
+            # The spec's own callbacks run before dlrun records the epoch, so what they
+            # change (a learning rate) is in its checkpoint, and their state in meta.json.
+            own = list(prepared.callbacks)
+            if own:
+                recorder.state = lambda: {knobs.STATE: knobs.state_of(prepared.callbacks)}
+                if rows and isinstance(run.meta.get(knobs.STATE), list):
+                    own.append(knobs.restorer(prepared.callbacks, run.meta[knobs.STATE]))
+            callbacks = [*own, *_callbacks(prepared, run, console, recorder, rows)]
+            callbacks += extra_callbacks
             if spec.training.adversarial:
                 callbacks = [*_adversarial_validation(prepared), *callbacks]
             try:
                 _stages(prepared, run, recorder, callbacks, stages, score_test)
             finally:
                 _close_callbacks(callbacks)
+            if recorder.epochs_done and not recorder.directions:
+                _read_directions(prepared, recorder)  # resumed with no epoch left to train
             if recorder.diverged_at:
                 life.diverged(
                     f"loss or weights became NaN or infinite in epoch {recorder.diverged_at}; "
@@ -122,6 +138,7 @@ def _stages(
             inputs, feeding = _adversarial_inputs(prepared, inputs, feeding, begin, end)
         model.fit(
             **inputs,
+            class_weight=prepared.class_weight,
             initial_epoch=begin,
             epochs=end,
             callbacks=[*feeding, *callbacks],
@@ -145,7 +162,14 @@ def _stages(
 def _callbacks(
     prepared: Prepared, folder: store.RunFolder, console, recorder, rows: list[dict]
 ) -> list:
-    from dlrun.train.callbacks import EarlyStopping, LiveProgress, PlainProgress, TensorBoard
+    from dlrun.train.callbacks import (
+        EarlyStopping,
+        EpochSeeds,
+        LiveProgress,
+        PlainProgress,
+        TensorBoard,
+        seed_generators,
+    )
 
     training = prepared.spec.training
     callbacks = [recorder]
@@ -155,7 +179,7 @@ def _callbacks(
             training.checkpoint.monitor,
             training.checkpoint.mode,
         )
-        stopping.replay(rows, folder.path / store.BEST if same else None)
+        stopping.replay(rows, store.within(folder.path, store.BEST) if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
         callbacks.append(
@@ -165,6 +189,8 @@ def _callbacks(
                 write_graph=training.tensorboard.write_graph,
             )
         )
+    if seed_generators(prepared.model):  # dropout, augmentation: resume draws as if never stopped
+        callbacks.append(EpochSeeds(prepared.spec.seed))
     progress = LiveProgress if console.is_terminal else PlainProgress
     callbacks.append(progress(console, total_epochs(prepared.spec)))
     return callbacks
@@ -281,6 +307,17 @@ def _close_callbacks(callbacks: list) -> None:
                 pass
 
 
+def _read_directions(prepared: Prepared, recorder) -> None:
+    """The metrics' directions, and so the best epoch of history.csv, for a run resumed after
+    its last epoch (killed before metrics.json): one batch builds Keras' compiled metrics."""
+    from dlrun.data.feed import evaluation_input
+
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    one = evaluation_input(data.x_train[:batch], data.y_train[:batch], batch, data.source)
+    prepared.model.evaluate(**one, verbose=0)
+    recorder.read_directions()
+
+
 def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
     rows = recorder.rows[: recorder.epochs_done]
     epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
@@ -293,7 +330,8 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "best_value": recorder.best_value,
         "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
         "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        # None when this attempt trained no epoch (resumed after the last one).
+        "samples_per_second": round(samples / train_seconds, 1) if samples else None,
         # What reading the run later needs without Keras: which way each metric is better,
         # what the labels were.
         "directions": recorder.directions,
@@ -312,10 +350,10 @@ def _test_metrics(prepared: Prepared, run_dir: Path, best_weights: list | None =
     from dlrun.model.checkpoints import load_model
 
     model, batch_size = prepared.model, prepared.spec.training.batch_size
-    best = run_dir / store.BEST
+    best = store.within(run_dir, store.BEST)  # never another run's, through a symlink
     if best_weights is not None:
         model.set_weights(best_weights)
-    elif best.exists():
+    elif os.path.lexists(best):
         model = load_model(best, params=model.count_params())
     data = prepared.data
     test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)

@@ -1,28 +1,39 @@
 """A run's life, from meta.json's `running` to its recorded outcome, in one `with` block.
 
 Everything between the two, adapting layers, the fit, the test scores, the plots, runs inside
-`with RunLife(folder) as life:`. Ctrl-C and SIGTERM become `interrupted`, any other exception
-`failed` (its traceback kept in meta.json, one line for the user), and the block always ends
-by writing the final meta.json. So no fault between creating the folder and the last file
-leaves a run that says `running`, or prints a traceback.
+`with RunLife(folder) as life:`. Ctrl-C, SIGTERM and SIGHUP become `interrupted`, any other
+exception `failed` (its traceback kept in meta.json, one line for the user), and the block
+always ends by writing the final meta.json. So no fault between creating the folder and the
+last file leaves a run that says `running`, or prints a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
 from datetime import datetime
 
 from dlrun import store
+from dlrun.textsafe import clean
 
 SIGINT_EXIT = 130
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: stop, keep what is saved, record `interrupted`."""
+    """SIGTERM or SIGHUP (a closed terminal or ssh session), handled like Ctrl-C: stop, keep
+    what is saved, record `interrupted`."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
+
+
+# Signals that stop a run as SIGTERM does; SIGINT is Ctrl-C's own.
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 
 def now() -> str:
@@ -32,8 +43,9 @@ def now() -> str:
 def _raise_terminated(signum, frame):
     # One stop is enough: a second signal while Keras unwinds would escape the handler that
     # records the stop and leave meta.json saying running.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated()
+    for stopping in STOPPING:
+        signal.signal(stopping, signal.SIG_IGN)
+    raise Terminated(signum)
 
 
 def _raise_interrupted(signum, frame):
@@ -67,8 +79,9 @@ class RunLife:
 
     def __enter__(self) -> RunLife:
         if self._main:
-            self._previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-            signal.signal(signal.SIGTERM, _raise_terminated)
+            self._previous = {s: signal.getsignal(s) for s in (*STOPPING, signal.SIGINT)}
+            for stopping in STOPPING:
+                signal.signal(stopping, _raise_terminated)
             if self._previous[signal.SIGINT] is signal.default_int_handler:  # not in a worker
                 signal.signal(signal.SIGINT, _raise_interrupted)
         return self
@@ -93,19 +106,24 @@ class RunLife:
         is stopped, a repeated SIGTERM cannot cut it short; a full disk here is recorded."""
         if self._main:
             stopping = self.status == store.INTERRUPTED
-            signal.signal(signal.SIGTERM, signal.SIG_IGN if stopping else _raise_terminated)
+            for signum in STOPPING:
+                signal.signal(signum, signal.SIG_IGN if stopping else _raise_terminated)
         try:
             yield
         except KeyboardInterrupt as exc:
             self.stopped(exc)
         except Exception as exc:
-            self.failed(exc, "writing the run's results failed: ")
+            if self.status != store.FAILED:  # else the first fault stays the run's message
+                self.failed(exc, "writing the run's results failed: ")
 
     def stopped(self, exc: KeyboardInterrupt) -> None:
-        terminated = isinstance(exc, Terminated)
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         self.status = store.INTERRUPTED
-        self.message = "stopped by SIGTERM" if terminated else "stopped by Ctrl-C (SIGINT)"
-        self.exit_code = store.SIGTERM_EXIT if terminated else SIGINT_EXIT
+        self.message = {
+            signal.SIGTERM: "stopped by SIGTERM",
+            signal.SIGHUP: "stopped by SIGHUP (its terminal or ssh session closed)",
+        }.get(signum, "stopped by Ctrl-C (SIGINT)")
+        self.exit_code = 128 + signum  # 143 for SIGTERM, 129 for SIGHUP, 130 for Ctrl-C
 
     def failed(self, exc: BaseException, prefix: str = "") -> None:
         """A fault in training or in writing: one line for the user, the traceback kept."""
@@ -127,8 +145,8 @@ class RunLife:
             self.failed(exc)
         self.exit_code = self.exit_code or self.status.exit_code
         if self._main:  # nor Ctrl-C, for the last few lines
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for signum in (*STOPPING, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
         try:
             meta = self.folder.meta
             attempts = meta.get("attempts")
@@ -137,13 +155,21 @@ class RunLife:
             )
             attempts = attempts or [{}]
             attempts[-1].update(ended=now(), status=str(self.status))
-            self.folder.finish(
+            unrecorded = self.folder.finish(
                 self.status,
                 self.message,
                 ended=now(),
                 epochs_done=self.epochs_done,
                 attempts=attempts,
             )
+            if unrecorded:  # meta.json keeps its last valid content: the run shows as crashed
+                print(
+                    f"Error: {clean(self.folder.path, newlines=False)}: the outcome "
+                    f"({self.status}: {clean(self.message or 'no message', newlines=False)}) "
+                    f"could not be recorded in {store.META} ({unrecorded}); it keeps its "
+                    "previous content, and the run can be resumed once there is space",
+                    file=sys.stderr,
+                )
         finally:
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)

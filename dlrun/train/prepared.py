@@ -16,6 +16,8 @@ class Prepared:
     model: object  # keras.Model
     devices: list[str] = field(default_factory=list)  # what it trains on (devices.used)
     stage: int = 1  # 2 once training.finetune has unfrozen the base
+    callbacks: list = field(default_factory=list)  # training.callbacks, as Keras objects
+    class_weight: dict[int, float] | None = None  # training.class_weight, by class index
 
 
 @dataclass
@@ -35,23 +37,47 @@ def prepare(spec: Spec) -> Prepared:
     from dlrun.model.builder import build_model
     from dlrun.model.compiling import compile_model
     from dlrun.train.devices import check_batches, placement
+    from dlrun.train.knobs import class_weights, make_callbacks
 
     use(spec.backend, spec.training.device)
     seed_everything(spec.seed, spec.training.deterministic)
     data = load_data(spec)
     check_feed(spec, data)
+    _check_validation(spec, data)
+    weights = class_weights(spec, data)
+    callbacks = make_callbacks(spec)
     with placement(spec) as devices:
         sizes = {"train": len(data.x_train), "test": len(data.x_test)}
         if data.x_val is not None:
             sizes["validation"] = len(data.x_val)
         check_batches(spec, sizes, devices)
         model = build_model(spec, data.input_shape)
-        compile_model(model, spec, data.num_classes)
+        compile_model(model, spec, data.num_classes, tuple(data.y_train.shape[1:]))
     if spec.training.finetune:
         from dlrun.model.transfer import check_finetune
 
         check_finetune(model, spec)
-    return Prepared(spec, data, model, devices)
+    return Prepared(spec, data, model, devices, callbacks=callbacks, class_weight=weights)
+
+
+def _check_validation(spec: Spec, data) -> None:
+    """A monitor on val_ metrics needs validation data, which only the data can tell (an npz
+    without x_val and validation_split: 0)."""
+    if data.x_val is not None:
+        return
+    watched = [(("training", "checkpoint", "monitor"), spec.training.checkpoint.monitor)]
+    if spec.training.early_stopping:
+        watched.append(
+            (("training", "early_stopping", "monitor"), spec.training.early_stopping.monitor)
+        )
+    for loc, monitor in watched:
+        if monitor.startswith("val_"):
+            raise spec.error(
+                loc,
+                f"{monitor!r} needs validation data, and the run has none; set "
+                f"training.validation_split above 0, give validation data, or monitor "
+                f"{monitor.removeprefix('val_')!r}",
+            )
 
 
 def adapt(prepared: Prepared) -> list[str]:

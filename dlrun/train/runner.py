@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from dlrun import store
+from dlrun.data.splits import DEFAULT_VALIDATION_SPLIT
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
@@ -53,13 +55,33 @@ def train(
     look at the test split (and skipping it saves a model load per trial); and plot=False:
     drawing history.png costs a small fit more than its epochs.
     """
-    from dlrun.backend import load, use, versions
+    from dlrun.backend import load, use
 
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
+    if spec.training.validation_split is None:  # the run describes itself: resolved
+        own = prepared.data.validation == "own"
+        spec.training.validation_split = 0.0 if own else DEFAULT_VALIDATION_SPLIT
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
+    try:
+        _start(run, spec, prepared, command)
+    except OSError as exc:  # a full disk or a file size limit before the run began
+        run.close()
+        shutil.rmtree(run_dir, ignore_errors=True)  # the folder this process just made
+        raise RunError(
+            f"{run_dir}: cannot start the run ({exc.strerror or exc}); nothing was trained "
+            "and the half-made folder was removed"
+        ) from None
+    with run:
+        return fit(prepared, run, console, [], extra_callbacks, score_test, plot)
+
+
+def _start(run: store.RunFolder, spec: Spec, prepared: Prepared, command: list[str] | None) -> None:
+    """config.yaml and the first meta.json (status running) of a new run."""
+    from dlrun.backend import versions
+
     run.write_text(store.CONFIG, spec.dump())
     run.start(
         {
@@ -78,14 +100,26 @@ def train(
             "versions": versions(),
             "devices": prepared.devices,
             "git_commit": _git_commit(),
-            "config_sha256": _config_digest(run_dir),
+            "config_sha256": _config_digest(run.path),
             "message": None,
             "attempts": [{"started": now(), "pid": os.getpid(), "from_epoch": 0}],
             "class_names": prepared.data.class_names,
+            "validation": prepared.data.validation,  # split, own, cv or none
+            **_recorded(prepared),
         }
     )
-    with run:
-        return fit(prepared, run, console, [], extra_callbacks, score_test, plot)
+
+
+def _recorded(prepared) -> dict:
+    """What else reading the run needs: class weights by class name, csv categories."""
+    found = {}
+    weights, data = prepared.class_weight, prepared.data
+    if weights is not None:
+        names = data.class_names or [str(n) for n in range(data.num_classes)]
+        found["class_weight"] = {names[index]: weight for index, weight in weights.items()}
+    if data.recorded:
+        found["data_encoding"] = data.recorded
+    return found
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
@@ -164,12 +198,14 @@ def _resume(
     use(spec.backend, spec.training.device)
     load()
     prepared = prepare(spec)
+    from dlrun.model.checkpoints import check_run_checkpoints, load_model
+
+    params = prepared.model.count_params()
+    check_run_checkpoints(run.path, params)  # before the run says running again
     store.remove_partial_files(run.path)
     epoch = 0
     if store.within(run.path, store.LAST).exists():
-        from dlrun.model.checkpoints import load_model
-
-        saved = load_model(run.path / store.LAST, unsafe_load, prepared.model.count_params())
+        saved = load_model(run.path / store.LAST, unsafe_load, params)
         first = 0
         # A finetuning checkpoint trains more weights than the first stage's model does.
         if spec.training.finetune and len(saved.trainable_weights) > len(

@@ -1,0 +1,129 @@
+"""A csv data set: the label column, numeric features, and text columns one-hot encoded.
+
+Numeric columns are features as they are. Text columns must be named in `data.categorical`:
+they are one-hot encoded by scikit-learn's OneHotEncoder fitted on the training split (a
+category it never saw encodes as all zeros), and the categories are recorded in the run so that
+evaluate encodes new data the same way. A second csv (`data.validation_path`) must have the
+same columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlrun.data import checks
+from dlrun.spec.schema import Spec
+
+
+def read_frame(spec: Spec, path: Path, loc: tuple):
+    """The csv as a DataFrame: a readable file with rows and the label column."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise spec.error(loc, f"no such file: {path}")
+    checks.csv_header(spec, path)  # a column named twice, before pandas renames it
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise spec.error(loc, f"{path} is not a readable csv ({reason})") from None
+    if frame.empty:
+        raise spec.error(loc, f"{path} has a header but no rows")
+    column = spec.data.label_column
+    if column not in frame.columns:
+        raise spec.error(
+            ("data", "label_column"),
+            f"{path} has no column {column!r}; found {', '.join(map(str, frame.columns[:10]))}",
+        )
+    checks.csv_frame(spec, path, frame, column)  # blank labels, no features, one class
+    return frame
+
+
+def features(spec: Spec, frame, path: Path, loc: tuple) -> tuple[np.ndarray, list[str]]:
+    """The feature columns: float32 when all are numeric, else an object array whose text
+    columns are all in data.categorical (encoded after the split, see encode)."""
+    x = frame.drop(columns=[spec.data.label_column])
+    categorical = spec.data.categorical or []
+    unknown = [c for c in categorical if c not in x.columns]
+    if unknown:
+        raise spec.error(
+            ("data", "categorical"),
+            f"{path} has no column {unknown[0]!r}; its feature columns are "
+            f"{', '.join(map(str, x.columns[:10]))}",
+        )
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    # pandas' own test: numpy's issubdtype cannot read pandas' string dtype
+    text = [c for c in x.columns if not is_numeric_dtype(x[c]) or is_bool_dtype(x[c])]
+    loose = [c for c in text if c not in categorical]
+    if loose:
+        raise spec.error(
+            loc,
+            f"{path}: columns {loose} hold text, not numbers; list them in data.categorical "
+            "to one-hot encode them, or remove them",
+        )
+    numbers = [c for c in x.columns if c not in categorical]
+    checks.finite_features(spec, path, x[numbers].to_numpy(np.float32), columns=numbers)
+    if not categorical:
+        return x.to_numpy(np.float32), list(map(str, x.columns))
+    return x.to_numpy(dtype=object), list(map(str, x.columns))
+
+
+def same_columns(spec: Spec, columns: list[str], other: list[str], path: Path) -> None:
+    if other != columns:
+        raise spec.error(
+            ("data", "validation_path"),
+            f"{path} has columns {other[:10]}, the training csv {columns[:10]}; give the "
+            "validation csv the same columns in the same order",
+        )
+
+
+def encode(
+    spec: Spec,
+    columns: list[str],
+    x_train: np.ndarray,
+    others: list[np.ndarray | None],
+    known: dict[str, list[str]] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray | None], dict]:
+    """Object arrays -> float32: numeric columns as they are, data.categorical one-hot by an
+    encoder fitted on x_train, or on `known` categories (a trained run's record, so that new
+    data encodes as the training data did). Returns the arrays and {column: categories}."""
+    if x_train.dtype != object:
+        return x_train, others, {}
+    from sklearn.preprocessing import OneHotEncoder
+
+    wanted = spec.data.categorical or []
+    picked = [columns.index(c) for c in wanted]
+    numeric = [i for i in range(len(columns)) if i not in picked]
+    fixed = "auto"
+    if known:
+        missing = [c for c in wanted if c not in known]
+        if missing:
+            raise spec.error(
+                ("data", "categorical"),
+                f"the run recorded no categories for {missing}; its categorical columns are "
+                f"{sorted(known)}",
+            )
+        fixed = [np.array(known[c], dtype=object) for c in wanted]
+    encoder = OneHotEncoder(
+        categories=fixed, handle_unknown="ignore", sparse_output=False, dtype=np.float32
+    )
+    encoder.fit(x_train[:, picked].astype(str))
+
+    def one(x: np.ndarray | None) -> np.ndarray | None:
+        if x is None:
+            return None
+        try:
+            plain = x[:, numeric].astype(np.float32)
+        except (TypeError, ValueError):
+            raise spec.error(
+                ("data", "categorical"), "a column not in data.categorical holds text"
+            ) from None
+        return np.concatenate([plain, encoder.transform(x[:, picked].astype(str))], axis=1)
+
+    categories = {
+        c: [str(v) for v in values] for c, values in zip(wanted, encoder.categories_, strict=True)
+    }
+    return one(x_train), [one(x) for x in others], categories

@@ -1,0 +1,64 @@
+"""keras.layers by class name: the classes, the arguments each accepts, and the names Keras
+would give them in a fresh process.  [TensorFlow]"""
+
+from __future__ import annotations
+
+import inspect
+
+# Keyword arguments every Keras layer takes through **kwargs on top of its own signature.
+BASE_LAYER_ARGUMENTS = {
+    "name",
+    "dtype",
+    "trainable",
+    "autocast",
+    "activity_regularizer",
+    "input_shape",
+    "input_dim",
+    "batch_size",
+    "batch_input_shape",
+}
+
+
+def layer_classes() -> dict[str, type]:
+    import keras
+
+    return {
+        name: value
+        for name, value in vars(keras.layers).items()
+        if isinstance(value, type) and issubclass(value, keras.layers.Layer)
+    }
+
+
+def arguments(cls: type) -> set[str] | None:
+    """Named arguments a layer class accepts (None: cannot tell, let Keras decide)."""
+    names, open_ended = set(), False
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)
+        if not open_ended:
+            break
+    names.discard("self")
+    return names | BASE_LAYER_ARGUMENTS
+
+
+def layer_name(class_name: str, taken: dict[str, int], given: set) -> str:
+    """The name Keras would give in a fresh process (dense, dense_1, conv2d, ...), counted
+    within this model and past the names the spec gives: Keras' own counter runs across every
+    model the process ever built, so the names, and the messages that quote them, would
+    depend on what was built before."""
+    from keras.src.utils.naming import to_snake_case  # Keras' own prefix for a class
+
+    base = to_snake_case(class_name)
+    while True:
+        count = taken.get(base, 0)
+        taken[base] = count + 1
+        name = base if count == 0 else f"{base}_{count}"
+        if name not in given:
+            return name
