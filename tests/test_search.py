@@ -83,6 +83,25 @@ def test_tpe_beats_random_search_on_a_synthetic_objective():
     assert np.mean(tpe_best) < 0.5 * np.mean(random_best), (tpe_best, random_best)
 
 
+def test_cmaes_searches_a_numeric_space_and_closes_in():
+    from dlrun.sweep.study import Study
+
+    numeric = {k: v for k, v in SPACE.items() if "choice" not in v}
+
+    def loss(values: dict) -> float:
+        return synthetic_loss({**values, "model.layers.0.activation": "relu"})
+
+    study = Study("cmaes", numeric, 0)
+    found = []
+    for _ in range(40):
+        trial, values = study.ask()
+        assert 8 <= values["model.layers.0.units"] <= 512
+        assert isinstance(values["model.layers.0.units"], int)
+        found.append(loss(values))
+        study.tell(trial, -found[-1])
+    assert min(found[20:]) < min(found[:10])  # later settings beat the first ones
+
+
 def test_choices_that_are_mappings_come_back_as_mappings():
     from dlrun.sweep.study import Study
 
@@ -450,3 +469,14 @@ def test_a_stopped_fit_of_a_pruned_setting_is_closed_as_pruned_without_training(
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "pruned" and meta["epochs_done"] == 1 and meta["message"] == message
     assert len(meta["attempts"]) == 1  # not trained again
+
+
+def test_the_shipped_tpe_sweep_loads():
+    from conftest import CONFIGS
+    from dlrun.sweep.plan import load_sweep
+
+    sweep = load_sweep(CONFIGS / "sweep_tpe_pruned.yaml", ["data.dataset=mnist_5k"])
+    assert sweep.spec.search == "tpe" and sweep.spec.prune.method == "hyperband"
+    assert sweep.planned_fits == 40 and sweep.settings == []
+    spec = sweep.trial_spec({"compile.optimizer.learning_rate": 0.003}, None)
+    assert spec.compile.optimizer == {"type": "rmsprop", "learning_rate": 0.003}

@@ -268,9 +268,11 @@ def sweep(
         typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
     ] = None,
 ) -> None:
-    """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
+    """Grid, random, TPE or CMA-ES search with k-fold cross-validation; every fit is a run.
 
-    --set overrides a key of the base spec, e.g. --set data.dataset=digits.
+    tpe: and cmaes: ask Optuna for each setting (pip install "dlrun[optuna]"); prune: stops
+    the losing fits after a few epochs; repeats: trains each fit with several seeds. --set
+    overrides a key of the base spec, e.g. --set data.dataset=digits.
 
     Example: dlrun sweep configs/sweep_hidden_epochs.yaml
     """
