@@ -49,3 +49,30 @@ def test_the_probe_can_see_tensorflow():
         "    assert jax.numpy.ones(2).sum() == 2"
     )
     assert "tensorflow" in heavy_modules(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import dlrun.sweep, dlrun.cli",
+        "from dlrun.cli import app\ntry:\n    app(['sweep', '--help'])\n"
+        "except SystemExit:\n    pass",
+        "from dlrun.spec.loading import load_spec\nload_spec('configs/quickstart.yaml')",
+    ],
+    ids=["import-sweep", "sweep-help", "load-spec"],
+)
+def test_no_optuna_unless_a_search_needs_it(body):
+    """Optuna (and SQLAlchemy under it) is imported only by a tpe or cmaes sweep."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys\n{body}\nprint(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('optuna', 'sqlalchemy', 'cmaes')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

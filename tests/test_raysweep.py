@@ -210,3 +210,44 @@ def test_a_sweep_folder_the_ray_nodes_do_not_share_is_a_clear_error(sweep_file, 
     )
     assert "Traceback" not in result.stderr
     assert not (sweep_dir / "trials" / "fit000-fold0").exists()
+
+
+TPE_SWEEP = """\
+base: tiny.yaml
+name: raytpe
+tpe:
+  n_iter: 3
+  seed: 3
+  space:
+    compile.optimizer.learning_rate: {loguniform: [1.0e-5, 0.1]}
+prune: {method: asha, min_epochs: 1, reduction_factor: 3}
+cv: 0
+refit: false
+resources: {cpu: 1}
+"""
+
+
+def test_a_pruned_tpe_sweep_on_ray_asks_and_tells_from_the_sweep_process(tmp_path):
+    """Optuna's study stays in the sweep's process (study.db, one per sweep folder); the Ray
+    tasks train and wait for their verdicts through the shared sweep folder."""
+    pytest.importorskip("ray")
+    optuna = pytest.importorskip("optuna")
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 3"))
+    (tmp_path / "sweep.yaml").write_text(TPE_SWEEP)
+    result = sweep(tmp_path, "--executor", "ray", "--runs-dir", "runs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = run_dirs(tmp_path / "runs")
+    frame = pd.read_csv(sweep_dir / "cv_results.csv")
+    assert len(frame) == 3 and set(frame["status"]) <= {"completed", "pruned"}
+    assert "completed" in set(frame["status"])
+    study = optuna.load_study(study_name="dlrun", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {
+        n: "PRUNED" if s == "pruned" else "COMPLETE" for n, s in enumerate(frame["status"])
+    }
+    for number, row in frame.iterrows():
+        trial = sweep_dir / "trials" / f"fit{number:03d}"
+        meta = json.loads((trial / "meta.json").read_text())
+        assert meta["status"] == row["status"] and meta["epochs_done"] == row["epochs_trained"]
+        verdict = json.loads((trial / ".verdict.json").read_text())
+        assert (verdict["prune"] is not None) == (row["status"] == "pruned")

@@ -39,6 +39,7 @@ GRIDSEARCH_COLUMNS = [
     "mean_train_score",
     "std_train_score",
     "mean_fit_time",
+    "epochs_trained",
     "status",
 ]
 
@@ -259,6 +260,50 @@ def test_a_killed_sweep_resumes_without_retraining_finished_fits(tmp_path):
             "base: nope.yaml\ngrid:\n  training.epochs: [1]\n",
             "{path}:1: base: no such file: {tmp}/nope.yaml",
         ),
+        (
+            "base: tiny.yaml\ntpe:\n  n_iter: 2\n  space:\n    training.epochs: [1, 2]\n"
+            "prune: {method: grid}\n",
+            "{path}:6: prune.method: 'grid' is a search, not a pruner; a pruner stops the "
+            "losing fits of a tpe or cmaes search early: expected one of hyperband, asha, median",
+        ),
+        (
+            "base: tiny.yaml\ngrid:\n  training.batch_size: [32, 64]\nprune: {method: hyperband}\n",
+            "{path}:4: prune: prune goes with tpe or cmaes, which learn from the fits the pruner "
+            "stops; grid plans every fit before any trains and trains each in full (give the "
+            "same n_iter and space as tpe: to prune)",
+        ),
+        (
+            "base: tiny.yaml\ngrid:\n  training.epochs: [1]\nrepeats: 0\n",
+            "{path}:4: repeats: expected a number >= 1, got 0",
+        ),
+        (
+            "base: tiny.yaml\ntpe:\n  n_iter: 2\n  space:\n"
+            "    compile.optimizer.learning_rate: {loguniform: 0.01}\n",
+            "{path}:5: tpe.space.compile.optimizer.learning_rate: loguniform needs [low, high] "
+            "with low < high, got 0.01",
+        ),
+        (
+            "base: tiny.yaml\ntpe:\n  n_iter: 2\n  space:\n    training.batch_size: 32\n",
+            "{path}:5: tpe.space.training.batch_size: expected a list of values or one of "
+            "{{uniform, loguniform, randint, choice: ...}}, got 32",
+        ),
+        (
+            "base: tiny.yaml\ncmaes:\n  n_iter: 2\n  space:\n"
+            "    training.batch_size: {choice: [32, 64]}\n",
+            "{path}:5: cmaes.space.training.batch_size: cmaes searches numbers only (uniform, "
+            "loguniform, randint); use tpe for a choice",
+        ),
+        (
+            "base: tiny.yaml\ntpe:\n  n_iter: 2\n  space:\n    training.epochs: [1, 2]\n"
+            "prune: {method: asha}\n",
+            "{path}:5: tpe.space.training.epochs: the pruner decides how many epochs each fit "
+            "trains; give the most in the base spec's training.epochs instead",
+        ),
+        (
+            "base: tiny.yaml\ngrid:\n  training.epochs: [1]\nrandom:\n  n_iter: 1\n"
+            "  space: {seed: [1]}\n",
+            "{path}: give one search: grid, random, tpe or cmaes (got grid and random)",
+        ),
     ],
     ids=[
         "unknown-path",
@@ -268,11 +313,19 @@ def test_a_killed_sweep_resumes_without_retraining_finished_fits(tmp_path):
         "cv-too-many",
         "distribution",
         "no-base",
+        "prune-method-grid",
+        "prune-with-grid",
+        "repeats-0",
+        "space-not-a-range",
+        "space-not-a-list",
+        "cmaes-choice",
+        "prune-epochs",
+        "two-searches",
     ],
 )
 def test_bad_sweep_files_exit_2_before_training(tmp_path, sweep_text, expected):
     path = write(tmp_path, sweep_text, spec_extra="")
     result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines()[0] == "Error: " + expected.format(path=path, tmp=tmp_path)
+    assert result.stderr.splitlines() == ["Error: " + expected.format(path=path, tmp=tmp_path)]
     assert not (tmp_path / "runs").exists()

@@ -175,8 +175,20 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="Write the runs' validation curves to this PNG.")
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY",
+            help="One row per group of runs that differ only in KEY, e.g. seed (several: "
+            "comma-separated), with each result's mean ± std and the count.",
+        ),
+    ] = None,
 ) -> None:
     """Compare runs side by side: their results, then the config keys that differ among them.
+
+    --group seed: runs that differ only in their seed are one row, each result as mean ± std
+    over them (numpy's std, ddof 0) with their count; --plot then draws each group's mean
+    curve with a band of ± one std.
 
     Example: dlrun compare runs/ --where "status == 'completed'" --sort test_accuracy --reverse
     """
@@ -186,6 +198,7 @@ def compare(
         compare_table,
         comparison_cells,
         curves_plot,
+        group_curves,
         render_comparison,
     )
 
@@ -199,6 +212,7 @@ def compare(
         sort=sort,
         reverse=reverse,
         columns=columns.split(",") if columns else None,
+        group=group.split(",") if group is not None else None,
     )
     if not comparison.rows:
         typer.echo("no runs to compare")
@@ -217,7 +231,15 @@ def compare(
                 f"not shown, for the terminal's width: {', '.join(dropped)}; "
                 "choose columns with --columns, or see them all with --format csv"
             )
-    if plot:
+    if plot and group is not None:
+        from dlrun.errors import RunError
+
+        try:
+            group_curves(comparison, plot)
+        except OSError as exc:  # the table above is printed whole; only the plot is lost
+            raise RunError(f"--plot {plot}: not written ({exc.strerror or exc})") from None
+        typer.echo(f"wrote {plot}", err=True)
+    elif plot:
         from dlrun.errors import RunError
 
         shown = {row["run"] for row in comparison.rows}

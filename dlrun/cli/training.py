@@ -35,14 +35,23 @@ def train(
             min=1, help="With --resume: train to this many epochs in all, even a completed run."
         ),
     ] = None,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            help="Train N runs, with seeds seed, seed+1, ...; then their mean ± std.",
+        ),
+    ] = 1,
 ) -> None:
     """Train the model a spec describes into a new run folder, or --resume a stopped run.
 
     `--resume RUN --epochs N` continues a completed run up to N epochs (a new attempt).
+    `--repeats N` trains N runs of the spec with seeds seed..seed+N-1 and prints the mean and
+    std of their scores (`dlrun compare --group seed` shows them again later).
 
     Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
     """
-    from dlrun.errors import SpecError
+    from dlrun.errors import SpecError, UsageError
+    from dlrun.sweep.schema import MAX_REPEATS
 
     if (spec_file is None) == (resume is None):
         raise SpecError("give a spec file to train, or --resume RUN to continue a run (not both)")
@@ -50,9 +59,20 @@ def train(
         raise SpecError("--set does not apply to --resume; the run's config.yaml is its spec")
     if epochs is not None and resume is None:
         raise SpecError("--epochs goes with --resume; for a new run use --set training.epochs=N")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise UsageError(
+            f"--repeats: expected a whole number from 1 to {MAX_REPEATS}, got {repeats}"
+        )
+    if repeats > 1 and resume is not None:
+        raise UsageError("--repeats trains new runs; --resume continues one (not both)")
     _check_resume_options(resume, runs_dir, force=force, unsafe_load=unsafe_load)
     if resume is None:
         spec = _load(spec_file, set_ or [])
+        if spec.seed + repeats - 1 >= 2**32:
+            raise UsageError(
+                f"--repeats {repeats}: seeds {spec.seed} to {spec.seed + repeats - 1} go past "
+                "the largest seed, 2**32 - 1"
+            )
     from dlrun import store
     from dlrun.train import runner
 
@@ -64,13 +84,16 @@ def train(
         command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
         command += [f"--epochs={epochs}"] if epochs else []
         outcome = runner.resume(resume, console, command, force, unsafe_load, epochs=epochs)
+    elif repeats > 1:
+        outcome = _repeat(spec, spec_file, set_ or [], runs_dir, repeats, console)
     else:
         # The command as it would be typed again (sys.argv is the test runner's under CliRunner).
         command = ["dlrun", "train", str(spec_file)]
         command += [f"--set={value}" for value in set_ or []]
         command += [f"--runs-dir={runs_dir}"] if runs_dir else []
         outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
-    _report(console, outcome)
+    if repeats == 1:
+        _report(console, outcome)
     if outcome.exit_code:
         from dlrun.textsafe import clean
 
@@ -78,6 +101,42 @@ def train(
         if outcome.status == store.INTERRUPTED:
             typer.echo(clean(f"resume with: dlrun train --resume {outcome.run_dir}"), err=True)
         raise typer.Exit(outcome.exit_code)
+
+
+def _repeat(spec, spec_file: Path, overrides: list[str], runs_dir, repeats: int, console):
+    """`--repeats N`: the spec with seeds seed..seed+N-1, one run each, then the spread of
+    their scores. A run that does not complete ends the repeats; its outcome is returned."""
+    import numpy as np
+
+    from dlrun import store
+    from dlrun.train import runner
+
+    outcomes = []
+    first = spec.seed
+    for seed in range(first, first + repeats):
+        spec.seed = seed
+        command = ["dlrun", "train", str(spec_file)]
+        command += [f"--set={value}" for value in overrides] + [f"--set=seed={seed}"]
+        command += [f"--runs-dir={runs_dir}"] if runs_dir else []
+        console.print(f"seed {seed} ({seed - first + 1} of {repeats})", markup=False)
+        outcome = runner.train(spec, store.runs_root(runs_dir), console, command=command)
+        _report(console, outcome)
+        outcomes.append(outcome)
+        if outcome.exit_code:
+            return outcome
+    from dlrun.textsafe import clean
+
+    names = sorted({name for o in outcomes for name in o.metrics.get("test", {})})
+    for name in names:
+        values = [o.metrics["test"][name] for o in outcomes if name in o.metrics.get("test", {})]
+        console.print(
+            f"test {name} over {len(values)} seeds: {np.mean(values):.4f} ± {np.std(values):.4f}"
+            f" (mean ± std; min {min(values):.4f}, max {max(values):.4f})",
+            markup=False,
+        )
+    folders = ", ".join(o.run_dir.name for o in outcomes)
+    console.print(clean(f"run folders: {folders}"), markup=False)
+    return outcomes[-1]
 
 
 def _check_resume_options(resume: Path | None, runs_dir: Path | None, **flags: bool) -> None:
@@ -209,9 +268,11 @@ def sweep(
         typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
     ] = None,
 ) -> None:
-    """Grid or random search with k-fold cross-validation; every fit is an ordinary run.
+    """Grid, random, TPE or CMA-ES search with k-fold cross-validation; every fit is a run.
 
-    --set overrides a key of the base spec, e.g. --set data.dataset=digits.
+    tpe: and cmaes: ask Optuna for each setting (pip install "dlrun[optuna]"); prune: stops
+    the losing fits after a few epochs; repeats: trains each fit with several seeds. --set
+    overrides a key of the base spec, e.g. --set data.dataset=digits.
 
     Example: dlrun sweep configs/sweep_hidden_epochs.yaml
     """
@@ -244,19 +305,36 @@ def sweep(
     finally:
         os.close(held)
     console = make_console()
-    table = sweeps.pivot(result["frame"], found.spec.scoring).reset_index()
-    console.print(render(table, "table", title=f"mean {found.spec.scoring} over the folds"))
+    spec = found.spec
+    over = "the folds" if spec.repeats == 1 else "the folds and seeds"
+    if spec.adaptive:  # many settings, in the order asked: the best ten
+        shown = min(len(result["frame"]), sweeps.TOP)
+        title = f"mean {spec.scoring} over {over}: the best {shown} of {len(result['frame'])}"
+    else:
+        title = f"mean {spec.scoring} over {over}"
+    table = sweeps.pivot(result["frame"], spec.scoring, spec.adaptive).reset_index()
+    console.print(render(table, "table", title=title))
     if result["best"] is None:
         typer.echo("Error: no fit finished with a score; see the trials' meta.json", err=True)
         raise typer.Exit(1)
-    console.print(
-        f"best: {result['best']['params']} -> {result['best']['mean_test_score']:.4f}",
-        markup=False,
-    )
+    best = result["best"]
+    spread = f" ± {best['std_test_score']:.4f}" if len(found.folds) * spec.repeats > 1 else ""
+    console.print(f"best: {best['params']} -> {best['mean_test_score']:.4f}{spread}", markup=False)
+    if result.get("importances"):
+        ranked = sorted(result["importances"].items(), key=lambda item: -item[1])
+        text = ", ".join(f"{name} {value:.2f}" for name, value in ranked)
+        console.print(f"parameter importances (Optuna, fANOVA): {text}", markup=False)
+    elif spec.adaptive:
+        console.print("parameter importances: not computable (too few completed settings)")
     if "refit" in result:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in result["refit"].items())
         console.print(f"refit on the whole training split, test: {scores}")
-    console.print(f"wrote {sweep_dir / sweeps.RESULTS} and {sweep_dir / sweeps.BEST_SPEC}")
+    console.print(
+        f"{result['fits']} fits, {result['epochs']} epochs in all, {result['seconds']:.1f} s",
+        markup=False,
+    )
+    wrote = [sweeps.RESULTS, sweeps.BEST_SPEC, *([sweeps.SEARCH_PLOT] * ("plot" in result))]
+    console.print(f"wrote {', '.join(str(sweep_dir / name) for name in wrote)}", markup=False)
 
 
 def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | None = None) -> dict:
@@ -264,11 +342,12 @@ def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | N
     from dlrun import sweep as sweeps
 
     console = make_console()
-    fits = found.fits()
+    spec = found.spec
+    settings = getattr(spec, spec.search).n_iter if spec.adaptive else len(found.settings)
     console.print(
-        f"sweep folder: {sweep_dir}; {len(found.settings)} settings, "
-        f"{len(fits)} fits "
-        + ("as Ray tasks" if executor == "ray" else f"on {found.spec.workers} worker(s)"),
+        f"sweep folder: {sweep_dir}; {settings} settings, "
+        f"{'up to ' if spec.adaptive else ''}{found.planned_fits} fits "
+        + ("as Ray tasks" if executor == "ray" else f"on {spec.workers} worker(s)"),
         markup=False,
     )
     try:

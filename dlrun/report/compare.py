@@ -31,14 +31,35 @@ ALWAYS_SHOWN_CONFIG = ("backend",)  # the Keras backend, when runs record one
 LAST = ("epochs_done", "best_epoch", "params", "train_seconds")
 
 
+@dataclass(frozen=True)
+class Spread:
+    """A group's mean and standard deviation (numpy's, ddof 0: as cv_results' std) of one
+    result, over the `count` runs of the group that have it."""
+
+    mean: float
+    std: float
+    count: int
+
+    def __str__(self) -> str:
+        if self.std == 0 and float(self.mean).is_integer():  # the same count in every run
+            return str(int(self.mean))
+        return f"{_number_text(self.mean)} ± {_number_text(self.std)}"
+
+
 @dataclass
 class Comparison:
-    """Runs side by side: one dict per run, keyed by full column names (config by dotted path)."""
+    """Runs side by side: one dict per run, keyed by full column names (config by dotted path).
+
+    With `compare --group`, one dict per group of runs instead: results are Spreads, and
+    `members` holds each group's runs.
+    """
 
     columns: list[str]  # what to show, in order
     rows: list[dict[str, Any]]
     differing: list[str]  # the config paths whose values differ among the rows
     config_keys: list[str] = field(default_factory=list)  # every config path seen
+    members: list[list[Run]] | None = None  # the run of each row (--group: its runs)
+    resolve: Any = field(default=None, repr=False)  # a column's full name from a short one
 
     def short_names(self) -> dict[str, str]:
         """Config paths cut to the last parts that keep them unique (layers.0.units)."""
@@ -103,11 +124,16 @@ def compare_table(
     sort: str | None = None,
     reverse: bool = False,
     columns: list[str] | None = None,
+    group: list[str] | None = None,
 ) -> Comparison:
     """`dlrun compare`: results first, then the config keys that differ among the runs kept.
 
     --where filters first, so the keys shown are those that differ among the runs shown.
+    `group` (--group KEY,...): runs whose configs agree on everything but those keys are one
+    row, with the mean ± std of each result over them and their count (group_rows).
     """
+    if group:
+        return _grouped(runs, group, show_all, where, sort, reverse, columns)
     results = [_result_row(run) for run in runs]
     configs = [config_columns(run.config) for run in runs]
     config_keys: list[str] = []
@@ -121,12 +147,14 @@ def compare_table(
     for row in results:
         result_keys += [key for key in row if key not in result_keys]
     rows = [{**config, **result} for config, result in zip(configs, results, strict=True)]
+    members = [[run] for run in runs]
     if where and rows:
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=[*result_keys, *config_keys])
         kept = query(frame, where).index
         rows = [rows[index] for index in kept]
+        members = [members[index] for index in kept]
     present = [k for k in config_keys if any(k in row for row in rows)]
     differing = [k for k in present if _differs(rows, k)]
     first = [k for k in result_keys if k in FIRST]
@@ -134,7 +162,7 @@ def compare_table(
     first += [k for k in ALWAYS_SHOWN_CONFIG if k in present]
     last = [k for k in result_keys if k in LAST]
     config_shown = [k for k in (present if show_all else differing) if k not in first]
-    comparison = Comparison([*first, *config_shown, *last], rows, differing, present)
+    comparison = Comparison([*first, *config_shown, *last], rows, differing, present, members)
     names = comparison.short_names()
     by_name = {name: key for key, name in names.items()}
     known = [*result_keys, *present]
@@ -154,19 +182,144 @@ def compare_table(
             + (" ..." if len(known) > 60 else "")
         )
 
+    comparison.resolve = resolve  # for --group, which names columns the same way
     if columns:
         chosen = [resolve(name.strip(), "--columns") for name in columns if name.strip()]
         comparison.columns = ["run", *(c for c in chosen if c != "run")]
     if sort:
-        key = resolve(sort, "--sort")
-        missing = [row for row in rows if row.get(key) is None]
-        present_rows = [row for row in rows if row.get(key) is not None]
-        try:
-            present_rows.sort(key=lambda row: row[key], reverse=reverse)
-        except TypeError:  # mixed types: numbers and text
-            present_rows.sort(key=lambda row: str(row[key]), reverse=reverse)
-        comparison.rows = present_rows + missing
+        _sort(comparison, resolve(sort, "--sort"), reverse)
     return comparison
+
+
+def _sort(comparison: Comparison, key: str, reverse: bool) -> None:
+    """Rows by one column (a Spread by its mean), those without a value last; the groups'
+    members move with their rows."""
+    rows = comparison.rows
+    members = comparison.members or [None] * len(rows)
+
+    def value(row: dict) -> Any:
+        cell = row.get(key)
+        return cell.mean if isinstance(cell, Spread) else cell
+
+    pairs = list(zip(rows, members, strict=True))
+    missing = [pair for pair in pairs if value(pair[0]) is None]
+    present = [pair for pair in pairs if value(pair[0]) is not None]
+    try:
+        present.sort(key=lambda pair: value(pair[0]), reverse=reverse)
+    except TypeError:  # mixed types: numbers and text
+        present.sort(key=lambda pair: str(value(pair[0])), reverse=reverse)
+    comparison.rows = [row for row, _ in present + missing]
+    if comparison.members is not None:
+        comparison.members = [group for _, group in present + missing]
+
+
+GROUP_FIRST = ("count", "status")
+
+
+def _grouped(
+    runs: list[Run],
+    keys: list[str],
+    show_all: bool,
+    where: str | None,
+    sort: str | None,
+    reverse: bool,
+    columns: list[str] | None,
+) -> Comparison:
+    """`compare --group KEY`: one row per set of runs whose configs agree on everything but
+    KEY (several keys: comma-separated), with the mean ± std of every numeric result over
+    the group's runs (numpy's std, ddof 0, as cv_results'), their count and KEY's values."""
+    import math
+
+    each = compare_table(runs, show_all=True, where=where)
+    resolve = each.resolve
+    by = []
+    for name in keys:
+        key = resolve(name.strip(), "--group")
+        if key not in each.config_keys:
+            raise QueryError(f"--group: {name!r} is a result, not a config key; give a config key")
+        by.append(key)
+    same = [k for k in each.config_keys if k not in by]
+    groups: dict[str, list[dict]] = {}
+    group_runs: dict[str, list[Run]] = {}
+    for row, (run,) in zip(each.rows, each.members, strict=True):
+        signature = json.dumps([[k, row.get(k, "<absent>")] for k in same], default=str)
+        groups.setdefault(signature, []).append(row)
+        group_runs.setdefault(signature, []).append(run)
+    numeric = [
+        c
+        for c in each.columns
+        if c not in each.config_keys
+        and c not in FIRST
+        and any(
+            isinstance(row.get(c), (int, float)) and not isinstance(row.get(c), bool)
+            for row in each.rows
+        )
+    ]
+    rows, members = [], []
+    for signature, group in groups.items():
+        row: dict[str, Any] = {"count": len(group)}
+        row["status"] = ",".join(sorted({str(r["status"]) for r in group}))
+        for key in by:
+            values = sorted({config_cell(r.get(key)) for r in group}, key=_natural)
+            row[key] = ", ".join(values)
+        for column in numeric:
+            values = [
+                float(r[column])
+                for r in group
+                if isinstance(r.get(column), (int, float))
+                and not isinstance(r.get(column), bool)
+                and math.isfinite(r[column])
+            ]
+            if values:
+                row[column] = Spread(_mean(values), _std(values), len(values))
+        for key in same:
+            if key in group[0]:
+                row[key] = group[0][key]
+        rows.append(row)
+        members.append(group_runs[signature])
+    differing = [k for k in same if _differs(rows, k)]
+    config_shown = [k for k in (same if show_all else differing) if k in each.config_keys]
+    results = [c for c in numeric if c not in LAST]
+    last = [c for c in numeric if c in LAST]
+    comparison = Comparison(
+        [*GROUP_FIRST, *by, *results, *config_shown, *last],
+        rows,
+        differing,
+        [*by, *[k for k in same if any(k in row for row in rows)]],
+        members,
+        resolve,
+    )
+    if columns:
+        chosen = [
+            name.strip() if name.strip() in GROUP_FIRST else resolve(name.strip(), "--columns")
+            for name in columns
+            if name.strip()
+        ]
+        comparison.columns = ["count", *(c for c in chosen if c != "count")]
+    if sort:
+        key = sort if sort in GROUP_FIRST else resolve(sort, "--sort")
+        _sort(comparison, key, reverse)
+    return comparison
+
+
+def _natural(text: str) -> tuple:
+    """Numbers in their order, before text."""
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _mean(values: list[float]) -> float:
+    import numpy as np
+
+    return float(np.mean(values))
+
+
+def _std(values: list[float]) -> float:
+    import numpy as np
+
+    return float(np.std(values))
 
 
 def config_cell(value: Any) -> str:
@@ -180,14 +333,22 @@ def config_cell(value: Any) -> str:
     return str(value)
 
 
+def _number_text(value: float) -> str:
+    if value != value:
+        return ""
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+
+
 def result_cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
+    if isinstance(value, Spread):
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
         return str(value)
-    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return _number_text(value)
 
 
 def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]], set[str]]:
@@ -199,7 +360,9 @@ def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]
     for column, header in zip(comparison.columns, headers, strict=True):
         values = [row.get(column) for row in comparison.rows]
         if all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None
+            isinstance(v, (int, float, Spread)) and not isinstance(v, bool)
+            for v in values
+            if v is not None
         ) and any(v is not None for v in values):
             numeric.add(header)
     for row in comparison.rows:
@@ -215,6 +378,27 @@ def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]
             ]
         )
     return headers, cells, numeric
+
+
+def _plain_columns(comparison: Comparison) -> tuple[list[str], list[dict[str, Any]]]:
+    """For csv and json: a Spread column C becomes C_mean and C_std (raw numbers)."""
+    spread = {
+        c for c in comparison.columns if any(isinstance(r.get(c), Spread) for r in comparison.rows)
+    }
+    columns = [
+        name
+        for c in comparison.columns
+        for name in ([f"{c}_mean", f"{c}_std"] if c in spread else [c])
+    ]
+    rows = []
+    for row in comparison.rows:
+        flat = dict(row)
+        for c in spread:
+            cell = flat.pop(c, None)
+            flat[f"{c}_mean"] = cell.mean if cell is not None else None
+            flat[f"{c}_std"] = cell.std if cell is not None else None
+        rows.append(flat)
+    return columns, rows
 
 
 # A csv cell starting with one of these is a formula to a spreadsheet (CSV injection): OWASP's
@@ -233,7 +417,11 @@ def no_formula(value):
 
 
 def render_comparison(comparison: Comparison, fmt: str) -> str:
-    """csv and json with full dotted names and raw values; markdown as the table shows it."""
+    """csv and json with full dotted names and raw values (a group's results as C_mean and
+    C_std); markdown as the table shows it."""
+    if fmt in ("csv", "json"):
+        columns, rows = _plain_columns(comparison)
+        comparison = Comparison(columns, rows, comparison.differing, comparison.config_keys)
     if fmt == "csv":
         import csv
         import io
@@ -384,6 +572,102 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         table.auto_set_column_width(list(range(len(keys) + 1)))
         for index in range(len(shown)):  # the run's name in its curve's colour: the legend
             table[index + 1, 0].get_text().set_color(colours[index % len(colours)])
+        with store.atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return figure
+
+
+def _histories(runs: list[Run]) -> list[list[dict]]:
+    """Each run's history.csv rows ([] where it has none or it cannot be read)."""
+    from dlrun import store
+
+    found = []
+    for run in runs:
+        try:  # bounded, regular files only: a received run's history.csv may be a FIFO
+            found.append(store.read_history(run.path))
+        except (OSError, ValueError, KeyError, RunError):
+            found.append([])
+    return found
+
+
+def group_curves(comparison: Comparison, path):
+    """`compare --group --plot`: per group, the mean validation curve over its runs with a
+    band of ± one std (over the runs that reached each epoch), one colour per group; the
+    group's count and differing config values are a table under the plot.
+
+    Returns the (closed) matplotlib Figure.
+    """
+    import warnings
+
+    import numpy as np
+
+    from dlrun import store
+    from dlrun.report.plots import pyplot
+
+    groups = [_histories(runs) for runs in comparison.members or []]
+    shown = [index for index, histories in enumerate(groups) if any(histories)]
+    if not shown:
+        raise RunError("--plot: none of the runs shown has a history.csv")
+    columns = sorted(
+        {
+            c
+            for index in shown
+            for rows in groups[index]
+            if rows
+            for c in rows[0]
+            if c.startswith("val_")
+        }
+    ) or ["loss"]
+    if len(columns) > MAX_PANELS:  # val_loss first, then the others by name
+        first = [c for c in columns if c == "val_loss"]
+        columns = (first + [c for c in columns if c != "val_loss"])[:MAX_PANELS]
+    names = comparison.short_names()
+    keys = [k for k in comparison.differing if k in comparison.config_keys]
+    plt = pyplot()
+    with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
+        warnings.simplefilter("ignore")
+        table_height = 0.3 * (len(shown) + 1) + 0.3
+        figure = plt.figure(
+            figsize=(max(5.5 * len(columns), 8), 4 + table_height), layout="constrained"
+        )
+        grid = figure.add_gridspec(2, len(columns), height_ratios=[4, table_height])
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for position, column in enumerate(columns):
+            axis = figure.add_subplot(grid[0, position])
+            for order, index in enumerate(shown):
+                by_epoch: dict[int, list[float]] = {}
+                for rows in groups[index]:
+                    for row in rows:
+                        value = row.get(column)
+                        if isinstance(value, (int, float)) and np.isfinite(value):
+                            by_epoch.setdefault(int(row["epoch"]), []).append(float(value))
+                epochs = sorted(by_epoch)
+                mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+                std = np.array([np.std(by_epoch[e]) for e in epochs])
+                colour = colours[order % len(colours)]
+                axis.plot(epochs, mean, marker="o", markersize=3, color=colour)
+                axis.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
+            axis.set_title(f"{column}: mean ± std")
+            axis.set_xlabel("epoch")
+            axis.grid(alpha=0.3)
+        below = figure.add_subplot(grid[1, :])
+        below.axis("off")
+        cells = [
+            [
+                str(order + 1),
+                str(comparison.rows[index]["count"]),
+                *(_plain(config_cell(comparison.rows[index].get(k))) for k in keys),
+            ]
+            for order, index in enumerate(shown)
+        ]
+        labels = ["group", "runs", *(_plain(names.get(k, k)) for k in keys)]
+        table = below.table(cellText=cells, colLabels=labels, loc="upper center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.auto_set_column_width(list(range(len(labels))))
+        for order in range(len(shown)):  # the group's number in its curve's colour: the legend
+            table[order + 1, 0].get_text().set_color(colours[order % len(colours)])
         with store.atomic_path(path) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)

@@ -225,7 +225,8 @@ def sweep_row(item: Found) -> dict[str, str]:
         status = store.RUNNING
     else:
         status = store.INTERRUPTED
-    done = sum(s == store.COMPLETED for s in statuses)
+    done = sum(s in (store.COMPLETED, store.PRUNED) for s in statuses)
+    pruned = sum(s == store.PRUNED for s in statuses)
     best = _best_mean_score(item.path)
     refit = {}
     if (item.path / SWEEP_REFIT / store.METRICS).is_file():
@@ -240,7 +241,7 @@ def sweep_row(item: Found) -> dict[str, str]:
         "backend": "",
         "started": item.started[:19].replace("T", " "),
         "duration": duration(item.started, ended),
-        "epochs": f"{done}/{len(statuses)} fits",
+        "epochs": f"{done}/{len(statuses)} fits" + (f", {pruned} pruned" if pruned else ""),
         "params": "",
         "best": f"mean {_sweep_scoring(item.path)} {best:.4f}" if best is not None else "",
         "test": _test_text(refit),

@@ -164,3 +164,39 @@ def _save(figure, path: Path) -> None:
     with store.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     pyplot().close(figure)
+
+
+def search_plot(frame, scoring: str, higher: bool, path: Path, search: str = "") -> Path:
+    """A sweep's score against its setting number (cv_results.csv's rows, in order): the
+    settings that trained in full as dots, pruned ones as crosses at their last score, and
+    the best so far as a line. With several fits a setting, the bars are their std."""
+    plt = pyplot()
+    numbers = np.arange(len(frame))
+    scores = frame["mean_test_score"].to_numpy(dtype=float)
+    spread = frame["std_test_score"].to_numpy(dtype=float)
+    pruned = frame["status"].str.contains("pruned", regex=False).to_numpy()
+    full = ~pruned & np.isfinite(scores)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    if full.any():
+        axis.errorbar(
+            numbers[full], scores[full], yerr=spread[full], fmt="o", capsize=2, label="trained"
+        )
+        best, running = [], None
+        for number in numbers:
+            if full[number]:
+                value = scores[number]
+                if running is None or (value > running if higher else value < running):
+                    running = value
+            best.append(np.nan if running is None else running)
+        axis.step(numbers, best, where="post", color="black", alpha=0.6, label="best so far")
+    shown = pruned & np.isfinite(scores)
+    if shown.any():
+        axis.plot(numbers[shown], scores[shown], "x", color="grey", label="pruned (last score)")
+    axis.set_xlabel("setting (fit number)")
+    axis.set_ylabel(f"mean validation {scoring}")
+    axis.set_title(f"{search} search" if search else "search")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _save(figure, path)
+    return path

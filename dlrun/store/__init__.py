@@ -57,6 +57,7 @@ from dlrun.store.layout import (  # noqa: F401
     METRICS,
     PLOTS,
     PREDICTED_PLOT,
+    PRUNED,
     RUNNING,
     SIGTERM_EXIT,
     SUMMARY,

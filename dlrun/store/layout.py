@@ -46,6 +46,7 @@ class Status(str, enum.Enum):
     INTERRUPTED = "interrupted"
     DIVERGED = "diverged"
     CRASHED = "crashed"  # never written: meta says running and nobody holds the lock
+    PRUNED = "pruned"  # a sweep's pruner stopped it early: a loser, not a fault
 
     def __str__(self) -> str:
         return self.value
@@ -65,10 +66,12 @@ _EXIT_CODES = {
     Status.INTERRUPTED: 130,
     Status.CRASHED: 1,
     Status.RUNNING: 1,
+    Status.PRUNED: 0,  # asked for, like early stopping: the run did what its sweep wanted
 }
 SIGTERM_EXIT = 143  # interrupted by SIGTERM rather than Ctrl-C
 RUNNING, COMPLETED, FAILED = Status.RUNNING, Status.COMPLETED, Status.FAILED
 INTERRUPTED, DIVERGED, CRASHED = Status.INTERRUPTED, Status.DIVERGED, Status.CRASHED
+PRUNED = Status.PRUNED
 TIMESTAMP = "%Y%m%d-%H%M%S"
 UMASK = os.umask(0)
 os.umask(UMASK)

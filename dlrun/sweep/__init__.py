@@ -1,8 +1,10 @@
-"""Sweeps: grid and random search with k-fold cross-validation, every fit a run folder.
+"""Sweeps: grid, random, TPE and CMA-ES search with k-fold cross-validation and repeats over
+seeds, pruning, every fit a run folder.
 
-Owns: the sweep file (schema), the plan of fits (plan), running them on local worker processes
-(workers) or Ray tasks (ray) with Ctrl-C and SIGTERM handled (execute), and cv_results, the
-pivot and the refit (results).
+Owns: the sweep file (schema), the plan of fits (plan), Optuna's study, asked and told in the
+parent (search), the pruning verdicts between parent and fit (verdicts), running the fits on
+local worker processes (workers) or Ray tasks (ray) with Ctrl-C and SIGTERM handled (execute),
+and cv_results, the pivot and the refit (results).
 May import: train, report, model, data, store, spec. Nothing below imports a sweep.
 
 The names below are the sweep's interface for the CLI and the Python API.
@@ -10,5 +12,13 @@ The names below are the sweep's interface for the CLI and the Python API.
 
 from dlrun.sweep.execute import SweepStopped, lock, pool, ray_pool, run_sweep  # noqa: F401
 from dlrun.sweep.plan import Sweep, load_sweep, reopen, start  # noqa: F401
-from dlrun.sweep.results import pivot, results_table  # noqa: F401
-from dlrun.sweep.schema import BEST_SPEC, RESULTS, SWEEP_FILE, TRIALS  # noqa: F401
+from dlrun.sweep.results import TOP, pivot, results_table  # noqa: F401
+from dlrun.sweep.schema import (  # noqa: F401
+    BEST_SPEC,
+    IMPORTANCES,
+    RESULTS,
+    SEARCH_PLOT,
+    STUDY,
+    SWEEP_FILE,
+    TRIALS,
+)

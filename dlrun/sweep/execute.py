@@ -17,11 +17,12 @@ import numpy as np
 import yaml
 
 from dlrun import store
-from dlrun.errors import DlrunError, RunError
+from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.model.metrics import higher_is_better
-from dlrun.sweep.plan import Sweep
+from dlrun.sweep.plan import Fit, Sweep
 from dlrun.sweep.results import plain, refit, results_table
-from dlrun.sweep.schema import BEST_SPEC, EPOCHS, RESULTS, TRIALS
+from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
+from dlrun.sweep.search import plan_for
 from dlrun.sweep.workers import Workers
 
 
@@ -75,8 +76,14 @@ class SweepStopped(DlrunError):
         super().__init__(f"sweep stopped by {name}; the fits running were recorded as interrupted")
 
 
-def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[dict], str | None]:
-    """In a worker: train one fit (or finish an interrupted one); (status, rows, message)."""
+def _run_fit(
+    spec_yaml: str, trials_dir: str, folder: str, pruning: bool = False
+) -> tuple[str, list[dict], str | None]:
+    """In a worker: train one fit (or finish an interrupted one); (status, rows, message).
+
+    `pruning`: after each epoch the fit waits for the sweep parent's verdict (sweep.verdicts)
+    and stops as `pruned` when told to.
+    """
     from rich.console import Console
 
     from dlrun.spec.loading import validate as validate_spec
@@ -84,26 +91,56 @@ def _run_fit(spec_yaml: str, trials_dir: str, folder: str) -> tuple[str, list[di
 
     console = Console(quiet=True)
     run_dir = Path(trials_dir) / folder
+    callbacks: tuple = ()
+    if pruning:
+        from dlrun.sweep import verdicts
+        from dlrun.train.callbacks import Pruning
+
+        callbacks = (Pruning(verdicts.waiter(run_dir)),)
     try:
         if run_dir.is_symlink():  # a received sweep's trial pointing elsewhere: never followed
             raise RunError(f"{run_dir}: is a symlink; refusing to train out of the sweep")
         if (run_dir / store.META).exists():
             status = store.open_run(run_dir).status
-            if status == store.COMPLETED:
+            if status in (store.COMPLETED, store.PRUNED):
                 return status, store.read_history(run_dir), None
             if status in runner.RESUMABLE:
-                outcome = runner.resume(run_dir, console, ["dlrun", "sweep", "--resume"])
+                if pruning and (message := verdicts.stopped(run_dir)):
+                    # its setting was pruned while it was stopped: recorded so, not trained on
+                    status = runner.finish_pruned(run_dir, message)
+                    return status, store.read_history(run_dir), message
+                command = ["dlrun", "sweep", "--resume"]
+                outcome = runner.resume(
+                    run_dir,
+                    console,
+                    command,
+                    extra_callbacks=callbacks,
+                    score_test=False,
+                    plot=False,
+                )
             else:
                 return status, store.read_history(run_dir), "left as it was"
         else:
             store.remove_unstarted(run_dir)  # made, but killed before its meta.json: again
             spec = validate_spec(yaml.safe_load(spec_yaml), folder)
             outcome = runner.train(
-                spec, Path(trials_dir), console, ["dlrun", "sweep"], (), folder, score_test=False
+                spec,
+                Path(trials_dir),
+                console,
+                ["dlrun", "sweep"],
+                callbacks,
+                folder,
+                score_test=False,
+                plot=False,
             )
         return outcome.status, store.read_history(run_dir), outcome.message
     except Exception as exc:  # one broken trial is recorded; the sweep goes on
         return store.FAILED, _history(run_dir), f"{type(exc).__name__}: {exc}"
+
+
+def _refused(message: str) -> tuple[str, list[dict], str | None]:
+    """In a worker: a fit whose spec was refused, recorded as failed without a folder."""
+    return store.FAILED, [], message
 
 
 def _stopped(run_dir: Path, message: str) -> tuple[str, list[dict], str | None]:
@@ -138,25 +175,31 @@ def _progress(console):
 def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict:
     """Run every fit (skipping finished ones), then write cv_results.csv, best.yaml, refit.
 
-    Ctrl-C or SIGTERM: no further fit starts, the running ones are stopped and recorded as
-    interrupted, and SweepStopped is raised (nothing of the results is written).
+    grid and random: the fits planned; tpe and cmaes: a setting asked of Optuna each time a
+    worker is free for one, and with `prune` each running fit judged after every epoch
+    (sweep.search). Ctrl-C or SIGTERM: no further fit starts, the running ones are stopped
+    and recorded as interrupted, and SweepStopped is raised (nothing of the results is
+    written).
     """
-    fits = sweep.fits()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     trials = store.safe_folder(sweep_dir, TRIALS)  # never a symlinked trials/ out of the sweep
-    workers = sweep.spec.workers
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
+    plan = plan_for(sweep, sweep_dir, outcomes)
+    pruning = sweep.spec.prune is not None
     directions: dict[str, str] = {}
     best: float | None = None
     started = time.perf_counter()
-    tasks = [
-        (
-            fit.folder,
-            _run_fit,
-            (sweep.trial_spec(fit.params, fit.fold, fit.epochs).dump(), str(trials), fit.folder),
-        )
-        for fit in fits
-    ]
+    running: dict[str, Fit] = {}  # handed to the executor, not yet back
+
+    def tasks():
+        for fit in plan.fits():
+            running[fit.folder] = fit
+            try:
+                spec_yaml = sweep.fit_spec(fit).dump()
+            except SpecError as exc:  # a value Optuna drew that the spec refuses: that fit fails
+                yield fit.folder, _refused, (" ".join(exc.problems),)
+                continue
+            yield fit.folder, _run_fit, (spec_yaml, str(trials), fit.folder, pruning)
 
     def record(folder: str, kind: str, value: Any) -> tuple[str, list[dict], str | None]:
         if kind == "ok":
@@ -173,25 +216,30 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     previous_int = signal.getsignal(signal.SIGINT)
     try:
         with _progress(console) as progress:
-            task = progress.add_task("sweep", total=len(fits), state="")
-            for folder, kind, value in executor.run(tasks):
-                status, history, message = outcomes[folder] = record(folder, kind, value)
-                directions = directions or _directions(trials / folder)
-                higher = higher_is_better(sweep.spec.scoring, directions)
-                score = history[-1].get(f"val_{sweep.spec.scoring}") if history else None
-                if score is not None and math.isfinite(score):
-                    if best is None or (score > best if higher else score < best):
-                        best = score
-                line = f"{folder}: {status}" + (f" ({message})" if message else "")
-                if not console.is_terminal:
-                    console.print(line, highlight=False, markup=False)
-                left = len(fits) - len(outcomes)
-                running = min(left, workers)
+            task = progress.add_task("sweep", total=plan.total, state="")
+            for folder, kind, value in executor.run(tasks(), tick=plan.tick):
+                if kind != "tick":
+                    fit = running.pop(folder)
+                    status, history, message = outcomes[folder] = record(folder, kind, value)
+                    plan.done(fit)
+                    directions = directions or _directions(trials / folder)
+                    higher = higher_is_better(sweep.spec.scoring, directions)
+                    score = history[-1].get(f"val_{sweep.spec.scoring}") if history else None
+                    if status != store.PRUNED and score is not None and math.isfinite(score):
+                        if best is None or (score > best if higher else score < best):
+                            best = score
+                    line = f"{folder}: {status}" + (f" ({message})" if message else "")
+                    if not console.is_terminal:
+                        console.print(line, highlight=False, markup=False)
+                plan.watch(running)
+                finished = len(outcomes) + len(plan.skipped)
+                left = max(plan.total - finished, 0)
                 best_text = f"{best:.4f}" if best is not None else "-"
                 progress.update(
                     task,
-                    advance=1,
-                    state=f"running {running}, left {left - running}, best {best_text}",
+                    completed=finished,
+                    state=f"running {len(running)}, left {max(left - len(running), 0)}, "
+                    f"best {best_text}",
                 )
     except KeyboardInterrupt:
         stopped = signal.SIGTERM if _terminated else signal.SIGINT
@@ -206,13 +254,26 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         executor.close()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-    frame = results_table(sweep, outcomes, directions)
+    frame = results_table(sweep, {**outcomes, **plan.skipped}, directions, plan.rows())
     store.write_text(sweep_dir / RESULTS, frame.to_csv(index=False))
     summary: dict[str, Any] = {
-        "fits": len(fits),
+        "fits": len(outcomes),
         "seconds": round(time.perf_counter() - started, 2),
+        "epochs": sum(len(history) for _, history, _ in outcomes.values()),
     }
-    ranked = frame[np.isfinite(frame["mean_test_score"])]
+    higher = higher_is_better(sweep.spec.scoring, directions)
+    if not frame.empty:
+        from dlrun.report.plots import search_plot
+
+        summary["plot"] = search_plot(
+            frame, sweep.spec.scoring, higher, sweep_dir / SEARCH_PLOT, sweep.spec.search
+        )
+    importances = plan.importances()
+    if importances:
+        store.write_json(sweep_dir / IMPORTANCES, importances)
+        summary["importances"] = importances
+    # The best setting is one that trained in full: a pruned one's score is of fewer epochs.
+    ranked = frame[np.isfinite(frame["mean_test_score"]) & ~_pruned(frame)] if len(frame) else frame
     if ranked.empty:
         summary["best"] = None
         return {"frame": frame, **summary}
@@ -226,10 +287,19 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     best_raw = best_spec.model_dump(mode="json")
     best_raw["name"] = sweep.base["name"]
     store.write_text(sweep_dir / BEST_SPEC, yaml.safe_dump(best_raw, sort_keys=False))
-    summary["best"] = {"params": params, "mean_test_score": float(winner["mean_test_score"])}
+    summary["best"] = {
+        "params": params,
+        "mean_test_score": float(winner["mean_test_score"]),
+        "std_test_score": float(winner["std_test_score"]),
+    }
     if sweep.spec.refit:
         summary["refit"] = refit(best_raw, sweep_dir, console)
     return {"frame": frame, **summary}
+
+
+def _pruned(frame):
+    """The rows of settings that were pruned."""
+    return frame["status"].str.contains(str(store.PRUNED), regex=False)
 
 
 def _directions(run_dir: Path) -> dict[str, str]:

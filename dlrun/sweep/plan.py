@@ -1,9 +1,11 @@
-"""dlrun sweep: grid and random search with k-fold cross-validation.
+"""dlrun sweep: grid, random, TPE and CMA-ES search with k-fold cross-validation and repeats.
 
-Every (parameters, fold) fit is an ordinary run folder under the sweep's folder, so `runs`,
-`compare` and TensorBoard see the trials. A grid over training.epochs trains once per fold to
-the largest value and scores each requested epoch from that one history: the epoch-indexed
-shuffling makes the first E epochs of a long fit the same as a fit of E epochs.
+Every (parameters, fold, seed) fit is an ordinary run folder under the sweep's folder, so
+`runs`, `compare` and TensorBoard see the trials. A grid over training.epochs trains once per
+fold to the largest value and scores each requested epoch from that one history: the
+epoch-indexed shuffling makes the first E epochs of a long fit the same as a fit of E epochs.
+grid and random plan every setting here; tpe and cmaes ask Optuna for each as they go
+(sweep.search).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +28,46 @@ from dlrun.spec.overrides import apply_override
 from dlrun.spec.problems import did_you_mean, format_problem
 from dlrun.spec.schema import Spec
 from dlrun.spec.yamlfile import parse_yaml
-from dlrun.sweep.schema import BASE_FILE, DISTRIBUTIONS, EPOCHS, MAX_FITS, SWEEP_FILE, SweepSpec
+from dlrun.sweep.schema import (
+    BASE_FILE,
+    DISTRIBUTIONS,
+    EPOCHS,
+    MAX_FITS,
+    SEED,
+    SWEEP_FILE,
+    SweepSpec,
+)
 
 
 @dataclass
 class Fit:
-    """One training: a setting of the parameters (epochs at its largest) on one fold."""
+    """One training: a setting of the parameters (epochs at its largest) on one fold, with
+    one seed (`seed` is set only when the sweep repeats each fit over seeds)."""
 
     number: int
     params: dict[str, Any]  # without training.epochs
     fold: int | None
     epochs: int
+    seed: int | None = None
 
     @property
     def folder(self) -> str:
-        return f"fit{self.number:03d}" + (f"-fold{self.fold}" if self.fold is not None else "")
+        return (
+            f"fit{self.number:03d}"
+            + (f"-fold{self.fold}" if self.fold is not None else "")
+            + (f"-seed{self.seed}" if self.seed is not None else "")
+        )
+
+
+@dataclass
+class Setting:
+    """One row of cv_results: the values searched (epochs included), the epoch it is scored
+    at, and its fits, repeat by repeat and fold by fold (split0, split1, ... in that order)."""
+
+    number: int
+    values: dict[str, Any]
+    epochs: int
+    fits: list[Fit] = field(default_factory=list)
 
 
 @dataclass
@@ -48,27 +75,81 @@ class Sweep:
     spec: SweepSpec
     base: dict  # the resolved base spec, raw
     source: str
-    settings: list[dict[str, Any]]  # every parameter setting, epochs included
+    settings: list[dict[str, Any]]  # grid and random: every setting, epochs included
 
     @property
     def folds(self) -> list[int | None]:
         return list(range(self.spec.cv)) if self.spec.cv else [None]
 
-    def fits(self) -> list[Fit]:
-        """One fit per (setting without epochs, fold), trained to the largest epochs asked."""
+    @property
+    def seeds(self) -> list[int | None]:
+        """The seed of each repeat; [None] (the base's own seed) without repeats."""
+        if self.spec.repeats == 1:
+            return [None]
+        return [self.base["seed"] + repeat for repeat in range(self.spec.repeats)]
+
+    def epochs_of(self, setting: dict[str, Any]) -> int:
+        return setting.get(EPOCHS, self.base["training"]["epochs"])
+
+    def fits_for(self, number: int, params: dict[str, Any], epochs: int) -> list[Fit]:
+        """A setting's fits: every repeat's seed on every fold."""
+        return [
+            Fit(number, params, fold, epochs, seed) for seed in self.seeds for fold in self.folds
+        ]
+
+    def _groups(self) -> list[tuple[dict, int]]:
+        """grid and random: one (setting without epochs, largest epochs asked) per fit number."""
         groups: dict[str, tuple[dict, int]] = {}
         for setting in self.settings:
             params = {k: v for k, v in setting.items() if k != EPOCHS}
             key = json.dumps(params, sort_keys=True, default=str)
-            epochs = setting.get(EPOCHS, self.base["training"]["epochs"])
             previous = groups.get(key, (params, 0))[1]
-            groups[key] = (params, max(previous, epochs))
-        fits = []
-        for number, (params, epochs) in enumerate(groups.values()):
-            fits += [Fit(number, params, fold, epochs) for fold in self.folds]
-        return fits
+            groups[key] = (params, max(previous, self.epochs_of(setting)))
+        return list(groups.values())
 
-    def trial_spec(self, params: dict, fold: int | None, epochs: int | None = None) -> Spec:
+    def fits(self) -> list[Fit]:
+        """grid and random: one fit per (setting without epochs, fold, seed), trained to the
+        largest epochs asked."""
+        return [
+            fit
+            for number, (params, epochs) in enumerate(self._groups())
+            for fit in self.fits_for(number, params, epochs)
+        ]
+
+    def rows(self) -> list[Setting]:
+        """grid and random: every setting with the fits it is scored on."""
+        numbers = {
+            json.dumps(params, sort_keys=True, default=str): (number, epochs)
+            for number, (params, epochs) in enumerate(self._groups())
+        }
+        rows = []
+        for setting in self.settings:
+            params = {k: v for k, v in setting.items() if k != EPOCHS}
+            number, trained = numbers[json.dumps(params, sort_keys=True, default=str)]
+            rows.append(
+                Setting(
+                    number,
+                    setting,
+                    self.epochs_of(setting),
+                    self.fits_for(number, params, trained),
+                )
+            )
+        return rows
+
+    @property
+    def planned_fits(self) -> int:
+        """How many fits the sweep trains at most (tpe and cmaes: n_iter settings)."""
+        if self.spec.adaptive:
+            return getattr(self.spec, self.spec.search).n_iter * len(self.folds) * len(self.seeds)
+        return len(self.fits())
+
+    def trial_spec(
+        self,
+        params: dict,
+        fold: int | None,
+        epochs: int | None = None,
+        seed: int | None = None,
+    ) -> Spec:
         raw = json.loads(json.dumps(self.base))
         for path, value in params.items():
             apply_override(raw, f"{path}={json.dumps(value)}")
@@ -76,8 +157,13 @@ class Sweep:
             raw["training"]["epochs"] = epochs
         if fold is not None:
             raw["data"]["cv"] = {"folds": self.spec.cv, "index": fold}
+        if seed is not None:
+            raw["seed"] = seed
         raw["name"] = f"{self.spec.name}-trial"
         return validate(raw, self.source)
+
+    def fit_spec(self, fit: Fit) -> Spec:
+        return self.trial_spec(fit.params, fit.fold, fit.epochs, fit.seed)
 
 
 def _draw(space: dict, n_iter: int, seed: int) -> list[dict]:
@@ -104,16 +190,23 @@ def _draw(space: dict, n_iter: int, seed: int) -> list[dict]:
     return settings
 
 
-def _check_rule(path: str, rule: Any) -> str | None:
+def _check_rule(path: str, rule: Any, numeric: bool = False) -> str | None:
+    """A space entry's problem, or None. `numeric` (cmaes): only uniform, loguniform, randint."""
     if isinstance(rule, list):
+        if numeric:
+            return "cmaes searches numbers only: give {uniform|loguniform|randint: [low, high]}"
         return None if rule else "expected at least one value, got []"
     if not isinstance(rule, dict) or len(rule) != 1:
-        return f"expected a list of values or one of {{{', '.join(DISTRIBUTIONS)}: ...}}"
+        return (
+            f"expected a list of values or one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {rule!r}"
+        )
     ((kind, bounds),) = rule.items()
     if kind not in DISTRIBUTIONS:
         return f"unknown distribution {kind!r}; expected one of {', '.join(DISTRIBUTIONS)}" + (
             did_you_mean(kind, DISTRIBUTIONS)
         )
+    if numeric and kind == "choice":
+        return "cmaes searches numbers only (uniform, loguniform, randint); use tpe for a choice"
     if kind == "choice":
         return None if isinstance(bounds, list) and bounds else "choice needs a non-empty list"
     if not (
@@ -141,6 +234,15 @@ def _path_exists(base: dict, path: str) -> bool:
     ) or parent in ("compile.optimizer", "compile.loss")
 
 
+def candidates(rule: Any) -> list[Any]:
+    """The values of a space entry worth checking against the spec: every listed value, or a
+    distribution's two ends."""
+    if isinstance(rule, list):
+        return rule
+    ((kind, bounds),) = rule.items()
+    return list(bounds)
+
+
 def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read and check a sweep file and every trial spec it implies; trains nothing.
 
@@ -154,35 +256,42 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
         raise SpecError(f"{path}: cannot be read ({exc})") from None
     raw, lines = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping with base and grid (or random)")
+        raise SpecError(f"{path}: expected a mapping with base and grid (or random, tpe, cmaes)")
     spec = validate_model(SweepSpec, raw, str(path), lines)
+    search = spec.search
     folds = max(spec.cv, 1)
     if spec.grid is not None:
         planned = math.prod(len(values) for values in spec.grid.values()) * folds
     else:
-        planned = spec.random.n_iter * folds
+        planned = getattr(spec, search).n_iter * folds
+    planned *= spec.repeats
     if planned > MAX_FITS:
-        where = "grid" if spec.grid is not None else "random"
         raise SpecError(
             format_problem(
                 str(path),
                 lines,
-                (where,),
-                f"{planned:,} fits (settings x folds) is more than the {MAX_FITS:,} allowed; "
-                "narrow the search or use random with a smaller n_iter",
+                (search,),
+                f"{planned:,} fits (settings x folds{' x repeats' * (spec.repeats > 1)}) is "
+                f"more than the {MAX_FITS:,} allowed; narrow the search or use random with a "
+                "smaller n_iter",
             )
         )
+    _check_search_options(spec, str(path), lines)
+    if spec.adaptive:
+        from dlrun.sweep.study import optuna_module
+
+        optuna_module(search)  # installed? Said before anything else is read or made
     from dlrun.spec.loading import load_spec
 
     base_path = (path.parent / spec.base).resolve()
     if not base_path.is_file():
         raise SpecError(format_problem(str(path), lines, ("base",), f"no such file: {base_path}"))
     base = load_spec(base_path, overrides).model_dump(mode="json")
-    space = spec.grid if spec.grid is not None else spec.random.space
+    space = spec.space
     loc_of = (
         (lambda key: ("grid", key))
         if spec.grid is not None
-        else (lambda key: ("random", "space", key))
+        else (lambda key: (search, "space", key))
     )
     from dlrun.backend import require
 
@@ -192,17 +301,26 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
         if key == "backend":
             message = "cannot vary within a sweep (a worker runs one backend); run one per backend"
             problems.append(format_problem(str(path), lines, loc_of(key), message))
+        elif key == SEED and spec.repeats > 1:
+            message = "the seed comes from repeats (seed, seed+1, ...); search it or repeat"
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
+        elif key == EPOCHS and spec.prune is not None:
+            message = (
+                "the pruner decides how many epochs each fit trains; give the most in the base "
+                "spec's training.epochs instead"
+            )
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
         elif not _path_exists(base, key):
-            candidates = sorted(paths(base))
+            candidates_ = sorted(paths(base))
             problems.append(
                 format_problem(
                     str(path),
                     lines,
                     loc_of(key),
-                    f"no such key in the base spec {spec.base}" + did_you_mean(key, candidates),
+                    f"no such key in the base spec {spec.base}" + did_you_mean(key, candidates_),
                 )
             )
-        elif message := _check_rule(key, rule):
+        elif message := _check_rule(key, rule, numeric=search == "cmaes"):
             problems.append(format_problem(str(path), lines, loc_of(key), message))
     logged = ["loss", *validate(base, str(base_path)).compile.metric_names]
     if base["training"].get("adversarial"):  # validation only: its train score stays empty
@@ -217,6 +335,16 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
                 f"expected one of {', '.join(logged)}",
             )
         )
+    last_seed = base["seed"] + spec.repeats - 1
+    if last_seed >= 2**32:
+        problems.append(
+            format_problem(
+                str(path),
+                lines,
+                ("repeats",),
+                f"seeds {base['seed']} to {last_seed} go past the largest seed, 2**32 - 1",
+            )
+        )
     if problems:
         raise SpecError(problems)
     if spec.grid is not None:
@@ -225,10 +353,17 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
             dict(zip(keys, values, strict=True))
             for values in itertools.product(*spec.grid.values())
         ]
-    else:
+    elif search == "random":
         settings = _draw(spec.random.space, spec.random.n_iter, spec.random.seed)
+    else:  # tpe, cmaes: asked for one by one as the sweep runs (sweep.search)
+        settings = []
     sweep = Sweep(spec, base, str(path), settings)
-    for setting in settings:  # each value must make a valid spec, named by its sweep key
+    # Each value must make a valid spec, named by its sweep key: every planned setting, or
+    # the values and ends of an adaptive search's space.
+    checked = settings or [
+        {key: value} for key, rule in space.items() for value in candidates(rule)
+    ]
+    for setting in checked:
         for key, value in setting.items():
             try:
                 sweep.trial_spec({key: value}, None)
@@ -238,18 +373,46 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
                     format_problem(str(path), lines, loc_of(key), f"value {value!r}: {detail}")
                 ) from None
     if spec.cv:
-        _check_folds(sweep, path, lines)
+        _check_folds(sweep, path, lines, checked)
     return sweep
 
 
-def _check_folds(sweep: Sweep, path: Path, lines) -> None:
+def _check_search_options(spec: SweepSpec, source: str, lines) -> None:
+    """prune and repeats with the search they go with, one line each."""
+    prune = spec.prune
+    if prune is None:
+        return
+    if not spec.adaptive:
+        raise SpecError(
+            format_problem(
+                source,
+                lines,
+                ("prune",),
+                f"prune goes with tpe or cmaes, which learn from the fits the pruner stops; "
+                f"{spec.search} plans every fit before any trains and trains each in full "
+                f"(give the same n_iter and space as tpe: to prune)",
+            )
+        )
+    if prune.method == "median" and "reduction_factor" in prune.model_fields_set:
+        raise SpecError(
+            format_problem(
+                source,
+                lines,
+                ("prune", "reduction_factor"),
+                "applies to hyperband and asha; median stops a fit whose score is worse than "
+                "the median of the completed fits at the same epoch",
+            )
+        )
+
+
+def _check_folds(sweep: Sweep, path: Path, lines, settings: list[dict]) -> None:
     """cv folds cannot outnumber the samples of the smallest class of the training split, on
     every data set the sweep trains on (a grid over data.* replaces the base's data)."""
     from dlrun.data.arrays import load_data
 
     datas = {
         json.dumps({k: v for k, v in setting.items() if k.startswith("data.")}, sort_keys=True)
-        for setting in sweep.settings
+        for setting in settings
     }
     for data in sorted(datas):
         raw = json.loads(json.dumps(sweep.base))
@@ -286,6 +449,8 @@ def start(
     sweep_dir = store.create_run_dir(runs_root, sweep.spec.name)
     resolved = sweep.spec.model_dump(mode="json", exclude_none=True)
     resolved["base"] = BASE_FILE
+    if sweep.spec.prune is not None:  # as given: median takes no reduction_factor
+        resolved["prune"] = sweep.spec.prune.model_dump(mode="json", exclude_unset=True)
     store.write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
     store.write_text(sweep_dir / BASE_FILE, yaml.safe_dump(sweep.base, sort_keys=False))
     return sweep, sweep_dir

@@ -16,7 +16,7 @@ from typing import Any
 
 from dlrun import store
 from dlrun.errors import BackendError, RunError
-from dlrun.sweep.workers import Result, Task
+from dlrun.sweep.workers import TICK, Result, Task
 
 INSTALL = 'pip install "dlrun[ray]"'
 
@@ -64,17 +64,33 @@ class RayWorkers:
         self.trials_dir, self.backend = trials_dir, backend
         self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_call)
         self._pending: dict[Any, str] = {}
+        self.capacity = _capacity(ray.cluster_resources(), cpus, gpus)
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Result]:
-        """Submit every task; yield each result as it comes (an error: "error", its message)."""
+    def run(self, tasks: Iterable[Task], tick: float | None = None) -> Iterator[Result]:
+        """Submit tasks as the cluster can start them (as many as fit at once, read lazily:
+        an adaptive search asks for the next setting only then); yield each result as it
+        comes (an error: "error", its message), TICK when `tick` seconds pass without one."""
         ray = self._ray
-        for key, function, args in tasks:
-            self._pending[self._remote.remote(function, args, self.backend)] = key
+        source = iter(tasks)
+
+        def fill() -> None:
+            while len(self._pending) < self.capacity:
+                task = next(source, None)
+                if task is None:
+                    return
+                key, function, args = task
+                self._pending[self._remote.remote(function, args, self.backend)] = key
+
+        fill()
         while self._pending:
-            done, _ = ray.wait(list(self._pending), num_returns=1)
+            done, _ = ray.wait(list(self._pending), num_returns=1, timeout=tick)
+            if not done:
+                yield TICK
+                continue
             for ref in done:
                 key = self._pending.pop(ref)
                 yield self._result(ref, key)
+            fill()
 
     def _result(self, ref, key: str) -> Result:
         ray = self._ray
@@ -114,3 +130,11 @@ class RayWorkers:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ray.shutdown()
+
+
+def _capacity(resources: dict, cpus: float, gpus: float) -> int:
+    """How many fits the cluster runs at once: the most tasks its CPUs (and GPUs) hold."""
+    fits = [resources.get("CPU", 1) / cpus]
+    if gpus:
+        fits.append(resources.get("GPU", 0) / gpus)
+    return max(1, int(min(fits)))

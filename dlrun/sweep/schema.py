@@ -11,9 +11,17 @@ from dlrun.spec.names import NAME_MAX, NAME_PATTERN
 
 SWEEP_FILE, BASE_FILE = "sweep.yaml", "base.yaml"
 RESULTS, BEST_SPEC, TRIALS, REFIT = "cv_results.csv", "best.yaml", "trials", "refit"
+STUDY = "study.db"  # Optuna's storage (SQLite) for tpe and cmaes, in the sweep folder
+SEARCH_PLOT, IMPORTANCES = "plots/search.png", "importances.json"
+# In a trial folder: the parent's answer after each epoch of a pruned search (sweep.verdicts).
+VERDICT = ".verdict.json"
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
-EPOCHS = "training.epochs"
-MAX_FITS = 10_000  # grid combinations x folds, or n_iter x folds
+SEARCHES = ("grid", "random", "tpe", "cmaes")
+ADAPTIVE = ("tpe", "cmaes")  # through Optuna: they learn from the fits done so far
+PRUNERS = ("hyperband", "asha", "median")
+EPOCHS, SEED = "training.epochs", "seed"
+MAX_FITS = 10_000  # grid combinations (or n_iter) x folds x repeats
+MAX_REPEATS = 100
 
 
 class _Strict(BaseModel):
@@ -21,9 +29,36 @@ class _Strict(BaseModel):
 
 
 class RandomSpec(_Strict):
+    """random:, tpe: and cmaes: alike: how many settings, the space, the sampler's seed."""
+
     n_iter: int = Field(ge=1, le=MAX_FITS)  # parameter settings drawn
-    space: dict[str, Any]  # path: [values] or {uniform|loguniform|randint: [low, high]}
+    space: dict[str, Any]  # path: [values] or {uniform|loguniform|randint|choice: [...]}
     seed: int = Field(0, ge=0, lt=2**32)  # the draws, not the training
+
+
+class PruneSpec(_Strict):
+    """Stopping the losers of a tpe or cmaes search after a few epochs (Optuna's pruners)."""
+
+    method: str
+    min_epochs: int = Field(1, ge=1)  # the earliest epoch a fit can be stopped at
+    reduction_factor: int = Field(3, ge=2)  # hyperband and asha: keep the best 1/factor
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, method: str) -> str:
+        if method in SEARCHES:
+            raise ValueError(
+                f"{method!r} is a search, not a pruner; a pruner stops the losing fits of a "
+                f"tpe or cmaes search early: expected one of {', '.join(PRUNERS)}"
+            )
+        if method not in PRUNERS:
+            from dlrun.spec.problems import did_you_mean
+
+            raise ValueError(
+                f"expected one of {', '.join(PRUNERS)}, got {method!r}"
+                + did_you_mean(method, PRUNERS)
+            )
+        return method
 
 
 class ResourcesSpec(_Strict):
@@ -37,7 +72,11 @@ class SweepSpec(_Strict):
     base: str  # a spec file, relative to the sweep file
     name: str = Field("sweep", pattern=NAME_PATTERN, max_length=NAME_MAX)
     grid: dict[str, list] | None = None  # every combination
-    random: RandomSpec | None = None
+    random: RandomSpec | None = None  # independent draws, planned before anything trains
+    tpe: RandomSpec | None = None  # Optuna's TPE: each draw learns from the fits done
+    cmaes: RandomSpec | None = None  # Optuna's CMA-ES: numeric spaces only
+    prune: PruneSpec | None = None  # tpe and cmaes: stop hopeless fits after a few epochs
+    repeats: int = Field(1, ge=1, le=MAX_REPEATS)  # each fit with seeds seed, seed+1, ...
     cv: int = Field(3, ge=0)  # stratified k-fold on the training split; 0 = validation split
     scoring: str = "accuracy"  # a logged metric; its Keras direction says which way is better
     workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
@@ -46,9 +85,25 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_search(self) -> SweepSpec:
-        if (self.grid is None) == (self.random is None):
-            raise ValueError("give either grid or random, not both and not neither")
+        given = [name for name in SEARCHES if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = f"got {' and '.join(given)}" if given else "got none"
+            raise ValueError(f"give one search: grid, random, tpe or cmaes ({found})")
         return self
+
+    @property
+    def search(self) -> str:
+        """grid, random, tpe or cmaes: the one the file gives."""
+        return next(name for name in SEARCHES if getattr(self, name) is not None)
+
+    @property
+    def space(self) -> dict[str, Any]:
+        """The grid, or the space of random, tpe or cmaes."""
+        return self.grid if self.grid is not None else getattr(self, self.search).space
+
+    @property
+    def adaptive(self) -> bool:
+        return self.search in ADAPTIVE
 
     @field_validator("workers")
     @classmethod

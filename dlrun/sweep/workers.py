@@ -22,8 +22,10 @@ from multiprocessing import connection, get_context
 from typing import Any
 
 Task = tuple[str, Callable, tuple]  # key, function, arguments
-# (key, "ok" | "error" | "died", the function's result, an error message or the exit code)
+# (key, "ok" | "error" | "died", the function's result, an error message or the exit code);
+# ("", "tick", None) when `tick` seconds passed with no result.
 Result = tuple[str, str, Any]
+TICK: Result = ("", "tick", None)
 
 _PR_SET_PDEATHSIG = 1
 PARENT_CHECK_SECONDS = 0.5
@@ -89,7 +91,8 @@ class Workers:
         self._context = get_context("spawn")
         self._initializer, self._initargs = initializer, initargs
         self._slots = [self._spawn() for _ in range(count)]
-        self._queue: deque[Task] = deque()
+        self._queue: deque[Task] = deque()  # tasks back from a worker that died idle
+        self._source: Iterator[Task] = iter(())
         self._respawns = 0
 
     def _spawn(self) -> _Slot:
@@ -112,10 +115,17 @@ class Workers:
         self._slots[self._slots.index(slot)] = new
         return new
 
+    def _next(self) -> Task | None:
+        if self._queue:
+            return self._queue.popleft()
+        return next(self._source, None)
+
     def _dispatch(self) -> None:
         for slot in list(self._slots):
-            while slot.task is None and self._queue:
-                task = self._queue.popleft()
+            while slot.task is None:
+                task = self._next()
+                if task is None:
+                    break
                 try:
                     slot.conn.send(task)
                 except OSError:  # it died while idle: a new one takes the task
@@ -126,16 +136,24 @@ class Workers:
                     continue
                 slot.key, slot.task = task[0], task
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Result]:
-        """Run the tasks, yielding each result as it comes; a dead worker yields "died"."""
-        self._queue.extend(tasks)
+    def run(self, tasks: Iterable[Task], tick: float | None = None) -> Iterator[Result]:
+        """Run the tasks, yielding each result as it comes; a dead worker yields "died".
+
+        `tasks` is read lazily, one task each time a worker is free (an adaptive search asks
+        for the next setting only then), and a result is handled before the next task is
+        taken. With `tick`, TICK is yielded whenever that many seconds pass without a result.
+        """
+        self._source = iter(tasks)
         while True:
             self._dispatch()
             busy = [slot for slot in self._slots if slot.task is not None]
             if not busy:
                 return
             waits = [slot.conn for slot in busy] + [slot.process.sentinel for slot in busy]
-            ready = connection.wait(waits)
+            ready = connection.wait(waits, timeout=tick)
+            if not ready:
+                yield TICK
+                continue
             for slot in busy:
                 result = self._collect(slot, ready)
                 if result is not None:
@@ -160,6 +178,7 @@ class Workers:
     def stop(self, grace: float = 60.0) -> list[Result]:
         """Start nothing more; SIGTERM the busy workers and collect what they report."""
         self._queue.clear()
+        self._source = iter(())
         busy = [slot for slot in self._slots if slot.task is not None]
         for slot in busy:
             with contextlib.suppress(OSError):

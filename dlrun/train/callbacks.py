@@ -115,6 +115,9 @@ class RunRecorder(keras.callbacks.Callback):
         # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
         steps = self._optimizer_steps()
         more = self.state() if self.state is not None else {}
+        # Which way the metrics go, in meta.json from the first epoch on: a sweep judging a
+        # fit while it trains reads it there (metrics.json comes only at the end).
+        self.run.meta.setdefault("directions", self.directions)
         self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end, **more)
         self._steps_at_epoch_end = steps
 
@@ -376,6 +379,28 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()
+
+
+class Pruning(keras.callbacks.Callback):
+    """After each epoch (once RunRecorder has recorded it), asks `judge(epoch, logs)`.
+
+    The judge (a sweep's pruner, in another process) answers None to go on, or a message to
+    stop: the fit then ends after this epoch and the run is recorded as `pruned` with that
+    message. An epoch that already ends the fit (divergence, early stopping) is not judged.
+    """
+
+    def __init__(self, judge):
+        super().__init__()
+        self.judge = judge
+        self.pruned: dict | None = None  # {"epoch": n, "message": ...} once stopped
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training or self.pruned:
+            return
+        message = self.judge(epoch + 1, logs or {})
+        if message:
+            self.pruned = {"epoch": epoch + 1, "message": message}
+            self.model.stop_training = True
 
 
 class EpochShuffle(keras.callbacks.Callback):

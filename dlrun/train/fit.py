@@ -23,8 +23,13 @@ def fit(
     rows: list[dict],
     extra_callbacks: tuple,
     score_test: bool = True,
+    plot: bool = True,
 ) -> Outcome:
-    """The training loop shared by new and resumed runs; records the outcome in the run."""
+    """The training loop shared by new and resumed runs; records the outcome in the run.
+
+    A sweep's trials pass score_test=False and plot=False: the sweep plots them together, and
+    `dlrun compare TRIAL --plot` draws one's curves from its history.csv.
+    """
     from dlrun.model.builder import summary_text
     from dlrun.train.callbacks import RunRecorder
 
@@ -73,6 +78,8 @@ def fit(
                     f"loss or weights became NaN or infinite in epoch {recorder.diverged_at}; "
                     f"kept the weights of epoch {recorder.epochs_done}"
                 )
+            elif pruned := _pruned(callbacks):
+                life.pruned(pruned["message"])
         train_seconds = time.perf_counter() - started
         if recorder is not None:
             life.epochs_done = recorder.epochs_done
@@ -81,6 +88,8 @@ def fit(
                 stopped = _stopped_early(callbacks)
                 if stopped and life.status == store.COMPLETED:
                     metrics["stopped_early"] = stopped
+                if life.status == store.PRUNED:
+                    metrics["pruned"] = _pruned(callbacks)
                 if score_test and life.ok and recorder.epochs_done:
                     done = stages and stages[-1]["epochs_done"] == recorder.epochs_done
                     metrics["test"] = (
@@ -95,7 +104,7 @@ def fit(
                     from dlrun.train.callbacks import write_hparams
 
                     write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
-                if recorder.rows:
+                if recorder.rows and plot:
                     from dlrun.report.plots import history_plot
 
                     history_plot(recorder.rows, run.file(store.HISTORY_PLOT))
@@ -136,7 +145,7 @@ def _stages(
             shuffle=False,  # the pipeline shuffles
             verbose=0,
         )
-        if recorder.diverged_at or not recorder.epochs_done:
+        if recorder.diverged_at or not recorder.epochs_done or _pruned(callbacks):
             break
         if spec.training.finetune and len(stages) < stage and score:
             stages.append(
@@ -273,6 +282,16 @@ def _stopped_early(callbacks: list) -> dict | None:
                 "monitor": callback.monitor,
                 "patience": int(callback.patience),
             }
+    return None
+
+
+def _pruned(callbacks: list) -> dict | None:
+    """Where a sweep's pruner stopped the fit, and its message (None when it did not)."""
+    from dlrun.train.callbacks import Pruning
+
+    for callback in callbacks:
+        if isinstance(callback, Pruning) and callback.pruned:
+            return callback.pruned
     return None
 
 

@@ -73,8 +73,9 @@ class RunLife:
 
     @property
     def ok(self) -> bool:
-        """Nothing has stopped or failed the run so far (diverged still counts as ok)."""
-        return self.status in (store.COMPLETED, store.DIVERGED)
+        """Nothing has stopped or failed the run so far (diverged and pruned still count as
+        ok: their results are written as a completed run's are)."""
+        return self.status in (store.COMPLETED, store.DIVERGED, store.PRUNED)
 
     def __enter__(self) -> RunLife:
         if self._main:
@@ -132,6 +133,10 @@ class RunLife:
 
     def diverged(self, message: str) -> None:
         self.status, self.message = store.DIVERGED, message
+
+    def pruned(self, message: str) -> None:
+        """A sweep's pruner stopped the fit after an epoch: recorded as `pruned`, exit 0."""
+        self.status, self.message = store.PRUNED, message
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if isinstance(exc, KeyboardInterrupt):

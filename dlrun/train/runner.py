@@ -46,12 +46,14 @@ def train(
     extra_callbacks: tuple = (),
     folder: str | None = None,
     score_test: bool = True,
+    plot: bool = True,
 ) -> Outcome:
     """Train a spec into a new run folder under runs_root; never raises for a training fault.
 
     `folder` names the run folder exactly (a sweep's trials); by default it is
     `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
-    look at the test split (and skipping it saves a model load per trial).
+    look at the test split (and skipping it saves a model load per trial); and plot=False:
+    drawing history.png costs a small fit more than its epochs.
     """
     from dlrun.backend import load, use
 
@@ -73,7 +75,7 @@ def train(
             "and the half-made folder was removed"
         ) from None
     with run:
-        return fit(prepared, run, console, [], extra_callbacks, score_test)
+        return fit(prepared, run, console, [], extra_callbacks, score_test, plot)
 
 
 def _start(run: store.RunFolder, spec: Spec, prepared: Prepared, command: list[str] | None) -> None:
@@ -123,8 +125,8 @@ def _recorded(prepared) -> dict:
 
 
 RESUMABLE = (store.INTERRUPTED, store.CRASHED, store.FAILED)
-# With --epochs, a run that ended can train on: a completed or early-stopped run continues.
-EXTENDABLE = (*RESUMABLE, store.COMPLETED)
+# With --epochs, a run that ended can train on: a completed, early-stopped or pruned run.
+EXTENDABLE = (*RESUMABLE, store.COMPLETED, store.PRUNED)
 
 
 def resume(
@@ -135,13 +137,26 @@ def resume(
     unsafe_load: bool = False,
     extra_callbacks: tuple = (),
     epochs: int | None = None,
+    score_test: bool = True,
+    plot: bool = True,
 ) -> Outcome:
     """Continue an interrupted, crashed or failed run from its last completed epoch; with
-    `epochs`, also a completed run, up to that many epochs in all (a new attempt)."""
+    `epochs`, also a completed run, up to that many epochs in all (a new attempt).
+    `score_test` and `plot` as for train (a sweep's trials: both False)."""
     # The lock first, then the status: of two resumes at once, the second stops here.
     folder = store.RunFolder.acquire(run_path)
     with folder:
-        return _resume(folder, console, command, force, unsafe_load, extra_callbacks, epochs)
+        return _resume(
+            folder,
+            console,
+            command,
+            force,
+            unsafe_load,
+            extra_callbacks,
+            epochs,
+            score_test,
+            plot,
+        )
 
 
 def _resume(
@@ -152,6 +167,8 @@ def _resume(
     unsafe_load: bool,
     extra_callbacks: tuple,
     epochs: int | None,
+    score_test: bool = True,
+    plot: bool = True,
 ) -> Outcome:
     from dlrun.backend import load, use
 
@@ -161,7 +178,7 @@ def _resume(
         hint = "; pass --epochs N to train a completed run further" if epochs is None else ""
         raise RunError(
             f"{run.path}: status is {run.status}; only {', '.join(allowed)} runs can be resumed"
-            + (hint if run.status == store.COMPLETED else "")
+            + (hint if run.status in (store.COMPLETED, store.PRUNED) else "")
         )
     if _config_digest(run.path) != run.meta.get("config_sha256") and not force:
         raise RunError(
@@ -219,7 +236,19 @@ def _resume(
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
     )
-    return fit(prepared, folder, console, rows, extra_callbacks)
+    return fit(prepared, folder, console, rows, extra_callbacks, score_test, plot)
+
+
+def finish_pruned(run_path: Path, message: str) -> str:
+    """A stopped fit (interrupted, crashed, failed) that its sweep's pruner has since given up
+    on: recorded as `pruned` where it stands, without training (a sweep's --resume)."""
+    folder = store.RunFolder.acquire(run_path)
+    with folder:
+        run = folder.read()
+        if run.status not in RESUMABLE:
+            return str(run.status)
+        folder.finish(store.PRUNED, message, ended=now(), epochs_done=completed_epoch(run))
+        return str(store.PRUNED)
 
 
 def _list(value) -> list:
