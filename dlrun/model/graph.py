@@ -20,6 +20,7 @@ from dlrun.spec.schema import Spec
 
 BLOCK_INPUT = "in"  # inside a block: what the block reads
 DEFAULT_INPUT = "input"  # the one input of a graph that names none
+DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's input
 
 
 @dataclass
@@ -153,9 +154,6 @@ def _block_input(reads: Any, nodes: list[Node], loc: tuple, spec: Spec) -> str:
     if not isinstance(reads, str):
         raise spec.error((*loc, "inputs"), "a block reads one input: give one name")
     return reads
-
-
-DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's input
 
 
 def build_graph(spec: Spec, input_shape: tuple[int, ...], taken: dict, given: set, classes):

@@ -503,6 +503,26 @@ def _plain(text: str) -> str:
     return clean(text, newlines=False).replace("$", r"\$")
 
 
+def _panels(histories) -> list[str]:
+    """The curves drawn, one panel each: every val_ metric of the histories (loss when there
+    are none), at most MAX_PANELS of them, val_loss first."""
+    columns = sorted({c for rows in histories if rows for c in rows[0] if c.startswith("val_")})
+    columns = columns or ["loss"]
+    if len(columns) > MAX_PANELS:  # val_loss first, then the others by name
+        first = [c for c in columns if c == "val_loss"]
+        columns = (first + [c for c in columns if c != "val_loss"])[:MAX_PANELS]
+    return columns
+
+
+def _figure(plt, panels: int, table_rows: int) -> tuple:
+    """A figure of `panels` plots above a table of `table_rows` rows: (figure, grid, colours)."""
+    table_height = 0.3 * (table_rows + 1) + 0.3
+    figure = plt.figure(figsize=(max(5.5 * panels, 8), 4 + table_height), layout="constrained")
+    grid = figure.add_gridspec(2, panels, height_ratios=[4, table_height])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return figure, grid, colours
+
+
 def curves_plot(runs: list[Run], comparison: Comparison, path):
     """Validation curves of the runs shown, one colour per run, labelled by run name; the
     config values that differ among them are a table under the plot, not a legend over it.
@@ -524,23 +544,14 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
             histories[run.name] = rows
     if not histories:
         raise RunError("--plot: none of the runs shown has a history.csv")
-    columns = sorted({c for rows in histories.values() for c in rows[0] if c.startswith("val_")})
-    columns = columns or ["loss"]
-    if len(columns) > MAX_PANELS:  # val_loss first, then the others by name
-        first = [c for c in columns if c == "val_loss"]
-        columns = (first + [c for c in columns if c != "val_loss"])[:MAX_PANELS]
+    columns = _panels(histories.values())
     names = comparison.short_names()
     shown = [run for run in runs if run.name in histories]
     by_run = {row["run"]: row for row in comparison.rows}
     plt = pyplot()
     with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
         warnings.simplefilter("ignore")
-        table_height = 0.3 * (len(shown) + 1) + 0.3
-        figure = plt.figure(
-            figsize=(max(5.5 * len(columns), 8), 4 + table_height), layout="constrained"
-        )
-        grid = figure.add_gridspec(2, len(columns), height_ratios=[4, table_height])
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        figure, grid, colours = _figure(plt, len(columns), len(shown))
         for position, column in enumerate(columns):
             axis = figure.add_subplot(grid[0, position])
             for index, run in enumerate(shown):
@@ -609,30 +620,13 @@ def group_curves(comparison: Comparison, path):
     shown = [index for index, histories in enumerate(groups) if any(histories)]
     if not shown:
         raise RunError("--plot: none of the runs shown has a history.csv")
-    columns = sorted(
-        {
-            c
-            for index in shown
-            for rows in groups[index]
-            if rows
-            for c in rows[0]
-            if c.startswith("val_")
-        }
-    ) or ["loss"]
-    if len(columns) > MAX_PANELS:  # val_loss first, then the others by name
-        first = [c for c in columns if c == "val_loss"]
-        columns = (first + [c for c in columns if c != "val_loss"])[:MAX_PANELS]
+    columns = _panels(rows for index in shown for rows in groups[index])
     names = comparison.short_names()
     keys = [k for k in comparison.differing if k in comparison.config_keys]
     plt = pyplot()
     with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
         warnings.simplefilter("ignore")
-        table_height = 0.3 * (len(shown) + 1) + 0.3
-        figure = plt.figure(
-            figsize=(max(5.5 * len(columns), 8), 4 + table_height), layout="constrained"
-        )
-        grid = figure.add_gridspec(2, len(columns), height_ratios=[4, table_height])
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        figure, grid, colours = _figure(plt, len(columns), len(shown))
         for position, column in enumerate(columns):
             axis = figure.add_subplot(grid[0, position])
             for order, index in enumerate(shown):

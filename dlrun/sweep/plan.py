@@ -22,6 +22,7 @@ import yaml
 
 from dlrun import store
 from dlrun.errors import DlrunError, SpecError
+from dlrun.model.outputs import true_classes
 from dlrun.spec.keys import paths
 from dlrun.spec.loading import validate, validate_model
 from dlrun.spec.overrides import apply_override
@@ -424,8 +425,7 @@ def _check_folds(sweep: Sweep, path: Path, lines, settings: list[dict]) -> None:
         loaded = load_data(validate(raw, sweep.source))
         if loaded.task == "regression":  # plain k-fold: any count up to the samples works
             continue
-        labels = loaded.y_train
-        labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
+        labels = true_classes(loaded.y_train)
         smallest = int(np.bincount(labels).min())
         if sweep.spec.cv > smallest:
             raise SpecError(

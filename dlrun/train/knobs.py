@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.errors import first_line
+from dlrun.model.outputs import true_classes
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import CODE_CALLBACKS, OWNED_CALLBACKS, Spec
 
@@ -122,8 +123,7 @@ def class_weights(spec: Spec, data) -> dict[int, float] | None:
     wanted = spec.training.class_weight
     if wanted is None:
         return None
-    labels = np.argmax(data.y_train, axis=-1) if data.y_train.ndim > 1 else data.y_train
-    labels = np.ravel(labels).astype(int)
+    labels = true_classes(data.y_train)
     if wanted == "balanced":
         from sklearn.utils.class_weight import compute_class_weight
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from dlrun import store
-from dlrun.data.splits import DEFAULT_VALIDATION_SPLIT
+from dlrun.data.splits import validation_share
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
@@ -62,7 +62,7 @@ def train(
     prepared = prepare(spec)
     if spec.training.validation_split is None:  # the run describes itself: resolved
         own = prepared.data.validation == "own"
-        spec.training.validation_split = 0.0 if own else DEFAULT_VALIDATION_SPLIT
+        spec.training.validation_split = validation_share(spec, own)
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
     try:
