@@ -5,6 +5,7 @@ so a tiny CNN learns them in an epoch or two.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -136,6 +137,31 @@ def test_a_cache_gives_the_same_images(images, tmp_path, cache):
             np.testing.assert_array_equal(a, b)
     epochs = cached.source.shuffled_epochs(cached.x_train, cached.y_train, 4, 0, 0, 2)
     assert sum(len(x) for x, _ in epochs) == 2 * len(cached.x_train)
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_a_cached_pipeline_does_not_grow_with_the_epochs(images, tmp_path, cache):
+    """Many epochs cost nothing before epoch 1 (one concatenation per epoch took seconds), every
+    epoch after the first reads the cache, and an epoch's order depends only on (seed, epoch)."""
+    copy = shutil.copytree(images, tmp_path / "images")
+    data = load_data(load_spec(folder_spec(tmp_path, copy), [f"data.cache={cache}"]))
+    source, x, y = data.source, data.x_train, data.y_train
+
+    def graph_size(epochs):
+        return len(source.shuffled_epochs(x, y, 4, 0, 0, epochs)._as_serialized_graph().numpy())
+
+    assert graph_size(500) < graph_size(2) + 64  # the range's end, a varint; nothing per epoch
+    per_epoch = -(-len(x) // 4)
+    resumed = iter(source.shuffled_epochs(x, y, 4, 7, 1, 3))  # a run resumed at epoch 2
+    resumed_second = [next(resumed)[0].numpy() for _ in range(per_epoch)]
+    batches = iter(source.shuffled_epochs(x, y, 4, 7, 0, 3))
+    first = [next(batches)[0].numpy() for _ in range(per_epoch)]
+    shutil.rmtree(copy)  # nothing left to decode: epochs 2 and 3 come from the cache
+    second = [next(batches)[0].numpy() for _ in range(per_epoch)]
+    assert sum(len(b) for b in second) == len(x)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    for a, b in zip(second, resumed_second, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 class StopAfter(keras.callbacks.Callback):

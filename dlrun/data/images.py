@@ -416,12 +416,17 @@ class FolderSource:
             return dataset.prefetch(tf.data.AUTOTUNE)
         decoded = self._decoded(x, y)  # one cache, read again every epoch
         buffer = min(len(x), SHUFFLE_BUFFER)
-        dataset = None
-        for epoch in range(first, epochs):
-            order = (seed * 1_000_003 + epoch) % 2**31
+
+        def one_epoch(epoch):  # the epoch's seed is a tensor: one graph node for any epochs
+            # This function's own graph seed: the order then depends only on (seed, epoch), and
+            # TensorFlow's seed check never meets a tensor (it cannot when the run's seed is 0).
+            tf.compat.v1.set_random_seed(1)
+            order = (tf.constant(seed, tf.int64) * 1_000_003 + epoch) % 2**31
             one = decoded.shuffle(buffer, seed=order, reshuffle_each_iteration=False)
-            one = one.batch(batch_size)
-            dataset = one if dataset is None else dataset.concatenate(one)
-        if dataset is None:  # nothing left to train
+            return one.batch(batch_size)
+
+        if first >= epochs:  # nothing left to train
             dataset = decoded.batch(batch_size)
+        else:
+            dataset = tf.data.Dataset.range(first, epochs).flat_map(one_epoch)
         return dataset.prefetch(tf.data.AUTOTUNE)
