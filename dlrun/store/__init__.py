@@ -35,7 +35,7 @@ from dlrun.store.folder import (  # noqa: F401
     remove_unstarted,
 )
 from dlrun.store.layout import (  # noqa: F401
-    ADVERSARIAL_PLOT,
+    adversarial_plot,
     ATTACKS,
     BEST,
     CHECKPOINTS,
