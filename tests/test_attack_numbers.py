@@ -26,7 +26,6 @@ from dlrun.adversarial.attacks import Threat, perturb
 from dlrun.adversarial.gradients import model_loss
 from dlrun.cli import app
 from dlrun.errors import RunError, SpecError
-from dlrun.report.plots import history_panels
 from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
@@ -115,6 +114,8 @@ def test_each_attack_has_its_own_plot_named_like_its_json(binary_run):
 
 def test_history_panels_leave_out_the_stage_and_keep_validation_only_metrics():
     """Item 15: `stage` is no metric; val_adversarial_accuracy has no train column."""
+    from dlrun.report.plots import history_panels
+
     columns = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     columns += ["val_adversarial_accuracy", "learning_rate", "stage", "epoch_seconds"]
     assert history_panels(columns) == [
