@@ -115,7 +115,7 @@ def hand_side(epochs: int) -> dict:
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(per_sample(y, model(x, training=True)))
         weights = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
         return loss
 
     @tf.function
