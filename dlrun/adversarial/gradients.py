@@ -133,3 +133,88 @@ def model_loss(model) -> Callable:
 
     _PER_SAMPLE[model] = (compiled, per_sample)
     return per_sample
+
+
+# --- the train step of adversarial training, per backend ----------------------------------------
+# `mixed(data, gradient_of, uniform)` (adversarial.training) replaces part of a batch with
+# attacks: gradient_of(x, y) -> (input gradient, per-sample losses) at the step's weights,
+# uniform(shape, stream, low, high) -> noise drawn from (seed, optimizer step, stream).
+
+
+def _jax_step(model, loss, seed: int, mixed: Callable, plain: Callable) -> Callable:
+    import jax
+
+    gradient_function = jax_gradient_function(model, loss)
+
+    def train_step(state, data):
+        # The weights of this very step come in the state: nothing is read from the model,
+        # whose buffers a multi-step call (steps_per_execution > 1) has donated.
+        trainable, non_trainable, optimizer_variables = state[0], state[1], state[2]
+        key = jax.random.fold_in(jax.random.key(seed), optimizer_variables[_step_index(model)])
+
+        def uniform(shape, stream, low, high):
+            drawn = jax.random.fold_in(key, stream)
+            return jax.random.uniform(drawn, tuple(shape), minval=low, maxval=high)
+
+        def gradient_of(adversarial, labels):
+            return gradient_function(adversarial, trainable, non_trainable, labels)
+
+        return plain(state, mixed(data, gradient_of, uniform))
+
+    return train_step
+
+
+def _tensorflow_step(model, loss, seed: int, mixed: Callable, plain: Callable) -> Callable:
+    import tensorflow as tf
+
+    def train_step(data):
+        steps = tf.cast(model.optimizer.iterations, tf.int64)
+
+        def uniform(shape, stream, low, high):
+            pair = tf.stack([tf.constant(seed, tf.int64), steps * 2 + stream])
+            return tf.random.stateless_uniform(shape, pair, minval=low, maxval=high)
+
+        def gradient_of(adversarial, labels):
+            return tensorflow_gradient(model, loss, adversarial, labels)
+
+        return plain(mixed(data, gradient_of, uniform))
+
+    return train_step
+
+
+def _torch_step(model, loss, seed: int, mixed: Callable, plain: Callable) -> Callable:
+    import keras
+    import torch
+
+    def train_step(data):  # torch runs the step eagerly
+        steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+        def uniform(shape, stream, low, high):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + steps * 2 + stream)
+            drawn = torch.rand(tuple(shape), generator=generator) * (high - low) + low
+            return keras.ops.convert_to_tensor(drawn.numpy())
+
+        def gradient_of(adversarial, labels):
+            return torch_gradient(model, loss, adversarial, labels)
+
+        return plain(mixed(data, gradient_of, uniform))
+
+    return train_step
+
+
+TRAIN_STEPS = {"tensorflow": _tensorflow_step, "jax": _jax_step, "torch": _torch_step}
+
+
+def train_step_with(model, loss, seed: int, mixed: Callable) -> Callable:
+    """Keras' train step of the model's class, on batches passed through `mixed` first."""
+    plain = type(model).train_step.__get__(model)  # the class's own, not an earlier one of ours
+    return TRAIN_STEPS[check_backend()](model, loss, seed, mixed, plain)
+
+
+def _step_index(model) -> int:
+    """Where the optimizer's step counter sits among the optimizer variables of JAX's state."""
+    counter = model.optimizer.iterations
+    for index, variable in enumerate(model.optimizer.variables):
+        if variable is counter:
+            return index
+    raise RuntimeError("the optimizer's step counter is not among its variables")

@@ -9,13 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from dlrun.adversarial.attacks import Threat, attack_tensors, data_range, perturb, predict
-from dlrun.adversarial.gradients import (
-    check_backend,
-    jax_gradient_function,
-    model_loss,
-    tensorflow_gradient,
-    torch_gradient,
-)
+from dlrun.adversarial.gradients import model_loss, train_step_with
 from dlrun.model.outputs import predicted_classes, true_classes
 
 
@@ -41,12 +35,10 @@ def train_on_attacks(model, threat: Threat, ratio: float, seed: int) -> None:
     TensorFlow, jit on JAX) and sees the weights of that very step, whatever the data pipeline
     or steps_per_execution. The rows attacked and PGD's random start are drawn from (seed,
     the optimizer's step count): a resumed run draws what an unbroken one would have.
-    train_step is Keras' documented override point; it is set on this model only.
+    train_step is the method Keras documents for overriding; it is set on this model only.
     """
     import keras
 
-    backend = check_backend()
-    plain = type(model).train_step.__get__(model)  # the class's own, not an earlier install
     loss = model_loss(model)
 
     def mixed(data, gradient_of, uniform):
@@ -72,67 +64,8 @@ def train_on_attacks(model, threat: Threat, ratio: float, seed: int) -> None:
         x = ops.scatter_update(x, ops.expand_dims(chosen, -1), ops.cast(attacked, x.dtype))
         return (x, y, *rest)
 
-    if backend == "jax":
-        import jax
-
-        gradient_function = jax_gradient_function(model, loss)
-
-        def train_step(state, data):
-            trainable, non_trainable, optimizer_variables = state[0], state[1], state[2]
-            steps = optimizer_variables[_iterations_index(model)]
-            key = jax.random.fold_in(jax.random.key(seed), steps)
-
-            def uniform(shape, stream, low, high):
-                drawn = jax.random.fold_in(key, stream)
-                return jax.random.uniform(drawn, tuple(shape), minval=low, maxval=high)
-
-            def gradient_of(adversarial, labels):
-                return gradient_function(adversarial, trainable, non_trainable, labels)
-
-            return plain(state, mixed(data, gradient_of, uniform))
-
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        def train_step(data):
-            steps = tf.cast(model.optimizer.iterations, tf.int64)
-
-            def uniform(shape, stream, low, high):
-                pair = tf.stack([tf.constant(seed, tf.int64), steps * 2 + stream])
-                return tf.random.stateless_uniform(shape, pair, minval=low, maxval=high)
-
-            def gradient_of(adversarial, labels):
-                return tensorflow_gradient(model, loss, adversarial, labels)
-
-            return plain(mixed(data, gradient_of, uniform))
-
-    else:  # torch runs the step eagerly
-        import torch
-
-        def train_step(data):
-            steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-
-            def uniform(shape, stream, low, high):
-                generator = torch.Generator().manual_seed(seed * 1_000_003 + steps * 2 + stream)
-                drawn = torch.rand(tuple(shape), generator=generator) * (high - low) + low
-                return keras.ops.convert_to_tensor(drawn.numpy())
-
-            def gradient_of(adversarial, labels):
-                return torch_gradient(model, loss, adversarial, labels)
-
-            return plain(mixed(data, gradient_of, uniform))
-
-    model.train_step = train_step
+    model.train_step = train_step_with(model, loss, seed, mixed)
     model.train_function = None  # made again, with this step, by the next fit
-
-
-def _iterations_index(model) -> int:
-    """Where the optimizer's step counter sits in the optimizer variables of JAX's state."""
-    counter = model.optimizer.iterations
-    for index, variable in enumerate(model.optimizer.variables):
-        if variable is counter:
-            return index
-    raise RuntimeError("the optimizer's iterations are not among its variables")
 
 
 def adversarial_accuracy(
