@@ -8,7 +8,8 @@ range, so eps 0.1 means 0.1 on data scaled to [0, 1] whatever the spec's `scale`
 PGD (Madry et al. 2018) starts at a random point of the eps ball and takes `steps` signed
 gradient steps, projecting back after each; FGSM (Goodfellow et al. 2015) is its one-step case
 from the clean input with step eps. The input gradient is the only backend-specific piece:
-`input_gradient` picks tf.GradientTape, jax.grad or torch autograd by Keras' backend.
+dlrun.adversarial.gradients picks tf.GradientTape, jax.grad or torch autograd by Keras' backend
+and compiles the attack with it (tf.function, jax.jit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlrun.adversarial.gradients import input_gradient
+from dlrun.adversarial.gradients import compiled_attack
 from dlrun.errors import AttackError
 
 
@@ -47,17 +48,15 @@ def perturb(
 
     Untargeted: raise loss(y, .) (y the true labels); targeted: lower it (y the target).
     """
-    import keras
-
     if threat.eps == 0:
         return x.copy()
     noise = rng.uniform(-threat.eps, threat.eps, size=x.shape).astype(x.dtype)
 
-    def gradient_of(adversarial):
-        return input_gradient(model, loss, keras.ops.convert_to_numpy(adversarial), y)
+    def attack(gradient_of, inputs, start):
+        return attack_tensors(gradient_of, inputs, start, threat, targeted)
 
-    adversarial = attack_tensors(gradient_of, x, noise, threat, targeted)
-    return keras.ops.convert_to_numpy(adversarial).astype(x.dtype)
+    run = compiled_attack(model, loss, attack, (threat, targeted))
+    return run(x, y, noise).astype(x.dtype)
 
 
 def attack_tensors(gradient_of: Callable, x, noise, threat: Threat, targeted: bool = False):

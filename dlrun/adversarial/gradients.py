@@ -135,6 +135,66 @@ def model_loss(model) -> Callable:
     return per_sample
 
 
+# --- a whole attack, compiled once per model, loss and threat ----------------------------------
+# `attack(gradient_of, x, noise)` is adversarial.attacks' algorithm in keras.ops; here it is
+# traced with the backend's gradient: one compiled call per batch instead of one per step.
+
+_ATTACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tensorflow_attack(model, loss, attack: Callable) -> Callable:
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def run(x, y, noise):
+        return attack(
+            lambda adversarial: tensorflow_gradient(model, loss, adversarial, y), x, noise
+        )
+
+    return lambda x, y, noise: run(tf.constant(x), tf.constant(y), tf.constant(noise)).numpy()
+
+
+def _jax_attack(model, loss, attack: Callable) -> Callable:
+    import jax
+
+    gradient = jax_gradient_function(model, loss)
+
+    @jax.jit
+    def run(x, y, noise, trainable, non_trainable):
+        return attack(lambda a: gradient(a, trainable, non_trainable, y), x, noise)
+
+    def call(x, y, noise):
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        return np.asarray(run(x, y, noise, trainable, non_trainable))
+
+    return call
+
+
+def _torch_attack(model, loss, attack: Callable) -> Callable:
+    import keras
+
+    def call(x, y, noise):
+        convert = keras.ops.convert_to_tensor
+        labels = convert(y)
+        found = attack(lambda a: torch_gradient(model, loss, a, labels), convert(x), convert(noise))
+        return keras.ops.convert_to_numpy(found)
+
+    return call
+
+
+ATTACKS = {"tensorflow": _tensorflow_attack, "jax": _jax_attack, "torch": _torch_attack}
+
+
+def compiled_attack(model, loss, attack: Callable, key) -> Callable:
+    """`attack` compiled for this model and loss on Keras' backend, as
+    (x, y, noise) -> adversarial x, NumPy in and out; `key` names the attack (its threat)."""
+    made = _ATTACKS.setdefault(model, {})
+    if (loss, key) not in made:
+        made[(loss, key)] = ATTACKS[check_backend()](model, loss, attack)
+    return made[(loss, key)]
+
+
 # --- the train step of adversarial training, per backend ----------------------------------------
 # `mixed(data, gradient_of, uniform)` (adversarial.training) replaces part of a batch with
 # attacks: gradient_of(x, y) -> (input gradient, per-sample losses) at the step's weights,
