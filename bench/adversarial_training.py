@@ -87,23 +87,26 @@ def hand_side(epochs: int) -> dict:
     optimizer = keras.optimizers.Adam()
     per_sample = keras.losses.CategoricalCrossentropy(reduction=None)
 
+    @tf.autograph.experimental.do_not_convert  # a plain Python loop, unrolled when traced
     def pgd(x, y):
         lower, upper = tf.maximum(x - eps, low), tf.minimum(x + eps, high)
         adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), lower, upper)
-        best, best_loss = adv, None
-        for _ in range(STEPS + 1):
+        best, best_loss = None, None
+        for _ in range(STEPS):
             with tf.GradientTape() as tape:
                 tape.watch(adv)
                 loss = per_sample(y, model(adv, training=False))
-            if best_loss is None:
-                best, best_loss = adv, loss
-            else:
-                better = loss > best_loss
-                best = tf.where(better[:, None], adv, best)
-                best_loss = tf.where(better, loss, best_loss)
-            gradient = tape.gradient(tf.reduce_sum(loss), adv)
+                total = tf.reduce_sum(loss)
+            best, best_loss = keep_worse(best, best_loss, adv, loss)
+            gradient = tape.gradient(total, adv)
             adv = tf.clip_by_value(adv + step * tf.sign(gradient), lower, upper)
-        return best
+        return keep_worse(best, best_loss, adv, per_sample(y, model(adv, training=False)))[0]
+
+    def keep_worse(best, best_loss, adv, loss):
+        if best is None:
+            return adv, loss
+        worse = loss > best_loss
+        return tf.where(worse[:, None], adv, best), tf.where(worse, loss, best_loss)
 
     @tf.function
     def train_step(x, y):
