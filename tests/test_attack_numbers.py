@@ -165,7 +165,6 @@ def test_pgd_keeps_each_samples_best_iterate_with_a_loss_object():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (64, 6)).astype("float32")
     y = np.eye(3, dtype="float32")[rng.integers(0, 3, 64)]
-    assert tuple(model_loss(model)(tf.constant(y), model(x)).shape) == (64,)
     threat = Threat("pgd", eps=0.3, steps=1, step=0.6, low=0.0, high=1.0)
     got = perturb(model, model_loss(model), x, y, threat, np.random.default_rng(5))
 
@@ -190,6 +189,7 @@ def test_pgd_keeps_each_samples_best_iterate_with_a_loss_object():
     assert np.sum(before > after) and np.sum(before < after)  # the step helps some, not others
     expected = np.where(keep_start[:, None], start, moved)
     np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert tuple(model_loss(model)(tf.constant(y), model(x)).shape) == (64,)
 
 
 def test_adversarial_training_without_shuffle_trains_every_epoch(tmp_path):
