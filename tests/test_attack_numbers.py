@@ -235,24 +235,65 @@ training: {batch_size: 64, epochs: 1, validation_split: 0.2}
 """
 
 
-def test_a_frozen_base_runs_in_inference_mode(tmp_path):
-    """Item 7: the Dropout(0.9) inside a frozen base is off while the head trains."""
-    from dlrun.model.checkpoints import load_model
-    from dlrun.model.transfer import base_of
-
-    base = train(tmp_path, BASE_SPEC, "base")
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory) -> Path:
+    """A head trained on a base run whose Dropout(0.9) sits below the cut (until: -2)."""
+    folder = tmp_path_factory.mktemp("transfer")
+    base = train(folder, BASE_SPEC, "base")
     head = BASE_SPEC.replace("name: base", "name: head").split("model:")[0] + (
         f"model:\n  base: {{run: {base}, until: -2}}\n"
         "  layers: [{type: Dense, units: 10, activation: softmax}]\n"
         "training: {batch_size: 64, epochs: 1, validation_split: 0.2}\n"
     )
-    run = train(tmp_path, head, "head")
-    model = load_model(run / store.BEST)
+    return train(folder, head, "head")
+
+
+DIGITS = datasets.load_digits().images[:32, :, :, None].astype("float32") / 16
+
+
+def test_a_frozen_base_runs_in_inference_mode(transfer_run):
+    """Item 7: the Dropout(0.9) inside a frozen base is off while the head trains."""
+    from dlrun.model.checkpoints import load_model
+    from dlrun.model.transfer import base_of
+
+    model = load_model(transfer_run / store.BEST)
     dropouts = [x for x in base_of(model).layers if isinstance(x, keras.layers.Dropout)]
     assert [d.rate for d in dropouts] == [0.9]
-    x = datasets.load_digits().images[:32, :, :, None].astype("float32") / 16
-    training = keras.ops.convert_to_numpy(model(x, training=True))
-    np.testing.assert_allclose(training, keras.ops.convert_to_numpy(model(x, training=False)))
+    training = keras.ops.convert_to_numpy(model(DIGITS, training=True))
+    np.testing.assert_allclose(training, keras.ops.convert_to_numpy(model(DIGITS, training=False)))
+
+
+PLAIN_KERAS = """
+import sys, numpy as np, keras
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[2], keras.ops.convert_to_numpy(model(np.load(sys.argv[3]))))
+print("dlrun imported:", "dlrun" in sys.modules)
+"""
+
+
+def test_a_transfer_runs_keras_export_loads_without_dlrun(transfer_run, tmp_path):
+    """The frozen base is dlrun's class; `export --format keras` writes plain Keras."""
+    out = tmp_path / "export"
+    result = runner.invoke(
+        app, ["export", str(transfer_run), "--format", "keras", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    np.save(tmp_path / "x.npy", DIGITS)
+    arguments = [out / "model.keras", tmp_path / "y.npy", tmp_path / "x.npy"]
+    loaded = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout: dlrun is not importable by accident
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""},
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "dlrun imported: False" in loaded.stdout
+    from dlrun.model.checkpoints import load_model
+
+    expected = keras.ops.convert_to_numpy(load_model(transfer_run / store.BEST)(DIGITS))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
 
 JAX_SPEC = (

@@ -33,3 +33,38 @@ def frozen_base_class() -> type:
 def custom_objects() -> dict:
     """The Keras classes of dlrun that a model file may name."""
     return {REGISTERED_NAME: frozen_base_class()}
+
+
+def standalone(model):
+    """The model with each FrozenBase as a plain functional model: for a file that loads
+    without dlrun (`export --format keras`), where inference passes training=False anyway.
+    The weights and the compile settings are copied; the model itself if it has no FrozenBase."""
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    found = []
+
+    def plain(node):
+        if isinstance(node, list):
+            return [plain(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if node.get("registered_name") == REGISTERED_NAME:
+            found.append(node)
+            node = {
+                **node,
+                "module": "keras.src.models.functional",
+                "class_name": "Functional",
+                "registered_name": "Functional",
+            }
+        return {key: plain(value) for key, value in node.items()}
+
+    config = plain(config)
+    if not found:
+        return model
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    compiled = model.get_compile_config() if model.compiled else None
+    if compiled:
+        copy.compile_from_config(compiled)
+    return copy
