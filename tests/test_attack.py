@@ -163,7 +163,8 @@ def test_samples_are_stratified_and_fixed(normal_run):
 
 
 def test_adversarial_png_shows_original_perturbation_and_adversarial(normal_run, pgd):
-    png = normal_run / "plots" / "adversarial.png"
+    (png,) = [Path(line[6:]) for line in pgd["stdout"].splitlines() if line.endswith(".png")]
+    assert png.parent == normal_run / "plots" and png.name.endswith("-pgd-eps0.2.png")
     assert png.read_bytes().startswith(b"\x89PNG")
     assert f"wrote {png}" in pgd["stdout"]
     image = tf.io.decode_png(png.read_bytes())
@@ -440,7 +441,7 @@ def test_bad_arguments_fail_in_one_line_and_write_nothing(normal_run, args, mess
 
 def copy_run(run, tmp_path):
     copy = tmp_path / run.name
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("attacks", "adversarial.png"))
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("attacks", "adversarial-*.png"))
     return copy
 
 
@@ -485,7 +486,7 @@ def test_a_symlinked_attacks_folder_is_not_followed(normal_run, tmp_path):
     assert result.exit_code == 1
     assert "is a symlink" in result.stderr and len(result.stderr.splitlines()) == 1
     assert list(outside.iterdir()) == []
-    assert not (run / "plots" / "adversarial.png").exists()
+    assert not list((run / "plots").glob("adversarial*.png"))
 
 
 # --- the README's experiment, with fewer epochs and samples -----------------------------------

@@ -8,7 +8,8 @@ range, so eps 0.1 means 0.1 on data scaled to [0, 1] whatever the spec's `scale`
 PGD (Madry et al. 2018) starts at a random point of the eps ball and takes `steps` signed
 gradient steps, projecting back after each; FGSM (Goodfellow et al. 2015) is its one-step case
 from the clean input with step eps. The input gradient is the only backend-specific piece:
-`input_gradient` picks tf.GradientTape, jax.grad or torch autograd by Keras' backend.
+dlrun.adversarial.gradients picks tf.GradientTape, jax.grad or torch autograd by Keras' backend
+and compiles the attack with it (tf.function, jax.jit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlrun.adversarial.gradients import input_gradient
+from dlrun.adversarial.gradients import compiled_attack
 from dlrun.errors import AttackError
 
 
@@ -49,35 +50,54 @@ def perturb(
     """
     if threat.eps == 0:
         return x.copy()
-    lower = np.maximum(x - threat.eps, threat.low).astype(x.dtype)
-    upper = np.minimum(x + threat.eps, threat.high).astype(x.dtype)
+    noise = rng.uniform(-threat.eps, threat.eps, size=x.shape).astype(x.dtype)
+
+    def attack(gradient_of, inputs, start):
+        return attack_tensors(gradient_of, inputs, start, threat, targeted)
+
+    run = compiled_attack(model, loss, attack, (threat, targeted))
+    return run(x, y, noise).astype(x.dtype)
+
+
+def attack_tensors(gradient_of: Callable, x, noise, threat: Threat, targeted: bool = False):
+    """The attack on backend tensors (or arrays), written once in keras.ops for the attack
+    command and the compiled training step: gradient_of(x_adv) -> (input gradient, per-sample
+    losses); noise, uniform in [-eps, eps], is PGD's random start."""
+    import keras
+
+    ops = keras.ops
+    lower = ops.maximum(x - threat.eps, threat.low)
+    upper = ops.minimum(x + threat.eps, threat.high)
     if threat.method == "fgsm":
-        adversarial, steps, step = x.copy(), 1, threat.eps
+        adversarial, steps, step = x, 1, threat.eps
     else:
-        noise = rng.uniform(-threat.eps, threat.eps, size=x.shape).astype(x.dtype)
-        adversarial, steps, step = np.clip(x + noise, lower, upper), threat.steps, threat.step
+        adversarial, steps, step = ops.clip(x + noise, lower, upper), threat.steps, threat.step
     # Minimise sign * loss; PGD keeps each sample's best iterate, not merely its last one.
     sign = -1.0 if targeted else 1.0
     best, best_score = adversarial, None
     for _ in range(steps):
-        gradient, values = input_gradient(model, loss, adversarial, y)
+        gradient, values = gradient_of(adversarial)
         if threat.method == "pgd":
             best, best_score = _keep_better(best, best_score, adversarial, sign * values)
-        adversarial = np.clip(adversarial + sign * step * np.sign(gradient), lower, upper)
+        moved = adversarial + sign * step * ops.sign(ops.cast(gradient, adversarial.dtype))
+        adversarial = ops.clip(moved, lower, upper)
     if threat.method == "fgsm":
-        return adversarial.astype(x.dtype)
-    _, values = input_gradient(model, loss, adversarial, y)  # the one backend-specific call
+        return adversarial
+    _, values = gradient_of(adversarial)
     best, _ = _keep_better(best, best_score, adversarial, sign * values)
-    return best.astype(x.dtype)
+    return best
 
 
 def _keep_better(best, best_score, candidate, score):
+    """Per sample, the candidate where its score beats the best so far."""
+    import keras
+
+    ops = keras.ops
     if best_score is None:
-        return candidate.copy(), score
+        return candidate, score
     better = score > best_score
-    best = best.copy()
-    best[better] = candidate[better]
-    return best, np.where(better, score, best_score)
+    rows = ops.reshape(better, (-1,) + (1,) * (len(candidate.shape) - 1))
+    return ops.where(rows, candidate, best), ops.where(better, score, best_score)
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:

@@ -4,12 +4,12 @@ attacks on the current weights, and val_adversarial_accuracy measured after ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from dlrun.adversarial.attacks import Threat, data_range, perturb, predict
-from dlrun.adversarial.gradients import _variable_values, model_loss
+from dlrun.adversarial.attacks import Threat, attack_tensors, data_range, perturb, predict
+from dlrun.adversarial.gradients import model_loss, train_step_with
 from dlrun.model.outputs import predicted_classes, true_classes
 
 
@@ -28,36 +28,44 @@ def training_threat(spec, data) -> Threat:
     )
 
 
-def mixed_batches(
-    model, batches: Iterable, threat: Threat, ratio: float, seed: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Training batches with a `ratio` share of each replaced by adversarial examples.
+def train_on_attacks(model, threat: Threat, ratio: float, seed: int) -> None:
+    """Make model.fit train on batches with a `ratio` share replaced by attacks.
 
-    The examples are made when the batch is drawn, against the model's weights of that moment
-    (a prefetched batch is a step or two behind). Any iterable of (x, y) batches works: a
-    tf.data stream on TensorFlow, NumPy batches elsewhere.
+    The attack runs inside Keras' own train step, so it is compiled with it (tf.function on
+    TensorFlow, jit on JAX) and sees the weights of that very step, whatever the data pipeline
+    or steps_per_execution. The rows attacked and PGD's random start are drawn from (seed,
+    the optimizer's step count): a resumed run draws what an unbroken one would have.
+    train_step is the method Keras documents for overriding; it is set on this model only.
     """
-    loss = model_loss(model)
-    rng = np.random.default_rng(seed)
-    for x, y in batches:
-        x, y = np.array(x), np.asarray(y)
-        count = int(round(ratio * len(x)))
-        if count:
-            chosen = np.sort(rng.choice(len(x), count, replace=False))
-            x[chosen] = perturb(model, loss, x[chosen], y[chosen], threat, rng)
-        yield x, y
-
-
-def weights_keeper():
-    """On JAX, a callback keeping the weights of each epoch's start for its first batch: fit
-    empties the variables before it, and its state holds them only after the first step."""
     import keras
 
-    class KeepWeights(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.model._weights_at_epoch_begin = _variable_values(self.model)
+    loss = model_loss(model)
 
-    return KeepWeights()
+    def mixed(data, gradient_of, uniform):
+        if not isinstance(data, (tuple, list)) or len(data) < 2:
+            return data
+        x, y, *rest = data
+        ops = keras.ops
+        size = x.shape[0]
+        if size is None:  # TensorFlow's graph: the batch size is known when it runs
+            size = ops.shape(x)[0]
+            count = ops.cast(ops.round(ratio * ops.cast(size, "float32")), "int32")
+        else:
+            count = int(round(ratio * size))
+        # A random share of the rows: the first `count` of a random order.
+        chosen = ops.argsort(uniform((size,), 0, 0.0, 1.0))[:count]
+        rows = ops.take(x, chosen, axis=0)
+        noise = uniform(ops.shape(rows), 1, -threat.eps, threat.eps)
+
+        def gradient(adversarial):
+            return gradient_of(adversarial, ops.take(y, chosen, axis=0))
+
+        attacked = attack_tensors(gradient, rows, ops.cast(noise, x.dtype), threat)
+        x = ops.scatter_update(x, ops.expand_dims(chosen, -1), ops.cast(attacked, x.dtype))
+        return (x, y, *rest)
+
+    model.train_step = train_step_with(model, loss, seed, mixed)
+    model.train_function = None  # made again, with this step, by the next fit
 
 
 def adversarial_accuracy(

@@ -68,9 +68,12 @@ def load_model(
     check_archive(path, params)
 
     keras = load()
+    from dlrun.model.frozen import custom_objects
 
     try:
-        return keras.models.load_model(path, safe_mode=not unsafe_load, compile=compile)
+        return keras.models.load_model(
+            path, custom_objects=custom_objects(), safe_mode=not unsafe_load, compile=compile
+        )
     except ValueError as exc:
         reason = " ".join(str(exc).split())[:300]
         if "safe_mode" in reason or "Lambda" in reason or "unsafe" in reason.lower():

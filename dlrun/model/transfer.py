@@ -2,8 +2,9 @@
 
 The model is functional: input -> augmentation (model.augment, active in training only) ->
 adapters (resize, gray to rgb, preprocess) -> base -> head.
-The base is one nested model named `base`, called with training=False and frozen, so its
-batch normalization runs in inference mode; finetuning unfreezes everything but the batch
+The base is one nested model named `base` (model.frozen.FrozenBase), in inference mode
+whatever fit passes on, so its Dropout is off and its batch normalization uses its moving
+statistics, in both stages; finetuning unfreezes everything but the batch
 normalization layers, which keeps them so (see unfreeze). Adapters are ordinary, saveable
 layers (no Lambda), frozen, and show in summary.txt.
 """
@@ -20,6 +21,7 @@ from dlrun import store
 from dlrun.backend import load
 from dlrun.errors import DlrunError, SpecError, first_line
 from dlrun.model.checkpoints import CHECKPOINTS, load_model
+from dlrun.model.frozen import frozen_base_class
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
@@ -166,9 +168,8 @@ def layer_output(layer):
 
 
 def _truncate(spec: Spec, model, what: str):
-    """The base up to `until` (a layer name or index), as one model named `base`."""
-    import keras
-
+    """The base up to `until` (a layer name or index), as one model named `base`, always in
+    inference mode (FrozenBase)."""
     until = spec.model.base.until
     layers = model.layers
     if until is None:
@@ -193,7 +194,7 @@ def _truncate(spec: Spec, model, what: str):
             )
         layer = model.get_layer(until)
     outputs = model.outputs[0] if layer is None else layer_output(layer)
-    return keras.Model(model.inputs[0], outputs, name=BASE)
+    return frozen_base_class()(model.inputs[0], outputs, name=BASE)
 
 
 def _preprocess_layer(function, scale: float, channels: int):
@@ -318,9 +319,8 @@ def _batch_norms(layer) -> list:
 def unfreeze(model, spec: Spec) -> None:
     """The finetuning stage's trainable flags: all of the base, or its top N layers.
 
-    Batch normalization stays frozen: Keras passes the outer training=True on to a nested
-    model whatever it was called with, and a frozen BatchNormalization is the one that
-    runs in inference mode, so its statistics, learnt on much more data, stay as they were.
+    Batch normalization stays frozen: the base runs in inference mode (FrozenBase), so its
+    statistics, learnt on much more data, stay as they were, and so do its scale and shift.
     """
     base = base_of(model)
     unfreeze = spec.training.finetune.unfreeze

@@ -1,8 +1,9 @@
 """`dlrun attack`: a run's checkpoint under FGSM or PGD at several eps, written into the run.
 
 Checks the arguments and the run before anything is loaded or written, attacks a stratified
-sample of the test split, and writes attacks/<timestamp>-<method>.json and
-plots/adversarial.png. The attack maths lives in dlrun.adversarial.  [TensorFlow]
+sample of the test split, and writes attacks/<timestamp>-<method>.json and its plot,
+plots/adversarial-<timestamp>-<method>-eps<eps>[-target<class>].png. The attack maths lives in
+dlrun.adversarial.  [TensorFlow]
 """
 
 from __future__ import annotations
@@ -105,7 +106,13 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     model_path = checkpoint_path(run, checkpoint, " to attack", AttackError)
     for folder in (store.ATTACKS, store.PLOTS):
         _safe_folder(run.path, folder)
-    return run, model_path, load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides)
+    if (run.metrics.get("task") or spec.task) == "regression":
+        raise AttackError(
+            f"{run.name} is a regression: an attack measures how much of a classifier's "
+            "accuracy survives and a regression has no classes; attack a classification run"
+        )
+    return run, model_path, spec
 
 
 def attack(
@@ -124,7 +131,7 @@ def attack(
 ) -> dict:
     """Attack a run's checkpoint on (a stratified sample of) its test split, for each eps.
 
-    Writes attacks/<timestamp>-<method>.json and plots/adversarial.png inside the run.
+    Writes attacks/<timestamp>-<method>.json and its plot (store.adversarial_plot) in the run.
     `step_size` is a fraction of the input range; by default 2.5 * eps / steps (Madry et al.).
     """
     eps = [float(value) for value in eps]
@@ -237,11 +244,18 @@ def attack(
             # Into the run only: a received run's attacks/ or plots/ may be a symlink out of it.
             folder = store.safe_folder(run.path, store.ATTACKS)
             stem = f"{created.strftime(store.TIMESTAMP)}-{method}"
-            written.append(str(store.write_new_json(folder, stem, result)))
+            written_json = store.write_new_json(folder, stem, result)
+            written.append(str(written_json))
             from dlrun.report.plots import adversarial_plot
 
-            plot = store.inside(run.path, store.ADVERSARIAL_PLOT)
-            adversarial_plot(*shown, eps=eps[strongest], low=low, high=high, names=names, path=plot)
+            name = store.adversarial_plot(written_json.stem, eps[strongest], target)
+            plot = store.inside(run.path, name)
+            title = f"{method} at eps {eps[strongest]:g}" + (
+                f", aimed at {names[target]}" if target is not None else ""
+            )
+            adversarial_plot(
+                *shown, eps=eps[strongest], low=low, high=high, names=names, path=plot, title=title
+            )
             written.append(str(plot))
     result["written"] = written
     return result

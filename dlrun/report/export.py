@@ -211,8 +211,10 @@ def _quietly(action):
 def _keras(model, folder: Path, samples: np.ndarray, unsafe_load: bool):
     import keras
 
+    from dlrun.model.frozen import standalone
+
     path = folder / ARTIFACTS["keras"]
-    model.save(path)
+    standalone(model).save(path)  # no class of dlrun's in it: it loads in plain Keras
     loaded = load_model(path, unsafe_load, compile=False)
     got = loaded.predict(samples, batch_size=len(samples), verbose=0)
     return ARTIFACTS["keras"], f"Keras {keras.__version__}", got

@@ -22,20 +22,37 @@ def pyplot():
     return plt
 
 
+# history.csv columns that are not metrics: the epoch, its time, the learning rate, the stage.
+NOT_METRICS = ("epoch", "learning_rate", "epoch_seconds", "stage")
+
+
+def history_panels(columns: list[str]) -> list[tuple[str, str | None, str | None]]:
+    """history.png's panels from history.csv's columns: (title, train column, validation
+    column), one panel per metric. A metric logged on validation only
+    (val_adversarial_accuracy) gets a panel of its own."""
+    metrics = [c for c in columns if c not in NOT_METRICS]
+    panels = []
+    for name in metrics:
+        if not name.startswith("val_"):
+            panels.append((name, name, f"val_{name}" if f"val_{name}" in metrics else None))
+        elif name.removeprefix("val_") not in metrics:
+            panels.append((name.removeprefix("val_"), None, name))
+    return panels
+
+
 def history_plot(rows: list[dict], path: Path) -> None:
     """The lecture's `pd.DataFrame(history).plot()`: one panel per metric, train vs validation."""
     plt = pyplot()
-    names = [k for k in rows[0] if k not in ("epoch", "learning_rate", "epoch_seconds")]
-    names = [k for k in names if not k.startswith("val_")]
+    panels = history_panels(list(rows[0]))
     epochs = [row["epoch"] for row in rows]
-    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    for axis, name in zip(axes[0], names, strict=True):
-        axis.plot(epochs, [row.get(name) for row in rows], marker="o", label=f"train {name}")
-        if f"val_{name}" in rows[0]:
-            values = [row.get(f"val_{name}") for row in rows]
-            axis.plot(epochs, values, marker="o", label=f"validation {name}")
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for axis, (title, train, validation) in zip(axes[0], panels, strict=True):
+        for column, label in ((train, "train"), (validation, "validation")):
+            if column is not None:
+                values = [row.get(column) for row in rows]
+                axis.plot(epochs, values, marker="o", label=f"{label} {title}")
         axis.set_xlabel("epoch")
-        axis.set_title(name)
+        axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
     _save(figure, path)
@@ -116,8 +133,10 @@ def adversarial_plot(
     high: float,
     names: list[str],
     path: Path,
+    title: str = "",
 ) -> None:
-    """Rows of samples: original, perturbation (scaled to be visible), adversarial image.
+    """Rows of samples: original, perturbation (scaled to be visible), adversarial image,
+    under `title` (the attack: method, eps, target).
 
     Each with the predicted class and its confidence; the perturbation is drawn on
     [-eps, +eps] of the input range, blue below zero and red above.
@@ -155,6 +174,8 @@ def adversarial_plot(
         for axis in axis_row:
             axis.set_xticks([])
             axis.set_yticks([])
+    if title:
+        figure.suptitle(title.replace("$", r"\$"), fontsize=10)
     _save(figure, path)
 
 

@@ -115,6 +115,12 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
     if spec.training.class_weight is not None and spec.task == "regression":
         message = "class weights are for classes; this run is a regression (remove class_weight)"
         problems.append(spec.error(("training", "class_weight"), message))
+    if spec.training.adversarial is not None and spec.task == "regression":
+        message = (
+            "adversarial training attacks classes and reports val_adversarial_accuracy; this "
+            "run is a regression (remove adversarial)"
+        )
+        problems.append(spec.error(("training", "adversarial"), message))
     if spec.data.targets == "inputs" and spec.task != "regression":
         message = (
             "inputs as targets (an autoencoder) is a regression of x on itself: use a "

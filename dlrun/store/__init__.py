@@ -35,7 +35,6 @@ from dlrun.store.folder import (  # noqa: F401
     remove_unstarted,
 )
 from dlrun.store.layout import (  # noqa: F401
-    ADVERSARIAL_PLOT,
     ATTACKS,
     BEST,
     CHECKPOINTS,
@@ -66,6 +65,7 @@ from dlrun.store.layout import (  # noqa: F401
     UMASK,
     WRITTEN_FOLDERS,
     Status,
+    adversarial_plot,
     check_name,
     check_runs_root,
     runs_root,

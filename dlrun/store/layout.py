@@ -29,7 +29,15 @@ CONFUSION_PLOT = "plots/confusion_matrix.png"
 PREDICTED_PLOT = "plots/predicted_vs_true.png"
 EVALUATIONS = "evaluations"
 ATTACKS = "attacks"
-ADVERSARIAL_PLOT = "plots/adversarial.png"
+
+
+def adversarial_plot(attack_json: str, eps: float, target: int | None) -> str:
+    """An attack's plot, named like its json (attacks/STEM.json), with the eps shown and the
+    target: plots/adversarial-STEM-eps0.2[-target3].png."""
+    aimed = "" if target is None else f"-target{target}"
+    return f"{PLOTS}/adversarial-{attack_json}-eps{eps:g}{aimed}.png"
+
+
 LOCK = ".lock"  # held (flock) by the process that trains, for as long as it trains
 # Folders a run writes into: each must be a real folder of the run, never a symlink out of it.
 WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS)

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from dlrun import store
+from dlrun.errors import RunError
 from dlrun.model import metrics as directions_of
 from dlrun.model.layers import seed_generators
 from dlrun.store import events
@@ -54,6 +55,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.state = None  # a callable: more to record in meta.json with each epoch
         self._good_weights = None
         self._started = 0.0
+        self._batches = 0  # of the current epoch
 
     def on_train_begin(self, logs=None):
         self._good_weights = self.model.get_weights()
@@ -71,8 +73,17 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._batches:  # Keras ends such an epoch quietly, with a loss of 0
+            raise RunError(
+                f"epoch {epoch + 1} got no training batches: the training data ran out before "
+                "it began; nothing of it was recorded"
+            )
         with store.signals_held():  # a stop lands before or after the epoch's records
             self._record(epoch, logs)
 

@@ -134,8 +134,8 @@ def _stages(
             if isinstance(callback, EarlyStopping):
                 callback.replay([r for r in recorder.rows if r.get("stage", 1) == stage])
         inputs, feeding = _inputs(prepared, begin, end)
-        if spec.training.adversarial:
-            inputs, feeding = _adversarial_inputs(prepared, inputs, feeding, begin, end)
+        if spec.training.adversarial:  # after start_finetune's recompile, once per stage
+            _train_on_attacks(prepared)
         model.fit(
             **inputs,
             class_weight=prepared.class_weight,
@@ -223,38 +223,13 @@ def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
     return arguments, [EpochShuffle(feed)]
 
 
-def _adversarial_inputs(
-    prepared: Prepared, inputs: dict, feeding: list, begin: int, end: int
-) -> tuple[dict, list]:
-    """fit()'s data with a share of each batch replaced by attacks on the current weights.
-
-    TensorFlow: the tf.data stream of _inputs, mixed batch by batch. JAX and torch: the same
-    epochs in the same order (epoch_order), batched from the arrays, then mixed.
-    """
-    from dlrun import backend
+def _train_on_attacks(prepared: Prepared) -> None:
+    """training.adversarial: a share of each batch attacked inside the compiled train step."""
     from dlrun.adversarial import training as attack
-    from dlrun.data.feed import epoch_order, steps, uses_tf_data
 
-    spec, data, model = prepared.spec, prepared.data, prepared.model
-    threat = attack.training_threat(spec, data)
-    seed = spec.seed + begin  # a resumed run does not repeat the first attempt's noise
-    ratio = spec.training.adversarial.ratio
-    if uses_tf_data():
-        mixed = attack.mixed_batches(model, inputs["x"], threat, ratio, seed)
-        return {**inputs, "x": mixed}, feeding
-    x, y, batch = data.x_train, data.y_train, spec.training.batch_size
-
-    def epochs():
-        for epoch in range(begin, end):
-            order = epoch_order(spec.seed, epoch, len(x)) if spec.training.shuffle else None
-            for start in range(0, len(x), batch):
-                rows = slice(start, start + batch) if order is None else order[start:][:batch]
-                yield x[rows], y[rows]
-
-    mixed = attack.mixed_batches(model, epochs(), threat, ratio, seed)
-    val = inputs.get("validation_data")
-    arguments = {"x": mixed, "validation_data": val, "steps_per_epoch": steps(len(x), batch)}
-    return arguments, [attack.weights_keeper()] if backend.current() == "jax" else []
+    spec = prepared.spec
+    threat = attack.training_threat(spec, prepared.data)
+    attack.train_on_attacks(prepared.model, threat, spec.training.adversarial.ratio, spec.seed)
 
 
 def _adversarial_validation(prepared: Prepared) -> list:
