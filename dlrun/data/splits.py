@@ -30,13 +30,35 @@ def validation_share(spec: Spec, own: bool = False) -> float:
     return DEFAULT_VALIDATION_SPLIT if split is None else split
 
 
+def count(x) -> int:
+    """Samples in x: an array, or one array per input of a graph (the same count in each)."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x)
+
+
+def take(x, rows):
+    """Rows of x (an index array or a slice), every input of a graph's the same rows."""
+    if isinstance(x, dict):
+        return {name: array[rows] for name, array in x.items()}
+    return x[rows]
+
+
+def each(x, function):
+    """function applied to x, or to each input's array of a graph's."""
+    if isinstance(x, dict):
+        return {name: function(array) for name, array in x.items()}
+    return function(x)
+
+
 @dataclass
 class Data:
-    x_train: np.ndarray
+    # x_*: an array, or for a graph of several inputs {input name: array}, rows aligned
+    x_train: np.ndarray | dict[str, np.ndarray]
     y_train: np.ndarray
-    x_val: np.ndarray | None
+    x_val: np.ndarray | dict[str, np.ndarray] | None
     y_val: np.ndarray | None
-    x_test: np.ndarray
+    x_test: np.ndarray | dict[str, np.ndarray]
     y_test: np.ndarray
     num_classes: int  # regression: the number of targets per sample
     class_names: list[str] | None = None  # kept in the run; evaluate shows them
@@ -48,10 +70,11 @@ class Data:
     feature_columns: list[str] | None = None  # a csv's feature columns, in training order
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def input_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+        """One sample's shape; several inputs: {input name: shape}."""
         if self.source is not None:
             return self.source.input_shape
-        return tuple(self.x_train.shape[1:])
+        return each(self.x_train, lambda x: tuple(x.shape[1:]))
 
 
 def fold_indices(

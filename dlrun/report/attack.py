@@ -17,6 +17,7 @@ from dlrun.adversarial.attacks import Threat, batches, data_range, perturb, pred
 from dlrun.adversarial.gradients import model_loss
 from dlrun.errors import AttackError, RunError
 from dlrun.model.checkpoints import CHECKPOINTS, checkpoint_path, load_model
+from dlrun.model.graph import one_input
 from dlrun.model.outputs import predicted_classes, true_classes
 from dlrun.report.progress import Progress
 from dlrun.spec.loading import load_spec
@@ -105,7 +106,9 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     model_path = checkpoint_path(run, checkpoint, " to attack", AttackError)
     for folder in (store.ATTACKS, store.PLOTS):
         _safe_folder(run.path, folder)
-    return run, model_path, load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides)
+    one_input(spec, run.path, "attack", AttackError)
+    return run, model_path, spec
 
 
 def attack(

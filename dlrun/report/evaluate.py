@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrun import store
+from dlrun.data.splits import count, each
 from dlrun.errors import DataError, RunError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes, true_classes
@@ -40,15 +41,15 @@ def evaluate(
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
-    if isinstance(trained_on, list):
-        check_shape(tuple(trained_on), data.input_shape, run.path)
+    if isinstance(trained_on, list | dict):  # several inputs: {input name: shape}
+        check_shape(trained_on, data.input_shape, run.path)
     from dlrun.model.builder import build_model
 
     # A transfer model's base comes from elsewhere (a run, an application): rebuilding it only
     # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
-    check_shape(tuple(model.input_shape[1:]), data.input_shape, run.path)
+    check_shape(model_input_shape(model), data.input_shape, run.path)
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
     outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
@@ -60,7 +61,7 @@ def evaluate(
         "created": created.astimezone().isoformat(timespec="seconds"),
         "data": spec.data.model_dump(mode="json"),
         "task": data.task,
-        "samples": int(len(data.x_test)),
+        "samples": count(data.x_test),
         "scored": scored,
         "scores": {key: float(value) for key, value in scores.items()},
     }
@@ -135,13 +136,21 @@ def data_tag(data) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)[:60]
 
 
-def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -> None:
-    """Data of another shape than the model was trained on: one line naming both."""
-    expected = tuple(expected)
-    if tuple(input_shape) != expected:
+def model_input_shape(model) -> tuple | dict[str, tuple]:
+    """A model's sample shape, or {input name: shape} for several inputs (as Data gives)."""
+    if len(model.inputs) > 1:
+        return {tensor.name: tuple(tensor.shape[1:]) for tensor in model.inputs}
+    return tuple(model.input_shape[1:])
+
+
+def check_shape(expected, input_shape, run_path: Path) -> None:
+    """Data of another shape than the model was trained on: one line naming both. Either is
+    one shape, or {input name: shape} for several inputs."""
+    expected, input_shape = each(expected, tuple), each(input_shape, tuple)
+    if input_shape != expected:
         raise DataError(
             f"{run_path}: the model takes inputs of shape {expected} but the data gives "
-            f"{tuple(input_shape)}; evaluate on data shaped like the training data "
+            f"{input_shape}; evaluate on data shaped like the training data "
             "(data.flatten and the data set must match the run's)"
         )
 

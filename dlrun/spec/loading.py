@@ -121,6 +121,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
             "regression loss (mse, mae, ...) or data.task: regression"
         )
         problems.append(spec.error(("data", "targets"), message))
+    problems += _input_checks(spec)
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
@@ -142,6 +143,51 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
                 f"set training.validation_split above 0 or monitor {base!r}"
             )
             problems.append(spec.error(loc, message))
+    return problems
+
+
+# What several inputs cannot be combined with yet, and what to do instead.
+SINGLE_INPUT_ONLY = {
+    ("data", "targets"): (
+        lambda spec: spec.data.targets == "inputs",
+        "an autoencoder reproduces one input; declare one model input",
+    ),
+    ("data", "categorical"): (
+        lambda spec: bool(spec.data.categorical),
+        "text columns are not one-hot encoded per input yet; encode them as numbers in the csv",
+    ),
+    ("training", "adversarial"): (
+        lambda spec: spec.training.adversarial is not None,
+        "adversarial training attacks one input; remove training.adversarial",
+    ),
+}
+
+
+def _input_checks(spec: Spec) -> list[SpecError]:
+    """Several inputs: where each one's data comes from, and what they cannot be used with."""
+    inputs = spec.model.inputs or {}
+    names = spec.model.several_inputs
+    problems = []
+    for name, declared in inputs.items():
+        if declared.columns is not None and not (names and spec.data.dataset == "csv"):
+            message = "columns picks a csv's columns for one of several inputs; remove it"
+            problems.append(spec.error(("model", "inputs", name, "columns"), message))
+    if not names:
+        return problems
+    if spec.data.dataset not in ("npz", "csv"):
+        message = (
+            f"several inputs ({', '.join(names)}) read one array each: use dataset npz "
+            "(keys x_train_<input>, ...) or csv (model.inputs.<input>.columns)"
+        )
+        problems.append(spec.error(("data", "dataset"), message))
+    elif spec.data.dataset == "csv":
+        missing = [name for name in names if inputs[name].columns is None]
+        for name in missing:
+            message = f"a csv feeds input {name!r} the columns listed here: add columns: [...]"
+            problems.append(spec.error(("model", "inputs", name), message))
+    for loc, (applies, what) in SINGLE_INPUT_ONLY.items():
+        if applies(spec):
+            problems.append(spec.error(loc, f"the model has several inputs; {what}"))
     return problems
 
 

@@ -254,7 +254,10 @@ def _is_reference(value: Any) -> bool:
 class InputSpec(_Section):
     """One named input of a graph."""
 
-    shape: list[int | None] = Field(min_length=1)  # without the batch axis
+    # Without the batch axis; default: the shape of the data's array for this input.
+    shape: list[int | None] | None = Field(None, min_length=1)
+    # A csv's columns this input reads (several inputs); an npz has x_train_<input> instead.
+    columns: list[str] | None = Field(None, min_length=1)
 
 
 class BlockSpec(_Section):
@@ -305,6 +308,11 @@ class ModelSpec(_Section):
     blocks: dict[str, BlockSpec] = {}  # reusable sub-graphs, used as {block: NAME}
     layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
     outputs: list[str] | str | None = None  # default: the last entry's output
+
+    @property
+    def several_inputs(self) -> list[str] | None:
+        """The input names of a graph of more than one input (each its own data array)."""
+        return list(self.inputs) if self.inputs is not None and len(self.inputs) > 1 else None
 
     @property
     def is_graph(self) -> bool:
