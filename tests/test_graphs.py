@@ -590,3 +590,30 @@ def test_a_csv_input_column_the_file_lacks_is_named(tmp_path):
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"Error: {spec}:12: model.inputs.v7.columns: {path} has no column 'v77'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_two_input_config_adapts_each_input_on_its_own_columns(tmp_path, monkeypatch):
+    from conftest import CONFIGS
+    from dlrun.data.arrays import load_data
+    from dlrun.spec.loading import load_spec
+
+    monkeypatch.chdir(CONFIGS.parent)  # the config names its csvs from the project's root
+    config = CONFIGS / "cancer_two_inputs.yaml"
+    # Normalization (mean, variance, count) and Dense per input, then Dense 16 -> 1
+    expected = (6 + 6 + 1) + (6 * 8 + 8) + (8 + 8 + 1) + (8 * 8 + 8) + (16 + 1)
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith(f"valid; {expected:,} parameters")
+    run = train(tmp_path, config.read_text(), "cancer", "--set", "training.epochs=1")
+    assert params_of(run) == expected
+    spec = load_spec(config)
+    data = load_data(spec)
+    frame = pd.read_csv(CONFIGS / "data" / "cancer_train.csv")
+    for name in ("size", "texture"):
+        columns = spec.model.inputs[name].columns
+        rows = {tuple(row) for row in frame[columns].to_numpy(np.float32)}
+        assert all(tuple(row) in rows for row in data.x_train[name])
+    model = keras.models.load_model(run / store.LAST)
+    size = model.get_layer("normalization")  # adapted on the size columns of the training split
+    np.testing.assert_allclose(np.ravel(size.mean), data.x_train["size"].mean(axis=0), rtol=1e-4)
+    assert evaluated(run)["samples"] == len(data.x_test["size"])

@@ -183,7 +183,7 @@ def _input_checks(spec: Spec) -> list[SpecError]:
     elif spec.data.dataset == "csv":
         missing = [name for name in names if inputs[name].columns is None]
         for name in missing:
-            message = f"a csv feeds input {name!r} the columns listed here: add columns: [...]"
+            message = f"input {name!r} names no csv columns to read; add columns: [...]"
             problems.append(spec.error(("model", "inputs", name), message))
     for loc, (applies, what) in SINGLE_INPUT_ONLY.items():
         if applies(spec):
