@@ -383,21 +383,19 @@ training: {{epochs: 1, batch_size: 32, tensorboard: null}}
 """
 
 
-def two_input_arrays(samples: int = 160) -> dict:
-    """An image and a vector per sample; the label needs both."""
+def two_input_arrays() -> dict:
+    """An image and a vector per sample, the label needing both: 120 to train, 20 to validate
+    (the npz's own), 20 to test."""
     rng = np.random.default_rng(0)
-    image = rng.random((samples, 8, 8, 1)).astype(np.float32)
-    meta = rng.random((samples, 5)).astype(np.float32)
+    image = rng.random((160, 8, 8, 1)).astype(np.float32)
+    meta = rng.random((160, 5)).astype(np.float32)
     y = (image.mean(axis=(1, 2, 3)) + meta.mean(axis=1) > 1).astype(int)
-    cut = samples * 3 // 4
-    return {
-        "x_train_image": image[:cut],
-        "x_train_meta": meta[:cut],
-        "y_train": y[:cut],
-        "x_test_image": image[cut:],
-        "x_test_meta": meta[cut:],
-        "y_test": y[cut:],
-    }
+    splits = {"train": slice(0, 120), "val": slice(120, 140), "test": slice(140, None)}
+    arrays = {}
+    for split, rows in splits.items():
+        arrays |= {f"x_{split}_image": image[rows], f"x_{split}_meta": meta[rows]}
+        arrays[f"y_{split}"] = y[rows]
+    return arrays
 
 
 def keras_two_inputs() -> keras.Model:
@@ -424,8 +422,10 @@ def test_two_inputs_from_npz_keys_train_and_evaluate(two_inputs):
     assert shapes == {"image": [8, 8, 1], "meta": [5]}
     assert "concatenate (Concatenate) (None, 152) <- img, m" in (run / store.GRAPH).read_text()
     evaluation = evaluated(run)
-    assert evaluation["samples"] == 40
-    assert np.sum(evaluation["confusion_matrix"]) == 40
+    assert evaluation["samples"] == 20
+    assert np.sum(evaluation["confusion_matrix"]) == 20
+    meta = json.loads((run / store.META).read_text())
+    assert meta["validation"] == "own"  # x_val_image and x_val_meta
 
 
 @pytest.mark.parametrize(
