@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.data import checks, csvfile, subsets
-from dlrun.data.splits import SPLIT_SEED, Data, count, each, fold_indices, take, validation_share
+from dlrun.data.splits import (
+    SPLIT_SEED,
+    Data,
+    count,
+    each,
+    fold_indices,
+    lead,
+    take,
+    validation_share,
+)
 from dlrun.errors import DataError, SpecError
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
 
@@ -71,19 +80,20 @@ def _npz(spec: Spec) -> tuple:
         for x_key in ("x_train", "x_val", "x_test"):
             if x_key in arrays:
                 arrays.setdefault("y" + x_key[1:], np.zeros(len(arrays[x_key]), np.float32))
-    names = spec.model.several_inputs
 
-    def features(split: str):  # one array, or one per input of a graph
-        keys = checks.x_keys(spec, split)
+    def by_name(keys: list[str], names: list[str] | None):  # one array, or one per name
         if not names:
             return arrays[keys[0]]
         return {n: arrays[key] for n, key in zip(names, keys, strict=True)}
 
     pairs = {
-        split: (features(split), arrays[f"y_{split}"])
+        split: (
+            by_name(checks.x_keys(spec, split), spec.model.several_inputs),
+            by_name(checks.y_keys(spec, split), spec.model.several_outputs),
+        )
         if checks.x_keys(spec, split)[0] in arrays
         else None
-        for split in ("train", "val", "test")
+        for split in checks.SPLITS
     }
     return pairs["train"], pairs["test"], pairs["val"], None
 
@@ -224,32 +234,35 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
 
         return load_folder(spec)
     train, test, val, columns = _raw(spec)
-    x_train, y_train = each(train[0], np.asarray), np.asarray(train[1])
+    x_train, y_train = each(train[0], np.asarray), each(train[1], np.asarray)
     autoencoder = spec.data.targets == "inputs"
-    if count(x_train) != len(y_train) and not autoencoder:
+    if count(x_train) != count(y_train) and not autoencoder:
         raise spec.error(
-            ("data",), f"x_train has {count(x_train)} samples but y_train has {len(y_train)}"
+            ("data",), f"x_train has {count(x_train)} samples but y_train has {count(y_train)}"
         )
+    # Several outputs: the first one's targets split the data by class (spec.task is its).
     regression = spec.task == "regression"
     if not regression:
-        checks.two_classes(spec, y_train)
+        checks.two_classes(spec, lead(y_train))
     if test is None:
         if not regression:
-            _check_strata(y_train, spec)
+            _check_strata(lead(y_train), spec)
         # The rows depend only on the sample count and the labels: every input is cut alike.
         rows, test_rows = train_test_split(
-            np.arange(len(y_train)),
+            np.arange(count(y_train)),
             test_size=spec.data.test_split,
-            stratify=None if regression else y_train,  # continuous targets have no strata
+            stratify=None if regression else lead(y_train),  # continuous targets: no strata
             random_state=SPLIT_SEED,
         )
         x_train, x_test = take(x_train, rows), take(x_train, test_rows)
-        y_train, y_test = y_train[rows], y_train[test_rows]
+        y_train, y_test = take(y_train, rows), take(y_train, test_rows)
     else:
-        x_test, y_test = each(test[0], np.asarray), np.asarray(test[1])
-    x_val, y_val = (each(val[0], np.asarray), np.asarray(val[1])) if val else (None, None)
-    if x_val is not None and count(x_val) != len(y_val):
-        raise spec.error(("data",), f"x_val has {count(x_val)} samples but y_val has {len(y_val)}")
+        x_test, y_test = each(test[0], np.asarray), each(test[1], np.asarray)
+    x_val, y_val = (each(val[0], np.asarray), each(val[1], np.asarray)) if val else (None, None)
+    if x_val is not None and count(x_val) != count(y_val):
+        raise spec.error(
+            ("data",), f"x_val has {count(x_val)} samples but y_val has {count(y_val)}"
+        )
     x_train, y_train, x_test, y_test, names = subsets.select(spec, x_train, y_train, x_test, y_test)
     if x_val is not None and spec.data.classes:
         kept = np.isin(np.ravel(y_val).astype(str), names)
@@ -261,7 +274,11 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         x_train, (x_test, x_val), categories = encoded
         if categories:
             encoding["categorical"] = categories
-    if regression:
+    if spec.model.several_outputs:
+        (y_train, y_test, y_val), names, num_classes = _several_targets(
+            spec, y_train, y_test, y_val
+        )
+    elif regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
         y_val = regression_targets(y_val, spec) if y_val is not None else None
     elif names is None:
@@ -277,7 +294,8 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     if autoencoder:  # the targets are the inputs, as the model sees them
         y_train, y_test = x_train.copy(), x_test.copy()
         y_val = x_val.copy() if x_val is not None else None
-    num_classes = int(np.prod(y_train.shape[1:])) if regression else len(names)
+    if not spec.model.several_outputs:
+        num_classes = int(np.prod(y_train.shape[1:])) if regression else len(names)
 
     validation = "own" if x_val is not None else "split"
     split = validation_share(spec, own=x_val is not None)
@@ -288,10 +306,10 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
                 "cross-validation folds come from the training split; the data has its own "
                 "validation set too: remove one of them",
             )
-        folds = fold_indices(y_train, spec.data.cv.folds, spec, stratified=not regression)
+        folds = fold_indices(lead(y_train), spec.data.cv.folds, spec, stratified=not regression)
         train_index, val_index = folds[spec.data.cv.index]
         x_train, x_val = take(x_train, train_index), take(x_train, val_index)
-        y_train, y_val = y_train[train_index], y_train[val_index]
+        y_train, y_val = take(y_train, train_index), take(y_train, val_index)
         validation = "cv"
     elif split:
         # As Keras' own validation_split: the last part of the training data, before shuffling.
@@ -302,7 +320,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
                 f"{split} of {count(x_train)} training samples leaves an empty split",
             )
         x_train, x_val = take(x_train, slice(None, cut)), take(x_train, slice(cut, None))
-        y_train, y_val = y_train[:cut], y_train[cut:]
+        y_train, y_val = take(y_train, slice(None, cut)), take(y_train, slice(cut, None))
     elif x_val is None:
         validation = "none"
     if spec.data.one_hot and not regression:
@@ -316,6 +334,29 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     return data
 
 
+def _several_targets(spec: Spec, y_train: dict, y_test: dict, y_val: dict | None) -> tuple:
+    """Each output's targets as its loss takes them: class numbers 0..K-1, or float values.
+    Returns ((train, test, validation), {output: class names or None}, {output: K or width})."""
+    splits: tuple[dict, dict, dict | None] = ({}, {}, None if y_val is None else {})
+    names, widths = {}, {}
+    for output in spec.model.several_outputs:
+        train, test = y_train[output], y_test[output]
+        val = None if y_val is None else y_val[output]
+        if spec.output_task(output) == "regression":
+            encoded = [
+                None if y is None else regression_targets(y, spec) for y in (train, test, val)
+            ]
+            names[output], widths[output] = None, int(np.prod(encoded[0].shape[1:]))
+        else:
+            checks.two_classes(spec, train)
+            first, others, names[output] = encode_labels(train, [test, val], spec)
+            encoded, widths[output] = [first, *others], len(names[output])
+        for split, y in zip(splits, encoded, strict=True):
+            if split is not None:
+                split[output] = y
+    return splits, names, widths
+
+
 def signature(spec: Spec) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]:
     """(input shape, number of classes or targets, shape of one regression target or None),
     without downloading Keras' data sets."""
@@ -327,4 +368,5 @@ def signature(spec: Spec) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]
 
         return (*folder_signature(spec), None)
     data = load_data(spec)
-    return data.input_shape, data.num_classes, tuple(data.y_train.shape[1:])
+    several = spec.model.several_outputs  # each output's classes, no one target shape
+    return data.input_shape, data.num_classes, None if several else tuple(data.y_train.shape[1:])

@@ -49,8 +49,9 @@ def shuffled_epochs(
     if source is not None:
         return _untuned(source.shuffled_epochs(x, y, batch_size, seed, first_epoch, epochs))
 
-    features = tf.nest.map_structure(tf.constant, x)  # several inputs: a dict of them
-    labels, samples = tf.constant(y), count(x)
+    # Several inputs or outputs: dicts of them.
+    features, labels = tf.nest.map_structure(tf.constant, (x, y))
+    samples = count(x)
 
     def one_epoch(epoch):
         key = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -59,7 +60,7 @@ def shuffled_epochs(
         def gather(tensor):  # every input in the same order
             return tf.gather(tensor, order)
 
-        rows = (tf.nest.map_structure(gather, features), gather(labels))
+        rows = tf.nest.map_structure(gather, (features, labels))
         return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
@@ -100,20 +101,20 @@ class EpochFeed:
     there gives each epoch the order epoch_order(seed, epoch) without a copy of Keras' own.
     """
 
-    def __init__(self, x, y: np.ndarray, seed: int, shuffle: bool):
-        self.arrays = (x, y)  # x: an array, or {input name: array} for several inputs
-        self.x, self.y = (each(x, np.copy), y.copy()) if shuffle else (x, y)
+    def __init__(self, x, y, seed: int, shuffle: bool):
+        # x, y: arrays, or {name: array} for several inputs or outputs
+        self.arrays = (x, y)
+        self.x, self.y = (each(x, np.copy), each(y, np.copy)) if shuffle else (x, y)
         self.seed, self.shuffle = seed, shuffle
 
     def arrange(self, epoch: int) -> None:
         if self.shuffle:
             order = epoch_order(self.seed, epoch, count(self.x))
-            originals, copies = self.arrays[0], self.x
-            if not isinstance(copies, dict):
-                originals, copies = {"": originals}, {"": copies}
-            for name, copy in copies.items():
-                np.take(originals[name], order, axis=0, out=copy)
-            np.take(self.arrays[1], order, axis=0, out=self.y)
+            for originals, copies in zip(self.arrays, (self.x, self.y), strict=True):
+                if not isinstance(copies, dict):
+                    originals, copies = {"": originals}, {"": copies}
+                for name, copy in copies.items():
+                    np.take(originals[name], order, axis=0, out=copy)
 
 
 def uses_tf_data() -> bool:

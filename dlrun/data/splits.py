@@ -37,6 +37,11 @@ def count(x) -> int:
     return len(x)
 
 
+def lead(y):
+    """The targets that split and sample by class: y, or the first of several outputs'."""
+    return next(iter(y.values())) if isinstance(y, dict) else y
+
+
 def take(x, rows):
     """Rows of x (an index array or a slice), every input of a graph's the same rows."""
     if isinstance(x, dict):
@@ -55,13 +60,14 @@ def each(x, function):
 class Data:
     # x_*: an array, or for a graph of several inputs {input name: array}, rows aligned
     x_train: np.ndarray | dict[str, np.ndarray]
-    y_train: np.ndarray
+    # y_*: likewise, {output name: array} for several outputs
+    y_train: np.ndarray | dict[str, np.ndarray]
     x_val: np.ndarray | dict[str, np.ndarray] | None
-    y_val: np.ndarray | None
+    y_val: np.ndarray | dict[str, np.ndarray] | None
     x_test: np.ndarray | dict[str, np.ndarray]
-    y_test: np.ndarray
-    num_classes: int  # regression: the number of targets per sample
-    class_names: list[str] | None = None  # kept in the run; evaluate shows them
+    y_test: np.ndarray | dict[str, np.ndarray]
+    num_classes: int | dict[str, int]  # regression: the number of targets per sample
+    class_names: list[str] | dict[str, list[str] | None] | None = None  # evaluate shows them
     source: object | None = None  # images.FolderSource: x_* are file paths it decodes
     task: str = "classification"  # or regression: y_* are numbers, not classes
     # What the run must record to read new data the same way (csv categories, ...).

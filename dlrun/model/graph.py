@@ -24,13 +24,17 @@ DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's
 
 
 def one_input(spec: Spec, run_path, command: str, error: type = UsageError) -> None:
-    """A command that reads one input array refuses a graph of several, in one line."""
-    names = spec.model.several_inputs
-    if names:
-        raise error(
-            f"{run_path}: {command} takes models of one input; this run's model has "
-            f"{len(names)} ({', '.join(names)})"
-        )
+    """A command that reads one input array and one output refuses a graph of several, in
+    one line."""
+    for names, what in (
+        (spec.model.several_inputs, "input"),
+        (spec.model.several_outputs, "output"),
+    ):
+        if names:
+            raise error(
+                f"{run_path}: {command} takes models of one {what}; this run's model has "
+                f"{len(names)} ({', '.join(names)})"
+            )
 
 
 @dataclass
@@ -276,13 +280,8 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes):
                     f"no entry is named {name!r}" + did_you_mean(name, known),
                 )
             found.append(tensors[graph_name])
-        if len(found) > 1:
-            raise spec.error(
-                ("model", "outputs"),
-                "several outputs need one target per output, which dlrun does not read yet; "
-                "name one output",
-            )
-        model_outputs = found[0]
+        # Several outputs: a dict, so that losses, metrics and targets go by output name.
+        model_outputs = dict(zip(wanted, found, strict=True)) if len(found) > 1 else found[0]
     name = spec.name.replace(".", "_").replace("-", "_")
     # Several inputs: a dict, so that fit() and evaluate() take the data's {input: array}.
     inputs = model_inputs[0]

@@ -65,12 +65,23 @@ def evaluate(
         "scored": scored,
         "scores": {key: float(value) for key, value in scores.items()},
     }
-    if data.task == "regression":
-        result.update(regression_report(data.y_test, outputs))
+    several = spec.model.several_outputs
+    if several:  # one report per output, each by its own loss's task
+        result["outputs"] = {
+            output: {"task": spec.output_task(output)}
+            | _report(
+                spec.output_task(output),
+                data.y_test[output],
+                outputs[output],
+                data.num_classes[output],
+                data.class_names[output],
+            )
+            for output in several
+        }
+        reports = result["outputs"].items()
+        result["report_text"] = "\n".join(f"{out}:\n{r['report_text']}" for out, r in reports)
     else:
-        labels = [str(label) for label in range(data.num_classes)]
-        names = [clean(name, newlines=False) for name in data.class_names or labels]
-        result.update(classification_result(data.y_test, outputs, names))
+        result.update(_report(data.task, data.y_test, outputs, data.num_classes, data.class_names))
     written: list[str] = []
     if save:
         with store.saving(result, run.path):
@@ -79,34 +90,58 @@ def evaluate(
     return result
 
 
+def _report(task: str, y_test, outputs, num_classes: int, class_names) -> dict:
+    """One output's report: per class and a confusion matrix, or the regression's errors."""
+    if task == "regression":
+        return regression_report(y_test, outputs)
+    labels = [str(label) for label in range(num_classes)]
+    names = [clean(name, newlines=False) for name in class_names or labels]
+    return classification_result(y_test, outputs, names)
+
+
 def _save(
     result: dict, written: list, run_dir: Path, created, checkpoint, spec_data, data, outputs
 ) -> None:
-    """evaluations/<time>-<checkpoint>-<data>.json and its plot, each written whole, so that a
-    kill or a full disk leaves no empty or half file."""
+    """evaluations/<time>-<checkpoint>-<data>.json and its plot (several outputs: one per
+    output, -<output>-confusion_matrix.png, ...), each written whole, so that a kill or a full
+    disk leaves no empty or half file."""
     # Into the run only: a received run's evaluations/ may be a symlink out of it.
     folder = store.safe_folder(run_dir, store.EVALUATIONS)
     stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(spec_data)}"
     out = store.write_new_json(folder, stem, result)
     written.append(str(out))
-    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
+    if "outputs" not in result:
+        written.append(str(_plot(result, data.task, data.x_test, data.y_test, outputs, out, "")))
+        return
+    for output, report in result["outputs"].items():
+        plot = _plot(
+            report, report["task"], None, data.y_test[output], outputs[output], out, output
+        )
+        written.append(str(plot))
+
+
+def _plot(report: dict, task: str, x_test, y_test, outputs, out: Path, output: str) -> Path:
+    """The evaluation's plot beside its JSON: reconstructions, predicted against true, or the
+    confusion matrix; `output` (several outputs) goes into its name."""
+    tag = f"-{output}" if output else ""
+    if task == "regression" and y_test.ndim >= 3 and x_test is not None:  # image-shaped targets
         from dlrun.report.plots import reconstruction_plot
 
-        plot = out.with_name(f"{out.stem}-reconstructions.png")
-        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
-    elif data.task == "regression":
+        plot = out.with_name(f"{out.stem}{tag}-reconstructions.png")
+        reconstruction_plot(x_test, y_test, outputs, plot)
+    elif task == "regression":
         from dlrun.report.plots import predicted_plot
 
-        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
-        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
+        plot = out.with_name(f"{out.stem}{tag}-predicted_vs_true.png")
+        predicted_plot(np.ravel(y_test), np.ravel(outputs), plot)
     else:
         from dlrun.report.plots import confusion_plot
 
-        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
+        plot = out.with_name(f"{out.stem}{tag}-confusion_matrix.png")
         # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
-        shown = [name.replace("$", r"\$") for name in result["classes"]]
-        confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
-    written.append(str(plot))
+        shown = [name.replace("$", r"\$") for name in report["classes"]]
+        confusion_plot(np.array(report["confusion_matrix"]), shown, plot)
+    return plot
 
 
 def _scored_data(run, spec) -> tuple:

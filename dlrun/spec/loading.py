@@ -122,6 +122,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
         )
         problems.append(spec.error(("data", "targets"), message))
     problems += _input_checks(spec)
+    problems += _output_checks(spec)
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
@@ -188,6 +189,71 @@ def _input_checks(spec: Spec) -> list[SpecError]:
     for loc, (applies, what) in SINGLE_INPUT_ONLY.items():
         if applies(spec):
             problems.append(spec.error(loc, f"the model has several inputs; {what}"))
+    return problems
+
+
+# What several outputs cannot be combined with yet, and what to do instead.
+SINGLE_OUTPUT_ONLY = {
+    ("data", "one_hot"): (
+        lambda spec: spec.data.one_hot,
+        "their labels stay class numbers: set data.one_hot: false (a softmax head takes "
+        "sparse_categorical_crossentropy)",
+    ),
+    ("data", "classes"): (
+        lambda spec: bool(spec.data.classes),
+        "data.classes picks the classes of one target; remove it",
+    ),
+    ("training", "class_weight"): (
+        lambda spec: spec.training.class_weight is not None,
+        "class weights weigh the classes of one target; use compile.loss_weights per output",
+    ),
+    ("data", "targets"): (
+        SINGLE_INPUT_ONLY[("data", "targets")][0],
+        "an autoencoder has one output; name one in model.outputs",
+    ),
+    ("training", "adversarial"): (
+        SINGLE_INPUT_ONLY[("training", "adversarial")][0],
+        "adversarial training attacks through one loss; remove training.adversarial",
+    ),
+}
+
+
+def _output_checks(spec: Spec) -> list[SpecError]:
+    """Several outputs: targets from an npz, a loss for each, metrics and weights by name."""
+    outputs = spec.model.several_outputs
+    compile_ = spec.compile
+    if not outputs:
+        if compile_.loss_weights is not None:
+            message = "loss_weights weigh the losses of several outputs; remove it"
+            return [spec.error(("compile", "loss_weights"), message)]
+        if compile_.loss_names() or isinstance(compile_.metrics, dict):
+            key = "loss" if compile_.loss_names() else "metrics"
+            message = "given per output, but the model has one output (model.outputs)"
+            return [spec.error(("compile", key), message)]
+        return []
+    problems = []
+    shown = ", ".join(outputs)
+    if spec.data.dataset != "npz":
+        message = f"several outputs ({shown}) need one target array each: use dataset npz "
+        problems.append(spec.error(("data", "dataset"), message + "(keys y_train_<output>, ...)"))
+    if set(compile_.loss_names()) != set(outputs):
+        message = f"several outputs need a loss each: {{{', '.join(f'{o}: ...' for o in outputs)}}}"
+        problems.append(spec.error(("compile", "loss"), message))
+    metrics = compile_.metrics
+    if not isinstance(metrics, dict) and metrics:
+        example = ", ".join(f"{output}: [accuracy]" for output in outputs)
+        message = f"several outputs take metrics per output, e.g. {{{example}}}, or []"
+        problems.append(spec.error(("compile", "metrics"), message))
+    named = [*(metrics if isinstance(metrics, dict) else {})]
+    for key, names in (("metrics", named), ("loss_weights", [*(compile_.loss_weights or {})])):
+        for name in names:
+            if name not in outputs:
+                message = f"{name!r} is not an output; the outputs are {shown}"
+                problems.append(spec.error(("compile", key, name), message))
+    for loc, (applies, what) in SINGLE_OUTPUT_ONLY.items():
+        told = loc in SINGLE_INPUT_ONLY and spec.model.several_inputs  # by _input_checks
+        if applies(spec) and not told:
+            problems.append(spec.error(loc, f"the model has several outputs; {what}"))
     return problems
 
 

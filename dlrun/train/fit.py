@@ -315,8 +315,8 @@ def _read_directions(prepared: Prepared, recorder) -> None:
     from dlrun.data.splits import take
 
     data, batch = prepared.data, prepared.spec.training.batch_size
-    first = take(data.x_train, slice(None, batch))
-    one = evaluation_input(first, data.y_train[:batch], batch, data.source)
+    first = slice(None, batch)
+    one = evaluation_input(take(data.x_train, first), take(data.y_train, first), batch, data.source)
     prepared.model.evaluate(**one, verbose=0)
     recorder.read_directions()
 

@@ -53,7 +53,8 @@ def prepare(spec: Spec) -> Prepared:
             sizes["validation"] = count(data.x_val)
         check_batches(spec, sizes, devices)
         model = build_model(spec, data.input_shape)
-        compile_model(model, spec, data.num_classes, tuple(data.y_train.shape[1:]))
+        target_shape = None if spec.model.several_outputs else tuple(data.y_train.shape[1:])
+        compile_model(model, spec, data.num_classes, target_shape)
     if spec.training.finetune:
         from dlrun.model.transfer import check_finetune
 
