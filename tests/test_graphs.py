@@ -2,6 +2,7 @@
 built in plain Keras here, parameter for parameter; each trains an epoch and is evaluated."""
 
 import json
+import zipfile
 from pathlib import Path
 
 import keras
@@ -617,3 +618,113 @@ def test_the_two_input_config_adapts_each_input_on_its_own_columns(tmp_path, mon
     size = model.get_layer("normalization")  # adapted on the size columns of the training split
     np.testing.assert_allclose(np.ravel(size.mean), data.x_train["size"].mean(axis=0), rtol=1e-4)
     assert evaluated(run)["samples"] == len(data.x_test["size"])
+
+
+# --- several outputs ---------------------------------------------------------------------------
+
+TWO_OUTPUTS = """\
+name: two-outputs
+seed: 0
+data: {{dataset: npz, path: {path}, scale: 16, one_hot: false}}
+model:
+  layers:
+    - Flatten
+    - {{type: Dense, units: 16, activation: relu, name: h}}
+    - {{type: Dense, units: 10, activation: softmax, name: digit}}
+    - {{type: Dense, units: 1, activation: sigmoid, inputs: h, name: odd}}
+  outputs: [digit, odd]
+compile:
+  loss: {{digit: sparse_categorical_crossentropy, odd: binary_crossentropy}}
+  metrics: {{digit: [accuracy], odd: [accuracy]}}
+  loss_weights: {{digit: 1.0, odd: 0.5}}
+training:
+  epochs: {epochs}
+  batch_size: 32
+  deterministic: true
+  tensorboard: null
+  checkpoint: {{monitor: val_odd_accuracy}}   # maximised: Keras says accuracy goes up
+"""
+
+
+def keras_two_outputs() -> keras.Model:
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    digit = keras.layers.Dense(10, activation="softmax")(h)
+    return keras.Model(inputs, [digit, keras.layers.Dense(1, activation="sigmoid")(h)])
+
+
+def digits_npz(path: Path) -> Path:
+    """digits as uint8 images, with two targets: the digit, and whether it is odd."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.images[:500].astype(np.uint8), digits.target[:500]
+    np.savez(
+        path,
+        x_train=x[:400],
+        y_train_digit=y[:400],
+        y_train_odd=y[:400] % 2,
+        x_test=x[400:],
+        y_test_digit=y[400:],
+        y_test_odd=y[400:] % 2,
+    )
+    return path
+
+
+def test_a_digit_head_and_an_odd_head_resume_exactly_and_evaluate_apart(tmp_path):
+    path = digits_npz(tmp_path / "digits.npz")
+    run = resumes_exactly(tmp_path, TWO_OUTPUTS.format(path=path, epochs=6), 6)
+    assert params_of(run) == keras_two_outputs().count_params() == 64 * 16 + 16 + 170 + 17
+    history = pd.read_csv(run / store.HISTORY)
+    assert {"digit_loss", "odd_accuracy", "val_digit_accuracy", "val_odd_loss"} <= set(history)
+    with zipfile.ZipFile(run / store.LAST) as archive:  # what Keras was compiled with
+        compiled = json.loads(archive.read("config.json"))["compile_config"]
+    assert compiled["loss_weights"] == {"digit": 1.0, "odd": 0.5}
+    assert {out: loss["config"] for out, loss in compiled["loss"].items()} == {
+        "digit": "sparse_categorical_crossentropy",
+        "odd": "binary_crossentropy",
+    }
+    metrics = json.loads((run / store.METRICS).read_text())
+    best = int(history["val_odd_accuracy"].to_numpy().argmax()) + 1  # the first best, maximised
+    assert (metrics["monitor"], metrics["best_epoch"]) == ("val_odd_accuracy", best)
+    evaluation = evaluated(run)
+    assert set(evaluation["outputs"]) == {"digit", "odd"}
+    assert evaluation["outputs"]["digit"]["classes"] == [str(d) for d in range(10)]
+    assert evaluation["outputs"]["odd"]["classes"] == ["0", "1"]
+    for output in ("digit", "odd"):
+        assert np.sum(evaluation["outputs"][output]["confusion_matrix"]) == 100
+        assert list((run / store.EVALUATIONS).glob(f"*-{output}-confusion_matrix.png"))
+    result = runner.invoke(app, ["attack", str(run)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {run}: attack takes models of one output; this run's model has 2 (digit, odd)\n"
+    )
+
+
+def test_several_outputs_need_their_targets_and_a_loss_each(tmp_path):
+    path = digits_npz(tmp_path / "digits.npz")
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "y_test_odd"}
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, **arrays)
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_OUTPUTS.format(path=partial, epochs=1))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {spec}:3: data.path: {partial} has x_test but no y_test_odd; give all test "
+        "keys or none (then the test split is cut from the training data)\n"
+    )
+    spec.write_text(
+        TWO_OUTPUTS.format(path=path, epochs=1).replace(
+            "{digit: sparse_categorical_crossentropy, odd: binary_crossentropy}",
+            "binary_crossentropy",
+        )
+    )
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {spec}:12: compile.loss: several outputs need a loss each: "
+        "{digit: ..., odd: ...}"
+    )
+    assert not (tmp_path / "runs").exists()
