@@ -351,6 +351,12 @@ def _named(value: Any) -> Any:
     raise ValueError(f"expected a name or a mapping with a type, got {value!r}")
 
 
+def _metric_list(metrics: Any) -> list[Any]:
+    if not isinstance(metrics, list):
+        raise ValueError(f"expected a list, got {metrics!r}")
+    return [_named(entry) for entry in metrics]
+
+
 def by_output(value: Any) -> bool:
     """A compile setting given per output ({digit: ..., odd: ...}), not one {type: ...}."""
     return isinstance(value, dict) and "type" not in value
@@ -367,7 +373,7 @@ class CompileSpec(_Section):
     # resolved by keras.losses.get; several outputs: one per output, {digit: ..., odd: ...}
     loss: Any = "categorical_crossentropy"
     # names or {type: F1Score, average: macro}; several outputs: a list per output name
-    metrics: list[Any] | dict[str, list[Any]] = ["accuracy"]
+    metrics: Any = ["accuracy"]
     loss_weights: dict[str, float] | None = None  # several outputs: each one's share of the loss
     # XLA compilation: Keras' "auto" compiles where the backend supports it.
     jit_compile: Literal["auto"] | bool = "auto"
@@ -385,10 +391,10 @@ class CompileSpec(_Section):
 
     @field_validator("metrics")
     @classmethod
-    def _check_metrics(cls, metrics: list[Any] | dict[str, list[Any]]) -> Any:
-        if isinstance(metrics, dict):
-            return {out: [_named(entry) for entry in entries] for out, entries in metrics.items()}
-        return [_named(entry) for entry in metrics]
+    def _check_metrics(cls, metrics: Any) -> Any:
+        if isinstance(metrics, dict):  # several outputs: a list per output
+            return {out: _metric_list(entries) for out, entries in metrics.items()}
+        return _metric_list(metrics)
 
     @property
     def metric_names(self) -> list[str]:
