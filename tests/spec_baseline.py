@@ -43,6 +43,11 @@ SKIPPED = {
 }
 
 
+def readme_key(block: str) -> str:
+    """A README block by its first line, so that blocks added elsewhere change no key."""
+    return f"README.md:{block.splitlines()[0][:50].strip()}"
+
+
 def specs(root: Path) -> dict[str, str]:
     """{where: spec text} for every spec in configs/ and tests/ that trains, and every README
     block that is a whole spec (data: and model:)."""
@@ -58,9 +63,9 @@ def specs(root: Path) -> dict[str, str]:
         r'TINY_SPEC = """\\\n(.*?)"""', conftest, re.S
     )[1]
     readme = (root / "README.md").read_text()
-    for number, block in enumerate(re.findall(r"```yaml\n(.*?)```", readme, re.S)):
+    for block in re.findall(r"```yaml\n(.*?)```", readme, re.S):
         if re.search(r"^data:", block, re.M) and re.search(r"^model:", block, re.M):
-            found[f"README.md:yaml{number}"] = block
+            found[readme_key(block)] = block
     return {where: text for where, text in found.items() if where not in SKIPPED}
 
 
