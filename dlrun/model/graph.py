@@ -23,7 +23,7 @@ DEFAULT_INPUT = "input"  # the one input of a graph that names none
 DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's input
 
 
-def one_input(spec: Spec, run_path, command: str, error: type = UsageError) -> None:
+def one_input_and_output(spec: Spec, run_path, command: str, error: type = UsageError) -> None:
     """A command that reads one input array and one output refuses a graph of several, in
     one line."""
     for names, what in (

@@ -402,8 +402,9 @@ class CompileSpec(_Section):
         logs `<output>_<metric>` and `<output>_loss`."""
         if isinstance(self.metrics, dict):
             names = [f"{out}_{entry_name(e)}" for out, es in self.metrics.items() for e in es]
-            return names + [f"{output}_loss" for output in self.loss_names()]
-        return [entry_name(entry) for entry in self.metrics]
+        else:
+            names = [entry_name(entry) for entry in self.metrics]
+        return names + [f"{output}_loss" for output in self.loss_names()]
 
     def loss_names(self) -> list[str]:
         """The outputs a per-output loss names (none for one loss)."""
