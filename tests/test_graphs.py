@@ -2,10 +2,13 @@
 built in plain Keras here, parameter for parameter; each trains an epoch and is evaluated."""
 
 import json
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_SPEC, run_dirs
@@ -324,13 +327,13 @@ training: {epochs: 8, batch_size: 64, deterministic: true}
 """
 
 
-def test_a_graph_killed_in_training_resumes_exactly(tmp_path):
+def resumes_exactly(tmp_path, text: str, epochs: int) -> Path:
+    """Trains `text` whole, then again killed (SIGKILL) after two epochs and resumed: the
+    resumed history must be the whole one's. Returns the resumed run."""
     import signal
 
     from conftest import start_dlrun, wait_until
 
-    # A residual MLP: the same graph machinery as the CNNs, at a fraction of their cost.
-    text = DENSE_RESIDUAL
     whole = train(tmp_path, text, "whole")
     spec = tmp_path / "broken.yaml"
     spec.write_text(text)
@@ -346,10 +349,382 @@ def test_a_graph_killed_in_training_resumes_exactly(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     (run,) = run_dirs(broken)
-    assert json.loads((run / store.META).read_text())["epochs_done"] < 8
+    assert json.loads((run / store.META).read_text())["epochs_done"] < epochs
     result = runner.invoke(app, ["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
     resumed, reference = pd.read_csv(run / store.HISTORY), pd.read_csv(whole / store.HISTORY)
-    assert list(resumed["epoch"]) == list(range(1, 9))
+    assert list(resumed["epoch"]) == list(range(1, epochs + 1))
     np.testing.assert_allclose(resumed["loss"], reference["loss"], atol=1e-5)
     np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], atol=1e-5)
+    return run
+
+
+def test_a_graph_killed_in_training_resumes_exactly(tmp_path):
+    # A residual MLP: the same graph machinery as the CNNs, at a fraction of their cost.
+    resumes_exactly(tmp_path, DENSE_RESIDUAL, 8)
+
+
+# --- several inputs ----------------------------------------------------------------------------
+
+TWO_INPUTS = """\
+name: two-inputs
+seed: 0
+data: {{dataset: npz, path: {path}, scale: 1}}
+model:
+  inputs:
+    image: {{shape: [8, 8, 1]}}
+    meta: {{}}                   # shape: the data's, (5,)
+  layers:
+    - {{type: Conv2D, filters: 4, kernel_size: 3, activation: relu, inputs: image}}
+    - {{type: Flatten, name: img}}
+    - {{type: Dense, units: 8, activation: relu, inputs: meta, name: m}}
+    - {{type: Concatenate, inputs: [img, m]}}
+    - {{type: Dense, units: 2, activation: softmax}}
+training: {{epochs: 1, batch_size: 32, tensorboard: null}}
+"""
+
+
+def two_input_arrays() -> dict:
+    """An image and a vector per sample, the label needing both: 120 to train, 20 to validate
+    (the npz's own), 20 to test."""
+    rng = np.random.default_rng(0)
+    image = rng.random((160, 8, 8, 1)).astype(np.float32)
+    meta = rng.random((160, 5)).astype(np.float32)
+    y = (image.mean(axis=(1, 2, 3)) + meta.mean(axis=1) > 1).astype(int)
+    splits = {"train": slice(0, 120), "val": slice(120, 140), "test": slice(140, None)}
+    arrays = {}
+    for split, rows in splits.items():
+        arrays |= {f"x_{split}_image": image[rows], f"x_{split}_meta": meta[rows]}
+        arrays[f"y_{split}"] = y[rows]
+    return arrays
+
+
+def keras_two_inputs() -> keras.Model:
+    image, meta = keras.Input((8, 8, 1), name="image"), keras.Input((5,), name="meta")
+    img = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    m = keras.layers.Dense(8, activation="relu")(meta)
+    x = keras.layers.Concatenate()([img, m])
+    return keras.Model([image, meta], keras.layers.Dense(2, activation="softmax")(x))
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    """(the npz path, a trained run) of the image + vector graph, shared by this section."""
+    root = tmp_path_factory.mktemp("two_inputs")
+    path = root / "two.npz"
+    np.savez(path, **two_input_arrays())
+    return path, train(root, TWO_INPUTS.format(path=path), "two")
+
+
+def test_two_inputs_from_npz_keys_train_and_evaluate(two_inputs):
+    path, run = two_inputs
+    assert params_of(run) == keras_two_inputs().count_params() == 394
+    shapes = json.loads((run / store.METRICS).read_text())["input_shape"]
+    assert shapes == {"image": [8, 8, 1], "meta": [5]}
+    assert "concatenate (Concatenate) (None, 152) <- img, m" in (run / store.GRAPH).read_text()
+    evaluation = evaluated(run)
+    assert evaluation["samples"] == 20
+    assert np.sum(evaluation["confusion_matrix"]) == 20
+    meta = json.loads((run / store.META).read_text())
+    assert meta["validation"] == "own"  # x_val_image and x_val_meta
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["attack", "{run}"],
+        ["features", "{run}", "--layer", "m", "--out", "{tmp}/f.npz"],
+        ["export", "{run}", "--format", "keras", "--out", "{tmp}/model.keras"],
+        ["predict", "{run}", "{path}"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_commands_of_one_input_refuse_several_in_one_line(two_inputs, tmp_path, command):
+    path, run = two_inputs
+    filled = [part.format(run=run, tmp=tmp_path, path=path) for part in command]
+    result = runner.invoke(app, filled)
+    assert result.exit_code != 0
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {run}: ") and "one input" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (
+            {"x_train_meta": lambda a: a[:-1]},
+            "the inputs of a split need one row per sample each; found x_train_image 120, "
+            "x_train_meta 119 samples",
+        ),
+        (
+            {"x_test_meta": lambda a: np.where(np.arange(len(a))[:, None] == 3, np.nan, a)},
+            "x_test_meta has missing (NaN) or infinite values",
+        ),
+        ({"x_train_meta": None}, "has no x_train_meta; expected keys x_train_image, x_train_meta"),
+        ({"x_test_meta": None}, "has x_test_image but no x_test_meta; give all test keys or none"),
+        (
+            {"x_test_meta": lambda a: a[:, :4]},
+            "x_test_meta has samples of shape (4,) but x_train_meta (5,)",
+        ),
+    ],
+    ids=["counts", "nan", "missing", "half-split", "shape"],
+)
+def test_bad_input_arrays_are_one_line_before_any_run_folder(tmp_path, change, problem):
+    arrays = two_input_arrays()
+    for key, edit in change.items():
+        if edit is None:
+            del arrays[key]
+        else:
+            arrays[key] = edit(arrays[key])
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_INPUTS.format(path=path))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {spec}:3: data.path: {path}") and problem in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_declared_shape_the_data_contradicts_names_the_input(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, **two_input_arrays())
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_INPUTS.format(path=path).replace("meta: {}", "meta: {shape: [6]}"))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {spec}:7: model.inputs.meta.shape: input 'meta' is declared (6,) but its data "
+        "has samples of shape (5,); declare the data's shape or leave shape out\n"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_split_and_feed_keeps_the_inputs_rows_together(tmp_path):
+    """Rows stay aligned across inputs through the test split, data.limit, validation_split
+    and each epoch's shuffle (tf.data and NumPy): input b is always 2 x input a."""
+    from dlrun.data.arrays import load_data
+    from dlrun.data.feed import EpochFeed, shuffled_epochs
+    from dlrun.spec.loading import load_spec
+
+    rows = np.arange(300)
+    path = tmp_path / "rows.npz"
+    np.savez(path, x_train_a=rows[:, None], x_train_b=2 * rows[:, None], y_train=rows % 3)
+    spec_path = tmp_path / "rows.yaml"
+    spec_path.write_text(
+        f"data: {{dataset: npz, path: {path}, scale: 1, limit: 150, one_hot: false}}\n"
+        "model:\n  inputs: {a: {}, b: {}}\n"
+        "  layers:\n    - {type: Concatenate, inputs: [a, b]}\n"
+        "    - {type: Dense, units: 3, activation: softmax}\n"
+        "training: {validation_split: 0.2, batch_size: 16}\n"
+    )
+    data = load_data(load_spec(spec_path))
+    assert (len(data.x_train["a"]), len(data.x_val["a"]), len(data.x_test["a"])) == (120, 30, 60)
+    for x, y in (
+        (data.x_train, data.y_train),
+        (data.x_val, data.y_val),
+        (data.x_test, data.y_test),
+    ):
+        np.testing.assert_array_equal(x["b"], 2 * x["a"])
+        np.testing.assert_array_equal(y, x["a"][:, 0] % 3)
+    stream = shuffled_epochs(data.x_train, data.y_train, 16, seed=0, first_epoch=0, epochs=2)
+    seen = [(x["a"].numpy(), x["b"].numpy(), y.numpy()) for x, y in stream]
+    a = np.concatenate([batch[0] for batch in seen])[:, 0]
+    np.testing.assert_array_equal(np.concatenate([batch[1] for batch in seen])[:, 0], 2 * a)
+    np.testing.assert_array_equal(np.concatenate([batch[2] for batch in seen]), a % 3)
+    assert not np.array_equal(a[:120], data.x_train["a"][:, 0])  # shuffled
+    assert sorted(a[:120]) == sorted(a[120:]) and not np.array_equal(a[:120], a[120:])
+    feed = EpochFeed(data.x_train, data.y_train, seed=0, shuffle=True)
+    feed.arrange(1)
+    np.testing.assert_array_equal(feed.x["b"], 2 * feed.x["a"])
+    np.testing.assert_array_equal(feed.y, feed.x["a"][:, 0] % 3)
+    assert not np.array_equal(feed.x["a"], data.x_train["a"])
+
+
+# The payment-card-fraud style of keras.io's structured-data examples: one scalar Input per
+# feature, concatenated, then a small dense head with one sigmoid unit.
+FEATURES = [f"v{i}" for i in range(1, 15)]
+FRAUD = (
+    "name: fourteen\nseed: 0\n"
+    "data: {{dataset: csv, path: {path}, label_column: fraud, scale: 1, one_hot: false}}\n"
+    "model:\n  inputs:\n"
+    + "".join(f"    {name}: {{{{columns: [{name}]}}}}\n" for name in FEATURES)
+    + "  layers:\n"
+    + f"    - {{{{type: Concatenate, inputs: [{', '.join(FEATURES)}]}}}}\n"
+    + "    - {{type: Dense, units: 16, activation: relu}}\n"
+    + "    - {{type: Dropout, rate: 0.3}}\n"
+    + "    - {{type: Dense, units: 1, activation: sigmoid}}\n"
+    + "compile: {{loss: binary_crossentropy}}\n"
+    + "training: {{epochs: {epochs}, batch_size: 16, deterministic: true, tensorboard: null}}\n"
+)
+
+
+def keras_fraud() -> keras.Model:
+    inputs = [keras.Input((1,), name=name) for name in FEATURES]
+    x = keras.layers.Dense(16, activation="relu")(keras.layers.Concatenate()(inputs))
+    x = keras.layers.Dropout(0.3)(x)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+
+
+def test_fourteen_scalar_inputs_from_csv_columns_resume_exactly_and_evaluate(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(600, 14)).astype(np.float32), columns=FEATURES)
+    frame.insert(3, "fraud", (frame["v1"] + frame["v9"] > 1).astype(int))  # a column among them
+    path = tmp_path / "cards.csv"
+    frame.to_csv(path, index=False)
+    run = resumes_exactly(tmp_path, FRAUD.format(path=path, epochs=6), 6)
+    assert params_of(run) == keras_fraud().count_params() == 14 * 16 + 16 + 17
+    assert evaluated(run)["samples"] == 120  # test_split 0.2 of 600
+
+
+def test_a_csv_input_column_the_file_lacks_is_named(tmp_path):
+    frame = pd.DataFrame(np.zeros((20, 14), np.float32), columns=FEATURES)
+    frame["fraud"] = np.arange(20) % 2
+    path = tmp_path / "cards.csv"
+    frame.to_csv(path, index=False)
+    spec = tmp_path / "fourteen.yaml"
+    spec.write_text(FRAUD.format(path=path, epochs=1).replace("columns: [v7]", "columns: [v77]"))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {spec}:12: model.inputs.v7.columns: {path} has no column 'v77'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_two_input_config_adapts_each_input_on_its_own_columns(tmp_path, monkeypatch):
+    from conftest import CONFIGS
+    from dlrun.data.arrays import load_data
+    from dlrun.spec.loading import load_spec
+
+    monkeypatch.chdir(CONFIGS.parent)  # the config names its csvs from the project's root
+    config = CONFIGS / "cancer_two_inputs.yaml"
+    # Normalization (mean, variance, count) and Dense per input, then Dense 16 -> 1
+    expected = (6 + 6 + 1) + (6 * 8 + 8) + (8 + 8 + 1) + (8 * 8 + 8) + (16 + 1)
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith(f"valid; {expected:,} parameters")
+    run = train(tmp_path, config.read_text(), "cancer", "--set", "training.epochs=1")
+    assert params_of(run) == expected
+    spec = load_spec(config)
+    data = load_data(spec)
+    frame = pd.read_csv(CONFIGS / "data" / "cancer_train.csv")
+    for name in ("size", "texture"):
+        columns = spec.model.inputs[name].columns
+        rows = {tuple(row) for row in frame[columns].to_numpy(np.float32)}
+        assert all(tuple(row) in rows for row in data.x_train[name])
+    model = keras.models.load_model(run / store.LAST)
+    size = model.get_layer("normalization")  # adapted on the size columns of the training split
+    np.testing.assert_allclose(np.ravel(size.mean), data.x_train["size"].mean(axis=0), rtol=1e-4)
+    assert evaluated(run)["samples"] == len(data.x_test["size"])
+
+
+# --- several outputs ---------------------------------------------------------------------------
+
+TWO_OUTPUTS = """\
+name: two-outputs
+seed: 0
+data: {{dataset: npz, path: {path}, scale: 16, one_hot: false}}
+model:
+  layers:
+    - Flatten
+    - {{type: Dense, units: 16, activation: relu, name: h}}
+    - {{type: Dense, units: 10, activation: softmax, name: digit}}
+    - {{type: Dense, units: 1, activation: sigmoid, inputs: h, name: odd}}
+  outputs: [digit, odd]
+compile:
+  loss: {{digit: sparse_categorical_crossentropy, odd: binary_crossentropy}}
+  metrics: {{digit: [accuracy], odd: [accuracy]}}
+  loss_weights: {{digit: 1.0, odd: 0.5}}
+training:
+  epochs: {epochs}
+  batch_size: 32
+  deterministic: true
+  tensorboard: null
+  checkpoint: {{monitor: val_odd_accuracy}}   # maximised: Keras says accuracy goes up
+"""
+
+
+def keras_two_outputs() -> keras.Model:
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    digit = keras.layers.Dense(10, activation="softmax")(h)
+    return keras.Model(inputs, [digit, keras.layers.Dense(1, activation="sigmoid")(h)])
+
+
+def digits_npz(path: Path) -> Path:
+    """digits as uint8 images, with two targets: the digit, and whether it is odd."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.images[:500].astype(np.uint8), digits.target[:500]
+    np.savez(
+        path,
+        x_train=x[:400],
+        y_train_digit=y[:400],
+        y_train_odd=y[:400] % 2,
+        x_test=x[400:],
+        y_test_digit=y[400:],
+        y_test_odd=y[400:] % 2,
+    )
+    return path
+
+
+def test_a_digit_head_and_an_odd_head_resume_exactly_and_evaluate_apart(tmp_path):
+    path = digits_npz(tmp_path / "digits.npz")
+    run = resumes_exactly(tmp_path, TWO_OUTPUTS.format(path=path, epochs=6), 6)
+    assert params_of(run) == keras_two_outputs().count_params() == 64 * 16 + 16 + 170 + 17
+    history = pd.read_csv(run / store.HISTORY)
+    assert {"digit_loss", "odd_accuracy", "val_digit_accuracy", "val_odd_loss"} <= set(history)
+    with zipfile.ZipFile(run / store.LAST) as archive:  # what Keras was compiled with
+        compiled = json.loads(archive.read("config.json"))["compile_config"]
+    assert compiled["loss_weights"] == {"digit": 1.0, "odd": 0.5}
+    assert {out: loss["config"] for out, loss in compiled["loss"].items()} == {
+        "digit": "sparse_categorical_crossentropy",
+        "odd": "binary_crossentropy",
+    }
+    metrics = json.loads((run / store.METRICS).read_text())
+    best = int(history["val_odd_accuracy"].to_numpy().argmax()) + 1  # the first best, maximised
+    assert (metrics["monitor"], metrics["best_epoch"]) == ("val_odd_accuracy", best)
+    evaluation = evaluated(run)
+    assert set(evaluation["outputs"]) == {"digit", "odd"}
+    assert evaluation["outputs"]["digit"]["classes"] == [str(d) for d in range(10)]
+    assert evaluation["outputs"]["odd"]["classes"] == ["0", "1"]
+    for output in ("digit", "odd"):
+        assert np.sum(evaluation["outputs"][output]["confusion_matrix"]) == 100
+        assert list((run / store.EVALUATIONS).glob(f"*-{output}-confusion_matrix.png"))
+    result = runner.invoke(app, ["attack", str(run)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {run}: attack takes models of one output; this run's model has 2 (digit, odd)\n"
+    )
+
+
+def test_several_outputs_need_their_targets_and_a_loss_each(tmp_path):
+    path = digits_npz(tmp_path / "digits.npz")
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "y_test_odd"}
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, **arrays)
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_OUTPUTS.format(path=partial, epochs=1))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {spec}:3: data.path: {partial} has x_test but no y_test_odd; give all test "
+        "keys or none (then the test split is cut from the training data)\n"
+    )
+    spec.write_text(
+        TWO_OUTPUTS.format(path=path, epochs=1).replace(
+            "{digit: sparse_categorical_crossentropy, odd: binary_crossentropy}",
+            "binary_crossentropy",
+        )
+    )
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {spec}:12: compile.loss: several outputs need a loss each: "
+        "{digit: ..., odd: ...}"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -7,8 +7,6 @@ split (never validation or test data), each on what reaches it through the layer
 
 from __future__ import annotations
 
-import numpy as np
-
 ADAPTED = ("Normalization", "Discretization", "TextVectorization", "StringLookup", "IntegerLookup")
 
 
@@ -18,21 +16,28 @@ def _given(layer) -> bool:
     return any(getattr(layer, name, None) is not None for name in fixed)
 
 
-def adapt_layers(model, x_train: np.ndarray, batch_size: int) -> list[str]:
-    """Adapt every such layer of a Sequential model on the training split; one line each."""
+def adapt_layers(model, x_train, batch_size: int) -> list[str]:
+    """Adapt every such layer of the model on the training split; one line each. x_train: an
+    array, or {input name: array} for a graph of several inputs."""
     import keras
+
+    from dlrun.data.splits import count
 
     notes = []
     for index, layer in enumerate(model.layers):
         if type(layer).__name__ not in ADAPTED or _given(layer):
             continue
         inputs = x_train
-        if index:  # what this layer sees: the training split through the layers before it
+        # What this layer sees: the training split through the layers before it.
+        if isinstance(x_train, dict):  # a graph of several inputs: up to what the layer reads
+            before = keras.Model(model.input, layer.input)
+            inputs = before.predict(x_train, batch_size=batch_size, verbose=0)
+        elif index:
             before = keras.Sequential([keras.Input(model.input_shape[1:]), *model.layers[:index]])
             inputs = before.predict(x_train, batch_size=batch_size, verbose=0)
         layer.adapt(inputs)
         notes.append(
             f"{layer.name} ({type(layer).__name__}): adapted on the training split "
-            f"({len(x_train)} samples) before fit"
+            f"({count(x_train)} samples) before fit"
         )
     return notes

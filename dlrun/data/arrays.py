@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.data import checks, csvfile, subsets
-from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
+from dlrun.data.splits import (
+    SPLIT_SEED,
+    Data,
+    count,
+    each,
+    fold_indices,
+    lead,
+    take,
+    validation_share,
+)
 from dlrun.errors import DataError, SpecError
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
 
@@ -71,11 +80,22 @@ def _npz(spec: Spec) -> tuple:
         for x_key in ("x_train", "x_val", "x_test"):
             if x_key in arrays:
                 arrays.setdefault("y" + x_key[1:], np.zeros(len(arrays[x_key]), np.float32))
+
+    def by_name(keys: list[str], names: list[str] | None):  # one array, or one per name
+        if not names:
+            return arrays[keys[0]]
+        return {n: arrays[key] for n, key in zip(names, keys, strict=True)}
+
     pairs = {
-        split: (arrays[f"x_{split}"], arrays[f"y_{split}"]) if f"x_{split}" in arrays else None
-        for split in ("val", "test")
+        split: (
+            by_name(checks.x_keys(spec, split), spec.model.several_inputs),
+            by_name(checks.y_keys(spec, split), spec.model.several_outputs),
+        )
+        if checks.x_keys(spec, split)[0] in arrays
+        else None
+        for split in checks.SPLITS
     }
-    return (arrays["x_train"], arrays["y_train"]), pairs["test"], pairs["val"], None
+    return pairs["train"], pairs["test"], pairs["val"], None
 
 
 def _csv(spec: Spec) -> tuple:
@@ -90,8 +110,9 @@ def _csv(spec: Spec) -> tuple:
         val_frame = csvfile.read_frame(spec, other, loc)
         x_val, val_columns = csvfile.features(spec, val_frame, other, loc)
         csvfile.same_columns(spec, columns, val_columns, other)
-        val = (x_val, val_frame[spec.data.label_column].to_numpy())
-    return (x, y), None, val, columns
+        labels = val_frame[spec.data.label_column].to_numpy()
+        val = (csvfile.per_input(spec, x_val, columns, other), labels)
+    return (csvfile.per_input(spec, x, columns, path), y), None, val, columns
 
 
 _READ: dict[tuple, tuple] = {}  # the last data set read, by what identifies it
@@ -213,55 +234,68 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
 
         return load_folder(spec)
     train, test, val, columns = _raw(spec)
-    x_train, y_train = np.asarray(train[0]), np.asarray(train[1])
+    x_train, y_train = each(train[0], np.asarray), each(train[1], np.asarray)
     autoencoder = spec.data.targets == "inputs"
-    if len(x_train) != len(y_train) and not autoencoder:
+    if count(x_train) != count(y_train) and not autoencoder:
         raise spec.error(
-            ("data",), f"x_train has {len(x_train)} samples but y_train has {len(y_train)}"
+            ("data",), f"x_train has {count(x_train)} samples but y_train has {count(y_train)}"
         )
+    # Several outputs: the first one's targets split the data by class (spec.task is its).
     regression = spec.task == "regression"
     if not regression:
-        checks.two_classes(spec, y_train)
+        checks.two_classes(spec, lead(y_train))
     if test is None:
         if not regression:
-            _check_strata(y_train, spec)
-        x_train, x_test, y_train, y_test = train_test_split(
-            x_train,
-            y_train,
+            _check_strata(lead(y_train), spec)
+        # The rows depend only on the sample count and the labels: every input is cut alike.
+        rows, test_rows = train_test_split(
+            np.arange(count(y_train)),
             test_size=spec.data.test_split,
-            stratify=None if regression else y_train,  # continuous targets have no strata
+            stratify=None if regression else lead(y_train),  # continuous targets: no strata
             random_state=SPLIT_SEED,
         )
+        x_train, x_test = take(x_train, rows), take(x_train, test_rows)
+        y_train, y_test = take(y_train, rows), take(y_train, test_rows)
     else:
-        x_test, y_test = np.asarray(test[0]), np.asarray(test[1])
-    x_val, y_val = (np.asarray(val[0]), np.asarray(val[1])) if val is not None else (None, None)
-    if x_val is not None and len(x_val) != len(y_val):
-        raise spec.error(("data",), f"x_val has {len(x_val)} samples but y_val has {len(y_val)}")
+        x_test, y_test = each(test[0], np.asarray), each(test[1], np.asarray)
+    x_val, y_val = (each(val[0], np.asarray), each(val[1], np.asarray)) if val else (None, None)
+    if x_val is not None and count(x_val) != count(y_val):
+        raise spec.error(
+            ("data",), f"x_val has {count(x_val)} samples but y_val has {count(y_val)}"
+        )
     x_train, y_train, x_test, y_test, names = subsets.select(spec, x_train, y_train, x_test, y_test)
     if x_val is not None and spec.data.classes:
         kept = np.isin(np.ravel(y_val).astype(str), names)
-        x_val, y_val = x_val[kept], subsets.recode(y_val[kept], names)
+        x_val, y_val = take(x_val, kept), subsets.recode(y_val[kept], names)
     encoding: dict = {}  # what this run must record to encode other data the same way
-    if columns is not None:
+    if columns is not None and not isinstance(x_train, dict):  # several inputs: all numbers
         known = (recorded or {}).get("categorical")
         encoded = csvfile.encode(spec, columns, x_train, [x_test, x_val], known)
         x_train, (x_test, x_val), categories = encoded
         if categories:
             encoding["categorical"] = categories
-    if regression:
+    if spec.model.several_outputs:
+        (y_train, y_test, y_val), names, num_classes = _several_targets(
+            spec, y_train, y_test, y_val
+        )
+    elif regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
         y_val = regression_targets(y_val, spec) if y_val is not None else None
     elif names is None:
         y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
-    images = holds_images(spec, x_train)
-    x_train = shape_inputs(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
-    x_test = shape_inputs(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
+
+    def scaled(x: np.ndarray) -> np.ndarray:  # each input judged image or not by its own array
+        images = holds_images(spec, x)
+        return shape_inputs(x.astype(np.float32) / spec.data.scale, spec.data, images)
+
+    x_train, x_test = each(x_train, scaled), each(x_test, scaled)
     if x_val is not None:
-        x_val = shape_inputs(x_val.astype(np.float32) / spec.data.scale, spec.data, images)
+        x_val = each(x_val, scaled)
     if autoencoder:  # the targets are the inputs, as the model sees them
         y_train, y_test = x_train.copy(), x_test.copy()
         y_val = x_val.copy() if x_val is not None else None
-    num_classes = int(np.prod(y_train.shape[1:])) if regression else len(names)
+    if not spec.model.several_outputs:
+        num_classes = int(np.prod(y_train.shape[1:])) if regression else len(names)
 
     validation = "own" if x_val is not None else "split"
     split = validation_share(spec, own=x_val is not None)
@@ -272,21 +306,21 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
                 "cross-validation folds come from the training split; the data has its own "
                 "validation set too: remove one of them",
             )
-        folds = fold_indices(y_train, spec.data.cv.folds, spec, stratified=not regression)
+        folds = fold_indices(lead(y_train), spec.data.cv.folds, spec, stratified=not regression)
         train_index, val_index = folds[spec.data.cv.index]
-        x_train, x_val = x_train[train_index], x_train[val_index]
-        y_train, y_val = y_train[train_index], y_train[val_index]
+        x_train, x_val = take(x_train, train_index), take(x_train, val_index)
+        y_train, y_val = take(y_train, train_index), take(y_train, val_index)
         validation = "cv"
     elif split:
         # As Keras' own validation_split: the last part of the training data, before shuffling.
-        cut = int(len(x_train) * (1 - split))
-        if cut == 0 or cut == len(x_train):
+        cut = int(count(x_train) * (1 - split))
+        if cut == 0 or cut == count(x_train):
             raise spec.error(
                 ("training", "validation_split"),
-                f"{split} of {len(x_train)} training samples leaves an empty split",
+                f"{split} of {count(x_train)} training samples leaves an empty split",
             )
-        x_train, x_val = x_train[:cut], x_train[cut:]
-        y_train, y_val = y_train[:cut], y_train[cut:]
+        x_train, x_val = take(x_train, slice(None, cut)), take(x_train, slice(cut, None))
+        y_train, y_val = take(y_train, slice(None, cut)), take(y_train, slice(cut, None))
     elif x_val is None:
         validation = "none"
     if spec.data.one_hot and not regression:
@@ -300,6 +334,29 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     return data
 
 
+def _several_targets(spec: Spec, y_train: dict, y_test: dict, y_val: dict | None) -> tuple:
+    """Each output's targets as its loss takes them: class numbers 0..K-1, or float values.
+    Returns ((train, test, validation), {output: class names or None}, {output: K or width})."""
+    splits: tuple[dict, dict, dict | None] = ({}, {}, None if y_val is None else {})
+    names, widths = {}, {}
+    for output in spec.model.several_outputs:
+        train, test = y_train[output], y_test[output]
+        val = None if y_val is None else y_val[output]
+        if spec.output_task(output) == "regression":
+            encoded = [
+                None if y is None else regression_targets(y, spec) for y in (train, test, val)
+            ]
+            names[output], widths[output] = None, int(np.prod(encoded[0].shape[1:]))
+        else:
+            checks.two_classes(spec, train)
+            first, others, names[output] = encode_labels(train, [test, val], spec)
+            encoded, widths[output] = [first, *others], len(names[output])
+        for split, y in zip(splits, encoded, strict=True):
+            if split is not None:
+                split[output] = y
+    return splits, names, widths
+
+
 def signature(spec: Spec) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]:
     """(input shape, number of classes or targets, shape of one regression target or None),
     without downloading Keras' data sets."""
@@ -311,4 +368,5 @@ def signature(spec: Spec) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]
 
         return (*folder_signature(spec), None)
     data = load_data(spec)
-    return data.input_shape, data.num_classes, tuple(data.y_train.shape[1:])
+    several = spec.model.several_outputs  # each output's classes, no one target shape
+    return data.input_shape, data.num_classes, None if several else tuple(data.y_train.shape[1:])

@@ -129,31 +129,54 @@ def finite_features(spec: Spec, path: Path, x: np.ndarray, key: str = "", column
 # --- npz ---------------------------------------------------------------------------------------
 
 
+def x_keys(spec: Spec, split: str) -> list[str]:
+    """A split's feature keys: x_<split>, or x_<split>_<input> for each of several inputs."""
+    names = spec.model.several_inputs
+    return [f"x_{split}_{name}" for name in names] if names else [f"x_{split}"]
+
+
+def y_keys(spec: Spec, split: str) -> list[str]:
+    """A split's target keys: y_<split>, or y_<split>_<output> for each of several outputs."""
+    names = spec.model.several_outputs
+    return [f"y_{split}_{name}" for name in names] if names else [f"y_{split}"]
+
+
+SPLITS = ("train", "val", "test")
+
+
 def npz_keys(spec: Spec, path: Path, files: list[str]) -> list[str]:
     """The keys to read: x_train and y_train (x_train alone for an autoencoder), and x_val with
-    y_val, x_test with y_test, each pair whole or absent."""
-    needed = ["x_train"] if spec.data.targets == "inputs" else ["x_train", "y_train"]
+    y_val, x_test with y_test, each group whole or absent (several inputs: x_train_<input>...)."""
+    x_train = x_keys(spec, "train")
+    needed = x_train if spec.data.targets == "inputs" else [*x_train, *y_keys(spec, "train")]
     missing = [key for key in needed if key not in files]
     if missing:
+        listed = {split: ", ".join(x_keys(spec, split) + y_keys(spec, split)) for split in SPLITS}
         raise spec.error(
             ("data", "path"),
-            f"{name(path)} has no {' or '.join(missing)}; expected keys x_train, y_train "
-            f"[, x_val, y_val, x_test, y_test], found {name(', '.join(sorted(files))) or 'none'}",
+            f"{name(path)} has no {' or '.join(missing)}; expected keys {listed['train']} "
+            f"[, {listed['val']}, {listed['test']}], "
+            f"found {name(', '.join(sorted(files))) or 'none'}",
         )
-    keys = [key for key in ("x_train", "y_train") if key in files]
+    keys = [key for key in needed if key in files]
     for split, what, otherwise in (
         ("test", "test", "then the test split is cut from the training data"),
         ("val", "validation", "then training.validation_split holds out part of x_train"),
     ):
-        pair = [key for key in (f"x_{split}", f"y_{split}") if key in files]
-        if len(pair) == 1 and not (spec.data.targets == "inputs" and pair[0].startswith("x")):
-            other = ({f"x_{split}", f"y_{split}"} - set(pair)).pop()
+        group = [*x_keys(spec, split), *y_keys(spec, split)]
+        found = [key for key in group if key in files]
+        if spec.data.targets == "inputs" and found == group[:1]:
+            found = []  # an autoencoder's x alone: its own targets
+            keys.append(group[0])
+        if found and len(found) < len(group):
+            absent = [key for key in group if key not in found]
             raise spec.error(
                 ("data", "path"),
-                f"{name(path)} has {pair[0]} but no {other}; give both {what} keys or neither "
-                f"({otherwise})",
+                f"{name(path)} has {found[0]} but no {', '.join(absent)}; give "
+                f"{'both' if len(group) == 2 else 'all'} {what} keys or "
+                f"{'neither' if len(group) == 2 else 'none'} ({otherwise})",
             )
-        keys += pair
+        keys += found
     return keys
 
 
@@ -188,8 +211,10 @@ def npz_entry(spec: Spec, path: Path, archive, key: str) -> None:
 
 
 def npz_arrays(spec: Spec, path: Path, arrays: dict) -> None:
-    """Features are numbers with one row per sample; test features are shaped like training's."""
-    for key in ("x_train", "x_val", "x_test"):
+    """Features are numbers with one row per sample; test features are shaped like training's;
+    the inputs of a split (several inputs) have as many samples as each other."""
+    splits = {split: x_keys(spec, split) for split in SPLITS}
+    for key in [key for keys in splits.values() for key in keys]:
         if key not in arrays:
             continue
         x = arrays[key]
@@ -204,23 +229,35 @@ def npz_arrays(spec: Spec, path: Path, arrays: dict) -> None:
                 ("data", "path"),
                 f"{name(path)}: {key} is a single value (shape ()); expected one row per sample",
             )
-    for key in ("y_train", "y_val", "y_test"):
+    targets = [key for split in SPLITS for key in y_keys(spec, split)]
+    for key in targets:
         if key in arrays and arrays[key].ndim == 0:
             raise spec.error(
                 ("data", "path"),
                 f"{name(path)}: {key} is a single value (shape ()); expected one label per sample",
             )
-    for key in ("x_val", "x_test"):
-        if key in arrays and arrays[key].shape[1:] != arrays["x_train"].shape[1:]:
-            raise spec.error(
-                ("data", "path"),
-                f"{name(path)}: {key} has samples of shape {arrays[key].shape[1:]} but "
-                f"x_train {arrays['x_train'].shape[1:]}; every split needs the same features",
-            )
-    for key in ("x_train", "x_val", "x_test"):
-        if key in arrays:
-            finite_features(spec, path, arrays[key], key)
-    for key in ("y_train", "y_val", "y_test"):
+    for split in ("val", "test"):
+        for key, train in zip(splits[split], splits["train"], strict=True):
+            if key in arrays and arrays[key].shape[1:] != arrays[train].shape[1:]:
+                raise spec.error(
+                    ("data", "path"),
+                    f"{name(path)}: {key} has samples of shape {arrays[key].shape[1:]} but "
+                    f"{train} {arrays[train].shape[1:]}; every split needs the same features",
+                )
+    for split, keys in splits.items():
+        for what, group in (("inputs", keys), ("targets", y_keys(spec, split))):
+            present = [key for key in group if key in arrays]
+            if len({len(arrays[key]) for key in present}) > 1:
+                listed = ", ".join(f"{key} {len(arrays[key])}" for key in present)
+                raise spec.error(
+                    ("data", "path"),
+                    f"{name(path)}: the {what} of a split need one row per sample each; found "
+                    f"{listed} samples",
+                )
+        for key in keys:
+            if key in arrays:
+                finite_features(spec, path, arrays[key], key)
+    for key in targets:
         y = arrays.get(key)
         if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
             rows = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrun.data import checks
+from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
 
@@ -69,6 +70,25 @@ def features(spec: Spec, frame, path: Path, loc: tuple) -> tuple[np.ndarray, lis
     if not categorical:
         return x.to_numpy(np.float32), list(map(str, x.columns))
     return x.to_numpy(dtype=object), list(map(str, x.columns))
+
+
+def per_input(spec: Spec, x: np.ndarray, columns: list[str], path: Path):
+    """The feature columns as they are, or for several inputs {input: its columns' array}."""
+    names = spec.model.several_inputs
+    if not names:
+        return x
+    arrays = {}
+    for name in names:
+        wanted = spec.model.inputs[name].columns
+        unknown = [column for column in wanted if column not in columns]
+        if unknown:
+            raise spec.error(
+                ("model", "inputs", name, "columns"),
+                f"{path} has no column {unknown[0]!r}; its feature columns are "
+                f"{', '.join(columns[:10])}" + did_you_mean(unknown[0], columns),
+            )
+        arrays[name] = x[:, [columns.index(column) for column in wanted]]
+    return arrays
 
 
 def same_columns(spec: Spec, columns: list[str], other: list[str], path: Path) -> None:

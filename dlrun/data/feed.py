@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrun.data.splits import Data
+from dlrun.data.splits import Data, count, each
 from dlrun.spec.schema import Spec
 
 
@@ -49,13 +49,18 @@ def shuffled_epochs(
     if source is not None:
         return _untuned(source.shuffled_epochs(x, y, batch_size, seed, first_epoch, epochs))
 
-    features, labels = tf.constant(x), tf.constant(y)
-    count = len(x)
+    # Several inputs or outputs: dicts of them.
+    features, labels = tf.nest.map_structure(tf.constant, (x, y))
+    samples = count(x)
 
     def one_epoch(epoch):
         key = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.argsort(tf.random.stateless_uniform([count], seed=key))
-        rows = (tf.gather(features, order), tf.gather(labels, order))
+        order = tf.argsort(tf.random.stateless_uniform([samples], seed=key))
+
+        def gather(tensor):  # every input in the same order
+            return tf.gather(tensor, order)
+
+        rows = tf.nest.map_structure(gather, (features, labels))
         return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
@@ -96,16 +101,20 @@ class EpochFeed:
     there gives each epoch the order epoch_order(seed, epoch) without a copy of Keras' own.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool):
+    def __init__(self, x, y, seed: int, shuffle: bool):
+        # x, y: arrays, or {name: array} for several inputs or outputs
         self.arrays = (x, y)
-        self.x, self.y = (x.copy(), y.copy()) if shuffle else (x, y)
+        self.x, self.y = (each(x, np.copy), each(y, np.copy)) if shuffle else (x, y)
         self.seed, self.shuffle = seed, shuffle
 
     def arrange(self, epoch: int) -> None:
         if self.shuffle:
-            order = epoch_order(self.seed, epoch, len(self.x))
-            np.take(self.arrays[0], order, axis=0, out=self.x)
-            np.take(self.arrays[1], order, axis=0, out=self.y)
+            order = epoch_order(self.seed, epoch, count(self.x))
+            for originals, copies in zip(self.arrays, (self.x, self.y), strict=True):
+                if not isinstance(copies, dict):
+                    originals, copies = {"": originals}, {"": copies}
+                for name, copy in copies.items():
+                    np.take(originals[name], order, axis=0, out=copy)
 
 
 def uses_tf_data() -> bool:
@@ -130,7 +139,7 @@ def check_feed(spec: Spec, data: Data) -> None:
             f"image folders are decoded by tf.data, on the tensorflow backend only; "
             f"set backend: tensorflow (got {spec.backend})",
         )
-    check_steps_per_execution(spec, len(data.x_train))
+    check_steps_per_execution(spec, count(data.x_train))
 
 
 def check_steps_per_execution(spec: Spec, count: int) -> None:

@@ -30,16 +30,44 @@ def validation_share(spec: Spec, own: bool = False) -> float:
     return DEFAULT_VALIDATION_SPLIT if split is None else split
 
 
+def count(x) -> int:
+    """Samples in x: an array, or one array per input of a graph (the same count in each)."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x)
+
+
+def lead(y):
+    """The targets that split and sample by class: y, or the first of several outputs'."""
+    return next(iter(y.values())) if isinstance(y, dict) else y
+
+
+def take(x, rows):
+    """Rows of x (an index array or a slice), every input of a graph's the same rows."""
+    if isinstance(x, dict):
+        return {name: array[rows] for name, array in x.items()}
+    return x[rows]
+
+
+def each(x, function):
+    """function applied to x, or to each input's array of a graph's."""
+    if isinstance(x, dict):
+        return {name: function(array) for name, array in x.items()}
+    return function(x)
+
+
 @dataclass
 class Data:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray | None
-    y_val: np.ndarray | None
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int  # regression: the number of targets per sample
-    class_names: list[str] | None = None  # kept in the run; evaluate shows them
+    # x_*: an array, or for a graph of several inputs {input name: array}, rows aligned
+    x_train: np.ndarray | dict[str, np.ndarray]
+    # y_*: likewise, {output name: array} for several outputs
+    y_train: np.ndarray | dict[str, np.ndarray]
+    x_val: np.ndarray | dict[str, np.ndarray] | None
+    y_val: np.ndarray | dict[str, np.ndarray] | None
+    x_test: np.ndarray | dict[str, np.ndarray]
+    y_test: np.ndarray | dict[str, np.ndarray]
+    num_classes: int | dict[str, int]  # regression: the number of targets per sample
+    class_names: list[str] | dict[str, list[str] | None] | None = None  # evaluate shows them
     source: object | None = None  # images.FolderSource: x_* are file paths it decodes
     task: str = "classification"  # or regression: y_* are numbers, not classes
     # What the run must record to read new data the same way (csv categories, ...).
@@ -48,10 +76,11 @@ class Data:
     feature_columns: list[str] | None = None  # a csv's feature columns, in training order
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def input_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+        """One sample's shape; several inputs: {input name: shape}."""
         if self.source is not None:
             return self.source.input_shape
-        return tuple(self.x_train.shape[1:])
+        return each(self.x_train, lambda x: tuple(x.shape[1:]))
 
 
 def fold_indices(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrun.data.splits import lead, take
 from dlrun.spec.schema import Spec
 
 # The stratified sample of `limit` is fixed, like the test split: runs stay comparable.
@@ -71,9 +72,9 @@ def select(spec: Spec, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test:
     names = None
     if spec.data.classes:
         train, test, names = keep_classes(spec, y, y_test)
-        x, y = x[train], recode(y[train], names)
-        x_test, y_test = x_test[test], recode(y_test[test], names)
+        x, y = take(x, train), recode(y[train], names)
+        x_test, y_test = take(x_test, test), recode(y_test[test], names)
     if spec.data.limit:
-        rows = limited(spec, y)
-        x, y = x[rows], y[rows]
+        rows = limited(spec, lead(y))  # several outputs: sampled by the first one's labels
+        x, y = take(x, rows), take(y, rows)
     return x, y, x_test, y_test, names

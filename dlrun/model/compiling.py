@@ -9,7 +9,7 @@ from typing import Any
 from dlrun.errors import SpecError, first_line
 from dlrun.spec.names import entry_name
 from dlrun.spec.problems import did_you_mean
-from dlrun.spec.schema import Spec
+from dlrun.spec.schema import Spec, by_output
 
 # compile() understands these metric names itself and picks the right variant for the loss.
 COMPILE_METRIC_ALIASES = {"accuracy", "acc", "crossentropy", "ce"}
@@ -46,18 +46,31 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     losses = [n for n in dir(keras.losses) if not n.startswith("_") and n[0].islower()]
     public = [n for n in dir(keras.metrics) if not n.startswith("_")]
     known_metrics = sorted({n.lower() if n[0].isupper() else n for n in public})
-    found: dict = {"metrics": []}
+    # Several outputs: a loss and a list of metrics per output name, as Keras takes them.
+    per_output = by_output(spec.compile.loss)
+    metrics = spec.compile.metrics if isinstance(spec.compile.metrics, dict) else {None: None}
+    found: dict = {"metrics": {out: [] for out in metrics} if per_output else []}
+    found["loss"] = {}
     problems: list[str] = []
     optimizer, schedule_problems = _with_schedule(spec, spec.compile.optimizer)
     problems += schedule_problems
-    lookups = [("loss", ("compile", "loss"), keras.losses.get, spec.compile.loss)]
+    given = spec.compile.loss if per_output else {None: spec.compile.loss}
+    lookups = [
+        ("loss", ("compile", "loss", *([out] if per_output else [])), keras.losses.get, value, out)
+        for out, value in given.items()
+    ]
     if not schedule_problems:  # else the optimizer would only repeat the schedule's problem
-        lookups.insert(0, ("optimizer", ("compile", "optimizer"), keras.optimizers.get, optimizer))
-    for index, entry in enumerate(spec.compile.metrics):
-        lookups.append(("metric", ("compile", "metrics", index), keras.metrics.get, entry))
-    for field, loc, getter, value in lookups:
+        lookups.insert(
+            0, ("optimizer", ("compile", "optimizer"), keras.optimizers.get, optimizer, None)
+        )
+    for out, entries in metrics.items():
+        for index, entry in enumerate(spec.compile.metrics if out is None else entries):
+            loc = ("compile", "metrics", *([out] if out is not None else []), index)
+            lookups.append(("metric", loc, keras.metrics.get, entry, out))
+    for field, loc, getter, value, out in lookups:
+        listed = found["metrics"][out] if per_output and field == "metric" else found["metrics"]
         if field == "metric" and isinstance(value, str) and value in COMPILE_METRIC_ALIASES:
-            found["metrics"].append(value)
+            listed.append(value)
             continue
         candidates = {"optimizer": list(OPTIMIZERS), "loss": losses}.get(field, known_metrics)
         try:
@@ -66,7 +79,9 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
             problems += exc.problems
             continue
         if field == "metric":
-            found["metrics"].append(made if not isinstance(value, str) else value)
+            listed.append(made if not isinstance(value, str) else value)
+        elif field == "loss" and per_output:
+            found["loss"][out] = made
         else:
             found[field] = made
     return found, problems
@@ -115,19 +130,21 @@ def compile_model(
     shape of one regression target, when the data is known."""
 
     found, problems = _lookups(spec)
-    problems += [
-        line
-        for error in _check_labels(model, spec, num_classes, target_shape)
-        for line in error.problems
-    ]
-    if not problems:
-        problems += _vector_metrics(model, spec, num_classes, found["metrics"], target_shape)
+    if not spec.model.several_outputs:  # the labels and the last layer, of one output
+        problems += [
+            line
+            for error in _check_labels(model, spec, num_classes, target_shape)
+            for line in error.problems
+        ]
+        if not problems:
+            problems += _vector_metrics(model, spec, num_classes, found["metrics"], target_shape)
     if problems:
         raise SpecError(problems)
     model.compile(
         optimizer=found["optimizer"],
         loss=found["loss"],
         metrics=found["metrics"],
+        loss_weights=spec.compile.loss_weights,
         jit_compile=spec.compile.jit_compile,
         steps_per_execution=spec.steps_per_execution(_on_gpu(spec)),
     )

@@ -14,13 +14,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dlrun.errors import SpecError, first_line
+from dlrun.errors import SpecError, UsageError, first_line
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
 BLOCK_INPUT = "in"  # inside a block: what the block reads
 DEFAULT_INPUT = "input"  # the one input of a graph that names none
 DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's input
+
+
+def one_input_and_output(spec: Spec, run_path, command: str, error: type = UsageError) -> None:
+    """A command that reads one input array and one output refuses a graph of several, in
+    one line."""
+    for names, what in (
+        (spec.model.several_inputs, "input"),
+        (spec.model.several_outputs, "output"),
+    ):
+        if names:
+            raise error(
+                f"{run_path}: {command} takes models of one {what}; this run's model has "
+                f"{len(names)} ({', '.join(names)})"
+            )
 
 
 @dataclass
@@ -156,28 +170,49 @@ def _block_input(reads: Any, nodes: list[Node], loc: tuple, spec: Spec) -> str:
     return reads
 
 
-def build_graph(spec: Spec, input_shape: tuple[int, ...], taken: dict, given: set, classes):
-    """keras.Model(inputs, outputs) from the expanded nodes; every problem is a SpecError."""
+def input_shapes(spec: Spec, input_shape) -> dict[str, tuple]:
+    """Each input's shape: as model.inputs declares it, else as the data gives it (one shape,
+    or {input name: shape} for several inputs); a declared shape the data contradicts is an
+    error naming both."""
+    declared = spec.model.inputs or {DEFAULT_INPUT: None}
+    shapes = {}
+    for name, declared_input in declared.items():
+        data = input_shape.get(name) if isinstance(input_shape, dict) else input_shape
+        shape = declared_input.shape if declared_input is not None else None
+        if shape is None:
+            shapes[name] = tuple(data)
+            continue
+        same = len(shape) == len(data or ()) and all(
+            s is None or s == d for s, d in zip(shape, data, strict=True)
+        )
+        agrees = data is None or same
+        if not agrees and isinstance(input_shape, dict):
+            raise spec.error(
+                ("model", "inputs", name, "shape"),
+                f"input {name!r} is declared {tuple(shape)} but its data has samples of shape "
+                f"{tuple(data)}; declare the data's shape or leave shape out",
+            )
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes):
+    """keras.Model(inputs, outputs) from the expanded nodes; every problem is a SpecError.
+
+    input_shape: the data's sample shape, or {input name: shape} for several inputs."""
     import keras
 
     from dlrun.model.layers import arguments, layer_name
 
     nodes, aliases = expand(spec)
     tensors: dict[str, Any] = {}
-    declared = spec.model.inputs or {DEFAULT_INPUT: None}
     model_inputs = []
-    for name, declared_input in declared.items():
-        shape = tuple(declared_input.shape) if declared_input is not None else input_shape
+    declared = input_shapes(spec, input_shape)
+    for name, shape in declared.items():
         tensors[name] = keras.Input(shape=shape, name=name)
         model_inputs.append(tensors[name])
         if name in aliases:
             raise spec.error(("model", "inputs", name), f"{name!r} names an input and an entry")
-    if len(model_inputs) > 1:
-        raise spec.error(
-            ("model", "inputs"),
-            "several inputs need data with one array per input, which dlrun does not read yet; "
-            "declare one input",
-        )
     first = model_inputs[0]
     tensors[DEFAULT_INPUT_MARK] = first
     later = {node.name: node.loc for node in nodes if node.name}
@@ -227,8 +262,8 @@ def build_graph(spec: Spec, input_shape: tuple[int, ...], taken: dict, given: se
         previous = output
     if problems:
         raise SpecError([line for error in problems for line in error.problems])
-    for name in declared:
-        if name not in used and not _reads_first(nodes):
+    for index, name in enumerate(declared):
+        if name not in used and not (index == 0 and _reads_first(nodes)):
             raise spec.error(("model", "inputs", name), f"input {name!r} is never used")
     outputs = spec.model.outputs
     if outputs is None:
@@ -245,16 +280,14 @@ def build_graph(spec: Spec, input_shape: tuple[int, ...], taken: dict, given: se
                     f"no entry is named {name!r}" + did_you_mean(name, known),
                 )
             found.append(tensors[graph_name])
-        if len(found) > 1:
-            raise spec.error(
-                ("model", "outputs"),
-                "several outputs need one target per output, which dlrun does not read yet; "
-                "name one output",
-            )
-        model_outputs = found[0]
-    return keras.Model(
-        model_inputs[0], model_outputs, name=spec.name.replace(".", "_").replace("-", "_")
-    )
+        # Several outputs: a dict, so that losses, metrics and targets go by output name.
+        model_outputs = dict(zip(wanted, found, strict=True)) if len(found) > 1 else found[0]
+    name = spec.name.replace(".", "_").replace("-", "_")
+    # Several inputs: a dict, so that fit() and evaluate() take the data's {input: array}.
+    inputs = model_inputs[0]
+    if len(model_inputs) > 1:
+        inputs = dict(zip(declared, model_inputs, strict=True))
+    return keras.Model(inputs, model_outputs, name=name)
 
 
 def _reads_first(nodes: list[Node]) -> bool:

@@ -32,7 +32,17 @@ def compiled(model: Any) -> dict[str, str]:
 
     found = {"loss": MIN, **OWN}
     for container in model.metrics:
-        if isinstance(container, (compile_utils.CompileMetrics, compile_utils.MetricsList)):
+        if container.name.endswith("_loss"):  # several outputs: <output>_loss, a Mean
+            found[container.name] = MIN
+        outputs = getattr(container, "output_names", None) or []
+        if isinstance(container, compile_utils.CompileMetrics) and len(outputs) > 1:
+            # Several outputs: Keras logs each output's metrics as <output>_<metric>; its
+            # per-output lists are in output order.
+            for output, listed in zip(outputs, container._flat_metrics, strict=True):
+                for metric in listed.metrics if listed is not None else []:
+                    if of_metric(metric):
+                        found[f"{output}_{metric.name}"] = of_metric(metric)
+        elif isinstance(container, (compile_utils.CompileMetrics, compile_utils.MetricsList)):
             for metric in container.metrics:
                 direction = of_metric(metric)
                 if direction:

@@ -18,6 +18,7 @@ from dlrun.adversarial.attacks import Threat, batches, data_range, perturb, pred
 from dlrun.adversarial.gradients import model_loss
 from dlrun.errors import AttackError, RunError
 from dlrun.model.checkpoints import CHECKPOINTS, checkpoint_path, load_model
+from dlrun.model.graph import one_input_and_output
 from dlrun.model.outputs import predicted_classes, true_classes
 from dlrun.report.progress import Progress
 from dlrun.spec.loading import load_spec
@@ -107,6 +108,7 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     for folder in (store.ATTACKS, store.PLOTS):
         _safe_folder(run.path, folder)
     spec = load_spec(store.config_of(run.path), overrides)
+    one_input_and_output(spec, run.path, "attack", AttackError)
     if (run.metrics.get("task") or spec.task) == "regression":
         raise AttackError(
             f"{run.name} is a regression: an attack measures how much of a classifier's "

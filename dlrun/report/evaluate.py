@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrun import store
+from dlrun.data.splits import count, each
 from dlrun.errors import DataError, RunError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes, true_classes
@@ -40,15 +41,15 @@ def evaluate(
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
-    if isinstance(trained_on, list):
-        check_shape(tuple(trained_on), data.input_shape, run.path)
+    if isinstance(trained_on, list | dict):  # several inputs: {input name: shape}
+        check_shape(trained_on, data.input_shape, run.path)
     from dlrun.model.builder import build_model
 
     # A transfer model's base comes from elsewhere (a run, an application): rebuilding it only
     # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
-    check_shape(tuple(model.input_shape[1:]), data.input_shape, run.path)
+    check_shape(model_input_shape(model), data.input_shape, run.path)
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
     outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
@@ -60,16 +61,27 @@ def evaluate(
         "created": created.astimezone().isoformat(timespec="seconds"),
         "data": spec.data.model_dump(mode="json"),
         "task": data.task,
-        "samples": int(len(data.x_test)),
+        "samples": count(data.x_test),
         "scored": scored,
         "scores": {key: float(value) for key, value in scores.items()},
     }
-    if data.task == "regression":
-        result.update(regression_report(data.y_test, outputs))
+    several = spec.model.several_outputs
+    if several:  # one report per output, each by its own loss's task
+        result["outputs"] = {
+            output: {"task": spec.output_task(output)}
+            | _report(
+                spec.output_task(output),
+                data.y_test[output],
+                outputs[output],
+                data.num_classes[output],
+                data.class_names[output],
+            )
+            for output in several
+        }
+        reports = result["outputs"].items()
+        result["report_text"] = "\n".join(f"{out}:\n{r['report_text']}" for out, r in reports)
     else:
-        labels = [str(label) for label in range(data.num_classes)]
-        names = [clean(name, newlines=False) for name in data.class_names or labels]
-        result.update(classification_result(data.y_test, outputs, names))
+        result.update(_report(data.task, data.y_test, outputs, data.num_classes, data.class_names))
     written: list[str] = []
     if save:
         with store.saving(result, run.path):
@@ -78,34 +90,58 @@ def evaluate(
     return result
 
 
+def _report(task: str, y_test, outputs, num_classes: int, class_names) -> dict:
+    """One output's report: per class and a confusion matrix, or the regression's errors."""
+    if task == "regression":
+        return regression_report(y_test, outputs)
+    labels = [str(label) for label in range(num_classes)]
+    names = [clean(name, newlines=False) for name in class_names or labels]
+    return classification_result(y_test, outputs, names)
+
+
 def _save(
     result: dict, written: list, run_dir: Path, created, checkpoint, spec_data, data, outputs
 ) -> None:
-    """evaluations/<time>-<checkpoint>-<data>.json and its plot, each written whole, so that a
-    kill or a full disk leaves no empty or half file."""
+    """evaluations/<time>-<checkpoint>-<data>.json and its plot (several outputs: one per
+    output, -<output>-confusion_matrix.png, ...), each written whole, so that a kill or a full
+    disk leaves no empty or half file."""
     # Into the run only: a received run's evaluations/ may be a symlink out of it.
     folder = store.safe_folder(run_dir, store.EVALUATIONS)
     stem = f"{created.strftime(store.TIMESTAMP)}-{checkpoint}-{data_tag(spec_data)}"
     out = store.write_new_json(folder, stem, result)
     written.append(str(out))
-    if data.task == "regression" and data.y_test.ndim >= 3:  # image-shaped targets
+    if "outputs" not in result:
+        written.append(str(_plot(result, data.task, data.x_test, data.y_test, outputs, out, "")))
+        return
+    for output, report in result["outputs"].items():
+        plot = _plot(
+            report, report["task"], None, data.y_test[output], outputs[output], out, output
+        )
+        written.append(str(plot))
+
+
+def _plot(report: dict, task: str, x_test, y_test, outputs, out: Path, output: str) -> Path:
+    """The evaluation's plot beside its JSON: reconstructions, predicted against true, or the
+    confusion matrix; `output` (several outputs) goes into its name."""
+    tag = f"-{output}" if output else ""
+    if task == "regression" and y_test.ndim >= 3 and x_test is not None:  # image-shaped targets
         from dlrun.report.plots import reconstruction_plot
 
-        plot = out.with_name(f"{out.stem}-reconstructions.png")
-        reconstruction_plot(data.x_test, data.y_test, outputs, plot)
-    elif data.task == "regression":
+        plot = out.with_name(f"{out.stem}{tag}-reconstructions.png")
+        reconstruction_plot(x_test, y_test, outputs, plot)
+    elif task == "regression":
         from dlrun.report.plots import predicted_plot
 
-        plot = out.with_name(f"{out.stem}-predicted_vs_true.png")
-        predicted_plot(np.ravel(data.y_test), np.ravel(outputs), plot)
+        plot = out.with_name(f"{out.stem}{tag}-predicted_vs_true.png")
+        predicted_plot(np.ravel(y_test), np.ravel(outputs), plot)
     else:
         from dlrun.report.plots import confusion_plot
 
-        plot = out.with_name(f"{out.stem}-confusion_matrix.png")
+        plot = out.with_name(f"{out.stem}{tag}-confusion_matrix.png")
         # Folder names are a stranger's text: no matplotlib mathtext from a '$'.
-        shown = [name.replace("$", r"\$") for name in result["classes"]]
-        confusion_plot(np.array(result["confusion_matrix"]), shown, plot)
-    written.append(str(plot))
+        shown = [name.replace("$", r"\$") for name in report["classes"]]
+        confusion_plot(np.array(report["confusion_matrix"]), shown, plot)
+    return plot
 
 
 def _scored_data(run, spec) -> tuple:
@@ -135,13 +171,21 @@ def data_tag(data) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)[:60]
 
 
-def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -> None:
-    """Data of another shape than the model was trained on: one line naming both."""
-    expected = tuple(expected)
-    if tuple(input_shape) != expected:
+def model_input_shape(model) -> tuple | dict[str, tuple]:
+    """A model's sample shape, or {input name: shape} for several inputs (as Data gives)."""
+    if len(model.inputs) > 1:
+        return {tensor.name: tuple(tensor.shape[1:]) for tensor in model.inputs}
+    return tuple(model.input_shape[1:])
+
+
+def check_shape(expected, input_shape, run_path: Path) -> None:
+    """Data of another shape than the model was trained on: one line naming both. Either is
+    one shape, or {input name: shape} for several inputs."""
+    expected, input_shape = each(expected, tuple), each(input_shape, tuple)
+    if input_shape != expected:
         raise DataError(
             f"{run_path}: the model takes inputs of shape {expected} but the data gives "
-            f"{tuple(input_shape)}; evaluate on data shaped like the training data "
+            f"{input_shape}; evaluate on data shaped like the training data "
             "(data.flatten and the data set must match the run's)"
         )
 

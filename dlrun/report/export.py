@@ -29,6 +29,7 @@ import numpy as np
 from dlrun import store
 from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
+from dlrun.model.graph import one_input_and_output
 from dlrun.spec.loading import load_spec
 
 FORMATS = ("keras", "savedmodel", "onnx", "litert", "script")
@@ -107,6 +108,7 @@ def export(
         )
     check_out(out, force, fmt)
     spec = load_spec(store.config_of(run.path))
+    one_input_and_output(spec, run.path, "export")
     result = {"run": run.name, "format": fmt, "out": str(out), "checkpoint": checkpoint}
     if fmt == "script":
         return {**result, **_script(spec, run, out)}

@@ -17,6 +17,7 @@ import numpy as np
 from dlrun import store
 from dlrun.errors import RunError, SpecError
 from dlrun.model.checkpoints import checkpoint_path, load_model
+from dlrun.model.graph import one_input_and_output
 from dlrun.model.outputs import true_classes
 from dlrun.spec.loading import load_spec
 from dlrun.spec.overrides import check_reading_overrides
@@ -83,6 +84,7 @@ def extract(
     check_reading_overrides("features", overrides, ("data.",))
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides)
+    one_input_and_output(spec, run.path, "features")
     if classifier and spec.task == "regression":
         raise SpecError(
             f"--classifier {classifier}: {run.name} is a regression run; a classifier needs "

@@ -127,6 +127,8 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
             "regression loss (mse, mae, ...) or data.task: regression"
         )
         problems.append(spec.error(("data", "targets"), message))
+    problems += _input_checks(spec)
+    problems += _output_checks(spec)
     logged = ["loss", *spec.compile.metric_names]
     names = logged + [f"val_{m}" for m in logged]
     if spec.training.adversarial:  # recorded by the adversarial validation, see attack.py
@@ -148,6 +150,116 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
                 f"set training.validation_split above 0 or monitor {base!r}"
             )
             problems.append(spec.error(loc, message))
+    return problems
+
+
+# What several inputs cannot be combined with yet, and what to do instead.
+SINGLE_INPUT_ONLY = {
+    ("data", "targets"): (
+        lambda spec: spec.data.targets == "inputs",
+        "an autoencoder reproduces one input; declare one model input",
+    ),
+    ("data", "categorical"): (
+        lambda spec: bool(spec.data.categorical),
+        "text columns are not one-hot encoded per input yet; encode them as numbers in the csv",
+    ),
+    ("training", "adversarial"): (
+        lambda spec: spec.training.adversarial is not None,
+        "adversarial training attacks one input; remove training.adversarial",
+    ),
+}
+
+
+def _input_checks(spec: Spec) -> list[SpecError]:
+    """Several inputs: where each one's data comes from, and what they cannot be used with."""
+    inputs = spec.model.inputs or {}
+    names = spec.model.several_inputs
+    problems = []
+    for name, declared in inputs.items():
+        if declared.columns is not None and not (names and spec.data.dataset == "csv"):
+            message = "columns picks a csv's columns for one of several inputs; remove it"
+            problems.append(spec.error(("model", "inputs", name, "columns"), message))
+    if not names:
+        return problems
+    if spec.data.dataset not in ("npz", "csv"):
+        message = (
+            f"several inputs ({', '.join(names)}) read one array each: use dataset npz "
+            "(keys x_train_<input>, ...) or csv (model.inputs.<input>.columns)"
+        )
+        problems.append(spec.error(("data", "dataset"), message))
+    elif spec.data.dataset == "csv":
+        missing = [name for name in names if inputs[name].columns is None]
+        for name in missing:
+            message = f"input {name!r} names no csv columns to read; add columns: [...]"
+            problems.append(spec.error(("model", "inputs", name), message))
+    for loc, (applies, what) in SINGLE_INPUT_ONLY.items():
+        if applies(spec):
+            problems.append(spec.error(loc, f"the model has several inputs; {what}"))
+    return problems
+
+
+# What several outputs cannot be combined with yet, and what to do instead.
+SINGLE_OUTPUT_ONLY = {
+    ("data", "one_hot"): (
+        lambda spec: spec.data.one_hot,
+        "their labels stay class numbers: set data.one_hot: false (a softmax head takes "
+        "sparse_categorical_crossentropy)",
+    ),
+    ("data", "classes"): (
+        lambda spec: bool(spec.data.classes),
+        "data.classes picks the classes of one target; remove it",
+    ),
+    ("training", "class_weight"): (
+        lambda spec: spec.training.class_weight is not None,
+        "class weights weigh the classes of one target; use compile.loss_weights per output",
+    ),
+    ("data", "targets"): (
+        SINGLE_INPUT_ONLY[("data", "targets")][0],
+        "an autoencoder has one output; name one in model.outputs",
+    ),
+    ("training", "adversarial"): (
+        SINGLE_INPUT_ONLY[("training", "adversarial")][0],
+        "adversarial training attacks through one loss; remove training.adversarial",
+    ),
+}
+
+
+def _output_checks(spec: Spec) -> list[SpecError]:
+    """Several outputs: targets from an npz, a loss for each, metrics and weights by name."""
+    outputs = spec.model.several_outputs
+    compile_ = spec.compile
+    if not outputs:
+        if compile_.loss_weights is not None:
+            message = "loss_weights weigh the losses of several outputs; remove it"
+            return [spec.error(("compile", "loss_weights"), message)]
+        if compile_.loss_names() or isinstance(compile_.metrics, dict):
+            key = "loss" if compile_.loss_names() else "metrics"
+            message = "given per output, but the model has one output (model.outputs)"
+            return [spec.error(("compile", key), message)]
+        return []
+    problems = []
+    shown = ", ".join(outputs)
+    if spec.data.dataset != "npz":
+        message = f"several outputs ({shown}) need one target array each: use dataset npz "
+        problems.append(spec.error(("data", "dataset"), message + "(keys y_train_<output>, ...)"))
+    if set(compile_.loss_names()) != set(outputs):
+        message = f"several outputs need a loss each: {{{', '.join(f'{o}: ...' for o in outputs)}}}"
+        problems.append(spec.error(("compile", "loss"), message))
+    metrics = compile_.metrics
+    if not isinstance(metrics, dict) and metrics:
+        example = ", ".join(f"{output}: [accuracy]" for output in outputs)
+        message = f"several outputs take metrics per output, e.g. {{{example}}}, or []"
+        problems.append(spec.error(("compile", "metrics"), message))
+    named = [*(metrics if isinstance(metrics, dict) else {})]
+    for key, names in (("metrics", named), ("loss_weights", [*(compile_.loss_weights or {})])):
+        for name in names:
+            if name not in outputs:
+                message = f"{name!r} is not an output; the outputs are {shown}"
+                problems.append(spec.error(("compile", key, name), message))
+    for loc, (applies, what) in SINGLE_OUTPUT_ONLY.items():
+        told = loc in SINGLE_INPUT_ONLY and spec.model.several_inputs  # by _input_checks
+        if applies(spec) and not told:
+            problems.append(spec.error(loc, f"the model has several outputs; {what}"))
     return problems
 
 

@@ -254,7 +254,10 @@ def _is_reference(value: Any) -> bool:
 class InputSpec(_Section):
     """One named input of a graph."""
 
-    shape: list[int | None] = Field(min_length=1)  # without the batch axis
+    # Without the batch axis; default: the shape of the data's array for this input.
+    shape: list[int | None] | None = Field(None, min_length=1)
+    # A csv's columns this input reads (several inputs); an npz has x_train_<input> instead.
+    columns: list[str] | None = Field(None, min_length=1)
 
 
 class BlockSpec(_Section):
@@ -307,6 +310,17 @@ class ModelSpec(_Section):
     outputs: list[str] | str | None = None  # default: the last entry's output
 
     @property
+    def several_outputs(self) -> list[str] | None:
+        """The output names of a graph of more than one output (each its own targets)."""
+        outputs = self.outputs
+        return list(outputs) if isinstance(outputs, list) and len(outputs) > 1 else None
+
+    @property
+    def several_inputs(self) -> list[str] | None:
+        """The input names of a graph of more than one input (each its own data array)."""
+        return list(self.inputs) if self.inputs is not None and len(self.inputs) > 1 else None
+
+    @property
     def is_graph(self) -> bool:
         """Anything beyond a plain stack: built with Keras' functional API."""
         return (
@@ -337,26 +351,64 @@ def _named(value: Any) -> Any:
     raise ValueError(f"expected a name or a mapping with a type, got {value!r}")
 
 
+def _metric_list(metrics: Any) -> list[Any]:
+    if not isinstance(metrics, list):
+        raise ValueError(f"expected a list, got {metrics!r}")
+    return [_named(entry) for entry in metrics]
+
+
+def by_output(value: Any) -> bool:
+    """A compile setting given per output ({digit: ..., odd: ...}), not one {type: ...}."""
+    return isinstance(value, dict) and "type" not in value
+
+
+def loss_task(loss: Any) -> str:
+    """regression for a regression loss (mse, mae, huber, ...), else classification."""
+    name = (loss if isinstance(loss, str) else loss["type"]).lower().replace("_", "")
+    return "regression" if name in REGRESSION_LOSSES else "classification"
+
+
 class CompileSpec(_Section):
     optimizer: Any = "adam"  # resolved by keras.optimizers.get
-    loss: Any = "categorical_crossentropy"  # resolved by keras.losses.get
-    metrics: list[Any] = ["accuracy"]  # names or {type: F1Score, average: macro}
+    # resolved by keras.losses.get; several outputs: one per output, {digit: ..., odd: ...}
+    loss: Any = "categorical_crossentropy"
+    # names or {type: F1Score, average: macro}; several outputs: a list per output name
+    metrics: Any = ["accuracy"]
+    loss_weights: dict[str, float] | None = None  # several outputs: each one's share of the loss
     # XLA compilation: Keras' "auto" compiles where the backend supports it.
     jit_compile: Literal["auto"] | bool = "auto"
     # Batches per compiled call: fewer Python round trips per step; auto: see above.
     steps_per_execution: Literal["auto"] | int = "auto"
 
-    _check_optimizer = field_validator("optimizer", "loss")(_named)
+    _check_optimizer = field_validator("optimizer")(_named)
+
+    @field_validator("loss")
+    @classmethod
+    def _check_loss(cls, loss: Any) -> Any:
+        if by_output(loss):
+            return {output: _named(entry) for output, entry in loss.items()}
+        return _named(loss)
 
     @field_validator("metrics")
     @classmethod
-    def _check_metrics(cls, metrics: list[Any]) -> list[Any]:
-        return [_named(entry) for entry in metrics]
+    def _check_metrics(cls, metrics: Any) -> Any:
+        if isinstance(metrics, dict):  # several outputs: a list per output
+            return {out: _metric_list(entries) for out, entries in metrics.items()}
+        return _metric_list(metrics)
 
     @property
     def metric_names(self) -> list[str]:
-        """The names the metrics are logged under (history.csv columns)."""
-        return [entry_name(entry) for entry in self.metrics]
+        """The names the metrics are logged under (history.csv columns); per output, Keras
+        logs `<output>_<metric>` and `<output>_loss`."""
+        if isinstance(self.metrics, dict):
+            names = [f"{out}_{entry_name(e)}" for out, es in self.metrics.items() for e in es]
+        else:
+            names = [entry_name(entry) for entry in self.metrics]
+        return names + [f"{output}_loss" for output in self.loss_names()]
+
+    def loss_names(self) -> list[str]:
+        """The outputs a per-output loss names (none for one loss)."""
+        return list(self.loss) if by_output(self.loss) else []
 
     @field_validator("steps_per_execution")
     @classmethod
@@ -508,9 +560,15 @@ class Spec(_Section):
         """classification or regression: data.task, else what the loss implies."""
         if self.data.task:
             return self.data.task
-        loss = self.compile.loss
-        name = (loss if isinstance(loss, str) else loss["type"]).lower().replace("_", "")
-        return "regression" if name in REGRESSION_LOSSES else "classification"
+        losses = self.compile.loss
+        if by_output(losses):  # several outputs: the first one's (see output_task)
+            losses = next(iter(losses.values()))
+        return loss_task(losses)
+
+    def output_task(self, output: str) -> str:
+        """classification or regression of one of several outputs: what its loss implies."""
+        losses = self.compile.loss
+        return loss_task(losses.get(output, "") if by_output(losses) else losses)
 
     def steps_per_execution(self, on_gpu: bool = False) -> int:
         """compile.steps_per_execution, with auto resolved for the backend and device."""

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from dlrun import store
+from dlrun.data.splits import lead
 from dlrun.errors import DlrunError, SpecError
 from dlrun.model.outputs import true_classes
 from dlrun.spec.keys import paths
@@ -425,7 +426,7 @@ def _check_folds(sweep: Sweep, path: Path, lines, settings: list[dict]) -> None:
         loaded = load_data(validate(raw, sweep.source))
         if loaded.task == "regression":  # plain k-fold: any count up to the samples works
             continue
-        labels = true_classes(loaded.y_train)
+        labels = true_classes(lead(loaded.y_train))  # several outputs: the first one's folds
         smallest = int(np.bincount(labels).min())
         if sweep.spec.cv > smallest:
             raise SpecError(

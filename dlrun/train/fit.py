@@ -203,6 +203,7 @@ def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
     JAX and torch: NumPy arrays reordered in place before each epoch, in the same manner.
     """
     from dlrun.data.feed import EpochFeed, pipeline, shuffled_epochs, steps, uses_tf_data
+    from dlrun.data.splits import count
 
     spec, data = prepared.spec, prepared.data
     batch, seed, source = spec.training.batch_size, spec.seed, data.source
@@ -213,7 +214,7 @@ def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
         else:
             x = pipeline(data.x_train, data.y_train, batch, source)
         val = pipeline(data.x_val, data.y_val, batch, source) if has_val else None
-        per_epoch = steps(len(data.x_train), batch)
+        per_epoch = steps(count(data.x_train), batch)
         return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
     from dlrun.train.callbacks import EpochShuffle
 
@@ -286,9 +287,11 @@ def _read_directions(prepared: Prepared, recorder) -> None:
     """The metrics' directions, and so the best epoch of history.csv, for a run resumed after
     its last epoch (killed before metrics.json): one batch builds Keras' compiled metrics."""
     from dlrun.data.feed import evaluation_input
+    from dlrun.data.splits import take
 
     data, batch = prepared.data, prepared.spec.training.batch_size
-    one = evaluation_input(data.x_train[:batch], data.y_train[:batch], batch, data.source)
+    first = slice(None, batch)
+    one = evaluation_input(take(data.x_train, first), take(data.y_train, first), batch, data.source)
     prepared.model.evaluate(**one, verbose=0)
     recorder.read_directions()
 
@@ -296,7 +299,9 @@ def _read_directions(prepared: Prepared, recorder) -> None:
 def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
     rows = recorder.rows[: recorder.epochs_done]
     epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
-    samples = len(prepared.data.x_train) * epochs_this_attempt
+    from dlrun.data.splits import count, each
+
+    samples = count(prepared.data.x_train) * epochs_this_attempt
     return {
         "params": int(prepared.model.count_params()),
         "epochs_done": recorder.epochs_done,
@@ -310,7 +315,7 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         # What reading the run later needs without Keras: which way each metric is better,
         # what the labels were.
         "directions": recorder.directions,
-        "input_shape": list(prepared.data.input_shape),
+        "input_shape": each(prepared.data.input_shape, list),  # several inputs: by name
         "task": prepared.data.task,
     }
 

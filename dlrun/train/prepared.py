@@ -34,6 +34,7 @@ def prepare(spec: Spec) -> Prepared:
     from dlrun.backend import seed_everything, use
     from dlrun.data.arrays import load_data
     from dlrun.data.feed import check_feed
+    from dlrun.data.splits import count
     from dlrun.model.builder import build_model
     from dlrun.model.compiling import compile_model
     from dlrun.train.devices import check_batches, placement
@@ -47,12 +48,13 @@ def prepare(spec: Spec) -> Prepared:
     weights = class_weights(spec, data)
     callbacks = make_callbacks(spec)
     with placement(spec) as devices:
-        sizes = {"train": len(data.x_train), "test": len(data.x_test)}
+        sizes = {"train": count(data.x_train), "test": count(data.x_test)}
         if data.x_val is not None:
-            sizes["validation"] = len(data.x_val)
+            sizes["validation"] = count(data.x_val)
         check_batches(spec, sizes, devices)
         model = build_model(spec, data.input_shape)
-        compile_model(model, spec, data.num_classes, tuple(data.y_train.shape[1:]))
+        target_shape = None if spec.model.several_outputs else tuple(data.y_train.shape[1:])
+        compile_model(model, spec, data.num_classes, target_shape)
     if spec.training.finetune:
         from dlrun.model.transfer import check_finetune
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from dlrun import store
-from dlrun.data.splits import validation_share
+from dlrun.data.splits import count, validation_share
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
@@ -284,7 +284,7 @@ def _epoch_from_steps(saved, prepared: Prepared) -> int:
 
     from dlrun.data.feed import steps
 
-    per_epoch = steps(len(prepared.data.x_train), prepared.spec.training.batch_size)
+    per_epoch = steps(count(prepared.data.x_train), prepared.spec.training.batch_size)
     return int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) // per_epoch
 
 
