@@ -158,6 +158,43 @@ def encode_labels(
     return encoder.transform(np.ravel(y_train)), encoded, names
 
 
+def class_indices(labels: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Labels -> their index among a run's recorded class names (3 and 3.0 both name class
+    "3"), and the labels that name none of them (-1 in the indices), sorted."""
+    index = {name: number for number, name in enumerate(names)}
+    found, unknown = [], set()
+    for value in np.ravel(labels).tolist():
+        text = str(value)
+        if text not in index and isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        found.append(index.get(text, -1))
+        if text not in index:
+            unknown.add(text)
+    return np.array(found, dtype=np.int64), sorted(unknown)
+
+
+def recorded_labels(
+    ys: list[np.ndarray | None], names: list[str], spec: Spec
+) -> list[np.ndarray | None]:
+    """Other data's labels encoded as the run's training data was (its recorded class names),
+    never refitted: a file without one class keeps every other class's number."""
+    encoded = []
+    for y in ys:
+        if y is None:
+            encoded.append(None)
+            continue
+        indices, unknown = class_indices(y, names)
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise spec.error(
+                ("data",),
+                f"label(s) {shown} are not classes of the run, which was trained on "
+                f"{', '.join(names[:20])}; score data with the run's classes only",
+            )
+        encoded.append(indices)
+    return encoded
+
+
 def _check_strata(labels: np.ndarray, spec: Spec) -> None:
     """A stratified split needs two samples of every class; continuous targets have one."""
     values, counts = np.unique(np.ravel(labels), return_counts=True)
@@ -204,8 +241,8 @@ def holds_images(spec: Spec, x: np.ndarray) -> bool:
 def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     """The spec's data as scaled, shaped arrays with train/validation/test splits.
 
-    `recorded`: what a trained run recorded of its data (meta.json's data_encoding), so that
-    other data is encoded as its training data was."""
+    `recorded`: what a trained run recorded of its data (meta.json's data_encoding, and its
+    class_names), so that other data is encoded as its training data was."""
     from sklearn.model_selection import train_test_split
 
     if spec.data.dataset == "directory":  # streamed from disk, never held in memory
@@ -251,6 +288,9 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     if regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
         y_val = regression_targets(y_val, spec) if y_val is not None else None
+    elif names is None and (recorded or {}).get("class_names"):
+        names = list(recorded["class_names"])
+        y_train, y_test, y_val = recorded_labels([y_train, y_test, y_val], names, spec)
     elif names is None:
         y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
     images = holds_images(spec, x_train)

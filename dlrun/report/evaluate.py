@@ -118,8 +118,7 @@ def _scored_data(run, spec) -> tuple:
 
     own = load_spec(store.config_of(run.path)).data
     if spec.data.dataset != "directory" or folders(spec.data) == folders(own):
-        encoding = run.meta.get("data_encoding")
-        return load_data(spec, encoding if isinstance(encoding, dict) else None), "the test split"
+        return load_data(spec, run.data_record()), "the test split"
     from dlrun.data.images import load_scored_folder
 
     classes = run.meta.get("class_names")
