@@ -3,7 +3,6 @@ numbers, only the settings that apply to a run's data, a transfer run's base rec
 resumes from any folder (issue 22, items 3, 13 and 14)."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -109,3 +108,110 @@ def test_a_label_the_run_never_saw_is_one_error_line(wine):
     assert "Traceback" not in result.stderr
     after = sorted(evaluations.iterdir()) if evaluations.exists() else []
     assert after == before  # nothing written, no empty json
+
+
+# --- item 13: settings that do not apply are neither recorded nor shown -----------------------
+
+FOLDER_ONLY = ("image_size", "color_mode", "cache", "test_path")
+
+
+@pytest.fixture(scope="module")
+def digits_and_npz(tmp_path_factory):
+    """Two tiny runs: digits, and an npz file of digits."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("sources")
+    digits = load_digits()
+    np.savez(root / "digits.npz", x_train=digits.data[:400], y_train=digits.target[:400])
+    spec = root / "tiny.yaml"
+    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    runs = root / "runs"
+    for extra in ([], ["--set", "data.dataset=npz", "--set", f"data.path={root / 'digits.npz'}"]):
+        result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs), *extra])
+        assert result.exit_code == 0, result.output
+    return runs
+
+
+def hparam_names(run) -> set[str]:
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    names = set()
+    for path in (run / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    names |= set(data.session_start_info.hparams)
+    return names
+
+
+def test_image_folder_settings_are_not_recorded_or_shown_for_other_sources(digits_and_npz):
+    runs = digits_and_npz
+    for run in run_dirs(runs):
+        data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+        assert data["dataset"] in ("digits", "npz") and "scale" in data
+        assert not set(FOLDER_ONLY + ("label_column", "categorical")) & set(data), data
+        shown = runner.invoke(app, ["show", str(run)])
+        assert shown.exit_code == 0, shown.output
+        assert "scale: 16" in shown.output
+        assert "image_size" not in shown.output and "color_mode" not in shown.output
+        names = hparam_names(run)
+        assert "data.scale" in names and "training.epochs" in names
+        assert not {f"data.{key}" for key in FOLDER_ONLY} & names, names
+    result = runner.invoke(app, ["compare", str(runs), "--all", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].split(",")
+    assert "data.scale" in header and "data.image_size" not in header
+    assert "data.color_mode" not in header
+
+
+# --- item 14: a transfer run's base is recorded absolute, with its config digest ------------
+
+BASE_SPEC = """\
+name: base
+data: {dataset: digits, scale: 16}
+model:
+  layers: [Flatten, {type: Dense, units: 16, activation: relu}, {type: Dense, units: 10}]
+compile: {loss: {type: CategoricalCrossentropy, from_logits: true}}
+training: {batch_size: 64, epochs: 1, validation_split: 0.2, tensorboard: null}
+"""
+TRANSFER_SPEC = """\
+name: head
+data: {dataset: digits, scale: 16}
+model:
+  base: {run: BASE, until: -2}
+  layers:
+    - {type: Dense, units: 10, activation: softmax}
+training: {batch_size: 64, epochs: 1, validation_split: 0.2, tensorboard: null}
+"""
+
+
+def cli(*args):
+    result = runner.invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_transfer_run_resumes_and_evaluates_from_another_folder(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(work)  # the base named relative to this folder, as a user writes it
+    (work / "base.yaml").write_text(BASE_SPEC)
+    cli("train", "base.yaml")
+    (base,) = run_dirs(work / "runs")
+    (work / "head.yaml").write_text(TRANSFER_SPEC.replace("BASE", f"runs/{base.name}"))
+    cli("train", "head.yaml")
+    (head,) = [run for run in run_dirs(work / "runs") if run.name.startswith("head-")]
+    recorded = yaml.safe_load((head / "config.yaml").read_text())["model"]["base"]["run"]
+    assert recorded == str(base.resolve())
+    meta = json.loads((head / "meta.json").read_text())
+    base_meta = json.loads((base / "meta.json").read_text())
+    assert meta["base"] == {"run": str(base.resolve()), "config_sha256": base_meta["config_sha256"]}
+    monkeypatch.chdir(elsewhere)
+    cli("train", "--resume", head, "--epochs", 2)
+    assert json.loads((head / "meta.json").read_text())["epochs_done"] == 2
+    evaluated = json.loads(cli("evaluate", head, "--json").stdout)
+    assert evaluated["samples"] > 0

@@ -58,7 +58,7 @@ def evaluate(
         "run_status": run.status,
         "checkpoint": checkpoint,
         "created": created.astimezone().isoformat(timespec="seconds"),
-        "data": spec.data.model_dump(mode="json"),
+        "data": spec.resolved()["data"],
         "task": data.task,
         "samples": int(len(data.x_test)),
         "scored": scored,
