@@ -78,7 +78,10 @@ def evaluate(
 
 @fails_cleanly
 def attack(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders, attacked in turn.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders, or runs' names in the runs folder, attacked in turn."),
+    ],
     method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
     eps: Annotated[
         str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
@@ -98,6 +101,7 @@ def attack(
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
     no_save: NoSaveOption = False,
+    runs_dir: ReadRunsDirOption = None,
 ) -> None:
     """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
 
@@ -110,6 +114,7 @@ def attack(
 
     values = attacks.parse_eps(eps)
     attacks.check_arguments(method, values, steps, step_size, samples)
+    runs = [run_path(run, runs_dir) for run in runs]
     for run in runs:  # every run, before the first is attacked
         attacks.check_run(run, checkpoint, set_ or [])
     for run in runs:
