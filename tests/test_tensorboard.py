@@ -72,9 +72,7 @@ def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
             assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/validation"])
         histograms = fetch(f"{base}/data/plugin/histograms/tags")
         for name in names:
-            assert any(
-                t.endswith("kernel/histogram") for t in histograms[f"{name}/train"]
-            )
+            assert any(t.endswith("kernel/histogram") for t in histograms[f"{name}/train"])
         experiment = fetch(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"model.layers.0.units", "training.epochs", "compile.optimizer"} <= hparams

@@ -30,6 +30,13 @@ def evaluate(
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
     no_save: NoSaveOption = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the JSON to this file instead: whole, and only if evaluate succeeds "
+            "(a shell's > FILE is left empty when it fails)."
+        ),
+    ] = None,
 ) -> None:
     """Score a run's checkpoint on its test split (or other data via --set data.KEY=VALUE).
 
@@ -37,7 +44,7 @@ def evaluate(
     """
     import json
 
-    from dlrun.errors import SpecError
+    from dlrun.errors import RunError, SpecError
     from dlrun.model.checkpoints import CHECKPOINTS
     from dlrun.report.evaluate import evaluate as score
     from dlrun.textsafe import clean
@@ -45,6 +52,9 @@ def evaluate(
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     from dlrun import store
+
+    if out is not None and (not out.parent.is_dir() or out.is_dir()):
+        raise SpecError(f"--out {out}: expected a file name in an existing folder")
 
     path = run_path(run, runs_dir)
     found = store.open_run(path)
@@ -56,9 +66,17 @@ def evaluate(
             err=True,
         )
     result = score(path, checkpoint, set_ or [], unsafe_load, save=not no_save)
-    if as_json:
-        shown = {k: v for k, v in result.items() if k != "report_text"}
-        typer.echo(json.dumps(shown, indent=2))
+    if as_json or out is not None:
+        shown = json.dumps({k: v for k, v in result.items() if k != "report_text"}, indent=2)
+        if out is None:
+            typer.echo(shown)
+        else:
+            try:
+                with store.atomic_path(out) as tmp:
+                    tmp.write_text(shown + "\n")
+            except OSError as exc:
+                raise RunError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
+            typer.echo(f"wrote {out}", err=True)
         report_unsaved(result)
         return
     scores = result["scores"]

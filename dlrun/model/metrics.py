@@ -28,12 +28,13 @@ def compiled(model: Any) -> dict[str, str]:
 
     The model must be compiled and built (Keras builds the compile metrics as fit() starts).
     """
-    from keras.src.trainers import compile_utils
-
     found = {"loss": MIN, **OWN}
     for container in model.metrics:
-        if isinstance(container, (compile_utils.CompileMetrics, compile_utils.MetricsList)):
-            for metric in container.metrics:
+        # compile()'s metrics sit in one container metric that lists them (Keras'
+        # CompileMetrics); the loss tracker beside it lists none.
+        inner = getattr(container, "metrics", None)
+        if isinstance(inner, (list, tuple)):
+            for metric in inner:
                 direction = of_metric(metric)
                 if direction:
                     found[metric.name] = direction
