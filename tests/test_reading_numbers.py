@@ -3,8 +3,6 @@ numbers, only the settings that apply to a run's data, a transfer run's base rec
 resumes from any folder (issue 22, items 3, 13 and 14)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import DLRUN_ENV, TINY_SPEC, run_dirs
+from conftest import run_dirs
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -94,17 +92,11 @@ def test_a_label_the_run_never_saw_is_one_error_line(wine):
     root, run = wine
     evaluations = run / "evaluations"
     before = sorted(evaluations.iterdir()) if evaluations.exists() else []
-    result = subprocess.run(
-        [sys.executable, "-m", "dlrun", "evaluate", str(run)]
-        + ["--set", f"data.path={root / 'with_z.csv'}"],
-        capture_output=True,
-        text=True,
-        env=DLRUN_ENV,
-    )
-    assert result.returncode == 2, result.stderr
+    result = runner.invoke(app, ["evaluate", str(run), "--set", f"data.path={root / 'with_z.csv'}"])
+    assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    assert "z" in lines[0] and "a, b, c" in lines[0]
+    assert "label(s) z are not classes of the run" in lines[0] and "a, b, c" in lines[0]
     assert "Traceback" not in result.stderr
     after = sorted(evaluations.iterdir()) if evaluations.exists() else []
     assert after == before  # nothing written, no empty json
@@ -113,18 +105,27 @@ def test_a_label_the_run_never_saw_is_one_error_line(wine):
 # --- item 13: settings that do not apply are neither recorded nor shown -----------------------
 
 FOLDER_ONLY = ("image_size", "color_mode", "cache", "test_path")
+# digits as images: the npz and digits runs of item 13, and the base of item 14's transfer run
+BASE_SPEC = """\
+name: base
+data: {dataset: digits, scale: 16}
+model:
+  layers: [Flatten, {type: Dense, units: 16, activation: relu}, {type: Dense, units: 10}]
+compile: {loss: {type: CategoricalCrossentropy, from_logits: true}}
+training: {batch_size: 64, epochs: 1, validation_split: 0.2}
+"""
 
 
 @pytest.fixture(scope="module")
 def digits_and_npz(tmp_path_factory):
-    """Two tiny runs: digits, and an npz file of digits."""
+    """Two tiny runs in ROOT/runs: digits, and an npz file of digits."""
     from sklearn.datasets import load_digits
 
     root = tmp_path_factory.mktemp("sources")
     digits = load_digits()
     np.savez(root / "digits.npz", x_train=digits.data[:400], y_train=digits.target[:400])
-    spec = root / "tiny.yaml"
-    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    spec = root / "base.yaml"
+    spec.write_text(BASE_SPEC)
     runs = root / "runs"
     for extra in ([], ["--set", "data.dataset=npz", "--set", f"data.path={root / 'digits.npz'}"]):
         result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs), *extra])
@@ -170,14 +171,6 @@ def test_image_folder_settings_are_not_recorded_or_shown_for_other_sources(digit
 
 # --- item 14: a transfer run's base is recorded absolute, with its config digest ------------
 
-BASE_SPEC = """\
-name: base
-data: {dataset: digits, scale: 16}
-model:
-  layers: [Flatten, {type: Dense, units: 16, activation: relu}, {type: Dense, units: 10}]
-compile: {loss: {type: CategoricalCrossentropy, from_logits: true}}
-training: {batch_size: 64, epochs: 1, validation_split: 0.2, tensorboard: null}
-"""
 TRANSFER_SPEC = """\
 name: head
 data: {dataset: digits, scale: 16}
@@ -195,22 +188,25 @@ def cli(*args):
     return result
 
 
-def test_a_transfer_run_resumes_and_evaluates_from_another_folder(tmp_path, monkeypatch):
-    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
-    work.mkdir(), elsewhere.mkdir()
-    monkeypatch.chdir(work)  # the base named relative to this folder, as a user writes it
-    (work / "base.yaml").write_text(BASE_SPEC)
-    cli("train", "base.yaml")
-    (base,) = run_dirs(work / "runs")
-    (work / "head.yaml").write_text(TRANSFER_SPEC.replace("BASE", f"runs/{base.name}"))
-    cli("train", "head.yaml")
-    (head,) = [run for run in run_dirs(work / "runs") if run.name.startswith("head-")]
+def test_a_transfer_run_resumes_and_evaluates_from_another_folder(
+    digits_and_npz, tmp_path, monkeypatch
+):
+    runs = digits_and_npz
+    (base,) = [
+        run
+        for run in run_dirs(runs)
+        if yaml.safe_load((run / "config.yaml").read_text())["data"]["dataset"] == "digits"
+    ]
+    monkeypatch.chdir(runs.parent)  # the base named relative to this folder, as a user writes it
+    (runs.parent / "head.yaml").write_text(TRANSFER_SPEC.replace("BASE", f"runs/{base.name}"))
+    cli("train", "head.yaml", "--runs-dir", tmp_path / "heads")
+    (head,) = run_dirs(tmp_path / "heads")
     recorded = yaml.safe_load((head / "config.yaml").read_text())["model"]["base"]["run"]
     assert recorded == str(base.resolve())
     meta = json.loads((head / "meta.json").read_text())
     base_meta = json.loads((base / "meta.json").read_text())
     assert meta["base"] == {"run": str(base.resolve()), "config_sha256": base_meta["config_sha256"]}
-    monkeypatch.chdir(elsewhere)
+    monkeypatch.chdir(tmp_path)  # another folder: the relative base name means nothing here
     cli("train", "--resume", head, "--epochs", 2)
     assert json.loads((head / "meta.json").read_text())["epochs_done"] == 2
     evaluated = json.loads(cli("evaluate", head, "--json").stdout)

@@ -191,8 +191,6 @@ def test_keras_is_pinned_below_the_next_minor_version():
 def test_the_keras_internals_dlrun_uses_are_still_there():
     """Each private name dlrun reaches for, where Keras has no public one. When this fails after
     a Keras upgrade, fix the module named in the message before raising the pin."""
-    import inspect
-
     import keras
 
     # dlrun/model/compiling.py: the metric compile() would make of a name for these labels.
@@ -225,7 +223,12 @@ def test_the_keras_internals_dlrun_uses_are_still_there():
     outer_output = inner(outer_input)
     assert inner._inbound_nodes[-1].output_tensors[0] is outer_output, "transfer.py"
 
-    # dlrun/adversarial/gradients.py (the adversarial helper's, issue 22 item 8): JAX's state.
+
+def test_the_jax_trainer_state_adversarial_training_reads_is_still_there():
+    """dlrun/adversarial/gradients.py (issue 22 item 8 may remove it): JAX's trainer state."""
+    import inspect
+
+    pytest.importorskip("jax")
     from keras.src.backend.jax import trainer as jax_trainer
 
     source = inspect.getsource(jax_trainer)
