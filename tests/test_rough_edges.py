@@ -4,6 +4,7 @@ preprocessing without weights, whole Keras messages, run names never cut, the Ke
 dlrun still relies on."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -233,3 +234,29 @@ def test_the_jax_trainer_state_adversarial_training_reads_is_still_there():
 
     source = inspect.getsource(jax_trainer)
     assert "_jax_state" in source and "_jax_state_synced" in source, "adversarial/gradients.py"
+
+
+def test_tensorboard_links_name_runs_and_pick_up_new_ones(trained, tmp_path):
+    """The folder TensorBoard reads: <run> -> the run's tensorboard/, a sweep's trials as
+    <sweep>/<trial>, runs started later linked on the next pass, a symlinked tensorboard/ of a
+    received run never linked."""
+    from dlrun.store.board import link_runs
+
+    runs, logdir = tmp_path / "runs", tmp_path / "links"
+    logdir.mkdir()
+    shutil.copytree(trained, runs / "first")
+    assert link_runs(runs, logdir) == 1
+    assert (logdir / "first").resolve() == (runs / "first" / "tensorboard").resolve()
+    assert sorted(p.name for p in (logdir / "first").iterdir()) == sorted(
+        p.name for p in (runs / "first" / "tensorboard").iterdir()
+    )
+    shutil.copytree(trained, runs / "sweep" / "trial-1")
+    hostile = runs / "received"
+    shutil.copytree(trained, hostile)
+    shutil.rmtree(hostile / "tensorboard")
+    (hostile / "tensorboard").symlink_to(tmp_path)
+    assert link_runs(runs, logdir) == 1  # the new trial; first is linked already
+    assert (logdir / "sweep" / "trial-1").resolve() == (
+        runs / "sweep" / "trial-1" / "tensorboard"
+    ).resolve()
+    assert not os.path.lexists(logdir / "received")
