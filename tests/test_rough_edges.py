@@ -250,13 +250,13 @@ def test_tensorboard_links_name_runs_and_pick_up_new_ones(trained, tmp_path):
     assert sorted(p.name for p in (logdir / "first").iterdir()) == sorted(
         p.name for p in (runs / "first" / "tensorboard").iterdir()
     )
-    shutil.copytree(trained, runs / "sweep" / "trial-1")
+    shutil.copytree(trained, runs / "sweep" / "trials" / "trial-1")
     hostile = runs / "received"
     shutil.copytree(trained, hostile)
     shutil.rmtree(hostile / "tensorboard")
     (hostile / "tensorboard").symlink_to(tmp_path)
     assert link_runs(runs, logdir) == 1  # the new trial; first is linked already
-    assert (logdir / "sweep" / "trial-1").resolve() == (
-        runs / "sweep" / "trial-1" / "tensorboard"
+    assert (logdir / "sweep" / "trials" / "trial-1").resolve() == (
+        runs / "sweep" / "trials" / "trial-1" / "tensorboard"
     ).resolve()
     assert not os.path.lexists(logdir / "received")

@@ -57,7 +57,7 @@ RELINK_SECONDS = 5.0
 
 def link_runs(runs_dir: Path, logdir: Path) -> int:
     """logdir/<run> -> the run's tensorboard/ folder for every run under runs_dir not linked
-    yet (a sweep's trials as <sweep>/<trial>), so that TensorBoard names a run's curves
+    yet (a sweep's trials as <sweep>/trials/<trial>), so that TensorBoard names a run's curves
     <run>/train and <run>/validation. A tensorboard/ that is itself a symlink is skipped: a
     received run must not point TensorBoard out of it. Returns how many links were made."""
     made = 0
