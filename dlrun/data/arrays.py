@@ -195,6 +195,15 @@ def recorded_labels(
     return encoded
 
 
+def shape_mismatch(expected: tuple, found: tuple) -> str:
+    """Data of another shape than a run's model takes: the message, naming both."""
+    return (
+        f"the model takes inputs of shape {tuple(expected)} but the data gives {tuple(found)}; "
+        "evaluate on data shaped like the training data (data.flatten and the data set must "
+        "match the run's)"
+    )
+
+
 def _check_strata(labels: np.ndarray, spec: Spec) -> None:
     """A stratified split needs two samples of every class; continuous targets have one."""
     values, counts = np.unique(np.ravel(labels), return_counts=True)
@@ -288,16 +297,20 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     if regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
         y_val = regression_targets(y_val, spec) if y_val is not None else None
-    elif names is None and (recorded or {}).get("class_names"):
-        names = list(recorded["class_names"])
-        y_train, y_test, y_val = recorded_labels([y_train, y_test, y_val], names, spec)
-    elif names is None:
+    elif names is None and not (recorded or {}).get("class_names"):
         y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
     images = holds_images(spec, x_train)
     x_train = shape_inputs(x_train.astype(np.float32) / spec.data.scale, spec.data, images)
     x_test = shape_inputs(x_test.astype(np.float32) / spec.data.scale, spec.data, images)
     if x_val is not None:
         x_val = shape_inputs(x_val.astype(np.float32) / spec.data.scale, spec.data, images)
+    if not regression and names is None:  # other data for a trained run: its class numbers
+        trained_on = recorded.get("input_shape")
+        if isinstance(trained_on, list) and tuple(trained_on) != x_train.shape[1:]:
+            # data of another shape is the first thing wrong, before any label
+            raise spec.error(("data",), shape_mismatch(tuple(trained_on), x_train.shape[1:]))
+        names = list(recorded["class_names"])
+        y_train, y_test, y_val = recorded_labels([y_train, y_test, y_val], names, spec)
     if autoencoder:  # the targets are the inputs, as the model sees them
         y_train, y_test = x_train.copy(), x_test.copy()
         y_val = x_val.copy() if x_val is not None else None

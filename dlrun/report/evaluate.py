@@ -138,11 +138,9 @@ def check_shape(expected: tuple, input_shape: tuple[int, ...], run_path: Path) -
     """Data of another shape than the model was trained on: one line naming both."""
     expected = tuple(expected)
     if tuple(input_shape) != expected:
-        raise DataError(
-            f"{run_path}: the model takes inputs of shape {expected} but the data gives "
-            f"{tuple(input_shape)}; evaluate on data shaped like the training data "
-            "(data.flatten and the data set must match the run's)"
-        )
+        from dlrun.data.arrays import shape_mismatch
+
+        raise DataError(f"{run_path}: {shape_mismatch(expected, input_shape)}")
 
 
 def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict:
