@@ -73,12 +73,42 @@ class BackendError(DlrunError):
     exit_code = 2
 
 
+def _without_dumps(text: str, longest: int = 60) -> str:
+    """Mappings longer than `longest` characters (the configs Keras prints whole) as {...}."""
+    out, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        if char == "{":
+            if depth == 0:
+                start = at
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                chunk = text[start : at + 1]
+                out.append(chunk if len(chunk) <= longest else "{...}")
+        elif depth == 0:
+            out.append(char)
+    if depth:  # an unclosed brace: the text as it was from there
+        out.append(text[start:])
+    return "".join(out)
+
+
+def shortened(text: str, limit: int = 1000) -> str:
+    """A message on one line, its config dumps left out, and, if still longer than `limit`,
+    cut after its last whole sentence (or word) that fits, with " ..." saying so."""
+    text = " ".join(_without_dumps(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1]
+    sentence = max(cut.rfind(". "), cut.rfind("; "))
+    if sentence >= limit // 2:
+        return cut[: sentence + 1] + " ..."
+    return cut.rsplit(" ", 1)[0] + " ..."
+
+
 def first_line(exc: Exception) -> str:
     """Keras' message without colour codes, call wrappers and argument dumps, on one line."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     text = text.split("Arguments received by")[0]
     text = re.sub(r"Exception encountered when calling \S+\.", "", text)
-    text = " ".join(text.split())
-    if len(text) > 1000:  # cut at a word, and say so
-        text = text[:1000].rsplit(" ", 1)[0] + " ..."
-    return text or type(exc).__name__
+    return shortened(text) or type(exc).__name__

@@ -63,18 +63,16 @@ def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
             if len([r for r in served if r.endswith("validation")]) == 2:
                 break
             time.sleep(0.5)
-        for name in names:
-            assert f"{name}/tensorboard/train" in served
-            assert f"{name}/tensorboard/validation" in served
+        # Each run's curves under its own name, never RUN/tensorboard/train (issue 22).
+        expected = {f"{name}{part}" for name in names for part in ("", "/train", "/validation")}
+        assert set(served) == expected
         tags = fetch(f"{base}/data/plugin/scalars/tags")
         for name in names:
-            assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/tensorboard/train"])
-            assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/tensorboard/validation"])
+            assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/train"])
+            assert {"epoch_loss", "epoch_accuracy"} <= set(tags[f"{name}/validation"])
         histograms = fetch(f"{base}/data/plugin/histograms/tags")
         for name in names:
-            assert any(
-                t.endswith("kernel/histogram") for t in histograms[f"{name}/tensorboard/train"]
-            )
+            assert any(t.endswith("kernel/histogram") for t in histograms[f"{name}/train"])
         experiment = fetch(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"model.layers.0.units", "training.epochs", "compile.optimizer"} <= hparams

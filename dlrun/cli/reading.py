@@ -274,4 +274,4 @@ def tensorboard(
             err=True,
         )
     typer.echo(f"TensorBoard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    raise typer.Exit(board.run(command))
+    raise typer.Exit(board.run(command, root))

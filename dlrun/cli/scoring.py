@@ -30,6 +30,13 @@ def evaluate(
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
     no_save: NoSaveOption = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the JSON to this file instead: whole, and only if evaluate succeeds "
+            "(a shell's > FILE is left empty when it fails)."
+        ),
+    ] = None,
 ) -> None:
     """Score a run's checkpoint on its test split (or other data via --set data.KEY=VALUE).
 
@@ -37,7 +44,7 @@ def evaluate(
     """
     import json
 
-    from dlrun.errors import SpecError
+    from dlrun.errors import RunError, SpecError
     from dlrun.model.checkpoints import CHECKPOINTS
     from dlrun.report.evaluate import evaluate as score
     from dlrun.textsafe import clean
@@ -45,6 +52,9 @@ def evaluate(
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     from dlrun import store
+
+    if out is not None and (not out.parent.is_dir() or out.is_dir()):
+        raise SpecError(f"--out {out}: expected a file name in an existing folder")
 
     path = run_path(run, runs_dir)
     found = store.open_run(path)
@@ -56,9 +66,17 @@ def evaluate(
             err=True,
         )
     result = score(path, checkpoint, set_ or [], unsafe_load, save=not no_save)
-    if as_json:
-        shown = {k: v for k, v in result.items() if k != "report_text"}
-        typer.echo(json.dumps(shown, indent=2))
+    if as_json or out is not None:
+        shown = json.dumps({k: v for k, v in result.items() if k != "report_text"}, indent=2)
+        if out is None:
+            typer.echo(shown)
+        else:
+            try:
+                with store.atomic_path(out) as tmp:
+                    tmp.write_text(shown + "\n")
+            except OSError as exc:
+                raise RunError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
+            typer.echo(f"wrote {out}", err=True)
         report_unsaved(result)
         return
     scores = result["scores"]
@@ -78,7 +96,10 @@ def evaluate(
 
 @fails_cleanly
 def attack(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders, attacked in turn.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders, or runs' names in the runs folder, attacked in turn."),
+    ],
     method: Annotated[str, typer.Option(help="fgsm, or pgd (random start).")] = "pgd",
     eps: Annotated[
         str, typer.Option(help="L-infinity radii, fractions of the input range, comma-separated.")
@@ -98,6 +119,7 @@ def attack(
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
     no_save: NoSaveOption = False,
+    runs_dir: ReadRunsDirOption = None,
 ) -> None:
     """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
 
@@ -110,6 +132,7 @@ def attack(
 
     values = attacks.parse_eps(eps)
     attacks.check_arguments(method, values, steps, step_size, samples)
+    runs = [run_path(run, runs_dir) for run in runs]
     for run in runs:  # every run, before the first is attacked
         attacks.check_run(run, checkpoint, set_ or [])
     for run in runs:

@@ -179,6 +179,53 @@ def encode_labels(
     return encoder.transform(np.ravel(y_train)), encoded, names
 
 
+def class_indices(labels: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Labels -> their index among a run's recorded class names (3 and 3.0 both name class
+    "3"), and the labels that name none of them (-1 in the indices), sorted."""
+    index = {name: number for number, name in enumerate(names)}
+    found, unknown = [], set()
+    for value in np.ravel(labels).tolist():
+        text = str(value)
+        if text not in index and isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        found.append(index.get(text, -1))
+        if text not in index:
+            unknown.add(text)
+    return np.array(found, dtype=np.int64), sorted(unknown)
+
+
+def recorded_labels(
+    ys: list[np.ndarray | None], names: list[str], spec: Spec
+) -> list[np.ndarray | None]:
+    """Other data's labels encoded as the run's training data was (its recorded class names),
+    never refitted: a file without one class keeps every other class's number."""
+    encoded = []
+    for y in ys:
+        if y is None:
+            encoded.append(None)
+            continue
+        indices, unknown = class_indices(y, names)
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise spec.error(
+                ("data",),
+                f"label(s) {shown} are not classes of the run, which was trained on "
+                f"{', '.join(names[:20])}; score data with the run's classes only",
+            )
+        encoded.append(indices)
+    return encoded
+
+
+def shape_mismatch(expected, found) -> str:
+    """Data of another shape than a run's model takes: the message, naming both (a shape, or
+    {input name: shape} for several inputs)."""
+    return (
+        f"the model takes inputs of shape {expected} but the data gives {found}; "
+        "evaluate on data shaped like the training data (data.flatten and the data set must "
+        "match the run's)"
+    )
+
+
 def _check_strata(labels: np.ndarray, spec: Spec) -> None:
     """A stratified split needs two samples of every class; continuous targets have one."""
     values, counts = np.unique(np.ravel(labels), return_counts=True)
@@ -225,8 +272,8 @@ def holds_images(spec: Spec, x: np.ndarray) -> bool:
 def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     """The spec's data as scaled, shaped arrays with train/validation/test splits.
 
-    `recorded`: what a trained run recorded of its data (meta.json's data_encoding), so that
-    other data is encoded as its training data was."""
+    `recorded`: what a trained run recorded of its data (meta.json's data_encoding, and its
+    class_names), so that other data is encoded as its training data was."""
     from sklearn.model_selection import train_test_split
 
     if spec.data.dataset == "directory":  # streamed from disk, never held in memory
@@ -281,7 +328,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     elif regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
         y_val = regression_targets(y_val, spec) if y_val is not None else None
-    elif names is None:
+    elif names is None and not (recorded or {}).get("class_names"):
         y_train, (y_test, y_val), names = encode_labels(y_train, [y_test, y_val], spec)
 
     def scaled(x: np.ndarray) -> np.ndarray:  # each input judged image or not by its own array
@@ -291,6 +338,14 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     x_train, x_test = each(x_train, scaled), each(x_test, scaled)
     if x_val is not None:
         x_val = each(x_val, scaled)
+    if not regression and names is None:  # other data for a trained run: its class numbers
+        trained_on = recorded.get("input_shape")
+        shape = None if isinstance(x_train, dict) else x_train.shape[1:]
+        if isinstance(trained_on, list) and shape is not None and tuple(trained_on) != shape:
+            # data of another shape is the first thing wrong, before any label
+            raise spec.error(("data",), shape_mismatch(tuple(trained_on), shape))
+        names = list(recorded["class_names"])
+        y_train, y_test, y_val = recorded_labels([y_train, y_test, y_val], names, spec)
     if autoencoder:  # the targets are the inputs, as the model sees them
         y_train, y_test = x_train.copy(), x_test.copy()
         y_val = x_val.copy() if x_val is not None else None

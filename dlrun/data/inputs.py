@@ -21,7 +21,13 @@ from typing import IO
 
 import numpy as np
 
-from dlrun.data.arrays import IMAGE_SHAPES, KERAS_SHAPES, holds_images, shape_inputs
+from dlrun.data.arrays import (
+    IMAGE_SHAPES,
+    KERAS_SHAPES,
+    class_indices,
+    holds_images,
+    shape_inputs,
+)
 from dlrun.errors import DataError, UsageError
 from dlrun.spec.schema import DataSpec, Spec
 
@@ -389,20 +395,9 @@ def label_indices(labels: np.ndarray, names: list[str]) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim > 1 and labels.shape[-1] > 1:
         return np.argmax(labels, axis=-1)
-    index = {name: number for number, name in enumerate(names)}
-    found, unknown = [], []
-    for value in np.ravel(labels).tolist():
-        text = str(value)
-        if text not in index and isinstance(value, float) and value.is_integer():
-            text = str(int(value))
-        if text not in index:
-            unknown.append(text)
-            found.append(-1)
-        else:
-            found.append(index[text])
+    found, unknown = class_indices(labels, names)
     if unknown:
-        distinct = sorted(set(unknown))
         raise DataError(
-            f"--score: label(s) {_shown(distinct)} are not classes of the run ({_shown(names)})"
+            f"--score: label(s) {_shown(unknown)} are not classes of the run ({_shown(names)})"
         )
-    return np.array(found, dtype=np.int64)
+    return found

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dlrun import store
 from dlrun.backend import load
-from dlrun.errors import RunError
+from dlrun.errors import RunError, first_line
 
 CHECKPOINTS = {"best": store.BEST, "last": store.LAST}
 # A .keras file holds float32 weights, up to two optimizer moments per weight, the step
@@ -75,7 +75,7 @@ def load_model(
             path, custom_objects=custom_objects(), safe_mode=not unsafe_load, compile=compile
         )
     except ValueError as exc:
-        reason = " ".join(str(exc).split())[:300]
+        reason = first_line(exc)
         if "safe_mode" in reason or "Lambda" in reason or "unsafe" in reason.lower():
             raise RunError(
                 f"{path}: refused by Keras safe_mode ({reason}); pass --unsafe-load only if "
@@ -85,7 +85,8 @@ def load_model(
     except (OSError, KeyError, EOFError) as exc:
         raise RunError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # zipfile, h5py and Keras raise many kinds for a bad archive
-        raise RunError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        raise RunError(f"{path}: cannot be loaded ({reason})") from None
 
 
 def checkpoint_path(run: store.Run, checkpoint: str, purpose: str = "", error=RunError) -> Path:

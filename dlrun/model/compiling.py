@@ -41,8 +41,14 @@ def _named(spec: Spec, loc: tuple, field: str, getter, value: Any, candidates: l
 def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     """Optimizer, loss and metric objects by Keras' lookups, and every problem found."""
     import keras
-    from keras.src.optimizers import ALL_OBJECTS_DICT as OPTIMIZERS
 
+    optimizers = sorted(
+        {
+            name.lower()
+            for name, value in vars(keras.optimizers).items()
+            if isinstance(value, type) and issubclass(value, keras.optimizers.Optimizer)
+        }
+    )
     losses = [n for n in dir(keras.losses) if not n.startswith("_") and n[0].islower()]
     public = [n for n in dir(keras.metrics) if not n.startswith("_")]
     known_metrics = sorted({n.lower() if n[0].isupper() else n for n in public})
@@ -72,7 +78,7 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
         if field == "metric" and isinstance(value, str) and value in COMPILE_METRIC_ALIASES:
             listed.append(value)
             continue
-        candidates = {"optimizer": list(OPTIMIZERS), "loss": losses}.get(field, known_metrics)
+        candidates = {"optimizer": optimizers, "loss": losses}.get(field, known_metrics)
         try:
             made = _named(spec, loc, field, getter, value, candidates)
         except SpecError as exc:

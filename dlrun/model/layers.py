@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 
+from dlrun.spec.names import snake_case
+
 # Keyword arguments every Keras layer takes through **kwargs on top of its own signature.
 BASE_LAYER_ARGUMENTS = {
     "name",
@@ -53,9 +55,7 @@ def layer_name(class_name: str, taken: dict[str, int], given: set) -> str:
     within this model and past the names the spec gives: Keras' own counter runs across every
     model the process ever built, so the names, and the messages that quote them, would
     depend on what was built before."""
-    from keras.src.utils.naming import to_snake_case  # Keras' own prefix for a class
-
-    base = to_snake_case(class_name)
+    base = snake_case(class_name)  # Keras' own prefix for a class
     while True:
         count = taken.get(base, 0)
         taken[base] = count + 1

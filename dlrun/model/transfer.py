@@ -198,11 +198,13 @@ def _truncate(spec: Spec, model, what: str):
 
 
 def _preprocess_layer(function, scale: float, channels: int):
-    """preprocess_input as a frozen 1x1 convolution, or None when it changes nothing.
+    """preprocess_input as a saveable layer, or None when it changes nothing.
 
     Every keras.applications preprocess_input is affine per pixel (scale, shift, maybe swap
-    channels), so it is measured on unit inputs and becomes a saveable layer; the data
-    arrive divided by data.scale, so that factor is folded back in.
+    channels), so it is measured on unit inputs; the data arrive divided by data.scale, so
+    that factor is folded back in. Per channel (EfficientNet's identity on 0..255 pixels, or
+    torch's mean and std) it is a Rescaling, with no weights; only a channel swap (caffe's
+    BGR) needs a frozen 1x1 convolution.
     """
     import keras
 
@@ -216,6 +218,13 @@ def _preprocess_layer(function, scale: float, channels: int):
     kernel = kernel * scale  # rows: input channel, columns: output channel
     if np.allclose(kernel, np.eye(channels)) and np.allclose(shift, 0):
         return None
+    factors = np.diag(kernel)
+    if np.allclose(kernel, np.diag(factors)):
+
+        def value(v: np.ndarray):  # one number when every channel has it
+            return float(v[0]) if np.allclose(v, v[0]) else [float(x) for x in v]
+
+        return keras.layers.Rescaling(value(factors), value(shift), name="preprocess_input")
     layer = keras.layers.Conv2D(channels, 1, name="preprocess_input", trainable=False)
     layer.build((None, None, None, channels))
     layer.set_weights([kernel.reshape(1, 1, channels, channels).astype("float32"), shift])

@@ -146,7 +146,7 @@ def attack(
     from dlrun.data.arrays import load_data
     from dlrun.model.builder import build_model
 
-    data = load_data(spec)
+    data = load_data(spec, run.data_record())  # other data encoded as the run's was
     # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)

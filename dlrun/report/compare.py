@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import QueryError, RunError
-from dlrun.spec.keys import flatten
+from dlrun.spec.keys import ending_in, flatten
 from dlrun.store import Run
 from dlrun.textsafe import clean, clean_value
 
@@ -172,7 +172,7 @@ def compare_table(
             return name
         if name in by_name:
             return by_name[name]
-        endings = [key for key in present if key.endswith(f".{name}")]
+        endings = ending_in(name, present)
         if len(endings) == 1:
             return endings[0]
         if endings:
@@ -333,13 +333,23 @@ def config_cell(value: Any) -> str:
     return str(value)
 
 
-def _number_text(value: float) -> str:
+def _number_text(value: float, decimals: int = 4) -> str:
     if value != value:
         return ""
-    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return f"{value:.{decimals}f}" if abs(value) < 1e5 else f"{value:.{decimals}g}"
 
 
-def result_cell(value: Any) -> str:
+def decimals_for(values: list) -> int:
+    """Decimals that tell a column's numbers apart: 4, or more where two different values
+    would read the same (learning rates 0.0001 and 0.00012)."""
+    numbers = {v for v in values if isinstance(v, float) and v == v}
+    decimals = 4
+    while decimals < 12 and len({_number_text(v, decimals) for v in numbers}) < len(numbers):
+        decimals += 1
+    return decimals
+
+
+def result_cell(value: Any, decimals: int = 4) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, Spread):
@@ -348,7 +358,7 @@ def result_cell(value: Any) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
-    return _number_text(value)
+    return _number_text(value, decimals)
 
 
 def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]], set[str]]:
@@ -365,13 +375,14 @@ def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]
             if v is not None
         ) and any(v is not None for v in values):
             numeric.add(header)
+    decimals = {c: decimals_for([r.get(c) for r in comparison.rows]) for c in comparison.columns}
     for row in comparison.rows:
         cells.append(
             [
                 clean(
                     ("" if c not in row else config_cell(row[c]))
                     if c in config
-                    else result_cell(row.get(c)),
+                    else result_cell(row.get(c), decimals[c]),
                     newlines=False,
                 )
                 for c in comparison.columns
@@ -456,11 +467,11 @@ def query(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
     return filter_rows(frame, expression)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, decimals: int = 4) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+        return _number_text(value, decimals)
     return clean(value, newlines=False)
 
 
@@ -481,7 +492,9 @@ def render(frame: pd.DataFrame, fmt: str, title: str | None = None):
         return frame.to_csv(index=False)
     if fmt == "json":
         return json.dumps(json.loads(frame.to_json(orient="records")), indent=2) + "\n"
-    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    rows = list(frame.itertuples(index=False))
+    decimals = [decimals_for([row[i] for row in rows]) for i in range(len(frame.columns))]
+    cells = [[_cell(v, d) for v, d in zip(row, decimals, strict=True)] for row in rows]
     if fmt == "markdown":
         header = "| " + " | ".join(map(str, frame.columns)) + " |"
         rule = "|" + "|".join("---" for _ in frame.columns) + "|"

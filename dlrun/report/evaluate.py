@@ -59,7 +59,7 @@ def evaluate(
         "run_status": run.status,
         "checkpoint": checkpoint,
         "created": created.astimezone().isoformat(timespec="seconds"),
-        "data": spec.data.model_dump(mode="json"),
+        "data": spec.resolved()["data"],
         "task": data.task,
         "samples": count(data.x_test),
         "scored": scored,
@@ -154,8 +154,7 @@ def _scored_data(run, spec) -> tuple:
 
     own = load_spec(store.config_of(run.path)).data
     if spec.data.dataset != "directory" or folders(spec.data) == folders(own):
-        encoding = run.meta.get("data_encoding")
-        return load_data(spec, encoding if isinstance(encoding, dict) else None), "the test split"
+        return load_data(spec, run.data_record()), "the test split"
     from dlrun.data.images import load_scored_folder
 
     classes = run.meta.get("class_names")
@@ -181,13 +180,11 @@ def model_input_shape(model) -> tuple | dict[str, tuple]:
 def check_shape(expected, input_shape, run_path: Path) -> None:
     """Data of another shape than the model was trained on: one line naming both. Either is
     one shape, or {input name: shape} for several inputs."""
+    from dlrun.data.arrays import shape_mismatch
+
     expected, input_shape = each(expected, tuple), each(input_shape, tuple)
     if input_shape != expected:
-        raise DataError(
-            f"{run_path}: the model takes inputs of shape {expected} but the data gives "
-            f"{input_shape}; evaluate on data shaped like the training data "
-            "(data.flatten and the data set must match the run's)"
-        )
+        raise DataError(f"{run_path}: {shape_mismatch(expected, input_shape)}")
 
 
 def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict:

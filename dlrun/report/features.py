@@ -93,7 +93,7 @@ def extract(
     from dlrun.data.arrays import load_data
     from dlrun.model.builder import build_model
 
-    data = load_data(spec)
+    data = load_data(spec, run.data_record())  # new data encoded as the run's was
     # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = truncated(load_model(model_path, params=params), layer)

@@ -31,6 +31,17 @@ def fit_columns(
     return sorted(kept)
 
 
+def _caps(widths: Sequence[int], kept: list[int], width: int, whole: set[int]) -> dict[int, int]:
+    """Widths for the kept columns that are not whole, when all of them do not fit: the widest
+    give way first, down to 1 character."""
+    room = width - 1 - _COLUMN_EXTRA * len(kept) - sum(widths[i] for i in whole)
+    cut = {i: widths[i] for i in kept if i not in whole}
+    while cut and sum(cut.values()) > max(room, len(cut)):
+        widest = max(cut, key=cut.get)
+        cut[widest] -= 1
+    return {i: w for i, w in cut.items() if w < widths[i]}
+
+
 def fitted_table(
     headers: list[str],
     rows: list[list[str]],
@@ -39,10 +50,13 @@ def fitted_table(
     title: str | None = None,
     keep: int = 1,
     priority: Sequence[str] | None = None,
+    whole: Sequence[str] = ("run",),
 ):
     """A rich Table of the columns that fit in `width`, and the headers it had to leave out.
 
     `priority` names the headers from most to least important (default: left to right).
+    Columns in `whole` are never cut (a run's name is what users copy): when the kept columns
+    are still too wide, the others are cut, with an ellipsis.
     """
     from rich.cells import cell_len
     from rich.table import Table
@@ -54,10 +68,17 @@ def fitted_table(
         ranked = [headers.index(h) for h in priority if h in headers]
         order = ranked + [i for i in range(len(headers)) if i not in ranked]
     kept = fit_columns(widths, width, keep, order)
+    caps = _caps(widths, kept, width, {i for i in kept if headers[i] in whole})
     table = Table(title=Text(title) if title else None)
     for index in kept:
         justify = "right" if headers[index] in numeric else "left"
-        table.add_column(Text(headers[index]), justify=justify, no_wrap=True)
+        table.add_column(
+            Text(headers[index]),
+            justify=justify,
+            no_wrap=True,
+            min_width=widths[index] if headers[index] in whole else None,
+            max_width=caps.get(index),
+        )
     for row in rows:
         table.add_row(*(Text(row[index]) for index in kept))
     dropped = [h for i, h in enumerate(headers) if i not in set(kept)]

@@ -11,7 +11,8 @@ The grammar is small on purpose:
     comparison := operand ("==" | "!=" | "<" | "<=" | ">" | ">=") operand
     operand    := column | number | 'string' | "string" | true | false | null
 
-A column is a name as the table shows it (training.epochs, test_accuracy) or `in backticks`.
+A column is a name as the table shows it (epochs, layers.0.units, test_accuracy), its full
+dotted name (training.epochs) or `in backticks`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from dlrun.errors import QueryError
+from dlrun.spec.keys import ending_in
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 50
@@ -147,7 +149,16 @@ class _Parser:
         raise QueryError(f"--where: unexpected {text!r}; {EXAMPLE}")
 
     def column(self, name: str) -> pd.Series:
+        """A column by its full name, or by the last parts the table shows (layers.0.units)."""
         if name not in self.frame.columns:
+            endings = ending_in(name, list(self.frame.columns))
+            if len(endings) == 1:
+                return self.frame[endings[0]]
+            if endings:
+                raise QueryError(
+                    f"--where: {name!r} could be {', '.join(endings[:10])}; give more of it, "
+                    f"e.g. {endings[0]}"
+                )
             shown = ", ".join(map(str, list(self.frame.columns)[:30]))
             raise QueryError(f"--where: no column {name!r}; columns are {shown}")
         return self.frame[name]

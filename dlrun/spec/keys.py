@@ -45,3 +45,9 @@ def paths(config: Any) -> set[str]:
             continue
         stack += [(f"{prefix}.{key}" if prefix else str(key), item) for key, item in items]
     return found
+
+
+def ending_in(name: str, keys: list[str]) -> list[str]:
+    """The dotted keys that `name` is the last parts of (units: model.layers.0.units), as the
+    tables show keys cut short; a caller refuses more than one as ambiguous."""
+    return [key for key in keys if isinstance(key, str) and key.endswith(f".{name}")]

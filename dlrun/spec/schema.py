@@ -26,6 +26,17 @@ REGRESSION_LOSSES = {
     "meansquaredlogarithmicerror",
 }
 FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
+# Data keys that mean something for these sources only: a run of another source neither
+# records nor shows them (Spec.resolved).
+DATA_KEYS_FOR = {
+    "test_path": FOLDER_DATASETS,
+    "image_size": FOLDER_DATASETS,
+    "color_mode": FOLDER_DATASETS,
+    "cache": FOLDER_DATASETS,
+    "label_column": ("csv",),
+    "validation_path": ("csv",),
+    "categorical": ("csv",),
+}
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
 # compile.steps_per_execution: auto is this on a GPU with JAX or torch, 1 elsewhere. The CPU
@@ -581,6 +592,16 @@ class Spec(_Section):
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
         return SpecError(format_problem(self._source, self._lines, loc, message))
 
+    def resolved(self) -> dict:
+        """The spec with every default, as a run records it: data keys that do not apply to
+        the data source are left out (an npz run resizes no images to 224x224), so that show,
+        compare and TensorBoard's HParams never present them as the run's settings."""
+        config = self.model_dump(mode="json")
+        for key, sources in DATA_KEYS_FOR.items():
+            if self.data.dataset not in sources:
+                config["data"].pop(key, None)
+        return config
+
     def dump(self) -> str:
         """The resolved spec as YAML: `dlrun train` on it alone reproduces the run."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.resolved(), sort_keys=False)

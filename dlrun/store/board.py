@@ -1,13 +1,21 @@
-"""Starting TensorBoard on a runs folder; TensorBoard runs in a process of its own."""
+"""Starting TensorBoard on a runs folder; TensorBoard runs in a process of its own, on a
+folder of links to each run's tensorboard/ (named <run>/train, <run>/validation)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 from dlrun.errors import RunError, UsageError
+from dlrun.store.layout import TENSORBOARD
+from dlrun.store.reading import find_runs
 
 
 def exposed(host: str) -> bool:
@@ -35,20 +43,36 @@ def check_port(port: int, host: str) -> None:
 
 
 def command(runs_dir: Path, port: int, host: str) -> list[str]:
+    """TensorBoard's command line, without --logdir: run() gives it the folder of links."""
     if not runs_dir.is_dir():
         raise RunError(f"{runs_dir}: no such runs folder")
     check_port(port, host)
-    return [
-        sys.executable,
-        "-m",
-        "tensorboard.main",
-        "--logdir",
-        str(runs_dir),
-        "--port",
-        str(port),
-        "--host",
-        host,
-    ]
+    return [sys.executable, "-m", "tensorboard.main", "--port", str(port), "--host", host]
+
+
+# How often the folder of links picks up runs started after TensorBoard (TensorBoard itself
+# reloads every 5 s).
+RELINK_SECONDS = 5.0
+
+
+def link_runs(runs_dir: Path, logdir: Path) -> int:
+    """logdir/<run> -> the run's tensorboard/ folder for every run under runs_dir not linked
+    yet (a sweep's trials as <sweep>/trials/<trial>), so that TensorBoard names a run's curves
+    <run>/train and <run>/validation. A tensorboard/ that is itself a symlink is skipped: a
+    received run must not point TensorBoard out of it. Returns how many links were made."""
+    made = 0
+    for run in find_runs(runs_dir):
+        source = run / TENSORBOARD
+        if os.path.islink(source) or not source.is_dir():
+            continue
+        name = run.relative_to(runs_dir) if run != runs_dir else Path(run.resolve().name)
+        link = logdir / name
+        if os.path.lexists(link):
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(source.resolve(), link, target_is_directory=True)
+        made += 1
+    return made
 
 
 class _Terminated(KeyboardInterrupt):
@@ -69,12 +93,23 @@ def _die_with_parent() -> None:
         pass
 
 
-def run(command: list[str]) -> int:
-    """Run TensorBoard in the foreground; Ctrl-C stops it and is a normal exit.
+def run(command: list[str], runs_dir: Path) -> int:
+    """Run TensorBoard in the foreground on a folder of links to the runs' event folders,
+    kept up to date while it runs; Ctrl-C stops it and is a normal exit.
 
     SIGTERM stops TensorBoard too (exit 143); it never outlives this process on its port.
     """
-    process = subprocess.Popen(command, preexec_fn=_die_with_parent)
+    logdir = Path(tempfile.mkdtemp(prefix="dlrun-tensorboard-"))
+    stop = threading.Event()
+
+    def relink() -> None:
+        while not stop.wait(RELINK_SECONDS):
+            with contextlib.suppress(OSError):
+                link_runs(runs_dir, logdir)
+
+    link_runs(runs_dir, logdir)
+    process = subprocess.Popen([*command, "--logdir", str(logdir)], preexec_fn=_die_with_parent)
+    threading.Thread(target=relink, name="relink", daemon=True).start()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return process.wait()
@@ -88,3 +123,5 @@ def run(command: list[str]) -> int:
         return 143 if isinstance(exc, _Terminated) else 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        stop.set()
+        shutil.rmtree(logdir, ignore_errors=True)  # the links only, never what they point to

@@ -94,6 +94,19 @@ class Run:
         except ValueError:
             return status
 
+    def data_record(self) -> dict:
+        """What the run recorded of its data (csv categories, class names, the input shape), so
+        that other data is encoded as its training data was; anything malformed is left out."""
+        encoding = self.meta.get("data_encoding")
+        found = dict(encoding) if isinstance(encoding, dict) else {}
+        names = self.meta.get("class_names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            found["class_names"] = names
+        shape = self.metrics.get("input_shape")  # other data must be shaped like it
+        if isinstance(shape, list) and all(isinstance(n, int) for n in shape):
+            found["input_shape"] = shape
+        return found
+
     @property
     def config(self) -> dict:
         if self._config is None:

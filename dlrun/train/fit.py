@@ -103,7 +103,7 @@ def fit(
                 if spec.training.tensorboard:
                     from dlrun.train.callbacks import write_hparams
 
-                    write_hparams(run_dir, spec.model_dump(mode="json"), metrics)
+                    write_hparams(run_dir, spec.resolved(), metrics)
                 if recorder.rows and plot:
                     from dlrun.report.plots import history_plot
 

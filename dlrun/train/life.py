@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from dlrun import store
+from dlrun.errors import shortened
 from dlrun.textsafe import clean
 
 SIGINT_EXIT = 130
@@ -128,7 +129,7 @@ class RunLife:
     def failed(self, exc: BaseException, prefix: str = "") -> None:
         """A fault in training or in writing: one line for the user, the traceback kept."""
         self.status, self.exit_code = store.FAILED, store.FAILED.exit_code
-        self.message = f"{prefix}{type(exc).__name__}: {str(exc).strip()[:500]}"
+        self.message = f"{prefix}{type(exc).__name__}: {shortened(str(exc), 500)}"
         self.folder.meta["traceback"] = traceback.format_exc()
 
     def diverged(self, message: str) -> None:

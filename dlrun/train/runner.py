@@ -63,10 +63,11 @@ def train(
     if spec.training.validation_split is None:  # the run describes itself: resolved
         own = prepared.data.validation == "own"
         spec.training.validation_split = validation_share(spec, own)
+    base = _pin_base(spec)
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
     try:
-        _start(run, spec, prepared, command)
+        _start(run, spec, prepared, command, base)
     except OSError as exc:  # a full disk or a file size limit before the run began
         run.close()
         shutil.rmtree(run_dir, ignore_errors=True)  # the folder this process just made
@@ -78,7 +79,27 @@ def train(
         return fit(prepared, run, console, [], extra_callbacks, score_test, plot)
 
 
-def _start(run: store.RunFolder, spec: Spec, prepared: Prepared, command: list[str] | None) -> None:
+def _pin_base(spec: Spec) -> dict | None:
+    """A transfer run's base as an absolute path, so that the run resumes and reproduces from
+    any folder, and what it was: the base run's own config digest."""
+    base = spec.model.base
+    if base is None or (base.run is None and base.file is None):
+        return None
+    if base.file is not None:
+        base.file = str(Path(base.file).resolve())
+        return {"file": base.file}
+    base.run = str(Path(base.run).resolve())
+    digest = store.open_run(base.run).meta.get("config_sha256")
+    return {"run": base.run, "config_sha256": digest if isinstance(digest, str) else None}
+
+
+def _start(
+    run: store.RunFolder,
+    spec: Spec,
+    prepared: Prepared,
+    command: list[str] | None,
+    base: dict | None = None,
+) -> None:
     """config.yaml and the first meta.json (status running) of a new run."""
     from dlrun.backend import versions
 
@@ -104,6 +125,7 @@ def _start(run: store.RunFolder, spec: Spec, prepared: Prepared, command: list[s
             "message": None,
             "attempts": [{"started": now(), "pid": os.getpid(), "from_epoch": 0}],
             "class_names": prepared.data.class_names,
+            "base": base,  # a transfer run's base: absolute, with the base run's config digest
             "validation": prepared.data.validation,  # split, own, cv or none
             # What `dlrun predict` needs beyond config.yaml: the csv columns, by name and order.
             "feature_columns": prepared.data.feature_columns,
