@@ -29,7 +29,8 @@ def two_runs(trained, tmp_path_factory):
     root = tmp_path_factory.mktemp("two") / "runs"
     first = root / trained.name
     shutil.copytree(trained, first)
-    second = root / f"{trained.name[:-1]}9"
+    last = "8" if trained.name.endswith("9") else "9"  # another second of the same minute
+    second = root / f"{trained.name[:-1]}{last}"
     shutil.copytree(trained, second)
     config = yaml.safe_load((second / "config.yaml").read_text())
     config["model"]["layers"][0]["units"] = 32
