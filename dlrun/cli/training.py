@@ -328,7 +328,7 @@ def sweep(
         console.print("parameter importances: not computable (too few completed settings)")
     if "refit" in result:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in result["refit"].items())
-        console.print(f"refit on the whole training split, test: {scores}")
+        console.print(f"refit on {result['refit_data']}, test: {scores}", markup=False)
     console.print(
         f"{result['fits']} fits, {result['epochs']} epochs in all, {result['seconds']:.1f} s",
         markup=False,

@@ -20,7 +20,7 @@ from dlrun import store
 from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.model.metrics import higher_is_better
 from dlrun.sweep.plan import Fit, Sweep
-from dlrun.sweep.results import plain, refit, results_table
+from dlrun.sweep.results import refit, refit_data, results_table
 from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
 from dlrun.sweep.search import plan_for
 from dlrun.sweep.workers import Workers
@@ -77,12 +77,17 @@ class SweepStopped(DlrunError):
 
 
 def _run_fit(
-    spec_yaml: str, trials_dir: str, folder: str, pruning: bool = False
+    spec_yaml: str,
+    trials_dir: str,
+    folder: str,
+    pruning: bool = False,
+    train_scores: bool = False,
 ) -> tuple[str, list[dict], str | None]:
     """In a worker: train one fit (or finish an interrupted one); (status, rows, message).
 
     `pruning`: after each epoch the fit waits for the sweep parent's verdict (sweep.verdicts)
-    and stops as `pruned` when told to.
+    and stops as `pruned` when told to. `train_scores`: after each epoch the model is scored
+    on its training split (FittedScores), for return_train_score.
     """
     from rich.console import Console
 
@@ -92,11 +97,15 @@ def _run_fit(
     console = Console(quiet=True)
     run_dir = Path(trials_dir) / folder
     callbacks: tuple = ()
+    if train_scores:
+        from dlrun.train.callbacks import FittedScores
+
+        callbacks = (FittedScores(),)
     if pruning:
         from dlrun.sweep import verdicts
         from dlrun.train.callbacks import Pruning
 
-        callbacks = (Pruning(verdicts.waiter(run_dir)),)
+        callbacks = (*callbacks, Pruning(verdicts.waiter(run_dir)))
     try:
         if run_dir.is_symlink():  # a received sweep's trial pointing elsewhere: never followed
             raise RunError(f"{run_dir}: is a symlink; refusing to train out of the sweep")
@@ -199,7 +208,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
             except SpecError as exc:  # a value Optuna drew that the spec refuses: that fit fails
                 yield fit.folder, _refused, (" ".join(exc.problems),)
                 continue
-            yield fit.folder, _run_fit, (spec_yaml, str(trials), fit.folder, pruning)
+            arguments = (spec_yaml, str(trials), fit.folder, pruning, sweep.spec.return_train_score)
+            yield fit.folder, _run_fit, arguments
 
     def record(folder: str, kind: str, value: Any) -> tuple[str, list[dict], str | None]:
         if kind == "ok":
@@ -277,10 +287,10 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     if ranked.empty:
         summary["best"] = None
         return {"frame": frame, **summary}
-    winner = ranked.sort_values("rank_test_score").iloc[0]
-    params = {
-        c.removeprefix("param_"): plain(winner[c]) for c in frame.columns if c.startswith("param_")
-    }
+    winner = ranked.sort_values("rank_test_score", kind="stable").iloc[0]
+    # The winner's values from the plan, as given: a DataFrame column mixing null with
+    # integers holds floats (300.0), which the spec refuses where it wants an integer.
+    params = plan.rows()[winner.name].values
     best_spec = sweep.trial_spec(
         {k: v for k, v in params.items() if k != EPOCHS}, None, params.get(EPOCHS)
     )
@@ -294,6 +304,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     }
     if sweep.spec.refit:
         summary["refit"] = refit(best_raw, sweep_dir, console)
+        summary["refit_data"] = refit_data(best_raw)
     return {"frame": frame, **summary}
 
 

@@ -381,6 +381,24 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 self.best_weights = self.model.get_weights()
 
 
+class FittedScores(keras.callbacks.Callback):
+    """After each epoch, the model as it stands scored on its whole training split, added to
+    the epoch's logs as fitted_<metric>: a sweep's train scores, as GridSearchCV's
+    return_train_score computes them (the metrics Keras logs are running means over batches
+    whose weights kept changing). train.fit binds the data and puts it before the recorder.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: dict | None = None  # evaluate()'s data arguments
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.inputs is None:
+            return
+        scores = self.model.evaluate(**self.inputs, verbose=0, return_dict=True)
+        logs.update({f"{directions_of.FITTED}{k}": float(v) for k, v in scores.items()})
+
+
 class Pruning(keras.callbacks.Callback):
     """After each epoch (once RunRecorder has recorded it), asks `judge(epoch, logs)`.
 

@@ -64,7 +64,8 @@ def fit(
                 if rows and isinstance(run.meta.get(knobs.STATE), list):
                     own.append(knobs.restorer(prepared.callbacks, run.meta[knobs.STATE]))
             callbacks = [*own, *_callbacks(prepared, run, console, recorder, rows)]
-            callbacks += extra_callbacks
+            first, later = _fitted_scores(prepared, extra_callbacks)
+            callbacks = [*first, *callbacks, *later]
             if spec.training.adversarial:
                 callbacks = [*_adversarial_validation(prepared), *callbacks]
             try:
@@ -255,6 +256,19 @@ def _adversarial_inputs(
     val = inputs.get("validation_data")
     arguments = {"x": mixed, "validation_data": val, "steps_per_epoch": steps(len(x), batch)}
     return arguments, [attack.weights_keeper()] if backend.current() == "jax" else []
+
+
+def _fitted_scores(prepared: Prepared, extra: tuple) -> tuple[list, list]:
+    """The caller's callbacks: FittedScores (bound to the training split, to go before the
+    recorder so that history.csv and TensorBoard see its scores), and the others."""
+    from dlrun.data.feed import evaluation_input
+    from dlrun.train.callbacks import FittedScores
+
+    first = [callback for callback in extra if isinstance(callback, FittedScores)]
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    for callback in first:
+        callback.inputs = evaluation_input(data.x_train, data.y_train, batch, data.source)
+    return first, [callback for callback in extra if not isinstance(callback, FittedScores)]
 
 
 def _adversarial_validation(prepared: Prepared) -> list:
