@@ -101,7 +101,9 @@ def test_fold_scores_are_those_of_separate_fits_with_early_stopping(swept):
     # The separate fit trained six epochs and keeps (restores) an earlier, better one.
     assert len(history) == 6 and metrics["best_epoch"] < 6
     kept = history[history["epoch"] == metrics["best_epoch"]].iloc[0]
-    assert row_of(frame, "", 6)["split0_test_score"] == pytest.approx(kept["val_accuracy"], abs=1e-6)
+    assert row_of(frame, "", 6)["split0_test_score"] == pytest.approx(
+        kept["val_accuracy"], abs=1e-6
+    )
     # The sweep's fit is the same fit: three epochs of it are a separate three-epoch fit.
     trial = pd.read_csv(sweep_dir / "trials" / "fit000" / "history.csv")
     assert np.allclose(trial["val_loss"], history["val_loss"], atol=1e-6)

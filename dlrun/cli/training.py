@@ -351,11 +351,12 @@ def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | N
         markup=False,
     )
     try:
-        if executor == "ray":
-            workers = sweeps.ray_pool(found, sweep_dir, address)
-        else:
-            workers = sweeps.pool(found.spec.workers, found.base["backend"])
-        return sweeps.run_sweep(found, sweep_dir, console, workers)
+        with sweeps.recorded(found, sweep_dir):
+            if executor == "ray":
+                workers = sweeps.ray_pool(found, sweep_dir, address)
+            else:
+                workers = sweeps.pool(found.spec.workers, found.base["backend"])
+            return sweeps.run_sweep(found, sweep_dir, console, workers)
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         again = " --executor ray" if executor == "ray" else ""

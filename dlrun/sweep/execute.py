@@ -6,10 +6,12 @@ running fits as interrupted, and `--resume` finishes them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,29 @@ def lock(sweep_dir: Path) -> int:
     if not sweep_dir.is_dir():
         raise RunError(f"{sweep_dir}: no such sweep folder")
     return store.take_lock(sweep_dir, "sweep")
+
+
+@contextlib.contextmanager
+def recorded(sweep: Sweep, sweep_dir: Path) -> Iterator[None]:
+    """The sweep's outcome in its folder's state.json: running (with the fits it plans) while
+    the block runs, then completed, interrupted (a stop) or failed (with the one-line error).
+    """
+    state = {"status": str(store.RUNNING), "message": None, "fits_planned": sweep.planned_fits}
+    store.write_json(sweep_dir / store.SWEEP_STATE, state)
+    try:
+        yield
+    except (KeyboardInterrupt, SweepStopped) as exc:
+        state.update(status=str(store.INTERRUPTED), message=str(exc) or "stopped")
+        raise
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, DlrunError) else f"{type(exc).__name__}: {exc}"
+        state.update(status=str(store.FAILED), message=message.strip()[:500])
+        raise
+    else:
+        state.update(status=str(store.COMPLETED))
+    finally:
+        with contextlib.suppress(OSError):  # a full disk: the error at hand says more
+            store.write_json(sweep_dir / store.SWEEP_STATE, state)
 
 
 class SweepStopped(DlrunError):
@@ -255,7 +280,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         stopped = signal.SIGTERM if _terminated else signal.SIGINT
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for folder, kind, value in executor.stop():
+        for folder, kind, value in executor.stop(signum=stopped):
             status, _, message = outcomes[folder] = record(folder, kind, value)
             if not console.is_terminal:
                 console.print(f"{folder}: {status} ({message})", highlight=False, markup=False)

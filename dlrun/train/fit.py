@@ -85,7 +85,8 @@ def fit(
         if recorder is not None:
             life.epochs_done = recorder.epochs_done
             with life.writing():
-                metrics = _metrics(prepared, recorder, train_seconds, len(rows))
+                attempts = _attempts(run, train_seconds, recorder.epochs_done - len(rows))
+                metrics = _metrics(prepared, recorder, attempts)
                 stopped = _stopped_early(callbacks)
                 if stopped and life.status == store.COMPLETED:
                     metrics["stopped_early"] = stopped
@@ -183,13 +184,13 @@ def _callbacks(
         stopping.replay(rows, store.within(folder.path, store.BEST) if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
-        callbacks.append(
-            TensorBoard(
-                store.safe_folder(folder.path, store.TENSORBOARD),
-                histogram_freq=training.tensorboard.histogram_freq,
-                write_graph=training.tensorboard.write_graph,
-            )
+        board = TensorBoard(
+            store.safe_folder(folder.path, store.TENSORBOARD),
+            histogram_freq=training.tensorboard.histogram_freq,
+            write_graph=training.tensorboard.write_graph,
         )
+        recorder.writers.append(board.write_epoch)  # with the history row, signals held
+        callbacks.append(board)
     if seed_generators(prepared.model):  # dropout, augmentation: resume draws as if never stopped
         callbacks.append(EpochSeeds(prepared.spec.seed))
     progress = LiveProgress if console.is_terminal else PlainProgress
@@ -332,10 +333,28 @@ def _read_directions(prepared: Prepared, recorder) -> None:
     recorder.read_directions()
 
 
-def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
+def _attempts(run: store.RunFolder, seconds: float, epochs: int) -> list[dict]:
+    """meta.json's attempts, this one's training seconds and epochs recorded in it: the ones
+    that recorded theirs (an attempt killed outright did not)."""
+    attempts = run.meta.get("attempts")
+    attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+    if attempts:
+        attempts[-1].update(train_seconds=round(seconds, 3), epochs_trained=max(epochs, 0))
+    return [
+        a for a in attempts if _number(a.get("train_seconds")) and _number(a.get("epochs_trained"))
+    ]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def _metrics(prepared: Prepared, recorder, attempts: list[dict]) -> dict:
+    """metrics.json; train_seconds and samples_per_second over every attempt that recorded its
+    own (a resumed run trained in several)."""
     rows = recorder.rows[: recorder.epochs_done]
-    epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
-    samples = len(prepared.data.x_train) * epochs_this_attempt
+    train_seconds = sum(a["train_seconds"] for a in attempts)
+    samples = len(prepared.data.x_train) * sum(a["epochs_trained"] for a in attempts)
     return {
         "params": int(prepared.model.count_params()),
         "epochs_done": recorder.epochs_done,
@@ -344,7 +363,7 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "best_value": recorder.best_value,
         "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
         "train_seconds": round(train_seconds, 3),
-        # None when this attempt trained no epoch (resumed after the last one).
+        # None when no attempt trained an epoch (resumed after the last one).
         "samples_per_second": round(samples / train_seconds, 1) if samples else None,
         # What reading the run later needs without Keras: which way each metric is better,
         # what the labels were.
