@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY_SPEC, epochs_in, gone, run_dirs, start_dlrun, wait_until
+from conftest import ROOT, TINY_SPEC, epochs_in, gone, run_dirs, start_dlrun, wait_until
 
 BLOCKER = Path(__file__).resolve().parent / "blocker"
 
@@ -45,9 +45,26 @@ def sweep_file(tmp_path: Path) -> Path:
 
 
 def test_a_ray_sweep_gives_the_local_executors_results(sweep_file, tmp_path):
+    """Run from a folder holding a `dlrun/` that is not the dlrun installed (a checkout of
+    another version): Ray puts that folder first on its workers' sys.path, and they must
+    still import the sweep's own dlrun."""
     pytest.importorskip("ray")
-    on_ray = sweep(tmp_path, "--executor", "ray", "--runs-dir", "ray")
+    (tmp_path / "dlrun").mkdir()
+    (tmp_path / "dlrun" / "__init__.py").write_text("raise ImportError('not the dlrun installed')")
+    # -P: the driver imports the dlrun on PYTHONPATH, as an installed `dlrun` command would.
+    installed = {**os.environ, "PYTHONPATH": str(ROOT)}
+    on_ray = subprocess.run(
+        [sys.executable, "-P", "-m", "dlrun", "sweep", "sweep.yaml"]
+        + ["--executor", "ray", "--runs-dir", "ray"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=installed,
+        timeout=600,
+    )
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    (tmp_path / "dlrun" / "__init__.py").unlink()
+    (tmp_path / "dlrun").rmdir()
     local = sweep(tmp_path, "--runs-dir", "local")
     assert local.returncode == 0, local.stderr[-3000:]
     (ray_dir,) = run_dirs(tmp_path / "ray")

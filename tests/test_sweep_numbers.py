@@ -142,3 +142,95 @@ def test_the_refit_stops_early_as_the_fits_did(swept):
     recorded = json.loads((sweep_dir / "refit" / "metrics.json").read_text())
     assert recorded["best_epoch"] == int(history.loc[history["val_loss"].idxmin(), "epoch"])
     assert "refit on the training split less the validation split" in output
+
+
+BROKEN = """
+import importlib.util, json, sys
+# As Ray sends it (by value): the module's code, without importing any dlrun first.
+spec = importlib.util.spec_from_file_location("raytask", sys.argv[2])
+raytask = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(raytask)
+print(json.dumps(raytask.call(sys.argv[1], "dlrun.sweep.execute", "_run_fit", (), "tensorflow")))
+"""
+
+
+def test_a_ray_task_that_cannot_import_the_sweeps_dlrun_says_why(tmp_path):
+    """The task runs in a worker whose dlrun (at the root the driver gave) fails to import: the
+    import error itself comes back, not a guess about shared storage."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "dlrun").mkdir()
+    (tmp_path / "dlrun" / "__init__.py").write_text("import secret_dependency_of_this_checkout\n")
+    task = ROOT / "dlrun" / "sweep" / "raytask.py"
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", BROKEN, str(tmp_path), str(task)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [
+        "dlrun-import-failed",
+        "ModuleNotFoundError: No module named 'secret_dependency_of_this_checkout'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "values, patience, min_delta, mode, restore",
+    [
+        ([0.9, 0.5, 0.6, 0.4, 0.45, 0.47, 0.3], 2, 0.0, "auto", True),
+        ([0.9, 0.5, 0.6, 0.4, 0.45, 0.47, 0.3], 1, 0.0, "min", False),
+        ([0.9, 0.85, 0.84, 0.7, 0.69, 0.5], 1, 0.05, "auto", True),
+        ([0.1, 0.5, 0.4, 0.45, 0.6, 0.2, 0.1], 2, 0.0, "max", True),
+        ([0.5, 0.5, 0.5], 0, 0.0, "auto", True),
+    ],
+)
+def test_the_epoch_scored_is_the_one_keras_early_stopping_returns(
+    values, patience, min_delta, mode, restore
+):
+    """returned_epoch replays early stopping on history rows: against Keras' own callback on
+    the same values, for every requested number of epochs."""
+    from dlrun.sweep.results import returned_epoch
+
+    stopping = {
+        "monitor": "val_loss",
+        "patience": patience,
+        "min_delta": min_delta,
+        "mode": mode,
+        "restore_best_weights": restore,
+    }
+    rows = [{"epoch": n + 1, "val_loss": value} for n, value in enumerate(values)]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    for epochs in range(1, len(values) + 1):
+        callback = keras.callbacks.EarlyStopping(**stopping)
+        callback.set_model(model)
+        model.stop_training = False
+        callback.on_train_begin()
+        end = epochs
+        for epoch in range(epochs):
+            callback.on_epoch_end(epoch, {"val_loss": values[epoch]})
+            if model.stop_training:
+                end = epoch + 1
+                break
+        kept = callback.best_epoch + 1 if restore else end
+        assert returned_epoch(rows, epochs, stopping, {}) == (end, kept), epochs
+
+
+def test_without_train_scores_cv_results_leaves_the_train_columns_out(tmp_path):
+    from dlrun.sweep import load_sweep, results_table
+
+    (tmp_path / "tiny.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(SWEEP + "return_train_score: false\n")
+    sweep = load_sweep(tmp_path / "sweep.yaml")
+    history = [{"epoch": n, "val_accuracy": 0.5 + n / 20, "val_loss": 1 / n} for n in range(1, 7)]
+    outcomes = {fit.folder: ("completed", history, None) for fit in sweep.fits()}
+    frame = results_table(sweep, outcomes, {"val_loss": "min", "val_accuracy": "max"})
+    assert not [column for column in frame.columns if column.endswith("_train_score")]
+    assert list(frame["mean_test_score"]) == pytest.approx([0.65, 0.8, 0.65, 0.8])
+    # A fit that ended short of its epochs without early stopping ending it has no score.
+    short = {folder: ("completed", history[:4], None) for folder in outcomes}
+    frame = results_table(sweep, short, {"val_loss": "min", "val_accuracy": "max"})
+    assert list(frame["status"]) == ["completed", "diverged", "completed", "diverged"]

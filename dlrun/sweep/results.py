@@ -34,13 +34,13 @@ def returned_epoch(
     if not done:
         return 0, 0
     if stopping is None:
-        return done[-1]["epoch"], done[-1]["epoch"]
+        return epochs, epochs
     stage = done[-1].get("stage")
     done = [row for row in done if row.get("stage") == stage]
     monitor, delta = stopping["monitor"], stopping["min_delta"]
     higher = mode(monitor, stopping["mode"], directions) == MAX
     best = best_epoch = None
-    wait, end = 0, done[-1]["epoch"]
+    wait, end = 0, epochs
     for row in done:
         value = row.get(monitor)
         if value is None:
