@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import run_dirs
+from conftest import TINY_SPEC, run_dirs
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
 from dlrun.spec.loading import load_spec
@@ -18,26 +18,15 @@ from dlrun.spec.loading import load_spec
 runner = CliRunner()
 # A learning rate high enough that val_loss turns up again before the sixth epoch, and early
 # stopping (restore_best_weights, dlrun's default) patient enough not to stop there.
-BASE = """\
-name: tiny
-seed: 0
-data:
-  dataset: digits
-  scale: 16
-  flatten: true
-model:
-  layers:
-    - {type: Dense, units: 16, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}
-compile:
-  optimizer: {type: adam, learning_rate: 0.05}
-training:
-  batch_size: 64
-  epochs: 2
-  validation_split: 0.2
+BASE = (
+    TINY_SPEC
+    + """\
   deterministic: true
   early_stopping: {monitor: val_loss, patience: 2}
+compile:
+  optimizer: {type: adam, learning_rate: 0.05}
 """
+)
 SWEEP = """\
 base: tiny.yaml
 name: numbers
