@@ -27,12 +27,16 @@ resources: {cpu: 1}
 
 
 def sweep(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`dlrun sweep` run from tmp_path, with this checkout's dlrun as if installed (-P: the
+    folder it runs from is not on its path; PYTHONPATH names the checkout)."""
+    env = dict(env or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
     return subprocess.run(
-        [sys.executable, "-m", "dlrun", "sweep", "sweep.yaml", *args],
+        [sys.executable, "-P", "-m", "dlrun", "sweep", "sweep.yaml", *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env or dict(os.environ),
+        env=env,
         timeout=600,
     )
 
@@ -51,17 +55,7 @@ def test_a_ray_sweep_gives_the_local_executors_results(sweep_file, tmp_path):
     pytest.importorskip("ray")
     (tmp_path / "dlrun").mkdir()
     (tmp_path / "dlrun" / "__init__.py").write_text("raise ImportError('not the dlrun installed')")
-    # -P: the driver imports the dlrun on PYTHONPATH, as an installed `dlrun` command would.
-    installed = {**os.environ, "PYTHONPATH": str(ROOT)}
-    on_ray = subprocess.run(
-        [sys.executable, "-P", "-m", "dlrun", "sweep", "sweep.yaml"]
-        + ["--executor", "ray", "--runs-dir", "ray"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=installed,
-        timeout=600,
-    )
+    on_ray = sweep(tmp_path, "--executor", "ray", "--runs-dir", "ray")
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     (tmp_path / "dlrun" / "__init__.py").unlink()
     (tmp_path / "dlrun").rmdir()

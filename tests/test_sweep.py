@@ -25,6 +25,7 @@ grid:
   training.epochs: [1, 2]
 cv: 2
 workers: 2
+return_train_score: true
 """
 GRIDSEARCH_COLUMNS = [
     "param_model.layers.0.units",

@@ -35,6 +35,7 @@ grid:
   training.epochs: [3, 6]
 cv: 0
 workers: 1
+return_train_score: true
 """
 
 
@@ -208,11 +209,12 @@ def test_the_epoch_scored_is_the_one_keras_early_stopping_returns(
         assert returned_epoch(rows, epochs, stopping, {}) == (end, kept), epochs
 
 
-def test_without_train_scores_cv_results_leaves_the_train_columns_out(tmp_path):
+def test_without_return_train_score_cv_results_has_no_train_columns(tmp_path):
+    """GridSearchCV's default: train scores only when asked for."""
     from dlrun.sweep import load_sweep, results_table
 
     (tmp_path / "tiny.yaml").write_text(BASE)
-    (tmp_path / "sweep.yaml").write_text(SWEEP + "return_train_score: false\n")
+    (tmp_path / "sweep.yaml").write_text(SWEEP.replace("return_train_score: true\n", ""))
     sweep = load_sweep(tmp_path / "sweep.yaml")
     history = [{"epoch": n, "val_accuracy": 0.5 + n / 20, "val_loss": 1 / n} for n in range(1, 7)]
     outcomes = {fit.folder: ("completed", history, None) for fit in sweep.fits()}

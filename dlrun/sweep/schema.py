@@ -83,8 +83,8 @@ class SweepSpec(_Strict):
     workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
     refit: bool = True  # retrain the best on the whole training split, score the test split
     # GridSearchCV's return_train_score: each fit's model scored on its own training split
-    # after every epoch (one pass of inference); false leaves the train columns out.
-    return_train_score: bool = True
+    # after every epoch (an inference pass over it, so off unless asked for, as there).
+    return_train_score: bool = False
     resources: ResourcesSpec = ResourcesSpec()  # per fit, with --executor ray
 
     @model_validator(mode="after")
