@@ -71,15 +71,20 @@ def test_pivot_with_mapping_values_prints(stopping_sweep):
     assert "<- best" in output
 
 
-def test_refit_keeps_the_epoch_with_the_lowest_training_loss(stopping_sweep):
+def test_refit_stops_early_as_the_fits_did_and_keeps_the_base_checkpoint(stopping_sweep):
+    """Early stopping without restore_best_weights: the refit keeps the validation split it
+    watches and the base's checkpoint (val_accuracy, max), whose best epoch it is scored on."""
     sweep_dir, _, _ = stopping_sweep
     refit = sweep_dir / "refit"
-    checkpoint = yaml.safe_load((refit / "config.yaml").read_text())["training"]["checkpoint"]
-    assert checkpoint["monitor"] == "loss" and checkpoint["mode"] in ("min", "auto")
+    training = yaml.safe_load((refit / "config.yaml").read_text())["training"]
+    base = yaml.safe_load((sweep_dir / "base.yaml").read_text())["training"]
+    assert training["early_stopping"] == base["early_stopping"]
+    assert training["validation_split"] == base["validation_split"]
+    assert training["checkpoint"] == {"monitor": "val_accuracy", "mode": "max"}
     history = pd.read_csv(refit / "history.csv")
     recorded = json.loads((refit / "metrics.json").read_text())
-    assert len(history) >= 2
-    assert recorded["best_epoch"] == int(history.loc[history["loss"].idxmin(), "epoch"])
+    assert len(history) == 2  # stopped by early stopping, as its fits were
+    assert recorded["best_epoch"] == int(history.loc[history["val_accuracy"].idxmax(), "epoch"])
 
 
 def test_sweep_set_points_the_shipped_sweep_at_offline_data(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY_SPEC, epochs_in, gone, run_dirs, start_dlrun, wait_until
+from conftest import ROOT, TINY_SPEC, epochs_in, gone, run_dirs, start_dlrun, wait_until
 
 BLOCKER = Path(__file__).resolve().parent / "blocker"
 
@@ -27,12 +27,16 @@ resources: {cpu: 1}
 
 
 def sweep(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`dlrun sweep` run from tmp_path, with this checkout's dlrun as if installed (-P: the
+    folder it runs from is not on its path; PYTHONPATH names the checkout)."""
+    env = dict(env or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
     return subprocess.run(
-        [sys.executable, "-m", "dlrun", "sweep", "sweep.yaml", *args],
+        [sys.executable, "-P", "-m", "dlrun", "sweep", "sweep.yaml", *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env or dict(os.environ),
+        env=env,
         timeout=600,
     )
 
@@ -45,9 +49,16 @@ def sweep_file(tmp_path: Path) -> Path:
 
 
 def test_a_ray_sweep_gives_the_local_executors_results(sweep_file, tmp_path):
+    """Run from a folder holding a `dlrun/` that is not the dlrun installed (a checkout of
+    another version): Ray puts that folder first on its workers' sys.path, and they must
+    still import the sweep's own dlrun."""
     pytest.importorskip("ray")
+    (tmp_path / "dlrun").mkdir()
+    (tmp_path / "dlrun" / "__init__.py").write_text("raise ImportError('not the dlrun installed')")
     on_ray = sweep(tmp_path, "--executor", "ray", "--runs-dir", "ray")
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    (tmp_path / "dlrun" / "__init__.py").unlink()
+    (tmp_path / "dlrun").rmdir()
     local = sweep(tmp_path, "--runs-dir", "local")
     assert local.returncode == 0, local.stderr[-3000:]
     (ray_dir,) = run_dirs(tmp_path / "ray")

@@ -328,7 +328,7 @@ def sweep(
         console.print("parameter importances: not computable (too few completed settings)")
     if "refit" in result:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in result["refit"].items())
-        console.print(f"refit on the whole training split, test: {scores}")
+        console.print(f"refit on {result['refit_data']}, test: {scores}", markup=False)
     console.print(
         f"{result['fits']} fits, {result['epochs']} epochs in all, {result['seconds']:.1f} s",
         markup=False,
@@ -351,11 +351,12 @@ def _run_sweep(found, sweep_dir: Path, executor: str = "local", address: str | N
         markup=False,
     )
     try:
-        if executor == "ray":
-            workers = sweeps.ray_pool(found, sweep_dir, address)
-        else:
-            workers = sweeps.pool(found.spec.workers, found.base["backend"])
-        return sweeps.run_sweep(found, sweep_dir, console, workers)
+        with sweeps.recorded(found, sweep_dir):
+            if executor == "ray":
+                workers = sweeps.ray_pool(found, sweep_dir, address)
+            else:
+                workers = sweeps.pool(found.spec.workers, found.base["backend"])
+            return sweeps.run_sweep(found, sweep_dir, console, workers)
     except sweeps.SweepStopped as exc:
         typer.echo(f"Error: {exc}", err=True)
         again = " --executor ray" if executor == "ray" else ""

@@ -16,6 +16,9 @@ MAX, MIN = "max", "min"
 ACCURACY_ALIASES = ("accuracy", "acc")
 # Metrics dlrun's own callbacks log (no compiled Keras metric carries their direction).
 OWN = {"adversarial_accuracy": MAX}
+# The prefix of the fitted model's scores on its training split after an epoch (a sweep's train
+# scores, as GridSearchCV's), logged beside the running means Keras logs during the epoch.
+FITTED = "fitted_"
 
 
 def of_metric(metric: Any) -> str | None:
@@ -58,7 +61,7 @@ def mode(monitor: str, requested: str, directions: dict[str, str]) -> str:
     """`auto` resolved to max or min for `monitor`; an explicit min or max is kept."""
     if requested in (MAX, MIN):
         return requested
-    base = monitor.removeprefix("val_")
+    base = monitor.removeprefix("val_").removeprefix(FITTED)
     return directions.get(monitor) or directions.get(base) or _unrecorded(base)
 
 

@@ -204,6 +204,15 @@ def _refit_status(refit: Path) -> str | None:
     return str(store.Run(refit, _read_meta(refit, []) or {}).status)
 
 
+def _sweep_state(path: Path) -> dict:
+    """A sweep folder's state.json ({} when it has none or it cannot be read)."""
+    try:
+        state = store.read_json(path / store.SWEEP_STATE, path)
+    except (OSError, RunError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def sweep_row(item: Found) -> dict[str, str]:
     """One row for a whole sweep: how many fits, their state, the best mean score, the refit."""
     trials = item.path / SWEEP_TRIALS
@@ -217,16 +226,24 @@ def sweep_row(item: Found) -> dict[str, str]:
                 statuses.append(store.Run(Path(child.path), meta or {}).status)
     finished = (item.path / SWEEP_RESULTS).is_file()
     refit_status = _refit_status(item.path / SWEEP_REFIT)
-    if finished and refit_status not in (None, store.COMPLETED):
+    state = _sweep_state(item.path)
+    if store.lock_held(item.path):  # its process holds the sweep's lock: between fits too
+        status = store.RUNNING
+    elif finished and refit_status not in (None, store.COMPLETED):
         status = f"{refit_status} (refit)"  # stopped after the fits: not completed
     elif finished:
         status = store.COMPLETED
-    elif store.RUNNING in statuses:
-        status = store.RUNNING
+    elif state.get("status") == store.FAILED:
+        status = store.FAILED
+    elif state.get("status") == store.RUNNING:  # says running, and nobody holds its lock
+        status = store.CRASHED
     else:
         status = store.INTERRUPTED
     done = sum(s in (store.COMPLETED, store.PRUNED) for s in statuses)
     pruned = sum(s == store.PRUNED for s in statuses)
+    planned = state.get("fits_planned")
+    if not isinstance(planned, int) or isinstance(planned, bool) or planned < len(statuses):
+        planned = len(statuses)  # a sweep from before state.json, or a damaged one
     best = _best_mean_score(item.path)
     refit = {}
     if (item.path / SWEEP_REFIT / store.METRICS).is_file():
@@ -241,7 +258,7 @@ def sweep_row(item: Found) -> dict[str, str]:
         "backend": "",
         "started": item.started[:19].replace("T", " "),
         "duration": duration(item.started, ended),
-        "epochs": f"{done}/{len(statuses)} fits" + (f", {pruned} pruned" if pruned else ""),
+        "epochs": f"{done}/{planned} fits" + (f", {pruned} pruned" if pruned else ""),
         "params": "",
         "best": f"mean {_sweep_scoring(item.path)} {best:.4f}" if best is not None else "",
         "test": _test_text(refit),

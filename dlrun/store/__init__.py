@@ -60,6 +60,7 @@ from dlrun.store.layout import (  # noqa: F401
     RUNNING,
     SIGTERM_EXIT,
     SUMMARY,
+    SWEEP_STATE,
     TENSORBOARD,
     TIMESTAMP,
     UMASK,

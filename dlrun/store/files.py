@@ -182,10 +182,13 @@ def history_text(rows: list[dict]) -> str:
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
-    lines = [",".join(columns)]
+    out = io.StringIO()
+    # The csv module quotes a metric name holding a comma or a quote (a name given in the spec).
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
     for row in rows:
-        lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in columns))
-    return "\n".join(lines) + "\n"
+        writer.writerow("" if row.get(c) is None else repr(row[c]) for c in columns)
+    return out.getvalue()
 
 
 def read_history(run_dir: Path) -> list[dict]:

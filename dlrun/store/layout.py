@@ -39,6 +39,9 @@ def adversarial_plot(attack_json: str, eps: float, target: int | None) -> str:
 
 
 LOCK = ".lock"  # held (flock) by the process that trains, for as long as it trains
+# A sweep folder's own record: its status, message and the fits it plans (`dlrun runs` reads it;
+# while the sweep's process holds the folder's lock, the sweep is running whatever it says).
+SWEEP_STATE = "state.json"
 # Folders a run writes into: each must be a real folder of the run, never a symlink out of it.
 WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS)
 # Files read back from a run folder are small; anything bigger is not ours.

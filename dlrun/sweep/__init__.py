@@ -10,7 +10,14 @@ May import: train, report, model, data, store, spec. Nothing below imports a swe
 The names below are the sweep's interface for the CLI and the Python API.
 """
 
-from dlrun.sweep.execute import SweepStopped, lock, pool, ray_pool, run_sweep  # noqa: F401
+from dlrun.sweep.execute import (  # noqa: F401
+    SweepStopped,
+    lock,
+    pool,
+    ray_pool,
+    recorded,
+    run_sweep,
+)
 from dlrun.sweep.plan import Sweep, load_sweep, reopen, start  # noqa: F401
 from dlrun.sweep.results import TOP, pivot, results_table  # noqa: F401
 from dlrun.sweep.schema import (  # noqa: F401

@@ -6,10 +6,12 @@ running fits as interrupted, and `--resume` finishes them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from dlrun import store
 from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.model.metrics import higher_is_better
 from dlrun.sweep.plan import Fit, Sweep
-from dlrun.sweep.results import plain, refit, results_table
+from dlrun.sweep.results import refit, refit_data, results_table
 from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
 from dlrun.sweep.search import plan_for
 from dlrun.sweep.workers import Workers
@@ -66,6 +68,29 @@ def lock(sweep_dir: Path) -> int:
     return store.take_lock(sweep_dir, "sweep")
 
 
+@contextlib.contextmanager
+def recorded(sweep: Sweep, sweep_dir: Path) -> Iterator[None]:
+    """The sweep's outcome in its folder's state.json: running (with the fits it plans) while
+    the block runs, then completed, interrupted (a stop) or failed (with the one-line error).
+    """
+    state = {"status": str(store.RUNNING), "message": None, "fits_planned": sweep.planned_fits}
+    store.write_json(sweep_dir / store.SWEEP_STATE, state)
+    try:
+        yield
+    except (KeyboardInterrupt, SweepStopped) as exc:
+        state.update(status=str(store.INTERRUPTED), message=str(exc) or "stopped")
+        raise
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, DlrunError) else f"{type(exc).__name__}: {exc}"
+        state.update(status=str(store.FAILED), message=message.strip()[:500])
+        raise
+    else:
+        state.update(status=str(store.COMPLETED))
+    finally:
+        with contextlib.suppress(OSError):  # a full disk: the error at hand says more
+            store.write_json(sweep_dir / store.SWEEP_STATE, state)
+
+
 class SweepStopped(DlrunError):
     """Ctrl-C or SIGTERM stopped the sweep: the fits running were recorded as interrupted."""
 
@@ -77,12 +102,17 @@ class SweepStopped(DlrunError):
 
 
 def _run_fit(
-    spec_yaml: str, trials_dir: str, folder: str, pruning: bool = False
+    spec_yaml: str,
+    trials_dir: str,
+    folder: str,
+    pruning: bool = False,
+    train_scores: bool = False,
 ) -> tuple[str, list[dict], str | None]:
     """In a worker: train one fit (or finish an interrupted one); (status, rows, message).
 
     `pruning`: after each epoch the fit waits for the sweep parent's verdict (sweep.verdicts)
-    and stops as `pruned` when told to.
+    and stops as `pruned` when told to. `train_scores`: after each epoch the model is scored
+    on its training split (FittedScores), for return_train_score.
     """
     from rich.console import Console
 
@@ -92,11 +122,15 @@ def _run_fit(
     console = Console(quiet=True)
     run_dir = Path(trials_dir) / folder
     callbacks: tuple = ()
+    if train_scores:
+        from dlrun.train.callbacks import FittedScores
+
+        callbacks = (FittedScores(),)
     if pruning:
         from dlrun.sweep import verdicts
         from dlrun.train.callbacks import Pruning
 
-        callbacks = (Pruning(verdicts.waiter(run_dir)),)
+        callbacks = (*callbacks, Pruning(verdicts.waiter(run_dir)))
     try:
         if run_dir.is_symlink():  # a received sweep's trial pointing elsewhere: never followed
             raise RunError(f"{run_dir}: is a symlink; refusing to train out of the sweep")
@@ -199,7 +233,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
             except SpecError as exc:  # a value Optuna drew that the spec refuses: that fit fails
                 yield fit.folder, _refused, (" ".join(exc.problems),)
                 continue
-            yield fit.folder, _run_fit, (spec_yaml, str(trials), fit.folder, pruning)
+            arguments = (spec_yaml, str(trials), fit.folder, pruning, sweep.spec.return_train_score)
+            yield fit.folder, _run_fit, arguments
 
     def record(folder: str, kind: str, value: Any) -> tuple[str, list[dict], str | None]:
         if kind == "ok":
@@ -245,7 +280,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         stopped = signal.SIGTERM if _terminated else signal.SIGINT
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for folder, kind, value in executor.stop():
+        for folder, kind, value in executor.stop(signum=stopped):
             status, _, message = outcomes[folder] = record(folder, kind, value)
             if not console.is_terminal:
                 console.print(f"{folder}: {status} ({message})", highlight=False, markup=False)
@@ -277,10 +312,10 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     if ranked.empty:
         summary["best"] = None
         return {"frame": frame, **summary}
-    winner = ranked.sort_values("rank_test_score").iloc[0]
-    params = {
-        c.removeprefix("param_"): plain(winner[c]) for c in frame.columns if c.startswith("param_")
-    }
+    winner = ranked.sort_values("rank_test_score", kind="stable").iloc[0]
+    # The winner's values from the plan, as given: a DataFrame column mixing null with
+    # integers holds floats (300.0), which the spec refuses where it wants an integer.
+    params = plan.rows()[winner.name].values
     best_spec = sweep.trial_spec(
         {k: v for k, v in params.items() if k != EPOCHS}, None, params.get(EPOCHS)
     )
@@ -294,6 +329,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     }
     if sweep.spec.refit:
         summary["refit"] = refit(best_raw, sweep_dir, console)
+        summary["refit_data"] = refit_data(best_raw)
     return {"frame": frame, **summary}
 
 

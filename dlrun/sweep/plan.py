@@ -28,7 +28,7 @@ from dlrun.spec.keys import paths
 from dlrun.spec.loading import validate, validate_model
 from dlrun.spec.overrides import apply_override
 from dlrun.spec.problems import did_you_mean, format_problem
-from dlrun.spec.schema import Spec
+from dlrun.spec.schema import EarlyStoppingSpec, Spec
 from dlrun.spec.yamlfile import parse_yaml
 from dlrun.sweep.schema import (
     BASE_FILE,
@@ -36,6 +36,7 @@ from dlrun.sweep.schema import (
     EPOCHS,
     MAX_FITS,
     SEED,
+    STOPPING,
     SWEEP_FILE,
     SweepSpec,
 )
@@ -163,6 +164,16 @@ class Sweep:
             raw["seed"] = seed
         raw["name"] = f"{self.spec.name}-trial"
         return validate(raw, self.source)
+
+    def early_stopping(self, params: dict[str, Any]) -> dict | None:
+        """The training.early_stopping a setting's fits train with, resolved (None: off)."""
+        stopping = json.loads(json.dumps(self.base["training"].get("early_stopping")))
+        raw = {"training": {"early_stopping": stopping}}
+        for path, value in params.items():
+            if path == STOPPING or path.startswith(f"{STOPPING}."):
+                apply_override(raw, f"{path}={json.dumps(value)}")
+        stopping = raw["training"]["early_stopping"]
+        return None if stopping is None else EarlyStoppingSpec(**stopping).model_dump()
 
     def fit_spec(self, fit: Fit) -> Spec:
         return self.trial_spec(fit.params, fit.fold, fit.epochs, fit.seed)

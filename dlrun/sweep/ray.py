@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dlrun
 from dlrun import store
 from dlrun.errors import BackendError, RunError
+from dlrun.sweep import raytask
 from dlrun.sweep.workers import TICK, Result, Task
 
 INSTALL = 'pip install "dlrun[ray]"'
-
-
-def _call(function: Callable, args: tuple, backend: str) -> Any:
-    """In a Ray worker: fix Keras' backend (before Keras loads), then run the fit."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from dlrun.backend import use
-
-    use(backend)
-    return function(*args)
 
 
 def ray_module():
@@ -62,7 +55,10 @@ class RayWorkers:
         except ConnectionError as exc:
             raise RunError(f"--address {address}: no Ray cluster there ({exc})") from None
         self.trials_dir, self.backend = trials_dir, backend
-        self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_call)
+        # By value, so that a worker imports the driver's dlrun, not one in the current folder.
+        ray.cloudpickle.register_pickle_by_value(raytask)
+        self._root = str(Path(dlrun.__file__).resolve().parent.parent)
+        self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(raytask.call)
         self._pending: dict[Any, str] = {}
         self.capacity = _capacity(ray.cluster_resources(), cpus, gpus)
 
@@ -79,7 +75,8 @@ class RayWorkers:
                 if task is None:
                     return
                 key, function, args = task
-                self._pending[self._remote.remote(function, args, self.backend)] = key
+                call = (self._root, function.__module__, function.__name__, args, self.backend)
+                self._pending[self._remote.remote(*call)] = key
 
         fill()
         while self._pending:
@@ -103,6 +100,11 @@ class RayWorkers:
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             return key, "error", f"{type(cause).__name__}: {str(cause).splitlines()[-1][:300]}"
+        if isinstance(value, tuple) and value[:1] == (raytask.IMPORT_FAILED,):
+            raise RunError(
+                f"a Ray worker cannot import the dlrun this sweep runs ({self._root}): "
+                f"{value[1]}; install the same dlrun where the Ray workers run"
+            )
         self._check_shared(key)
         return key, "ok", value
 
@@ -115,7 +117,7 @@ class RayWorkers:
                 "same path, such as NFS"
             )
 
-    def stop(self, grace: float = 60.0) -> list[Result]:
+    def stop(self, grace: float = 60.0, signum: int = 0) -> list[Result]:
         """Cancel every task: a running fit gets KeyboardInterrupt and records itself
         interrupted, one that has not started never does."""
         ray = self._ray

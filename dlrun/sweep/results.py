@@ -12,40 +12,84 @@ import numpy as np
 
 from dlrun import store
 from dlrun.errors import RunError
-from dlrun.model.metrics import higher_is_better
+from dlrun.model.metrics import FITTED, MAX, higher_is_better, mode
 from dlrun.spec.loading import validate
 from dlrun.sweep.plan import Setting, Sweep
 from dlrun.sweep.schema import BEST_SPEC, REFIT
 
 
+def returned_epoch(
+    rows: list[dict], epochs: int, stopping: dict | None, directions: dict[str, str]
+) -> tuple[int, int]:
+    """(the epoch a fit of `epochs` epochs ends at, the epoch whose weights it returns).
+
+    Without early stopping both are the last epoch. With it, Keras' EarlyStopping is replayed
+    on the rows: it ends the fit once `patience` epochs in a row failed to improve by
+    `min_delta`, and with restore_best_weights it puts back the best epoch's weights at the end
+    of every fit, stopped or not. A fit trained longer (a grid over training.epochs) has the
+    same rows up to `epochs`, so this is what a separate fit of `epochs` epochs returns.
+    Finetuning restarts early stopping: the last stage's rows count.
+    """
+    done = [row for row in rows if row["epoch"] <= epochs]
+    if not done:
+        return 0, 0
+    if stopping is None:
+        return epochs, epochs
+    stage = done[-1].get("stage")
+    done = [row for row in done if row.get("stage") == stage]
+    monitor, delta = stopping["monitor"], stopping["min_delta"]
+    higher = mode(monitor, stopping["mode"], directions) == MAX
+    best = best_epoch = None
+    wait, end = 0, epochs
+    for row in done:
+        value = row.get(monitor)
+        if value is None:
+            continue
+        best_epoch = best_epoch or row["epoch"]  # Keras keeps the first epoch's weights
+        wait += 1
+        if best is None or (value - delta > best if higher else value + delta < best):
+            best, best_epoch, wait = value, row["epoch"], 0
+        elif wait >= stopping["patience"] and row["epoch"] > 1:
+            end = row["epoch"]
+            break
+    restored = stopping["restore_best_weights"] and best_epoch is not None
+    return end, best_epoch if restored else end
+
+
 def score_setting(
-    sweep: Sweep, setting: Setting, outcomes: dict[str, tuple[str, list[dict], str | None]]
+    sweep: Sweep,
+    setting: Setting,
+    outcomes: dict[str, tuple[str, list[dict], str | None]],
+    directions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One row of cv_results: a setting's scores on each of its fits (split0, split1, ...,
     repeat by repeat and fold by fold), their mean and spread, its epochs and status.
 
-    A fit that early stopping ended before the setting's epochs is scored where it stopped:
-    that is the model such a fit gives. A pruned fit is scored at its last epoch; a setting
-    that was pruned has the mean of its fits' last scores (ranked after the settings that
-    trained in full), and a fit of it that never started has no score.
+    Each fit is scored on the model a separate fit of the setting's epochs returns
+    (returned_epoch: with early stopping, where it stopped, and the best epoch's weights
+    when it restores them); its train score is that model's score on its training split
+    (return_train_score). A pruned fit is scored at its last epoch; a setting that was pruned
+    has the mean of its fits' last scores (ranked after the settings that trained in full),
+    and a fit of it that never started has no score.
     """
     scoring, epochs = sweep.spec.scoring, setting.epochs
+    stopping = sweep.early_stopping(setting.values)
     row: dict[str, Any] = {f"param_{k}": v for k, v in setting.values.items()}
     tests, trains, times, statuses, trained = [], [], [], [], []
     for index, fit in enumerate(setting.fits):
         status, history, _ = outcomes.get(fit.folder, (store.FAILED, [], None))
         done = [r for r in history if r["epoch"] <= epochs]
         if status == store.PRUNED:
-            ok = bool(done)
+            ok, returned = bool(done), len(done)
         else:
-            stopped_early = status == store.COMPLETED and bool(done) and done[-1] is history[-1]
-            ok = (len(done) == epochs or stopped_early) and status in (
-                store.COMPLETED,
-                store.DIVERGED,
-            )
-        last = done[-1] if ok else {}
-        test = last.get(f"val_{scoring}", math.nan)
-        train = last.get(scoring, math.nan)
+            end, returned = returned_epoch(history, epochs, stopping, directions or {})
+            ok = bool(done) and len(done) >= end and status in (store.COMPLETED, store.DIVERGED)
+            if status == store.DIVERGED or len(done) < end:
+                returned = len(done)
+            done = done[:end]
+        scored = done[returned - 1] if ok and returned else {}
+        test = scored.get(f"val_{scoring}", math.nan)
+        train = scored.get(f"{FITTED}{scoring}", math.nan)
         ok = ok and math.isfinite(test)
         tests.append(test if ok else math.nan)
         trains.append(train if ok else math.nan)
@@ -53,14 +97,16 @@ def score_setting(
         trained.append(len(done))
         statuses.append(status if status != store.COMPLETED or ok else store.DIVERGED)
         row[f"split{index}_test_score"] = tests[-1]
-    for index, value in enumerate(trains):
-        row[f"split{index}_train_score"] = value
+    if sweep.spec.return_train_score:
+        for index, value in enumerate(trains):
+            row[f"split{index}_train_score"] = value
     pruned = store.PRUNED in statuses
     mean, std = (_nanmean, _nanstd) if pruned else (np.mean, np.std)
     row["mean_test_score"] = float(mean(tests))
     row["std_test_score"] = float(std(tests))
-    row["mean_train_score"] = float(mean(trains))
-    row["std_train_score"] = float(std(trains))
+    if sweep.spec.return_train_score:
+        row["mean_train_score"] = float(mean(trains))
+        row["std_train_score"] = float(std(trains))
     row["mean_fit_time"] = float(np.mean(times))
     row["epochs_trained"] = trained[0] if len(set(trained)) == 1 else float(np.mean(trained))
     row["status"] = ",".join(sorted(set(map(str, statuses))))
@@ -93,10 +139,12 @@ def results_table(
     import pandas as pd
 
     rows = sweep.rows() if rows is None else rows
-    frame = pd.DataFrame([score_setting(sweep, setting, outcomes) for setting in rows])
+    frame = pd.DataFrame([score_setting(sweep, setting, outcomes, directions) for setting in rows])
     higher = higher_is_better(sweep.spec.scoring, directions)
     if frame.empty:
         return frame
+    for key in rows[0].values:  # as given: pandas makes [null, 300] a column of floats
+        frame[f"param_{key}"] = pd.Series([s.values.get(key) for s in rows], dtype=object)
     scores = frame["mean_test_score"] if higher else -frame["mean_test_score"]
     pruned = frame["status"].str.contains(str(store.PRUNED), regex=False)
     full = scores.notna() & ~pruned
@@ -112,26 +160,45 @@ def results_table(
     order += [c for c in frame.columns if c.startswith("split") and "test" in c]
     order += ["mean_test_score", "std_test_score", "rank_test_score"]
     order += [c for c in frame.columns if c.startswith("split") and "train" in c]
-    order += ["mean_train_score", "std_train_score", "mean_fit_time", "epochs_trained", "status"]
+    if sweep.spec.return_train_score:
+        order += ["mean_train_score", "std_train_score"]
+    order += ["mean_fit_time", "epochs_trained", "status"]
     return frame[order]
 
 
-def plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+def refit_spec(best_raw: dict) -> dict:
+    """The refit's spec: the best setting, trained as each of its fits was.
+
+    Without early stopping, on the whole training split. With it, early stopping needs the
+    validation split it watched in the fits (the base's), and the test score is that of the
+    model it returns: best.keras follows its monitor when it restores the best weights.
+    """
+    raw = json.loads(json.dumps(best_raw))
+    stopping = raw["training"].get("early_stopping")
+    if stopping is None:
+        raw["training"]["validation_split"] = 0.0
+        # No validation data: best.keras follows the training loss, which is minimised
+        # whatever the base's checkpoint mode was (max for val_accuracy keeps the worst epoch).
+        raw["training"]["checkpoint"] = {"monitor": "loss", "mode": "min"}
+    elif stopping["restore_best_weights"]:
+        raw["training"]["checkpoint"] = {"monitor": stopping["monitor"], "mode": stopping["mode"]}
+    return raw
+
+
+def refit_data(best_raw: dict) -> str:
+    """What the refit trains on, in words."""
+    if best_raw["training"].get("early_stopping") is None:
+        return "the whole training split"
+    return "the training split less the validation split that early stopping watches"
 
 
 def refit(best_raw: dict, sweep_dir: Path, console) -> dict:
-    """The best setting trained on the whole training split, scored on the test split."""
+    """The best setting trained again (refit_spec), scored on the test split."""
     from rich.console import Console
 
     from dlrun.train import runner
 
-    raw = json.loads(json.dumps(best_raw))
-    raw["training"]["validation_split"] = 0.0
-    raw["training"]["early_stopping"] = None
-    # No validation data: best.keras follows the training loss, which is minimised whatever
-    # the base's checkpoint mode was (max for val_accuracy would keep the worst epoch).
-    raw["training"]["checkpoint"] = {"monitor": "loss", "mode": "min"}
+    raw = refit_spec(best_raw)
     spec = validate(raw, BEST_SPEC)
     run_dir = sweep_dir / REFIT
     if run_dir.is_symlink():  # another run's scores must not pass as this sweep's refit
@@ -159,6 +226,8 @@ def pivot(frame, scoring: str, adaptive: bool = False):
             lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
         )
     columns = ["mean_test_score", "std_test_score", "mean_train_score", "rank_test_score"]
+    if "mean_train_score" not in frame:  # return_train_score: false
+        columns.remove("mean_train_score")
     if not ("std_test_score" in frame and (frame["std_test_score"].fillna(0) > 0).any()):
         columns.remove("std_test_score")  # one fit a setting: no spread to show
     if adaptive:

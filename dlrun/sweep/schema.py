@@ -20,6 +20,7 @@ SEARCHES = ("grid", "random", "tpe", "cmaes")
 ADAPTIVE = ("tpe", "cmaes")  # through Optuna: they learn from the fits done so far
 PRUNERS = ("hyperband", "asha", "median")
 EPOCHS, SEED = "training.epochs", "seed"
+STOPPING = "training.early_stopping"
 MAX_FITS = 10_000  # grid combinations (or n_iter) x folds x repeats
 MAX_REPEATS = 100
 
@@ -81,6 +82,9 @@ class SweepSpec(_Strict):
     scoring: str = "accuracy"  # a logged metric; its Keras direction says which way is better
     workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
     refit: bool = True  # retrain the best on the whole training split, score the test split
+    # GridSearchCV's return_train_score: each fit's model scored on its own training split
+    # after every epoch (an inference pass over it, so off unless asked for, as there).
+    return_train_score: bool = False
     resources: ResourcesSpec = ResourcesSpec()  # per fit, with --executor ray
 
     @model_validator(mode="after")

@@ -74,6 +74,7 @@ class SearchPlan:
         self._histories: dict[str, tuple[tuple, list[dict]]] = {}
         self._trials: dict[int, _Trial] = {}
         self._higher: bool | None = self.study.study.user_attrs.get(HIGHER_ATTR)
+        self._directions: dict[str, str] = {}  # as the first fit that recorded them says
         self._load()
 
     def _load(self) -> None:
@@ -148,9 +149,9 @@ class SearchPlan:
         if entry.pruned:  # told when it was pruned
             return
         outcomes = {**self.outcomes, **self.skipped}
-        score = score_setting(self.sweep, entry.setting, outcomes)["mean_test_score"]
-        if math.isfinite(score):
-            self._learn_direction(entry.setting.fits)
+        self._learn_direction(entry.setting.fits)
+        row = score_setting(self.sweep, entry.setting, outcomes, self._directions)
+        score = row["mean_test_score"]
         self.study.tell(entry.trial, self._signed(score) if math.isfinite(score) else None)
 
     def watch(self, running: dict[str, Fit]) -> None:
@@ -258,7 +259,7 @@ class SearchPlan:
 
     def _learn_direction(self, fits: list[Fit]) -> None:
         """Which way the scoring metric is better, from the first fit that recorded it."""
-        if self._higher is not None:
+        if self._directions:
             return
         for fit in fits:
             run_dir = self.trials_dir / fit.folder
@@ -268,8 +269,10 @@ class SearchPlan:
                 except (OSError, DlrunError):
                     continue
                 if isinstance(directions, dict) and directions:
-                    self._higher = higher_is_better(self.sweep.spec.scoring, directions)
-                    self.study.study.set_user_attr(HIGHER_ATTR, self._higher)
+                    self._directions = directions
+                    if self._higher is None:
+                        self._higher = higher_is_better(self.sweep.spec.scoring, directions)
+                        self.study.study.set_user_attr(HIGHER_ATTR, self._higher)
                     return
 
     def _signed(self, score: float) -> float:

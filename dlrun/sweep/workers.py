@@ -3,9 +3,9 @@
 concurrent.futures' process pool breaks as a whole when one worker dies (OOM, SIGKILL) and
 cannot say which task it was running; it also leaves its workers training when the parent is
 killed. Here each worker has its own pipe, so the parent knows what every worker is doing:
-a worker that dies is reported with its task and replaced, a stop sends SIGTERM to the busy
-ones (they record their fit as interrupted) and none starts another task, and a worker whose
-parent is gone stops itself.
+a worker that dies is reported with its task and replaced, a stop sends the busy ones the
+signal that stopped the sweep (they record their fit as interrupted by it) and none starts
+another task, and a worker whose parent is gone stops itself.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from multiprocessing import connection, get_context
 from typing import Any
 
 Task = tuple[str, Callable, tuple]  # key, function, arguments
-# (key, "ok" | "error" | "died", the function's result, an error message or the exit code);
+# (key, "ok" | "error" | "died" | "stopped", the function's result, an error message or the
+# exit code);
 # ("", "tick", None) when `tick` seconds passed with no result.
 Result = tuple[str, str, Any]
 TICK: Result = ("", "tick", None)
@@ -54,7 +55,9 @@ def _follow_parent(parent: int) -> None:
 
 
 def _main(conn, parent: int, initializer: Callable | None, initargs: tuple) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which decides
+    # Ctrl-C goes to the parent, which decides: between tasks it is ignored here; during one,
+    # the parent's SIGINT (stop) is Python's KeyboardInterrupt, which a fit records as Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _follow_parent(parent)
     if initializer is not None:
         initializer(*initargs)
@@ -66,10 +69,15 @@ def _main(conn, parent: int, initializer: Callable | None, initargs: tuple) -> N
         if task is None:
             return
         key, function, args = task
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             reply = (key, "ok", function(*args))
+        except KeyboardInterrupt:  # before or after the fit's own record of it
+            reply = (key, "stopped", "stopped by Ctrl-C (SIGINT)")
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, never raised here
             reply = (key, "error", f"{type(exc).__name__}: {exc}")
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             conn.send(reply)
         except OSError:
@@ -175,14 +183,15 @@ class Workers:
         self._replace(slot)
         return key, "died", exitcode
 
-    def stop(self, grace: float = 60.0) -> list[Result]:
-        """Start nothing more; SIGTERM the busy workers and collect what they report."""
+    def stop(self, grace: float = 60.0, signum: int = signal.SIGTERM) -> list[Result]:
+        """Start nothing more; pass the stop (SIGTERM, or SIGINT for Ctrl-C) to the busy
+        workers, so that their fits record what stopped them, and collect what they report."""
         self._queue.clear()
         self._source = iter(())
         busy = [slot for slot in self._slots if slot.task is not None]
         for slot in busy:
             with contextlib.suppress(OSError):
-                os.kill(slot.process.pid, signal.SIGTERM)
+                os.kill(slot.process.pid, signum)
         results: list[Result] = []
         deadline = time.monotonic() + grace
         resend = time.monotonic() + STOP_RESEND_SECONDS
@@ -190,7 +199,7 @@ class Workers:
             if time.monotonic() > resend:  # swallowed inside library code: once more
                 for slot in busy:
                     with contextlib.suppress(OSError):
-                        os.kill(slot.process.pid, signal.SIGTERM)
+                        os.kill(slot.process.pid, signum)
                 resend = time.monotonic() + STOP_RESEND_SECONDS
             waits = [slot.conn for slot in busy] + [slot.process.sentinel for slot in busy]
             ready = connection.wait(waits, timeout=min(STOP_RESEND_SECONDS, grace))

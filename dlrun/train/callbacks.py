@@ -53,6 +53,9 @@ class RunRecorder(keras.callbacks.Callback):
         self.best_weights: list | None = None  # of the best epoch of this attempt
         self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
         self.state = None  # a callable: more to record in meta.json with each epoch
+        # Callables (epoch, logs) that record the epoch elsewhere (TensorBoard), called with
+        # the same signals held, just before its history row: a stop cannot fall between them.
+        self.writers: list = []
         self._good_weights = None
         self._started = 0.0
         self._batches = 0  # of the current epoch
@@ -96,6 +99,8 @@ class RunRecorder(keras.callbacks.Callback):
         if self.stage is not None:
             row["stage"] = self.stage
         row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
+        for write in self.writers:
+            write(epoch, logs)
         self.rows.append(row)
         self.run.record_epoch(self.rows)
         weights = self.model.get_weights()
@@ -278,6 +283,8 @@ class TensorBoard(keras.callbacks.Callback):
     train/ and validation/ hold epoch_<metric> scalars (and epoch_learning_rate), train/ the
     weight histograms and the model's conceptual graph (tag `keras`). At the end, the run
     folder's tensorboard/ gets the HParams summary: config values against final metrics.
+    RunRecorder calls write_epoch with the epoch's history row (RunRecorder.writers), so that
+    a stop arriving then leaves both or neither, never a history row TensorBoard lacks.
     """
 
     def __init__(self, log_dir: Path, histogram_freq: int = 1, write_graph: bool = True):
@@ -293,8 +300,7 @@ class TensorBoard(keras.callbacks.Callback):
         if self.write_graph:
             self._train.write(0, events.keras_graph(self.model.to_json()))
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = {key: float(value) for key, value in (logs or {}).items()}
+    def write_epoch(self, epoch: int, logs: dict) -> None:
         rate = self.model.optimizer.learning_rate
         train = {f"epoch_{k}": v for k, v in logs.items() if not k.startswith("val_")}
         train["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
@@ -390,6 +396,24 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
                 self.best_weights = saved.get_weights()
             else:  # no checkpoint of this monitor's best epoch: the nearest we have
                 self.best_weights = self.model.get_weights()
+
+
+class FittedScores(keras.callbacks.Callback):
+    """After each epoch, the model as it stands scored on its whole training split, added to
+    the epoch's logs as fitted_<metric>: a sweep's train scores, as GridSearchCV's
+    return_train_score computes them (the metrics Keras logs are running means over batches
+    whose weights kept changing). train.fit binds the data and puts it before the recorder.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: dict | None = None  # evaluate()'s data arguments
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.inputs is None:
+            return
+        scores = self.model.evaluate(**self.inputs, verbose=0, return_dict=True)
+        logs.update({f"{directions_of.FITTED}{k}": float(v) for k, v in scores.items()})
 
 
 class Pruning(keras.callbacks.Callback):

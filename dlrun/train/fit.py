@@ -64,7 +64,8 @@ def fit(
                 if rows and isinstance(run.meta.get(knobs.STATE), list):
                     own.append(knobs.restorer(prepared.callbacks, run.meta[knobs.STATE]))
             callbacks = [*own, *_callbacks(prepared, run, console, recorder, rows)]
-            callbacks += extra_callbacks
+            first, later = _fitted_scores(prepared, extra_callbacks)
+            callbacks = [*first, *callbacks, *later]
             if spec.training.adversarial:
                 callbacks = [*_adversarial_validation(prepared), *callbacks]
             try:
@@ -84,7 +85,8 @@ def fit(
         if recorder is not None:
             life.epochs_done = recorder.epochs_done
             with life.writing():
-                metrics = _metrics(prepared, recorder, train_seconds, len(rows))
+                attempts = _attempts(run, train_seconds, recorder.epochs_done - len(rows))
+                metrics = _metrics(prepared, recorder, attempts)
                 stopped = _stopped_early(callbacks)
                 if stopped and life.status == store.COMPLETED:
                     metrics["stopped_early"] = stopped
@@ -182,13 +184,13 @@ def _callbacks(
         stopping.replay(rows, store.within(folder.path, store.BEST) if same else None)
         callbacks.append(stopping)
     if training.tensorboard:
-        callbacks.append(
-            TensorBoard(
-                store.safe_folder(folder.path, store.TENSORBOARD),
-                histogram_freq=training.tensorboard.histogram_freq,
-                write_graph=training.tensorboard.write_graph,
-            )
+        board = TensorBoard(
+            store.safe_folder(folder.path, store.TENSORBOARD),
+            histogram_freq=training.tensorboard.histogram_freq,
+            write_graph=training.tensorboard.write_graph,
         )
+        recorder.writers.append(board.write_epoch)  # with the history row, signals held
+        callbacks.append(board)
     if seed_generators(prepared.model):  # dropout, augmentation: resume draws as if never stopped
         callbacks.append(EpochSeeds(prepared.spec.seed))
     progress = LiveProgress if console.is_terminal else PlainProgress
@@ -231,6 +233,19 @@ def _train_on_attacks(prepared: Prepared) -> None:
     spec = prepared.spec
     threat = attack.training_threat(spec, prepared.data)
     attack.train_on_attacks(prepared.model, threat, spec.training.adversarial.ratio, spec.seed)
+
+
+def _fitted_scores(prepared: Prepared, extra: tuple) -> tuple[list, list]:
+    """The caller's callbacks: FittedScores (bound to the training split, to go before the
+    recorder so that history.csv and TensorBoard see its scores), and the others."""
+    from dlrun.data.feed import evaluation_input
+    from dlrun.train.callbacks import FittedScores
+
+    first = [callback for callback in extra if isinstance(callback, FittedScores)]
+    data, batch = prepared.data, prepared.spec.training.batch_size
+    for callback in first:
+        callback.inputs = evaluation_input(data.x_train, data.y_train, batch, data.source)
+    return first, [callback for callback in extra if not isinstance(callback, FittedScores)]
 
 
 def _adversarial_validation(prepared: Prepared) -> list:
@@ -296,12 +311,30 @@ def _read_directions(prepared: Prepared, recorder) -> None:
     recorder.read_directions()
 
 
-def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: int) -> dict:
+def _attempts(run: store.RunFolder, seconds: float, epochs: int) -> list[dict]:
+    """meta.json's attempts, this one's training seconds and epochs recorded in it: the ones
+    that recorded theirs (an attempt killed outright did not)."""
+    attempts = run.meta.get("attempts")
+    attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+    if attempts:
+        attempts[-1].update(train_seconds=round(seconds, 3), epochs_trained=max(epochs, 0))
+    return [
+        a for a in attempts if _number(a.get("train_seconds")) and _number(a.get("epochs_trained"))
+    ]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def _metrics(prepared: Prepared, recorder, attempts: list[dict]) -> dict:
+    """metrics.json; train_seconds and samples_per_second over every attempt that recorded its
+    own (a resumed run trained in several)."""
     rows = recorder.rows[: recorder.epochs_done]
-    epochs_this_attempt = max(recorder.epochs_done - resumed_from, 0)
     from dlrun.data.splits import count, each
 
-    samples = count(prepared.data.x_train) * epochs_this_attempt
+    train_seconds = sum(a["train_seconds"] for a in attempts)
+    samples = count(prepared.data.x_train) * sum(a["epochs_trained"] for a in attempts)
     return {
         "params": int(prepared.model.count_params()),
         "epochs_done": recorder.epochs_done,
@@ -310,7 +343,7 @@ def _metrics(prepared: Prepared, recorder, train_seconds: float, resumed_from: i
         "best_value": recorder.best_value,
         "final": {k: v for k, v in rows[-1].items() if k != "epoch"} if rows else {},
         "train_seconds": round(train_seconds, 3),
-        # None when this attempt trained no epoch (resumed after the last one).
+        # None when no attempt trained an epoch (resumed after the last one).
         "samples_per_second": round(samples / train_seconds, 1) if samples else None,
         # What reading the run later needs without Keras: which way each metric is better,
         # what the labels were.
