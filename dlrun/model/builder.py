@@ -16,22 +16,22 @@ from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
 
-def spec_entries(spec: Spec) -> list[tuple[tuple, Any]]:
+def spec_entries(spec: Spec, keys: tuple = ("augment", "layers")) -> list[tuple[tuple, Any]]:
     """(location, entry) of every layer of the spec: model.augment's, then model.layers'."""
     return [
         (("model", key, index), entry)
-        for key in ("augment", "layers")
+        for key in keys
         for index, entry in enumerate(getattr(spec.model, key))
     ]
 
 
-def make_layers(spec: Spec) -> list[Any]:
+def make_layers(spec: Spec, keys: tuple = ("augment", "layers")) -> list[Any]:
     """One Keras layer per spec entry (spec_entries), arguments checked against the class's
     signature."""
     classes = layer_classes()
     layers, problems = [], []
     taken: dict[str, int] = {}
-    entries = spec_entries(spec)
+    entries = spec_entries(spec, keys)
     given = {entry.kwargs().get("name") for _, entry in entries}
     last = ("model", "layers", len(spec.model.layers) - 1)
     named: set = set()
@@ -89,7 +89,7 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     keras = load()
 
     if spec.model.is_graph:
-        if spec.model.augment:
+        if spec.model.augment and spec.model.base is None:
             raise spec.error(
                 ("model", "augment"),
                 "augment goes before a stack of layers or a base; in a graph, put the "
@@ -144,14 +144,24 @@ def _graph(spec: Spec, input_shape: tuple[int, ...]):
     """A graph (model.inputs, blocks, `inputs:` references): Keras' functional API."""
     from dlrun.model.graph import build_graph
 
-    if spec.model.base is not None:
-        raise spec.error(
-            ("model", "base"),
-            "a pretrained base below a graph is not supported yet; write the head as a stack",
-        )
+    base = None
+    if spec.model.base is not None:  # the graph reads the base's output as `base`
+        from dlrun.model.transfer import base_below
+
+        if spec.model.inputs is not None:
+            raise spec.error(
+                ("model", "inputs"),
+                "a graph on a base reads the base's output as `base` (and an inner layer as "
+                "base.LAYER); remove model.inputs",
+            )
+        augment = make_layers(spec, ("augment",))
+
+        def base(taps: dict):
+            return base_below(spec, input_shape, augment, taps)
+
     given = {entry.kwargs().get("name") for entry in spec.model.layers}
     try:
-        return build_graph(spec, input_shape, {}, given, layer_classes())
+        return build_graph(spec, input_shape, {}, given, layer_classes(), base)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
 
@@ -196,7 +206,7 @@ def graph_text(model) -> str:
     """A graph model as text, one layer a line with what it reads: the picture of the graph
     where graphviz is not installed (written beside summary.txt as graph.txt). Read from the
     model's own config (the functional API's serialised wiring), not from Keras' internals."""
-    shapes = {layer.name: tuple(layer.output.shape) for layer in model.layers}
+    shapes = {layer.name: _shape(layer.output) for layer in model.layers}
     lines = []
     for layer in model.get_config().get("layers", []):
         reads: list[str] = []
@@ -205,6 +215,13 @@ def graph_text(model) -> str:
         source = f" <- {', '.join(reads)}" if reads else ""
         lines.append(f"{name} ({layer['class_name']}) {shapes.get(name, '')}{source}")
     return "\n".join(lines) + "\n"
+
+
+def _shape(output) -> tuple:
+    """A layer's output shape; a base with taps has several outputs: their shapes."""
+    if isinstance(output, (list, tuple)):
+        return tuple(_shape(item) for item in output)
+    return tuple(output.shape)
 
 
 def _sources(value, found: list[str]) -> None:

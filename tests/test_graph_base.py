@@ -1,0 +1,114 @@
+"""`model.base` below a graph head: the base's output read as `base`, an inner layer of it
+as `base.LAYER` (a tap, as U-Nets and FCNs read their encoder), frozen and finetuned as below a
+stack. The base is a tiny CNN trained once on digits for the whole module (no download)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from test_graphs import evaluated, params_of, resumes_exactly, runner
+from test_transfer import PRETRAIN, Snapshots, changed
+
+from conftest import run_dirs
+from dlrun import api, store
+from dlrun.cli import app
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A completed run of conv -> BatchNormalization -> flatten -> out on digits."""
+    tmp = tmp_path_factory.mktemp("pretrained")
+    (tmp / "pretrain.yaml").write_text(PRETRAIN)
+    outcome = api.train(tmp / "pretrain.yaml", runs_dir=tmp / "runs", verbose=False)
+    assert outcome.status == "completed"
+    return outcome.run_dir
+
+
+# The base up to its batch normalization (6, 6, 4); the head adds the base's conv output,
+# before normalization, to its own convolution of the base's output: a skip from a tap.
+SKIP = """\
+name: graph-on-base
+seed: 0
+data: {{dataset: digits, scale: 16, classes: [0, 1, 2]}}
+model:
+  base: {{run: {run}, until: norm}}
+  layers:
+    - {{type: Conv2D, filters: 4, kernel_size: 3, padding: same, activation: relu, name: up}}
+    - {{type: Add, inputs: [up, {tap}]}}
+    - Flatten
+    - {{type: Dense, units: 3, activation: softmax}}
+training:
+  epochs: {epochs}
+  batch_size: 64
+  deterministic: true
+  tensorboard: null
+{finetune}"""
+
+
+def skip_spec(run, epochs: int = 1, tap: str = "base.conv", finetune: str = "") -> str:
+    return SKIP.format(run=run, epochs=epochs, tap=tap, finetune=finetune)
+
+
+def keras_skip(pretrained) -> keras.Model:
+    """The same model in plain Keras: the pretrained model's norm and conv outputs, the head."""
+    source = keras.models.load_model(pretrained / "checkpoints" / "best.keras")
+    base = keras.Model(
+        source.inputs, [source.get_layer("norm").output, source.get_layer("conv").output]
+    )
+    image = keras.Input((8, 8, 1))
+    normed, conv = base(image)
+    up = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(normed)
+    x = keras.layers.Flatten()(keras.layers.Add()([up, conv]))
+    return keras.Model(image, keras.layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.fixture(scope="module")
+def resumed(pretrained, tmp_path_factory):
+    """Three epochs, whole and killed after two then resumed (the same history)."""
+    return resumes_exactly(tmp_path_factory.mktemp("skip"), skip_spec(pretrained, epochs=3), 3)
+
+
+def test_a_tap_of_the_base_has_plain_keras_parameters_and_the_base_stays_frozen(
+    pretrained, resumed
+):
+    assert params_of(resumed) == keras_skip(pretrained).count_params() == 40 + 16 + 148 + 435
+    summary = (resumed / store.SUMMARY).read_text()
+    # Only the head trains: the base's conv (40) and normalization (16) are frozen.
+    assert "stage 1 (head): trainable 583, non-trainable 56" in summary
+    graph = (resumed / store.GRAPH).read_text()
+    assert "add (Add) (None, 6, 6, 4) <- up, base" in graph
+
+
+def test_a_graph_on_a_base_resumes_exactly_and_is_evaluated(resumed):
+    assert json.loads((resumed / store.META).read_text())["status"] == "completed"
+    evaluation = evaluated(resumed)
+    assert np.sum(evaluation["confusion_matrix"]) == evaluation["samples"] > 0
+
+
+def test_finetuning_a_graphs_base_unfreezes_it_as_for_a_stack(pretrained, tmp_path):
+    spec = tmp_path / "finetune.yaml"
+    finetune = "  finetune: {epochs: 1, unfreeze: all, learning_rate: 0.01}\n"
+    spec.write_text(skip_spec(pretrained, finetune=finetune))
+    snapshots = Snapshots()
+    outcome = api.train(spec, runs_dir=tmp_path / "runs", verbose=False, callbacks=(snapshots,))
+    assert outcome.status == "completed", outcome.message
+    start, head_done, finetuned = snapshots.taken
+    head = {"up/kernel", "up/bias", "dense/kernel", "dense/bias"}
+    assert changed(start, head_done) == head
+    # Batch normalization stays frozen (inference mode), as below a stack.
+    assert changed(head_done, finetuned) == {"conv/kernel", "conv/bias", *head}
+
+
+def test_an_unknown_tap_is_one_line_with_a_did_you_mean(pretrained, tmp_path):
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(skip_spec(pretrained, tap="base.cnov"))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs)])
+    assert result.exit_code == 2, result.output
+    line = next(n for n, text in enumerate(spec.read_text().splitlines(), 1) if "cnov" in text)
+    assert result.stderr.splitlines() == [
+        f"Error: {spec}:{line}: model.layers.1.inputs: the base model {pretrained} has no "
+        "layer 'cnov' to read as base.cnov; did you mean 'conv'?"
+    ]
+    assert run_dirs(runs) == []
