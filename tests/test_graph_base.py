@@ -13,6 +13,7 @@ from test_transfer import PRETRAIN, Snapshots, changed
 from conftest import run_dirs
 from dlrun import api, store
 from dlrun.cli import app
+from dlrun.model.checkpoints import load_model
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,13 @@ def resumed(pretrained, tmp_path_factory):
 def test_a_tap_of_the_base_has_plain_keras_parameters_and_the_base_stays_frozen(
     pretrained, resumed
 ):
-    assert params_of(resumed) == keras_skip(pretrained).count_params() == 40 + 16 + 148 + 435
+    plain = keras_skip(pretrained)
+    assert params_of(resumed) == plain.count_params() == 40 + 16 + 148 + 435
+    # The same function too: the tap reads conv (before normalization), not the base's output.
+    trained = load_model(resumed / "checkpoints" / "best.keras")
+    plain.set_weights(trained.get_weights())
+    images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(plain.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-6)
     summary = (resumed / store.SUMMARY).read_text()
     # Only the head trains: the base's conv (40) and normalization (16) are frozen.
     assert "stage 1 (head): trainable 583, non-trainable 56" in summary
