@@ -3,6 +3,8 @@ as `base.LAYER` (a tap, as U-Nets and FCNs read their encoder), frozen and finet
 stack. The base is a tiny CNN trained once on digits for the whole module (no download)."""
 
 import json
+import re
+import textwrap
 
 import keras
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from test_graphs import evaluated, params_of, resumes_exactly, runner
 from test_transfer import PRETRAIN, Snapshots, changed
 
-from conftest import run_dirs
+from conftest import ROOT, run_dirs
 from dlrun import api, store
 from dlrun.cli import app
 from dlrun.model.checkpoints import load_model
@@ -26,29 +28,28 @@ def pretrained(tmp_path_factory):
     return outcome.run_dir
 
 
-# The base up to its batch normalization (6, 6, 4); the head adds the base's conv output,
-# before normalization, to its own convolution of the base's output: a skip from a tap.
-SKIP = """\
+README = (ROOT / "README.md").read_text()
+# The README's graph on a base: the base up to its batch normalization (6, 6, 4); the head adds
+# the base's conv output, before normalization, to its own convolution of the base's output.
+BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)
+MODEL = textwrap.dedent(next(block for block in BLOCKS if "base.conv" in block))
+HEADER = """\
 name: graph-on-base
 seed: 0
-data: {{dataset: digits, scale: 16, classes: [0, 1, 2]}}
-model:
-  base: {{run: {run}, until: norm}}
-  layers:
-    - {{type: Conv2D, filters: 4, kernel_size: 3, padding: same, activation: relu, name: up}}
-    - {{type: Add, inputs: [up, {tap}]}}
-    - Flatten
-    - {{type: Dense, units: 3, activation: softmax}}
-training:
-  epochs: {epochs}
-  batch_size: 64
-  deterministic: true
-  tensorboard: null
-{finetune}"""
+data: {dataset: digits, scale: 16, classes: [0, 1, 2]}
+"""
 
 
-def skip_spec(run, epochs: int = 1, tap: str = "base.conv", finetune: str = "") -> str:
-    return SKIP.format(run=run, epochs=epochs, tap=tap, finetune=finetune)
+def skip_spec(run, epochs: int = 1, tap: str = "base.conv", training: str = "") -> str:
+    """The README's model on `run`, its tap replaced by `tap`, digits 0 to 2."""
+    model = re.sub(r"run: [^,}]+", f"run: {run}", MODEL).replace("base.conv", tap)
+    return (
+        HEADER
+        + model
+        + f"training:\n  epochs: {epochs}\n  batch_size: 64\n  deterministic: true\n"
+        + "  tensorboard: null\n"
+        + training
+    )
 
 
 def keras_skip(pretrained) -> keras.Model:
@@ -96,7 +97,7 @@ def test_a_graph_on_a_base_resumes_exactly_and_is_evaluated(resumed):
 def test_finetuning_a_graphs_base_unfreezes_it_as_for_a_stack(pretrained, tmp_path):
     spec = tmp_path / "finetune.yaml"
     finetune = "  finetune: {epochs: 1, unfreeze: all, learning_rate: 0.01}\n"
-    spec.write_text(skip_spec(pretrained, finetune=finetune))
+    spec.write_text(skip_spec(pretrained, training=finetune))
     snapshots = Snapshots()
     outcome = api.train(spec, runs_dir=tmp_path / "runs", verbose=False, callbacks=(snapshots,))
     assert outcome.status == "completed", outcome.message
@@ -119,3 +120,28 @@ def test_an_unknown_tap_is_one_line_with_a_did_you_mean(pretrained, tmp_path):
         "layer 'cnov' to read as base.cnov; did you mean 'conv'?"
     ]
     assert run_dirs(runs) == []
+
+
+def validate(tmp_path, text: str):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    return spec, runner.invoke(app, ["validate", str(spec)])
+
+
+def test_augmentation_goes_before_the_base_of_a_graph(pretrained, tmp_path):
+    augment = "  augment: [{type: RandomTranslation, height_factor: 0.1, width_factor: 0.1}]\n"
+    text = skip_spec(pretrained).replace("model:\n", "model:\n" + augment)
+    _, result = validate(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    graph = [line.split(" ")[0] for line in result.output.splitlines() if " <- " in line]
+    assert graph[:2] == ["random_translation", "base"]
+
+
+def test_model_inputs_beside_a_base_is_one_line(pretrained, tmp_path):
+    text = skip_spec(pretrained).replace("model:\n", "model:\n  inputs: {image: {}}\n")
+    spec, result = validate(tmp_path, text)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: {spec}:5: model.inputs: a graph on a base reads the base's output as `base` "
+        "(and an inner layer as base.LAYER); remove model.inputs"
+    ]
