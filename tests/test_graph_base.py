@@ -80,7 +80,8 @@ def test_a_tap_of_the_base_has_plain_keras_parameters_and_the_base_stays_frozen(
     trained = load_model(resumed / "checkpoints" / "best.keras")
     plain.set_weights(trained.get_weights())
     images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype("float32")
-    np.testing.assert_allclose(plain.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-6)
+    expected = plain.predict(images, verbose=0)
+    np.testing.assert_allclose(trained.predict(images, verbose=0), expected, atol=1e-6)
     summary = (resumed / store.SUMMARY).read_text()
     # Only the head trains: the base's conv (40) and normalization (16) are frozen.
     assert "stage 1 (head): trainable 583, non-trainable 56" in summary
@@ -144,4 +145,14 @@ def test_model_inputs_beside_a_base_is_one_line(pretrained, tmp_path):
     assert result.stderr.splitlines() == [
         f"Error: {spec}:5: model.inputs: a graph on a base reads the base's output as `base` "
         "(and an inner layer as base.LAYER); remove model.inputs"
+    ]
+
+
+def test_an_entry_named_base_beside_a_base_is_one_line(pretrained, tmp_path):
+    spec, result = validate(tmp_path, skip_spec(pretrained).replace("name: up", "name: base"))
+    assert result.exit_code == 2, result.output
+    line = next(n for n, text in enumerate(spec.read_text().splitlines(), 1) if "Conv2D" in text)
+    assert result.stderr.splitlines() == [
+        f"Error: {spec}:{line}: model.layers.0.name: 'base' names the base; give this entry "
+        "another name"
     ]

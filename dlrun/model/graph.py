@@ -245,9 +245,7 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
             tensors[name] = keras.Input(shape=shape, name=name)
             model_inputs.append(tensors[name])
             if name in aliases:
-                raise spec.error(
-                    ("model", "inputs", name), f"{name!r} names an input and an entry"
-                )
+                raise spec.error(("model", "inputs", name), f"{name!r} names an input and an entry")
         first = model_inputs[0]
     tensors[DEFAULT_INPUT_MARK] = first
     later = {node.name: node.loc for node in nodes if node.name}
@@ -327,8 +325,8 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
 
 def _named_loc(spec: Spec, name: str) -> tuple:
     """Where the top-level entry named `name` is written."""
-    layers = spec.model.layers
-    index = next(i for i, entry in enumerate(layers) if (entry.model_extra or {}).get("name") == name)
+    names = [(entry.model_extra or {}).get("name") for entry in spec.model.layers]
+    index = names.index(name)
     return ("model", "layers", index, "name")
 
 
