@@ -154,10 +154,9 @@ def _graph(spec: Spec, input_shape: tuple[int, ...]):
                 "a graph on a base reads the base's output as `base` (and an inner layer as "
                 "base.LAYER); remove model.inputs",
             )
-        augment = make_layers(spec, ("augment",))
 
         def base(taps: dict):
-            return base_below(spec, input_shape, augment, taps)
+            return base_below(spec, input_shape, make_layers(spec, ("augment",)), taps)
 
     given = {entry.kwargs().get("name") for entry in spec.model.layers}
     try:

@@ -21,7 +21,7 @@ from dlrun.spec.schema import Spec
 BLOCK_INPUT = "in"  # inside a block: what the block reads
 DEFAULT_INPUT = "input"  # the one input of a graph that names none
 DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's input
-BASE = "base"  # with model.base: the base's output, as the graph reads it
+BASE = "base"  # with model.base: the nested base model's name, and its output in a graph
 BASE_PREFIX = "base."  # base.NAME: the output of the base's inner layer NAME (a tap)
 
 

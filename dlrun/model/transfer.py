@@ -22,10 +22,10 @@ from dlrun.backend import load
 from dlrun.errors import DlrunError, SpecError, first_line
 from dlrun.model.checkpoints import CHECKPOINTS, load_model
 from dlrun.model.frozen import frozen_base_class
+from dlrun.model.graph import BASE  # the nested model's name, which a graph head reads
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
-BASE = "base"  # the nested model's name inside a transfer model
 STAGES = ("head", "finetune")
 SHOWN_LAYERS = 20  # layer names listed when `until` names none
 
