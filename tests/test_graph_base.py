@@ -86,7 +86,7 @@ def test_a_tap_of_the_base_has_plain_keras_parameters_and_the_base_stays_frozen(
     # Only the head trains: the base's conv (40) and normalization (16) are frozen.
     assert "stage 1 (head): trainable 583, non-trainable 56" in summary
     graph = (resumed / store.GRAPH).read_text()
-    assert "add (Add) (None, 6, 6, 4) <- up, base" in graph
+    assert "add (Add) (None, 6, 6, 4) <- up, base.conv" in graph
 
 
 def test_a_graph_on_a_base_resumes_exactly_and_is_evaluated(resumed):

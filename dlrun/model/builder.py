@@ -206,10 +206,21 @@ def graph_text(model) -> str:
     where graphviz is not installed (written beside summary.txt as graph.txt). Read from the
     model's own config (the functional API's serialised wiring), not from Keras' internals."""
     shapes = {layer.name: _shape(layer.output) for layer in model.layers}
+    config = model.get_config().get("layers", [])
+    # A base with taps: its outputs after the first are inner layers, shown as base.LAYER.
+    inner = {
+        layer["config"].get("name"): [output[0] for output in layer["config"]["output_layers"]]
+        for layer in config
+        if isinstance(layer.get("config", {}).get("output_layers"), list)
+    }
     lines = []
-    for layer in model.get_config().get("layers", []):
-        reads: list[str] = []
-        _sources(layer.get("inbound_nodes"), reads)
+    for layer in config:
+        found: list[tuple] = []
+        _sources(layer.get("inbound_nodes"), found)
+        reads = [
+            f"{source}.{inner[source][index]}" if index and source in inner else source
+            for source, index in found
+        ]
         name = layer.get("name") or layer["config"].get("name")
         source = f" <- {', '.join(reads)}" if reads else ""
         lines.append(f"{name} ({layer['class_name']}) {shapes.get(name, '')}{source}")
@@ -223,12 +234,14 @@ def _shape(output) -> tuple:
     return tuple(output.shape)
 
 
-def _sources(value, found: list[str]) -> None:
-    """The layer names in a serialised inbound node (its tensors' keras_history)."""
+def _sources(value, found: list[tuple]) -> None:
+    """(layer name, output index) of each tensor in a serialised inbound node (its
+    keras_history: layer, node, output index)."""
     if isinstance(value, dict):
         history = value.get("keras_history")
         if isinstance(history, (list, tuple)) and history:
-            found.append(str(history[0]))
+            index = history[2] if len(history) > 2 and isinstance(history[2], int) else 0
+            found.append((str(history[0]), index))
             return
         for item in value.values():
             _sources(item, found)
