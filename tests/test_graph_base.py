@@ -156,3 +156,16 @@ def test_an_entry_named_base_beside_a_base_is_one_line(pretrained, tmp_path):
         f"Error: {spec}:{line}: model.layers.0.name: 'base' names the base; give this entry "
         "another name"
     ]
+
+
+def test_a_tapped_base_exports_as_plain_keras(resumed, tmp_path):
+    """`export --format keras` turns the base (dlrun's FrozenBase, two outputs here) into a
+    plain functional model: the file loads without dlrun's classes and scores the same."""
+    out = tmp_path / "export"
+    result = runner.invoke(app, ["export", str(resumed), "--format", "keras", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = keras.saving.load_model(out / "model.keras", custom_objects={})
+    assert type(exported.get_layer("base")).__name__ == "Functional"
+    images = np.random.default_rng(1).uniform(0, 1, (16, 8, 8, 1)).astype("float32")
+    expected = load_model(resumed / "checkpoints" / "best.keras").predict(images, verbose=0)
+    np.testing.assert_allclose(exported.predict(images, verbose=0), expected, atol=1e-6)
