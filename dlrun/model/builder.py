@@ -16,22 +16,22 @@ from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
 
-def spec_entries(spec: Spec) -> list[tuple[tuple, Any]]:
+def spec_entries(spec: Spec, keys: tuple = ("augment", "layers")) -> list[tuple[tuple, Any]]:
     """(location, entry) of every layer of the spec: model.augment's, then model.layers'."""
     return [
         (("model", key, index), entry)
-        for key in ("augment", "layers")
+        for key in keys
         for index, entry in enumerate(getattr(spec.model, key))
     ]
 
 
-def make_layers(spec: Spec) -> list[Any]:
+def make_layers(spec: Spec, keys: tuple = ("augment", "layers")) -> list[Any]:
     """One Keras layer per spec entry (spec_entries), arguments checked against the class's
     signature."""
     classes = layer_classes()
     layers, problems = [], []
     taken: dict[str, int] = {}
-    entries = spec_entries(spec)
+    entries = spec_entries(spec, keys)
     given = {entry.kwargs().get("name") for _, entry in entries}
     last = ("model", "layers", len(spec.model.layers) - 1)
     named: set = set()
@@ -89,7 +89,7 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     keras = load()
 
     if spec.model.is_graph:
-        if spec.model.augment:
+        if spec.model.augment and spec.model.base is None:
             raise spec.error(
                 ("model", "augment"),
                 "augment goes before a stack of layers or a base; in a graph, put the "
@@ -144,14 +144,23 @@ def _graph(spec: Spec, input_shape: tuple[int, ...]):
     """A graph (model.inputs, blocks, `inputs:` references): Keras' functional API."""
     from dlrun.model.graph import build_graph
 
-    if spec.model.base is not None:
-        raise spec.error(
-            ("model", "base"),
-            "a pretrained base below a graph is not supported yet; write the head as a stack",
-        )
+    base = None
+    if spec.model.base is not None:  # the graph reads the base's output as `base`
+        from dlrun.model.transfer import base_below
+
+        if spec.model.inputs is not None:
+            raise spec.error(
+                ("model", "inputs"),
+                "a graph on a base reads the base's output as `base` (and an inner layer as "
+                "base.LAYER); remove model.inputs",
+            )
+
+        def base(taps: dict):
+            return base_below(spec, input_shape, make_layers(spec, ("augment",)), taps)
+
     given = {entry.kwargs().get("name") for entry in spec.model.layers}
     try:
-        return build_graph(spec, input_shape, {}, given, layer_classes())
+        return build_graph(spec, input_shape, {}, given, layer_classes(), base)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
 
@@ -196,23 +205,43 @@ def graph_text(model) -> str:
     """A graph model as text, one layer a line with what it reads: the picture of the graph
     where graphviz is not installed (written beside summary.txt as graph.txt). Read from the
     model's own config (the functional API's serialised wiring), not from Keras' internals."""
-    shapes = {layer.name: tuple(layer.output.shape) for layer in model.layers}
+    shapes = {layer.name: _shape(layer.output) for layer in model.layers}
+    config = model.get_config().get("layers", [])
+    # A base with taps: its outputs after the first are inner layers, shown as base.LAYER.
+    inner = {
+        layer["config"].get("name"): [output[0] for output in layer["config"]["output_layers"]]
+        for layer in config
+        if isinstance(layer.get("config", {}).get("output_layers"), list)
+    }
     lines = []
-    for layer in model.get_config().get("layers", []):
-        reads: list[str] = []
-        _sources(layer.get("inbound_nodes"), reads)
+    for layer in config:
+        found: list[tuple] = []
+        _sources(layer.get("inbound_nodes"), found)
+        reads = [
+            f"{source}.{inner[source][index]}" if index and source in inner else source
+            for source, index in found
+        ]
         name = layer.get("name") or layer["config"].get("name")
         source = f" <- {', '.join(reads)}" if reads else ""
         lines.append(f"{name} ({layer['class_name']}) {shapes.get(name, '')}{source}")
     return "\n".join(lines) + "\n"
 
 
-def _sources(value, found: list[str]) -> None:
-    """The layer names in a serialised inbound node (its tensors' keras_history)."""
+def _shape(output) -> tuple:
+    """A layer's output shape; a base with taps has several outputs: their shapes."""
+    if isinstance(output, (list, tuple)):
+        return tuple(_shape(item) for item in output)
+    return tuple(output.shape)
+
+
+def _sources(value, found: list[tuple]) -> None:
+    """(layer name, output index) of each tensor in a serialised inbound node (its
+    keras_history: layer, node, output index)."""
     if isinstance(value, dict):
         history = value.get("keras_history")
         if isinstance(history, (list, tuple)) and history:
-            found.append(str(history[0]))
+            index = history[2] if len(history) > 2 and isinstance(history[2], int) else 0
+            found.append((str(history[0]), index))
             return
         for item in value.values():
             _sources(item, found)

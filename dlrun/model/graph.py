@@ -21,6 +21,8 @@ from dlrun.spec.schema import Spec
 BLOCK_INPUT = "in"  # inside a block: what the block reads
 DEFAULT_INPUT = "input"  # the one input of a graph that names none
 DEFAULT_INPUT_MARK = "#input"  # a block first in model.layers reads the graph's input
+BASE = "base"  # with model.base: the nested base model's name, and its output in a graph
+BASE_PREFIX = "base."  # base.NAME: the output of the base's inner layer NAME (a tap)
 
 
 def one_input_and_output(spec: Spec, run_path, command: str, error: type = UsageError) -> None:
@@ -196,10 +198,25 @@ def input_shapes(spec: Spec, input_shape) -> dict[str, tuple]:
     return shapes
 
 
-def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes):
+def taps(nodes: list[Node]) -> dict[str, tuple]:
+    """The base's inner layers the graph reads (`base.NAME`): {NAME: where it is first read}."""
+    found: dict[str, tuple] = {}
+    for node in nodes:
+        reference = node.inputs
+        names = reference.values() if isinstance(reference, dict) else reference
+        for name in [names] if isinstance(names, str) else names or ():
+            if name.startswith(BASE_PREFIX):
+                found.setdefault(name.removeprefix(BASE_PREFIX), (*node.loc, "inputs"))
+    return found
+
+
+def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=None):
     """keras.Model(inputs, outputs) from the expanded nodes; every problem is a SpecError.
 
-    input_shape: the data's sample shape, or {input name: shape} for several inputs."""
+    input_shape: the data's sample shape, or {input name: shape} for several inputs.
+    base: with model.base, a function of the taps (see `taps`) giving the image input and the
+    base's outputs (its own, then each tap's): the graph reads them as `base` and `base.NAME`,
+    and an entry without `inputs:` at the start reads `base`."""
     import keras
 
     from dlrun.model.layers import arguments, layer_name
@@ -207,13 +224,29 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes):
     nodes, aliases = expand(spec)
     tensors: dict[str, Any] = {}
     model_inputs = []
-    declared = input_shapes(spec, input_shape)
-    for name, shape in declared.items():
-        tensors[name] = keras.Input(shape=shape, name=name)
-        model_inputs.append(tensors[name])
-        if name in aliases:
-            raise spec.error(("model", "inputs", name), f"{name!r} names an input and an entry")
-    first = model_inputs[0]
+    if base is not None:
+        if BASE in aliases:
+            raise spec.error(
+                _named_loc(spec, BASE), f"{BASE!r} names the base; give this entry another name"
+            )
+        tapped = taps(nodes)
+        image, outputs = base(tapped)
+        outputs = outputs if tapped else [outputs]
+        tensors[BASE] = outputs[0]
+        tensors.update(
+            {BASE_PREFIX + name: tensor for name, tensor in zip(tapped, outputs[1:], strict=True)}
+        )
+        declared = {}
+        model_inputs.append(image)
+        first = outputs[0]
+    else:
+        declared = input_shapes(spec, input_shape)
+        for name, shape in declared.items():
+            tensors[name] = keras.Input(shape=shape, name=name)
+            model_inputs.append(tensors[name])
+            if name in aliases:
+                raise spec.error(("model", "inputs", name), f"{name!r} names an input and an entry")
+        first = model_inputs[0]
     tensors[DEFAULT_INPUT_MARK] = first
     later = {node.name: node.loc for node in nodes if node.name}
     previous = first
@@ -288,6 +321,13 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes):
     if len(model_inputs) > 1:
         inputs = dict(zip(declared, model_inputs, strict=True))
     return keras.Model(inputs, model_outputs, name=name)
+
+
+def _named_loc(spec: Spec, name: str) -> tuple:
+    """Where the top-level entry named `name` is written."""
+    names = [(entry.model_extra or {}).get("name") for entry in spec.model.layers]
+    index = names.index(name)
+    return ("model", "layers", index, "name")
 
 
 def _reads_first(nodes: list[Node]) -> bool:

@@ -22,10 +22,10 @@ from dlrun.backend import load
 from dlrun.errors import DlrunError, SpecError, first_line
 from dlrun.model.checkpoints import CHECKPOINTS, load_model
 from dlrun.model.frozen import frozen_base_class
+from dlrun.model.graph import BASE  # the nested model's name, which a graph head reads
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
-BASE = "base"  # the nested model's name inside a transfer model
 STAGES = ("head", "finetune")
 SHOWN_LAYERS = 20  # layer names listed when `until` names none
 
@@ -167,9 +167,10 @@ def layer_output(layer):
     return layer._inbound_nodes[-1].output_tensors[0]
 
 
-def _truncate(spec: Spec, model, what: str):
+def _truncate(spec: Spec, model, what: str, taps: dict[str, tuple] | None = None):
     """The base up to `until` (a layer name or index), as one model named `base`, always in
-    inference mode (FrozenBase)."""
+    inference mode (FrozenBase). taps: {layer name: where the spec reads it}, inner layers a
+    graph head reads; each becomes one more output of the base, after its own."""
     until = spec.model.base.until
     layers = model.layers
     if until is None:
@@ -194,7 +195,21 @@ def _truncate(spec: Spec, model, what: str):
             )
         layer = model.get_layer(until)
     outputs = model.outputs[0] if layer is None else layer_output(layer)
+    if taps:
+        outputs = [outputs, *(_tap(spec, model, what, name, loc) for name, loc in taps.items())]
     return frozen_base_class()(model.inputs[0], outputs, name=BASE)
+
+
+def _tap(spec: Spec, model, what: str, name: str, loc: tuple):
+    """The output of the base's layer `name`, which the entry at `loc` reads as base.NAME."""
+    names = [layer.name for layer in model.layers]
+    if name not in names:
+        raise spec.error(
+            loc,
+            f"{what} has no layer {name!r} to read as {BASE}.{name}"
+            + (did_you_mean(name, names) or f"; its layers: {', '.join(names[-SHOWN_LAYERS:])}"),
+        )
+    return layer_output(model.get_layer(name))
 
 
 def _preprocess_layer(function, scale: float, channels: int):
@@ -236,6 +251,33 @@ def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list, a
     functional model."""
     keras = load()
 
+    inputs, x = base_below(spec, input_shape, augment)
+    for index, layer in enumerate(head):
+        entry = spec.model.layers[index]
+        shape = tuple(x.shape)
+        try:
+            x = layer(x)
+        except Exception as exc:
+            raise spec.error(
+                ("model", "layers", index),
+                f"{entry.type} cannot take the base's output {shape}: {first_line(exc)}",
+            ) from None
+    if len(x.shape) != 2:
+        last = len(spec.model.layers) - 1
+        raise spec.error(
+            ("model", "layers", last),
+            f"the head ends in shape {tuple(x.shape)}; a classifier ends in (None, classes): "
+            "put {type: GlobalAveragePooling2D} or Flatten before the Dense layers",
+        )
+    return keras.Model(inputs, x, name=spec.name.replace(".", "_").replace("-", "_"))
+
+
+def base_below(spec: Spec, input_shape: tuple[int, ...], augment: list = (), taps=None):
+    """The image input and the frozen base's output on it (input -> augmentation -> adapters
+    -> base, training=False): what a head reads. With taps ({layer name: spec location}), the
+    base's outputs: its own, then each tapped layer's, in the order of taps."""
+    keras = load()
+
     base_spec = spec.model.base
     if len(input_shape) != 3:
         raise spec.error(
@@ -268,7 +310,7 @@ def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list, a
             f"{what} takes {want_c} channel(s) but the data has {channels}; "
             f"set data.color_mode to {'rgb' if want_c == 3 else 'grayscale'} or use another base",
         )
-    base = _truncate(spec, model, what)
+    base = _truncate(spec, model, what, taps)
     base.trainable = base_spec.trainable
 
     inputs = keras.Input(shape=input_shape, name="image")
@@ -288,25 +330,7 @@ def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list, a
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
     if preprocess is not None:
         x = preprocess(x)
-    x = base(x, training=False)
-    for index, layer in enumerate(head):
-        entry = spec.model.layers[index]
-        shape = tuple(x.shape)
-        try:
-            x = layer(x)
-        except Exception as exc:
-            raise spec.error(
-                ("model", "layers", index),
-                f"{entry.type} cannot take the base's output {shape}: {first_line(exc)}",
-            ) from None
-    if len(x.shape) != 2:
-        last = len(spec.model.layers) - 1
-        raise spec.error(
-            ("model", "layers", last),
-            f"the head ends in shape {tuple(x.shape)}; a classifier ends in (None, classes): "
-            "put {type: GlobalAveragePooling2D} or Flatten before the Dense layers",
-        )
-    return keras.Model(inputs, x, name=spec.name.replace(".", "_").replace("-", "_"))
+    return inputs, base(x, training=False)
 
 
 def base_of(model):
