@@ -192,8 +192,17 @@ def start_sweep(tmp_path, epochs=300, **kwargs):
     return process, trial
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_a_stopped_sweep_starts_no_more_fits_and_says_how_to_resume(tmp_path, how):
+@pytest.mark.parametrize(
+    "how, exit_code, message",
+    [
+        ("ctrl-c", 130, "stopped by Ctrl-C (SIGINT)"),
+        ("sigterm", 143, "stopped by SIGTERM"),
+        ("sighup", 129, "stopped by SIGHUP (its terminal or ssh session closed)"),
+    ],
+)
+def test_a_stopped_sweep_starts_no_more_fits_and_says_how_to_resume(
+    tmp_path, how, exit_code, message
+):
     process, trial = start_sweep(tmp_path, start_new_session=True)
     workers = children(process.pid)
     assert workers
@@ -206,15 +215,18 @@ def test_a_stopped_sweep_starts_no_more_fits_and_says_how_to_resume(tmp_path, ho
     ]
     if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground group
         os.killpg(process.pid, signal.SIGINT)
+    elif how == "sighup":  # a closed terminal or ssh session hangs up the whole group
+        os.killpg(process.pid, signal.SIGHUP)
     else:
         process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == (130 if how == "ctrl-c" else 143), err
+    assert process.returncode == exit_code, err
     assert err.splitlines()[-1] == f"resume with: dlrun sweep --resume {sweep_dir}"
     assert "Traceback" not in err
     assert [t.name for t in (sweep_dir / "trials").iterdir()] == [trial.name]  # none queued ran
     meta = json.loads((trial / "meta.json").read_text())
-    assert meta["status"] == "interrupted" and meta["message"] == "stopped by SIGTERM"
+    assert meta["status"] == "interrupted" and meta["message"] == message
+    assert f"Error: sweep {message}; the fits running were recorded as interrupted" in err
     wait_until(lambda: all(gone(pid) for pid in workers), timeout=30)
 
 

@@ -1,4 +1,4 @@
-"""Running a sweep's fits on local workers or Ray, with Ctrl-C and SIGTERM stopping them all.
+"""Running a sweep's fits on local workers or Ray; Ctrl-C, SIGTERM and SIGHUP stop them all.
 
 A fit that fails or whose worker dies is recorded and the sweep goes on; a stop records the
 running fits as interrupted, and `--resume` finishes them.
@@ -26,6 +26,7 @@ from dlrun.sweep.results import refit, refit_data, results_table
 from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
 from dlrun.sweep.search import plan_for
 from dlrun.sweep.workers import Workers
+from dlrun.train.life import STOPPED_BY, STOPPING
 
 
 def _init_worker(threads: int, backend: str = "tensorflow") -> None:
@@ -92,12 +93,13 @@ def recorded(sweep: Sweep, sweep_dir: Path) -> Iterator[None]:
 
 
 class SweepStopped(DlrunError):
-    """Ctrl-C or SIGTERM stopped the sweep: the fits running were recorded as interrupted."""
+    """Ctrl-C, SIGTERM or SIGHUP stopped the sweep: the fits running were recorded as
+    interrupted."""
 
     def __init__(self, sweep_dir: Path, signum: int):
         self.sweep_dir, self.signum = sweep_dir, signum
-        self.exit_code = store.SIGTERM_EXIT if signum == signal.SIGTERM else 130
-        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+        self.exit_code = 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+        name = STOPPED_BY.get(signum, f"signal {signum}")
         super().__init__(f"sweep stopped by {name}; the fits running were recorded as interrupted")
 
 
@@ -247,7 +249,7 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         return store.FAILED, _history(trials / folder), str(value)
 
     _terminated.clear()
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    previous = {signum: signal.signal(signum, _raise_stop) for signum in STOPPING}
     previous_int = signal.getsignal(signal.SIGINT)
     try:
         with _progress(console) as progress:
@@ -277,9 +279,9 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
                     f"best {best_text}",
                 )
     except KeyboardInterrupt:
-        stopped = signal.SIGTERM if _terminated else signal.SIGINT
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stopped = _terminated[0] if _terminated else signal.SIGINT
+        for signum in (*STOPPING, signal.SIGINT):  # a second one must not cut the cleanup
+            signal.signal(signum, signal.SIG_IGN)
         for folder, kind, value in executor.stop(signum=stopped):
             status, _, message = outcomes[folder] = record(folder, kind, value)
             if not console.is_terminal:
@@ -287,7 +289,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         raise SweepStopped(sweep_dir, stopped) from None
     finally:
         executor.close()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         signal.signal(signal.SIGINT, previous_int)
     frame = results_table(sweep, {**outcomes, **plan.skipped}, directions, plan.rows())
     store.write_text(sweep_dir / RESULTS, frame.to_csv(index=False))
@@ -346,13 +349,15 @@ def _directions(run_dir: Path) -> dict[str, str]:
         return {}
 
 
-# Set when SIGTERM arrived. Kept beside the exception, not in its type: Ray's blocking calls
-# turn whatever a signal handler raised into a plain KeyboardInterrupt.
+# The signal (SIGTERM or SIGHUP: train.life.STOPPING, as for a run) that stopped the sweep.
+# Kept beside the exception, not in its type: Ray's blocking calls turn whatever a signal
+# handler raised into a plain KeyboardInterrupt.
 _terminated: list[int] = []
 
 
 def _raise_stop(signum, frame):
-    """SIGTERM in the sweep's parent is handled like Ctrl-C."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not cut the stop short
+    """SIGTERM or SIGHUP in the sweep's parent is handled like Ctrl-C."""
+    for stopping in STOPPING:  # once: a second must not cut the stop short
+        signal.signal(stopping, signal.SIG_IGN)
     _terminated.append(signum)
     raise KeyboardInterrupt

@@ -35,6 +35,12 @@ class Terminated(KeyboardInterrupt):
 
 # Signals that stop a run as SIGTERM does; SIGINT is Ctrl-C's own.
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
+# What stopped a run or a sweep, as its message and `Error:` line say it.
+STOPPED_BY = {
+    signal.SIGINT: "Ctrl-C (SIGINT)",
+    signal.SIGTERM: "SIGTERM",
+    signal.SIGHUP: "SIGHUP (its terminal or ssh session closed)",
+}
 
 
 def now() -> str:
@@ -120,10 +126,7 @@ class RunLife:
     def stopped(self, exc: KeyboardInterrupt) -> None:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         self.status = store.INTERRUPTED
-        self.message = {
-            signal.SIGTERM: "stopped by SIGTERM",
-            signal.SIGHUP: "stopped by SIGHUP (its terminal or ssh session closed)",
-        }.get(signum, "stopped by Ctrl-C (SIGINT)")
+        self.message = f"stopped by {STOPPED_BY.get(signum, STOPPED_BY[signal.SIGINT])}"
         self.exit_code = 128 + signum  # 143 for SIGTERM, 129 for SIGHUP, 130 for Ctrl-C
 
     def failed(self, exc: BaseException, prefix: str = "") -> None:
