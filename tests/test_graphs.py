@@ -1,7 +1,9 @@
 """Models beyond a stack: keras.io's graphs written in dlrun's syntax, against the same graphs
 built in plain Keras here, parameter for parameter; each trains an epoch and is evaluated."""
 
+import importlib.util
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -306,6 +308,11 @@ def test_the_residual_config_validates_trains_and_draws_its_graph(tmp_path):
     assert params_of(run) == expected
     graph = (run / store.GRAPH).read_text()
     assert "global_average_pooling2d (GlobalAveragePooling2D) (None, 32) <- activation_3" in graph
+    # model.png where graphviz can draw it (pydot and `dot`); graph.txt is the picture elsewhere.
+    drawn = importlib.util.find_spec("pydot") is not None and shutil.which("dot") is not None
+    assert (run / store.MODEL_PNG).exists() == drawn
+    if drawn:
+        assert (run / store.MODEL_PNG).read_bytes().startswith(b"\x89PNG")
 
 
 DENSE_RESIDUAL = """\

@@ -6,6 +6,7 @@ Every problem is reported as a SpecError on the spec's dotted path, with a "did 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from dlrun.backend import load
@@ -232,6 +233,22 @@ def _shape(output) -> tuple:
     if isinstance(output, (list, tuple)):
         return tuple(_shape(item) for item in output)
     return tuple(output.shape)
+
+
+def draw_graph(model, path: Path) -> bool:
+    """model.png through keras.utils.plot_model, written whole, where pydot and graphviz's `dot`
+    are installed; False elsewhere (graph.txt is then the picture)."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pydot") is None or shutil.which("dot") is None:
+        return False
+    from dlrun.store.files import atomic_path
+
+    keras = load()
+    with atomic_path(path) as tmp:  # keeps the .png suffix plot_model reads the format from
+        keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True)
+    return True
 
 
 def _sources(value, found: list[tuple]) -> None:

@@ -54,6 +54,7 @@ from dlrun.store.layout import (  # noqa: F401
     MAX_READ_BYTES,
     META,
     METRICS,
+    MODEL_PNG,
     PLOTS,
     PREDICTED_PLOT,
     PRUNED,

@@ -17,6 +17,7 @@ CONFIG = "config.yaml"
 META = "meta.json"
 SUMMARY = "summary.txt"
 GRAPH = "graph.txt"  # a graph model, one layer a line with what it reads
+MODEL_PNG = "model.png"  # a graph model drawn by graphviz, where it is installed
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"

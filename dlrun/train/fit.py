@@ -49,9 +49,10 @@ def fit(
                 summary += stage_counts(model, spec)
             run.write_text(store.SUMMARY, summary)
             if spec.model.is_graph:
-                from dlrun.model.builder import graph_text
+                from dlrun.model.builder import draw_graph, graph_text
 
                 run.write_text(store.GRAPH, graph_text(model))
+                draw_graph(model, run.file(store.MODEL_PNG))
             if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
                 run.record_epoch(rows)
             checkpoint = spec.training.checkpoint
