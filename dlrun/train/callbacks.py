@@ -21,6 +21,7 @@ from dlrun.errors import RunError
 from dlrun.model import metrics as directions_of
 from dlrun.model.layers import seed_generators
 from dlrun.store import events
+from dlrun.train.life import raise_unrecorded_stop
 
 
 def _finite(logs: dict) -> bool:
@@ -89,6 +90,7 @@ class RunRecorder(keras.callbacks.Callback):
             )
         with store.signals_held():  # a stop lands before or after the epoch's records
             self._record(epoch, logs)
+        raise_unrecorded_stop()  # a stop whose exception library code swallowed
 
     def _record(self, epoch, logs) -> None:
         if not self.directions:

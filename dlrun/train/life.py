@@ -47,17 +47,33 @@ def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+# The stop that arrived and was not yet recorded. Its exception can be lost: raised while
+# Python runs a finalizer (a TensorFlow resource's __del__) it is printed and dropped, and the
+# signal is ignored from then on. raise_unrecorded_stop raises it again at the next epoch end.
+_unrecorded: list[int] = []
+
+
 def _raise_terminated(signum, frame):
     # One stop is enough: a second signal while Keras unwinds would escape the handler that
     # records the stop and leave meta.json saying running.
     for stopping in STOPPING:
         signal.signal(stopping, signal.SIG_IGN)
+    _unrecorded.append(signum)
     raise Terminated(signum)
 
 
 def _raise_interrupted(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _unrecorded.append(signum)
     raise KeyboardInterrupt()
+
+
+def raise_unrecorded_stop() -> None:
+    """A stop whose exception library code swallowed, raised again (at an epoch's end), so that
+    one Ctrl-C, SIGTERM or SIGHUP always stops the run."""
+    if _unrecorded:
+        signum = _unrecorded[0]
+        raise Terminated(signum) if signum in STOPPING else KeyboardInterrupt()
 
 
 class RunLife:
@@ -85,6 +101,7 @@ class RunLife:
         return self.status in (store.COMPLETED, store.DIVERGED, store.PRUNED)
 
     def __enter__(self) -> RunLife:
+        _unrecorded.clear()
         if self._main:
             self._previous = {s: signal.getsignal(s) for s in (*STOPPING, signal.SIGINT)}
             for stopping in STOPPING:
@@ -124,6 +141,7 @@ class RunLife:
                 self.failed(exc, "writing the run's results failed: ")
 
     def stopped(self, exc: KeyboardInterrupt) -> None:
+        _unrecorded.clear()
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         self.status = store.INTERRUPTED
         self.message = f"stopped by {STOPPED_BY.get(signum, STOPPED_BY[signal.SIGINT])}"
