@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench docs clean
 
 # One stamp per set of extras: `make run` installs only what running needs, `make test` adds
 # the test tools, `make bench` the benchmark's comparison libraries.
@@ -38,8 +38,12 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check dlrun tests bench
 	$(BIN)/ruff format --check dlrun tests bench
 
+# The documentation site (mkdocs.yml, docs/) into site/, strict as the suite builds it.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 bench: $(VENV)/.dev $(VENV)/.bench
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

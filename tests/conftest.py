@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,18 @@ os.environ.pop("COLUMNS", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
+
+
+def docs_pages() -> list[Path]:
+    """The documentation site's pages in mkdocs.yml's order: what the docs tests read."""
+    nav = re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    return [ROOT / "docs" / name for name in nav]
+
+
+def docs_text() -> str:
+    """The README and every page of the site, one after the other."""
+    return "\n".join(path.read_text() for path in [ROOT / "README.md", *docs_pages()])
+
 
 # A tiny, fast spec on the offline digits data: the default subject of the tests.
 TINY_SPEC = """\

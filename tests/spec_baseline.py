@@ -44,13 +44,13 @@ SKIPPED = {
 
 
 def readme_key(block: str) -> str:
-    """A README block by its first line, so that blocks added elsewhere change no key."""
-    return f"README.md:{block.splitlines()[0][:50].strip()}"
+    """A documentation block by its first line, so that blocks added elsewhere change no key."""
+    return f"docs:{block.splitlines()[0][:50].strip()}"
 
 
 def specs(root: Path) -> dict[str, str]:
-    """{where: spec text} for every spec in configs/ and tests/ that trains, and every README
-    block that is a whole spec (data: and model:)."""
+    """{where: spec text} for every spec in configs/ and tests/ that trains, and every
+    documentation block that is a whole spec (data: and model:)."""
     found = {}
     for path in sorted((root / "configs").glob("*.yaml")):
         text = path.read_text()
@@ -62,7 +62,9 @@ def specs(root: Path) -> dict[str, str]:
     found["tests/conftest.py:TINY_SPEC"] = re.search(
         r'TINY_SPEC = """\\\n(.*?)"""', conftest, re.S
     )[1]
-    readme = (root / "README.md").read_text()
+    from conftest import docs_text
+
+    readme = docs_text()
     for block in re.findall(r"```yaml\n(.*?)```", readme, re.S):
         if re.search(r"^data:", block, re.M) and re.search(r"^model:", block, re.M):
             found[readme_key(block)] = block

@@ -22,7 +22,7 @@ import tensorflow as tf
 import yaml
 from typer.testing import CliRunner
 
-from conftest import CONFIGS, ROOT, TINY_SPEC, default_sigint, run_dirs
+from conftest import CONFIGS, TINY_SPEC, default_sigint, docs_text, run_dirs
 from dlrun import store
 from dlrun.adversarial import attacks
 from dlrun.adversarial.gradients import model_loss
@@ -493,7 +493,7 @@ def test_a_symlinked_attacks_folder_is_not_followed(normal_run, tmp_path):
 
 
 def readme_experiment() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = docs_text()
     block = text.split("<!-- adversarial -->", 1)[1].split("<!-- /adversarial -->", 1)[0]
     return block.split("```bash\n", 1)[1].split("```", 1)[0]
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from sklearn import datasets
 from typer.testing import CliRunner
 
-from conftest import ROOT, TINY_SPEC, run_dirs
+from conftest import TINY_SPEC, docs_text, run_dirs
 from dlrun import store
 from dlrun.adversarial.attacks import Threat, perturb
 from dlrun.adversarial.gradients import model_loss
@@ -48,7 +48,7 @@ def history(run: Path) -> pd.DataFrame:
 
 def readme_binary_spec() -> str:
     """The README's binary recipe (one sigmoid unit, string binary_crossentropy, integer labels)."""
-    text = (ROOT / "README.md").read_text()
+    text = docs_text()
     block = text.split("<!-- binary -->", 1)[1].split("<!-- /binary -->", 1)[0]
     return block.split("```yaml\n", 1)[1].split("```", 1)[0]
 

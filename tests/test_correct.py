@@ -14,7 +14,7 @@ import yaml
 from sklearn import datasets
 from typer.testing import CliRunner
 
-from conftest import run_dirs
+from conftest import docs_text, run_dirs
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -393,9 +393,8 @@ def test_evaluating_on_data_of_another_shape_is_one_line(binary_run, tables):
 
 @pytest.mark.parametrize("section", ["tabular", "binary", "regression"])
 def test_readme_section_specs_validate(section, tables, tmp_path, monkeypatch):
-    from conftest import ROOT
 
-    text = (ROOT / "README.md").read_text()
+    text = docs_text()
     block = text.split(f"<!-- {section} -->", 1)[1].split(f"<!-- /{section} -->", 1)[0]
     spec = block.split("```yaml\n", 1)[1].split("```", 1)[0]
     files = {"wine.csv": "wine_raw.csv", "cancer.csv": "cancer.csv"}

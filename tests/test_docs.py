@@ -1,4 +1,5 @@
-"""Every command documents itself with an example; the README's walkthrough really runs."""
+"""Every command documents itself with an example; the documentation's walkthrough really runs,
+the README stays a front door, and the site builds with no broken link."""
 
 import os
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from conftest import ROOT, docs_text
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -41,13 +42,43 @@ def test_command_help_has_an_example(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
     assert f"Example: dlrun {command}" in result.stdout
-    assert f"`dlrun {command}" in (ROOT / "README.md").read_text()
+    assert f"`dlrun {command}" in docs_text()
 
 
-def walkthrough() -> str:
-    text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- walkthrough -->", 1)[1].split("<!-- /walkthrough -->", 1)[0]
+def walkthrough(marker: str = "walkthrough") -> str:
+    text = docs_text()
+    block = text.split(f"<!-- {marker} -->", 1)[1].split(f"<!-- /{marker} -->", 1)[0]
     return block.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_is_a_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).is_file(), link
+
+
+def test_the_readme_lines_are_the_walkthroughs_own():
+    """The README's ten lines are a subset of the site's walkthrough, which runs below."""
+    site = walkthrough().splitlines()
+    readme = [line for line in walkthrough("readme-walkthrough").splitlines() if line.strip()]
+    assert len(readme) >= 5
+    assert [line for line in readme if line not in site] == []
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """mkdocs with the Material theme, --strict: a broken link or a page left out of the nav
+    fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert (tmp_path / "site" / "graphs" / "index.html").is_file()
 
 
 def test_readme_walkthrough_runs(tmp_path):

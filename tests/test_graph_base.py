@@ -12,7 +12,7 @@ import pytest
 from test_graphs import evaluated, params_of, resumes_exactly, runner
 from test_transfer import PRETRAIN, Snapshots, changed
 
-from conftest import ROOT, run_dirs
+from conftest import docs_text, run_dirs
 from dlrun import api, store
 from dlrun.cli import app
 from dlrun.model.checkpoints import load_model
@@ -28,7 +28,7 @@ def pretrained(tmp_path_factory):
     return outcome.run_dir
 
 
-README = (ROOT / "README.md").read_text()
+README = docs_text()
 # The README's graph on a base: the base up to its batch normalization (6, 6, 4); the head adds
 # the base's conv output, before normalization, to its own convolution of the base's output.
 BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_dirs
+from conftest import docs_text, run_dirs
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
 from dlrun.spec.loading import load_spec
@@ -69,7 +69,7 @@ training:
 
 def readme_spec(section: str, path: Path) -> Path:
     """The README's yaml block between <!-- section --> and <!-- /section -->, as a file."""
-    text = (ROOT / "README.md").read_text()
+    text = docs_text()
     block = text.split(f"<!-- {section} -->", 1)[1].split(f"<!-- /{section} -->", 1)[0]
     path.write_text(block.split("```yaml\n", 1)[1].split("```", 1)[0])
     return path
