@@ -300,9 +300,8 @@ def _vector_metrics(
 ) -> list[str]:
     """Metrics that score one number per class (F1Score's default average=None) break the
     history after epoch 1: refuse them before training, each on its own line."""
-    from keras.src.trainers.compile_utils import get_metric
-
     import keras
+    from keras.src.trainers.compile_utils import get_metric
 
     from dlrun import usercode
 

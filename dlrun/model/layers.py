@@ -45,7 +45,9 @@ def unknown_layer(name: str, classes: dict) -> str:
         return found.message
     return (
         f"unknown layer {name!r}; expected a keras.layers class or a code file's layer"
-        + did_you_mean(name, sorted(k for k, v in classes.items() if not isinstance(v, usercode.Ambiguous)))
+        + did_you_mean(
+            name, sorted(k for k, v in classes.items() if not isinstance(v, usercode.Ambiguous))
+        )
     )
 
 

@@ -621,13 +621,13 @@ class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
     backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
+    # Python files whose layers, losses, metrics, callbacks, optimizers, schedules and model
+    # or data functions the spec uses by name; relative to the spec file
+    code: list[str] = []
     data: DataSpec
     model: ModelSpec
     compile: CompileSpec = CompileSpec()
     training: TrainingSpec = TrainingSpec()
-    # Python files whose layers, losses, metrics, callbacks, optimizers, schedules and model
-    # or data functions the spec uses by name; relative to the spec file
-    code: list[str] = []
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
@@ -641,7 +641,8 @@ class Spec(_Section):
             or split is None
             or split > 0
             or self.data.validation_path is not None
-            or self.data.dataset in ("npz", "directory", "function")  # x_val in the file, a val/ folder
+            or self.data.dataset
+            in ("npz", "directory", "function")  # x_val in the file, a val/ folder
         )
 
     @property

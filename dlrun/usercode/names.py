@@ -17,9 +17,8 @@ class Ambiguous:
     """A bare name with more than one meaning; `message` says which and what to write."""
 
     def __init__(self, name: str, owners: list[str]):
-        self.message = (
-            f"{name} is defined by {' and '.join(owners)}; write "
-            + " or ".join(o if "." in o else f"{o}.{name}" for o in owners if o != "keras")
+        self.message = f"{name} is defined by {' and '.join(owners)}; write " + " or ".join(
+            o if "." in o else f"{o}.{name}" for o in owners if o != "keras"
         )
 
 
@@ -110,8 +109,8 @@ def call_function(spec, loc: tuple, name: str, args: dict, what: str) -> Any:
             ]
             raise SpecError(problems)
     try:
-        from contextlib import redirect_stdout
         import sys
+        from contextlib import redirect_stdout
 
         with redirect_stdout(sys.stderr):  # stdout stays dlrun's
             return found(**args)
