@@ -46,6 +46,8 @@ def compiled(model: Any) -> dict[str, str]:
                     if of_metric(metric):
                         found[f"{output}_{metric.name}"] = of_metric(metric)
             continue
+        if of_metric(container):  # a subclassed model's own metric (its `metrics` property)
+            found[container.name] = of_metric(container)
         # compile()'s metrics sit in one container metric that lists them (Keras'
         # CompileMetrics); the loss tracker beside it lists none.
         inner = getattr(container, "metrics", None)
