@@ -39,6 +39,12 @@ MAX_CODE_BYTES = 4 * 1024 * 1024  # a code file far bigger than any hand-written
 MARK = "__dlrun_code__"  # set on the modules dlrun made, so that one may replace another
 
 
+class CodeInterrupted(CodeError):
+    """Ctrl-C while a code file was being imported (one that loops at import)."""
+
+    exit_code = 130
+
+
 @dataclass(frozen=True)
 class CodeFile:
     path: Path  # where it was read
@@ -74,12 +80,13 @@ def _read(path: Path, follow: bool) -> bytes:
         if not follow and os.path.islink(path):
             raise CodeError(f"{path}: is a symlink; refusing to read it") from None
         raise CodeError(f"{path}: cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise CodeError(f"{path}: is a folder; expected a Python file")
-        if not stat.S_ISREG(info.st_mode):
-            raise CodeError(f"{path}: is not a regular file (a FIFO or a device); refused unread")
+        raise CodeError(f"{path}: is not a regular file (a FIFO or a device); refused unread")
+    with os.fdopen(fd, "rb") as handle:
         if info.st_size > MAX_CODE_BYTES:
             raise CodeError(
                 f"{path}: is {info.st_size / 2**20:.1f} MiB; a code file is at most "
@@ -183,7 +190,7 @@ def _import(spec: Spec, files: list[CodeFile]) -> list[types.ModuleType]:
                 exec(code, module.__dict__)  # noqa: S102  the user's own code, by choice
         except KeyboardInterrupt:
             _forget(files)
-            raise CodeError(
+            raise CodeInterrupted(
                 f"{file.path}: interrupted while it was being imported (does it loop at import?); "
                 "nothing was written"
             ) from None
