@@ -59,6 +59,20 @@ def compiled(model: Any) -> dict[str, str]:
     return {**found, **{f"val_{name}": value for name, value in found.items()}}
 
 
+def given(metrics: Any) -> dict[str, str]:
+    """`direction: max|min` written beside compile.metrics entries (a code file's metric that
+    Keras cannot tell the direction of), by logged name, with their val_ twins."""
+    from dlrun.spec.names import entry_name
+
+    entries = [e for es in metrics.values() for e in es] if isinstance(metrics, dict) else metrics
+    found = {
+        entry_name(entry): entry["direction"]
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("direction") in (MAX, MIN)
+    }
+    return {**found, **{f"val_{name}": value for name, value in found.items()}}
+
+
 def mode(monitor: str, requested: str, directions: dict[str, str]) -> str:
     """`auto` resolved to max or min for `monitor`; an explicit min or max is kept."""
     if requested in (MAX, MIN):
