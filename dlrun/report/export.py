@@ -156,8 +156,15 @@ def _script(spec, run: store.Run, out: Path) -> dict:
         from dlrun.data.arrays import signature
 
         input_shape = signature(spec)[0]
-    script.write(out, script.render(spec, run, input_shape))
-    return {"artifact": str(out)}
+    folder = script.code_folder(out)
+    if spec.code:  # the run's code files beside the script, which imports them
+        files = usercode.check_trusted(run.path, [run.path / entry for entry in spec.code])
+        usercode.copy_into_run(folder, files)  # into <script>_code/code/
+    script.write(out, script.render(spec, run, input_shape, f"{folder.name}/{store.CODE}"))
+    result = {"artifact": str(out)}
+    if spec.code:
+        result["code"] = str(folder)
+    return result
 
 
 def _model(spec, run: store.Run, model_path: Path, unsafe_load: bool, fmt: str):
