@@ -332,6 +332,32 @@ def test_a_run_from_another_user_is_refused_though_unedited(vit_run, tmp_path):
     assert "code/vit.py, code/extras.py" in result.output and "--trust-code" in result.output
 
 
+HEAD_SPEC = """\
+name: head
+data: {{function: load, args: {{n: 300}}, scale: 16}}
+model:
+  base: {{run: {base}}}
+  layers: [{{type: Dense, units: 10, activation: softmax}}]
+compile: {{loss: focal}}
+training: {{epochs: 1, batch_size: 64, tensorboard: null}}
+"""
+
+
+def test_a_head_on_a_run_imports_that_runs_code_if_trusted(vit_run, tmp_path):
+    copy, marker = received(vit_run, tmp_path)
+    spec = tmp_path / "head.yaml"
+    spec.write_text(HEAD_SPEC.format(base=copy))
+    result, runs = train(spec, tmp_path / "refused")
+    assert result.exit_code == 2 and runs == [] and not marker.exists()
+    assert "model.base.run" in result.output and "--trust-code" in result.output
+    spec.write_text(HEAD_SPEC.format(base=vit_run))  # a run of this user's: its code is known
+    result, runs = train(spec, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (runs[0] / "code").iterdir()) == ["extras.py", "vit.py"]
+    result = runner.invoke(app, ["evaluate", str(runs[0]), "--no-save"])
+    assert result.exit_code == 0, result.output
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
