@@ -110,7 +110,7 @@ def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...], code: str =
         _header(spec, run) + _imports(spec, code),
         _data(spec, run, input_shape),
         model,
-        _fit(spec, _draws(spec, input_shape)),
+        _fit(spec, _draws(spec, input_shape), run.metrics.get("directions")),
         _evaluate(),
     ]
     return "\n\n".join(part.strip("\n") for part in parts) + "\n"
@@ -167,7 +167,7 @@ def _imports(spec: Spec, folder: str) -> str:
         f"# code: the run's code files, copied beside this script into {folder}/",
         "import sys  # noqa: E402",
         "",
-        f"sys.path.insert(0, str(Path(__file__).with_name({_py(folder)})))",
+        f"sys.path.insert(0, str(Path(__file__).parent / {_py(folder)}))",
         *(f"import {module}  # noqa: E402" for module in modules),
         "",
         "keras.saving.get_custom_objects().update(",
@@ -635,7 +635,7 @@ def _lookup(module: str, value, name: str | None = None) -> str:
     if value is None:  # compile.loss: null, the model's own train_step
         return "None"
     if isinstance(value, str):
-        return _py(value)
+        return _code_name(value) or _py(value)
     arguments = {k: v for k, v in value.items() if k not in ("type", "direction")}
     if name is not None:
         arguments.setdefault("name", name)
@@ -653,15 +653,32 @@ def _lookup(module: str, value, name: str | None = None) -> str:
     with keras.saving.custom_object_scope(usercode.custom_objects()):
         made = keras_module.get({"class_name": value["type"], "config": arguments})
     cls = type(made).__name__
+    code = _code_name(value["type"])
+    if code:  # a code file's class with its arguments, or its function as it is
+        return _call(code, arguments) if _is_class(code) else code
     if getattr(keras_module, cls, None) is type(made):
         return _call(f"keras.{module}.{cls}", arguments)
     config = {"class_name": value["type"], "config": arguments}
     return f"keras.{module}.get({_py(config)})"
 
 
+def _is_class(where: str) -> bool:
+    from dlrun import usercode
+
+    return isinstance(usercode.find(where, set(), callable), type)
+
+
+def _code_name(name: str) -> str | None:
+    """A code file's class or function named in the spec, as module.name (None: Keras')."""
+    from dlrun import usercode
+
+    found = usercode.find(name, set(), callable)
+    return f"{found.__module__}.{found.__name__}" if callable(found) else None
+
+
 def _metric(value) -> str:
     if isinstance(value, str):
-        return _py(value)
+        return _code_name(value) or _py(value)
     return _lookup("metrics", value, entry_name(value))
 
 
@@ -699,15 +716,22 @@ EPOCH_SEEDS = [
 ]
 
 
-def _mode(spec: Spec) -> str:
-    """The checkpoint's mode; auto on a code file's metric is the direction the spec gives."""
-    from dlrun.model.metrics import given
+def _mode(spec: Spec, directions: dict | None) -> str:
+    """The checkpoint's mode; auto as the run decided it where Keras cannot tell (a code
+    file's metric, a subclassed model's own metrics)."""
+    from dlrun.model.metrics import given, mode
 
-    mode = spec.training.checkpoint.mode
-    return given(spec.compile.metrics).get(spec.training.checkpoint.monitor, mode)
+    checkpoint = spec.training.checkpoint
+    recorded = {**(directions if isinstance(directions, dict) else {})}
+    recorded.update(given(spec.compile.metrics))
+    if checkpoint.mode != "auto" or checkpoint.monitor.removeprefix("val_") not in {
+        name.removeprefix("val_") for name in recorded
+    }:
+        return checkpoint.mode
+    return mode(checkpoint.monitor, "auto", recorded)
 
 
-def _fit(spec: Spec, draws: bool = False) -> str:
+def _fit(spec: Spec, draws: bool = False, directions: dict | None = None) -> str:
     training = spec.training
     checkpoint = training.checkpoint
     from dlrun.data.splits import validation_share
@@ -717,7 +741,7 @@ def _fit(spec: Spec, draws: bool = False) -> str:
         "# --- training " + "-" * 82,
         "# training.checkpoint: keep the best epoch on its monitor",
         "checkpoint = keras.callbacks.ModelCheckpoint(",
-        f"    CHECKPOINT, monitor={_py(checkpoint.monitor)}, mode={_py(_mode(spec))}, "
+        f"    CHECKPOINT, monitor={_py(checkpoint.monitor)}, mode={_py(_mode(spec, directions))}, "
         "save_best_only=True, save_weights_only=True",
         ")",
         "callbacks = [checkpoint]",

@@ -307,9 +307,11 @@ def add_base_code(spec: Spec) -> None:
     if not base_spec.code:
         return
     paths = [store.within(run_dir, entry) for entry in base_spec.code]
+    from dlrun.errors import UntrustedCode
+
     try:
         check_trusted(run_dir, paths)
-    except CodeError as exc:
+    except (CodeError, UntrustedCode) as exc:
         raise spec.error(("model", "base", "run"), str(exc)) from None
     own = [str(path.resolve()) for path in code_paths(spec)]
     spec.code = [*own, *(str(path.resolve()) for path in paths)]
