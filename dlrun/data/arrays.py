@@ -323,7 +323,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
             encoding["categorical"] = categories
     if spec.model.several_outputs:
         (y_train, y_test, y_val), names, num_classes = _several_targets(
-            spec, y_train, y_test, y_val
+            spec, y_train, y_test, y_val, (recorded or {}).get("class_names")
         )
     elif regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
@@ -389,11 +389,16 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     return data
 
 
-def _several_targets(spec: Spec, y_train: dict, y_test: dict, y_val: dict | None) -> tuple:
+def _several_targets(
+    spec: Spec, y_train: dict, y_test: dict, y_val: dict | None, recorded: dict | None = None
+) -> tuple:
     """Each output's targets as its loss takes them: class numbers 0..K-1, or float values.
+    `recorded`: a trained run's {output: class names} (meta.json's class_names): other data
+    is encoded by them, as one output's is, never by an encoder fitted on it.
     Returns ((train, test, validation), {output: class names or None}, {output: K or width})."""
     splits: tuple[dict, dict, dict | None] = ({}, {}, None if y_val is None else {})
     names, widths = {}, {}
+    known = recorded if isinstance(recorded, dict) else {}
     for output in spec.model.several_outputs:
         train, test = y_train[output], y_test[output]
         val = None if y_val is None else y_val[output]
@@ -402,6 +407,10 @@ def _several_targets(spec: Spec, y_train: dict, y_test: dict, y_val: dict | None
                 None if y is None else regression_targets(y, spec) for y in (train, test, val)
             ]
             names[output], widths[output] = None, int(np.prod(encoded[0].shape[1:]))
+        elif known.get(output):
+            names[output] = list(known[output])
+            encoded = recorded_labels([train, test, val], names[output], spec)
+            widths[output] = len(names[output])
         else:
             checks.two_classes(spec, train)
             first, others, names[output] = encode_labels(train, [test, val], spec)

@@ -28,6 +28,26 @@ def _finite(logs: dict) -> bool:
     return all(math.isfinite(v) for k, v in logs.items() if k.endswith("loss"))
 
 
+class KnownModes(keras.callbacks.Callback):
+    """Gives every Keras MonitorCallback left on `mode: auto` (EarlyStopping,
+    ReduceLROnPlateau) the direction dlrun records for its monitor (model.metrics), before it
+    asks Keras: Keras finds none for one output's metric (val_odd_accuracy) of several and
+    stops the run after epoch 1. It must come first in fit()'s list."""
+
+    def __init__(self, callbacks: list):
+        super().__init__()
+        self.callbacks = callbacks
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The compile metrics exist from the first traced step on; the others read their
+        # direction lazily in their own on_epoch_end, after this one.
+        directions = directions_of.compiled(self.model)
+        for callback in self.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if getattr(callback, "mode", None) == "auto" and monitor in directions:
+                callback.mode = directions_of.mode(monitor, "auto", directions)
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Once an epoch: history.csv, then last.keras and best.keras, all atomic.
 

@@ -31,7 +31,7 @@ def fit(
     `dlrun compare TRIAL --plot` draws one's curves from its history.csv.
     """
     from dlrun.model.builder import summary_text
-    from dlrun.train.callbacks import RunRecorder
+    from dlrun.train.callbacks import KnownModes, RunRecorder
 
     spec, model = prepared.spec, prepared.model
     run_dir = run.path
@@ -69,6 +69,7 @@ def fit(
             callbacks = [*first, *callbacks, *later]
             if spec.training.adversarial:
                 callbacks = [*_adversarial_validation(prepared), *callbacks]
+            callbacks = [KnownModes(list(callbacks)), *callbacks]
             try:
                 _stages(prepared, run, recorder, callbacks, stages, score_test)
             finally:
