@@ -1,0 +1,255 @@
+"""Where the new features meet (issue 29): several outputs with blocks, callbacks, other data,
+finetuning with schedules, keras.io's shapes, pruning with folds, the per-epoch seeds. Every
+number is checked against plain Keras, scikit-learn or a recomputation from history.csv."""
+
+import json
+import re
+import textwrap
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import docs_text, run_dirs
+from dlrun import store
+from dlrun.cli import app
+
+runner = CliRunner()
+
+# --- several outputs: one spec from the docs, one whose output is a block ----------------------
+
+# The odd head is a block: its layers get Keras' own names (dense_1, ...), and the output is
+# logged under the name model.outputs gives it.
+BLOCK_HEAD = """\
+name: block-head
+seed: 0
+data: {{dataset: npz, path: {path}, scale: 16, one_hot: false}}
+model:
+  blocks:
+    head:
+      params: {{units: 1}}
+      layers:
+        - {{type: Dense, units: 8, activation: relu}}
+        - {{type: Dense, units: $units, activation: sigmoid}}
+  layers:
+    - Flatten
+    - {{type: Dense, units: 16, activation: relu, name: h}}
+    - {{type: Dense, units: 10, activation: softmax, name: digit}}
+    - {{block: head, inputs: h, name: odd}}
+  outputs: [digit, odd]
+compile:
+  loss: {{digit: sparse_categorical_crossentropy, odd: binary_crossentropy}}
+  metrics: {{digit: [accuracy], odd: [accuracy]}}
+training:
+  epochs: {epochs}
+  batch_size: 32
+  deterministic: true
+  tensorboard: null
+  checkpoint: {{monitor: val_odd_accuracy}}
+"""
+
+
+def docs_several_outputs() -> list[str]:
+    """Every yaml block of the docs whose model has several outputs (model.outputs a list)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", docs_text(), re.S)
+    found = []
+    for block in blocks:
+        text = textwrap.dedent(block)
+        if re.search(r"^\s*outputs: \[[^\]]*,", text, re.M) and "model:" in text:
+            found.append(text)
+    return found
+
+
+def as_spec(block: str, path, epochs: int) -> str:
+    """A docs block made a whole spec on the digits npz (its own data:, if any, replaced)."""
+    import yaml
+
+    spec = yaml.safe_load(block)
+    spec.update(name="docs-outputs", seed=0)
+    spec["data"] = {"dataset": "npz", "path": str(path), "scale": 16, "one_hot": False}
+    training = spec.setdefault("training", {})
+    training.update(epochs=epochs, batch_size=32, deterministic=True, tensorboard=None)
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def digits_npz(path, drop: int | None = None):
+    """digits as uint8 images with two targets, the digit and whether it is odd; `drop`: a
+    digit left out of the file (other data that lacks one class)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.images.astype(np.uint8), digits.target
+    if drop is not None:
+        x, y = x[y != drop][-300:], y[y != drop][-300:]
+    else:
+        x, y = x[:500], y[:500]
+    cut = len(x) * 4 // 5
+    np.savez(
+        path,
+        x_train=x[:cut],
+        y_train_digit=y[:cut],
+        y_train_odd=y[:cut] % 2,
+        x_test=x[cut:],
+        y_test_digit=y[cut:],
+        y_test_odd=y[cut:] % 2,
+    )
+    return path
+
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module", params=["block-head", "docs"])
+def resumed(request, tmp_path_factory):
+    """Each several-output spec trained whole, and again killed after two epochs and resumed
+    (tests/test_graphs.py's resumes_exactly): (the resumed run, its spec text, other data)."""
+    from test_graphs import resumes_exactly
+
+    root = tmp_path_factory.mktemp(request.param)
+    path = digits_npz(root / "digits.npz")
+    if request.param == "docs":
+        (block,) = docs_several_outputs()
+        text = as_spec(block, path, EPOCHS)
+    else:
+        text = BLOCK_HEAD.format(path=path, epochs=EPOCHS)
+    run = resumes_exactly(root, text, EPOCHS)
+    return run, text, digits_npz(root / "other.npz", drop=3)
+
+
+def keras_scores(model, path) -> tuple[dict, dict]:
+    """Plain Keras on an npz's test split: evaluate()'s scores, and each output's predicted
+    classes beside the true ones."""
+    with np.load(path) as archive:
+        x = archive["x_test"][..., None].astype("float32") / 16
+        y = {out: archive[f"y_test_{out}"] for out in ("digit", "odd")}
+    scores = model.evaluate(x, y, verbose=0, return_dict=True)
+    outputs = model.predict(x, verbose=0)
+    predicted = {"digit": outputs["digit"].argmax(-1), "odd": (outputs["odd"][:, 0] > 0.5) * 1}
+    return scores, {out: (y[out], predicted[out]) for out in y}
+
+
+def test_several_outputs_train_resume_evaluate_other_data_and_compare(resumed):
+    """Issue 29's done-when: best epoch and every score recomputed from history.csv and the
+    checkpoints, by plain Keras and scikit-learn; on other data lacking a digit, every
+    output keeps the classes it was trained with (items 1 and 2)."""
+    from sklearn.metrics import accuracy_score
+
+    run, text, other = resumed
+    metrics = json.loads((run / store.METRICS).read_text())
+    history = pd.read_csv(run / store.HISTORY)
+    monitor = metrics["monitor"]
+    # Keras' own metric objects say accuracy goes up, a loss down.
+    up = monitor.endswith("accuracy")
+    assert metrics["directions"][monitor] == ("max" if up else "min")
+    values = history[monitor].to_numpy()
+    best = int(values.argmax() if up else values.argmin()) + 1  # the first best
+    assert metrics["best_epoch"] == best
+    assert metrics["best_value"] == pytest.approx(values[best - 1])
+
+    model = keras.models.load_model(run / store.BEST)
+    scores, _ = keras_scores(model, run.parent.parent / "digits.npz")
+    for name, value in metrics["test"].items():
+        assert value == pytest.approx(scores[name], abs=1e-5), name
+
+    result = runner.invoke(
+        app, ["evaluate", str(run), "--set", f"data.path={other}", "--json", "--no-save"]
+    )
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.stdout)
+    scores, classes = keras_scores(model, other)
+    for name, value in evaluation["scores"].items():
+        assert value == pytest.approx(scores[name], abs=1e-5), name
+    assert evaluation["outputs"]["digit"]["classes"] == [str(d) for d in range(10)]
+    for output, (truth, predicted) in classes.items():
+        report = evaluation["outputs"][output]["report"]
+        assert report["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    record = store.open_run(run).data_record()
+    assert record["class_names"] == {"digit": [str(d) for d in range(10)], "odd": ["0", "1"]}
+
+    result = runner.invoke(app, ["compare", str(run), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["best_epoch"], row[f"best_{monitor}"]) == (best, pytest.approx(values[best - 1]))
+    for name, value in metrics["test"].items():
+        assert row[f"test_{name}"] == pytest.approx(value)
+
+
+# --- item 3: mode auto on one output's metric ---------------------------------------------------
+
+
+def test_callbacks_on_mode_auto_watch_one_outputs_metric(tmp_path):
+    """EarlyStopping and ReduceLROnPlateau left on mode auto, watching one output's metric of
+    several: Keras finds no direction for val_odd_accuracy and failed the run after epoch 1;
+    they get dlrun's (accuracy: up), and stop where a replay of history.csv says."""
+    from test_graphs import train
+
+    path = digits_npz(tmp_path / "digits.npz")
+    extra = (
+        "  early_stopping: {monitor: val_odd_accuracy, patience: 1, restore_best_weights: "
+        "false}\n"
+        "  callbacks: [{type: ReduceLROnPlateau, monitor: val_digit_accuracy, patience: 1, "
+        "factor: 0.5, min_delta: 0}]\n"
+    )
+    run = train(tmp_path, BLOCK_HEAD.format(path=path, epochs=8) + extra)
+    history = pd.read_csv(run / store.HISTORY)
+    odd, digit = (history[f"val_{out}_accuracy"].to_numpy() for out in ("odd", "digit"))
+    # Patience 1, maximised: the run stops at the first epoch that does not beat the best.
+    stop = next((i for i in range(1, 8) if odd[i] <= odd[:i].max()), None)
+    assert len(history) == (stop + 1 if stop is not None else 8)
+    # ReduceLROnPlateau, maximised: the rate halves at an epoch that beats nothing (and the
+    # epoch's row records the halved rate: the spec's callbacks run before dlrun records).
+    rate = 0.001
+    for i in range(len(history)):
+        if i and digit[i] <= digit[:i].max():
+            rate /= 2
+        assert history["learning_rate"][i] == pytest.approx(rate)
+    assert json.loads((run / store.META).read_text())["status"] == "completed"
+
+
+# --- item 4: finetuning after a learning-rate schedule ------------------------------------------
+
+
+def test_finetuning_after_a_schedule_trains_stage_two_at_its_rate_and_resumes(tmp_path):
+    """Stage 1 on an ExponentialDecay schedule, stage 2 at finetune.learning_rate: it failed at
+    stage 2 (a plain rate set on a schedule); each row's rate is Keras' schedule's, and a run
+    stopped in stage 2 resumes to the same weights."""
+    from dlrun import api
+    from dlrun.spec.loading import load_spec
+    from test_images import StopAfter, assert_same_run
+    from test_transfer import PRETRAIN, transfer_spec
+
+    (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
+    base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
+    schedule = "{type: ExponentialDecay, initial_learning_rate: 0.01, decay_steps: 3, decay_rate: 0.5}"
+    spec = transfer_spec(
+        tmp_path,
+        f"{{run: {base.run_dir}, until: flatten}}",
+        "  finetune: {epochs: 2, unfreeze: all, learning_rate: 0.002}\n",
+    )
+    spec.write_text(
+        spec.read_text().replace(
+            "training:", f"compile:\n  optimizer: {{type: adam, learning_rate: {schedule}}}\ntraining:"
+        )
+    )
+    overrides = ["training.epochs=2"]
+    whole = api.train(load_spec(spec, overrides), runs_dir=tmp_path / "whole", verbose=False)
+    assert whole.status == "completed", whole.message
+    history = pd.read_csv(whole.run_dir / store.HISTORY)
+    assert list(history["stage"]) == [1, 1, 2, 2]
+    steps = json.loads((whole.run_dir / store.META).read_text())["steps_per_epoch"]
+    decay = keras.optimizers.schedules.ExponentialDecay(0.01, 3, 0.5)
+    for epoch in (1, 2):  # the rate at the step the epoch ended on
+        expected = float(decay(epoch * steps))
+        assert history["learning_rate"][epoch - 1] == pytest.approx(expected, rel=1e-5)
+    assert list(history["learning_rate"][2:]) == pytest.approx([0.002, 0.002])
+    stopped = api.train(
+        load_spec(spec, overrides),
+        runs_dir=tmp_path / "stopped",
+        verbose=False,
+        callbacks=(StopAfter(3),),
+    )
+    assert stopped.status == "interrupted"
+    assert api.resume(stopped.run_dir, verbose=False).status == "completed"
+    assert_same_run(stopped.run_dir, whole.run_dir)
