@@ -253,3 +253,61 @@ def test_finetuning_after_a_schedule_trains_stage_two_at_its_rate_and_resumes(tm
     assert stopped.status == "interrupted"
     assert api.resume(stopped.run_dir, verbose=False).status == "completed"
     assert_same_run(stopped.run_dir, whole.run_dir)
+
+
+# --- items 7 and 8: pruning with folds, fewer workers than fits ---------------------------------
+
+FOLDS_ONE_WORKER = """\
+base: tiny.yaml
+name: folds
+tpe:
+  n_iter: 4
+  seed: 3
+  space:
+    compile.optimizer.learning_rate: {loguniform: [1.0e-5, 0.1]}
+prune: {method: asha, min_epochs: 1, reduction_factor: 3}
+cv: 3
+workers: 1
+refit: false
+"""
+
+
+def test_pruning_with_folds_on_one_worker_judges_the_mean_over_every_fold(tmp_path):
+    """One worker, three folds: each setting is judged at each epoch on the mean over all
+    three folds, the quantity cv_results scores it on (the pruner saw the first fold alone);
+    a pruned setting's splits are its folds' scores at the epoch it was pruned at, their mean
+    the mean_test_score as scikit-learn's cv_results_ has it, and epochs_trained counts the
+    epochs its folds trained (0.33 averaged in folds that never ran)."""
+    import optuna
+
+    from test_search import write
+
+    path = write(tmp_path, FOLDS_ONE_WORKER, epochs=3)
+    result = runner.invoke(app, ["sweep", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (sweep_dir,) = run_dirs(tmp_path / "runs")
+    frame = pd.read_csv(sweep_dir / "cv_results.csv")
+    study = optuna.load_study(study_name="dlrun", storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    pruned = 0
+    for number, trial in enumerate(study.get_trials(deepcopy=False)):
+        folds = [sweep_dir / "trials" / f"fit{number:03d}-fold{fold}" for fold in range(3)]
+        histories = [pd.read_csv(fold / store.HISTORY) for fold in folds]  # every fold ran
+        for step, value in trial.intermediate_values.items():
+            mean = np.mean([h["val_accuracy"][step - 1] for h in histories])
+            assert value == pytest.approx(mean), (number, step)
+        row = frame.iloc[number]
+        splits = [row[f"split{fold}_test_score"] for fold in range(3)]
+        assert row["mean_test_score"] == pytest.approx(np.mean(splits))
+        if "pruned" not in row["status"]:
+            assert row["epochs_trained"] == 3
+            for history, split in zip(histories, splits, strict=True):
+                assert split == pytest.approx(history["val_accuracy"].iloc[-1])
+            continue
+        pruned += 1
+        at = max(trial.intermediate_values)  # the epoch it was pruned at
+        assert trial.state.name == "PRUNED"
+        for history, split in zip(histories, splits, strict=True):
+            assert split == pytest.approx(history["val_accuracy"][at - 1])
+        assert row["mean_test_score"] == pytest.approx(trial.intermediate_values[at])
+        assert row["epochs_trained"] == pytest.approx(np.mean([len(h) for h in histories]))
+    assert pruned, frame

@@ -167,6 +167,11 @@ def _dummy_labels(model, spec: Spec, num_classes: int, target_shape: tuple | Non
     import numpy as np
 
     outputs = model.output_shape[1:]
+    if None in outputs:  # a variable length: the target's, where it has one
+        known = target_shape if target_shape and len(target_shape) == len(outputs) else ()
+        outputs = tuple(
+            o if o is not None else (known[i] if known else 2) for i, o in enumerate(outputs)
+        )
     y_pred = np.full((2, *outputs), 0.5, dtype="float32")
     if spec.task == "regression":
         width = () if num_classes == 1 else (num_classes,)
@@ -261,7 +266,10 @@ def _output_problems(
     loss_name = loss_entry if isinstance(loss_entry, str) else loss_entry["type"]
     if task == "regression" and target_shape is not None and len(target_shape) > 1:
         given = tuple(shape[1:])
-        if given != tuple(target_shape):  # an image or sequence target: the shapes must match
+        agrees = len(given) == len(target_shape) and all(  # None: any length (a sequence's)
+            g is None or g == t for g, t in zip(given, target_shape, strict=True)
+        )
+        if not agrees:  # an image or sequence target: the shapes must match
             units = math.prod(target_shape)
             return [
                 (

@@ -183,7 +183,21 @@ def check_shape(expected, input_shape, run_path: Path) -> None:
     from dlrun.data.arrays import shape_mismatch
 
     expected, input_shape = each(expected, tuple), each(input_shape, tuple)
-    if input_shape != expected:
+
+    def fits(wanted: tuple, given: tuple) -> bool:  # None: any size (variable-length input)
+        return len(wanted) == len(given) and all(
+            w is None or w == g for w, g in zip(wanted, given, strict=True)
+        )
+
+    if isinstance(expected, dict) and isinstance(input_shape, dict):
+        same = expected.keys() == input_shape.keys() and all(
+            fits(expected[name], input_shape[name]) for name in expected
+        )
+    elif isinstance(expected, dict) or isinstance(input_shape, dict):
+        same = False
+    else:
+        same = fits(expected, input_shape)
+    if not same:
         raise DataError(f"{run_path}: {shape_mismatch(expected, input_shape)}")
 
 
