@@ -148,6 +148,12 @@ def test_several_outputs_train_resume_evaluate_other_data_and_compare(resumed):
     assert metrics["best_epoch"] == best
     assert metrics["best_value"] == pytest.approx(values[best - 1])
 
+    if "block-head" in text:  # the odd head reads h, as its block's inputs: says
+        image = keras.Input((8, 8, 1))
+        h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(image))
+        odd = keras.layers.Dense(1)(keras.layers.Dense(8)(h))
+        plain = keras.Model(image, [keras.layers.Dense(10)(h), odd])
+        assert metrics["params"] == plain.count_params() == 1355
     model = keras.models.load_model(run / store.BEST)
     scores, _ = keras_scores(model, run.parent.parent / "digits.npz")
     for name, value in metrics["test"].items():
@@ -215,24 +221,24 @@ def test_finetuning_after_a_schedule_trains_stage_two_at_its_rate_and_resumes(tm
     """Stage 1 on an ExponentialDecay schedule, stage 2 at finetune.learning_rate: it failed at
     stage 2 (a plain rate set on a schedule); each row's rate is Keras' schedule's, and a run
     stopped in stage 2 resumes to the same weights."""
-    from dlrun import api
-    from dlrun.spec.loading import load_spec
     from test_images import StopAfter, assert_same_run
     from test_transfer import PRETRAIN, transfer_spec
 
+    from dlrun import api
+    from dlrun.spec.loading import load_spec
+
     (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
     base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
-    schedule = "{type: ExponentialDecay, initial_learning_rate: 0.01, decay_steps: 3, decay_rate: 0.5}"
+    schedule = (
+        "{type: ExponentialDecay, initial_learning_rate: 0.01, decay_steps: 3, decay_rate: 0.5}"
+    )
     spec = transfer_spec(
         tmp_path,
         f"{{run: {base.run_dir}, until: flatten}}",
         "  finetune: {epochs: 2, unfreeze: all, learning_rate: 0.002}\n",
     )
-    spec.write_text(
-        spec.read_text().replace(
-            "training:", f"compile:\n  optimizer: {{type: adam, learning_rate: {schedule}}}\ntraining:"
-        )
-    )
+    optimizer = f"compile:\n  optimizer: {{type: adam, learning_rate: {schedule}}}\n"
+    spec.write_text(spec.read_text().replace("training:", optimizer + "training:"))
     overrides = ["training.epochs=2"]
     whole = api.train(load_spec(spec, overrides), runs_dir=tmp_path / "whole", verbose=False)
     assert whole.status == "completed", whole.message
@@ -279,7 +285,6 @@ def test_pruning_with_folds_on_one_worker_judges_the_mean_over_every_fold(tmp_pa
     the mean_test_score as scikit-learn's cv_results_ has it, and epochs_trained counts the
     epochs its folds trained (0.33 averaged in folds that never ran)."""
     import optuna
-
     from test_search import write
 
     path = write(tmp_path, FOLDS_ONE_WORKER, epochs=3)
@@ -311,3 +316,228 @@ def test_pruning_with_folds_on_one_worker_judges_the_mean_over_every_fold(tmp_pa
         assert row["mean_test_score"] == pytest.approx(trial.intermediate_values[at])
         assert row["epochs_trained"] == pytest.approx(np.mean([len(h) for h in histories]))
     assert pruned, frame
+
+
+# --- item 5: several outputs' labels, losses and last layers, checked before any run folder ----
+
+
+def test_several_outputs_mismatches_are_refused_before_the_run_folder(tmp_path):
+    path = digits_npz(tmp_path / "digits.npz")
+    spec = tmp_path / "bad.yaml"
+    text = BLOCK_HEAD.format(path=path, epochs=1)
+    text = text.replace("units: 10, activation: softmax, name: digit", "units: 5, name: digit")
+    spec.write_text(text.replace("odd: binary_crossentropy", "odd: categorical_crossentropy"))
+    for command in (["validate"], ["train", "--runs-dir", str(tmp_path / "runs")]):
+        result = runner.invoke(app, [*command, str(spec)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines() == [
+            f"Error: {spec}:14: model.layers.2: output digit: the last layer gives 5 outputs but "
+            "the data has 10 classes; end with {type: Dense, units: 10, activation: softmax}",
+            f"Error: {spec}:18: compile.loss.odd: output odd: categorical losses take one-hot "
+            "labels; use sparse_categorical_crossentropy",
+        ]
+    assert not (tmp_path / "runs").exists()
+
+
+# --- item 6: keras.io's shapes --------------------------------------------------------------------
+
+
+def masks_npz(path):
+    """keras.io's oxford_pets, tiny: uint8 images and integer masks (N, H, W, 1) of classes 1,
+    2 and 3 (a pixel's brightness)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(200, 12, 12, 3)).astype(np.uint8)
+    bright = x.mean(-1)
+    y = (1 + (bright > 100) + (bright > 160))[..., None].astype(np.uint8)
+    np.savez(path, x_train=x[:160], y_train=y[:160], x_test=x[160:], y_test=y[160:])
+    return path
+
+
+SEGMENTATION = """name: segmentation
+seed: 0
+data: {{dataset: npz, path: {path}, scale: 255, one_hot: {one_hot}}}
+model:
+  layers:
+    - {{type: Conv2D, filters: 8, kernel_size: 3, padding: same, activation: relu}}
+    - {{type: Conv2D, filters: 3, kernel_size: 1, padding: same, activation: softmax}}
+compile: {{loss: {loss}, metrics: [accuracy]}}
+training: {{epochs: 2, batch_size: 32, tensorboard: null}}
+"""
+
+
+@pytest.mark.parametrize(
+    "one_hot, loss",
+    [("false", "sparse_categorical_crossentropy"), ("true", "categorical_crossentropy")],
+    ids=["sparse", "one-hot"],
+)
+def test_per_pixel_class_masks_train_and_evaluate_pixel_by_pixel(tmp_path, one_hot, loss):
+    """Integer masks with a per-pixel softmax (keras.io's oxford_pets): they passed validate
+    and failed in training. The classes are the masks' values, encoded as other labels are
+    (1, 2, 3 -> 0, 1, 2); the test score is plain Keras', the report every pixel's."""
+    from sklearn.metrics import accuracy_score
+    from test_graphs import train
+
+    path = masks_npz(tmp_path / "masks.npz")
+    run = train(tmp_path, SEGMENTATION.format(path=path, one_hot=one_hot, loss=loss))
+    with np.load(path) as archive:
+        x, y = archive["x_test"].astype("float32") / 255, archive["y_test"].astype(int) - 1
+    model = keras.models.load_model(run / store.BEST)
+    labels = np.eye(3)[y[..., 0]] if one_hot == "true" else y
+    scores = model.evaluate(x, labels, verbose=0, return_dict=True)
+    metrics = json.loads((run / store.METRICS).read_text())
+    assert metrics["test"]["accuracy"] == pytest.approx(scores["accuracy"], abs=1e-5)
+    result = runner.invoke(app, ["evaluate", str(run), "--json", "--no-save"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.stdout)
+    predicted = model.predict(x, verbose=0).argmax(-1)
+    assert evaluation["classes"] == ["1", "2", "3"]
+    assert evaluation["report"]["accuracy"] == pytest.approx(
+        accuracy_score(np.ravel(y), np.ravel(predicted))
+    )
+    assert np.sum(evaluation["confusion_matrix"]) == y.size
+
+
+def test_a_mask_the_output_does_not_keep_is_refused(tmp_path):
+    path = masks_npz(tmp_path / "masks.npz")
+    spec = tmp_path / "flat.yaml"
+    text = SEGMENTATION.format(path=path, one_hot="false", loss="sparse_categorical_crossentropy")
+    spec.write_text(text.replace("padding: same, activation: softmax", "activation: softmax"))
+    spec.write_text(spec.read_text().replace("kernel_size: 1,", "kernel_size: 3,"))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {spec}:7: model.layers.1: the labels are a class per position, shaped "
+        "(12, 12, 1), but the model's output has shape (10, 10, 3); end with a layer that "
+        "keeps the positions, e.g. {type: Conv2D, filters: 3, kernel_size: 1, activation: "
+        "softmax}\n"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_block_in_a_head_on_a_base_trains(tmp_path):
+    """validate printed a traceback and train left a failed folder (graph.txt of a base
+    without taps)."""
+    from test_graphs import train
+    from test_transfer import PRETRAIN
+
+    from dlrun import api
+
+    (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
+    base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
+    text = f"""\
+name: head-block
+data: {{dataset: digits, scale: 16, classes: [0, 1, 2]}}
+model:
+  base: {{run: {base.run_dir}, until: norm}}
+  blocks:
+    up:
+      layers:
+        - {{type: Conv2D, filters: 4, kernel_size: 3, padding: same, activation: relu}}
+  layers:
+    - {{block: up}}
+    - Flatten
+    - {{type: Dense, units: 3, activation: softmax}}
+training: {{epochs: 1, tensorboard: null}}
+"""
+    run = train(tmp_path, text)
+    assert "conv2d (Conv2D) (None, 6, 6, 4) <- base\n" in (run / store.GRAPH).read_text()
+    head = keras.Sequential(
+        [keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, padding="same"), keras.layers.Flatten()]
+    )
+    head.add(keras.layers.Dense(3))
+    base_params = json.loads((base.run_dir / store.METRICS).read_text())["params"] - 1450
+    assert json.loads((run / store.METRICS).read_text())["params"] == (
+        base_params + head.count_params()
+    )
+
+
+def test_a_first_block_that_reads_in_uses_the_input(tmp_path):
+    """A block first in model.layers whose layers read `in` was 'input never used'."""
+    from test_graphs import train
+
+    text = """\
+name: first-block
+data: {dataset: digits, scale: 16, flatten: true}
+model:
+  blocks:
+    pair:
+      layers:
+        - {type: Dense, units: 8, activation: relu, inputs: in, name: a}
+        - {type: Dense, units: 8, activation: relu, inputs: in, name: b}
+        - {type: Concatenate, inputs: [a, b]}
+  layers:
+    - {block: pair}
+    - {type: Dense, units: 10, activation: softmax}
+training: {epochs: 1, tensorboard: null}
+"""
+    run = train(tmp_path, text)
+    image = keras.Input((64,))
+    both = keras.layers.Concatenate()([keras.layers.Dense(8)(image), keras.layers.Dense(8)(image)])
+    plain = keras.Model(image, keras.layers.Dense(10)(both))
+    assert json.loads((run / store.METRICS).read_text())["params"] == plain.count_params()
+
+
+def test_a_null_dimension_takes_sequences_of_any_length(tmp_path):
+    """shape: [null, 8] (variable-length sequences) with a target per step: it was refused
+    with the data's length as a wrong shape and a Dense of length x 1 units; it trains, and
+    evaluate takes the run's data and sequences of another length, scored as scikit-learn
+    scores plain Keras' predictions."""
+    from sklearn.metrics import mean_absolute_error, r2_score
+    from test_graphs import train
+
+    rng = np.random.default_rng(0)
+    for name, steps in (("seq", 19), ("longer", 23)):
+        x = rng.normal(size=(200, steps, 8)).astype("float32")
+        y = np.cumsum(x[:, :, :1], axis=1)
+        np.savez(tmp_path / f"{name}.npz", x_train=x[:160], y_train=y[:160], x_test=x[160:],
+                 y_test=y[160:])  # fmt: skip
+    text = f"""\
+name: sequences
+seed: 0
+data: {{dataset: npz, path: {tmp_path / "seq.npz"}, scale: 1}}
+model:
+  inputs: {{steps: {{shape: [null, 8]}}}}
+  layers:
+    - {{type: LSTM, units: 4, return_sequences: true}}
+    - {{type: Dense, units: 1}}
+compile: {{loss: mse, metrics: [mae]}}
+training: {{epochs: 1, tensorboard: null}}
+"""
+    run = train(tmp_path, text)
+    model = keras.models.load_model(run / store.BEST)
+    assert model.input_shape == (None, None, 8)
+    other = tmp_path / "longer.npz"
+    result = runner.invoke(
+        app, ["evaluate", str(run), "--set", f"data.path={other}", "--json", "--no-save"]
+    )
+    assert result.exit_code == 0, result.output
+    with np.load(other) as archive:
+        x, y = archive["x_test"], archive["y_test"]
+    predicted = model.predict(x, verbose=0)
+    regression = json.loads(result.stdout)["regression"]
+    assert regression["mae"] == pytest.approx(mean_absolute_error(np.ravel(y), np.ravel(predicted)))
+    assert regression["r2"] == pytest.approx(r2_score(np.ravel(y), np.ravel(predicted)))
+
+
+def test_a_regression_head_on_a_base_is_not_called_a_classifier(tmp_path):
+    from test_transfer import PRETRAIN
+
+    from dlrun import api
+
+    (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
+    base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
+    spec = tmp_path / "regression.yaml"
+    spec.write_text(
+        "name: regression-head\n"
+        "data: {dataset: digits, scale: 16, task: regression}\n"
+        f"model:\n  base: {{run: {base.run_dir}, until: norm}}\n"
+        "  layers:\n    - {type: Dense, units: 1}\n"
+        "compile: {loss: mse, metrics: [mae]}\n"
+    )
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {spec}:6: model.layers.0: the head ends in shape (None, 6, 6, 1); a regression "
+        "head ends in (None, targets): put {type: GlobalAveragePooling2D} or Flatten before "
+        "the Dense layers\n"
+    )

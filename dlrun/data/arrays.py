@@ -175,8 +175,20 @@ def encode_labels(
                 "give every class training samples, or set data.task: regression for numbers",
             )
     names = [str(name) for name in encoder.classes_]
-    encoded = [None if y is None else encoder.transform(np.ravel(y)) for y in others]
-    return encoder.transform(np.ravel(y_train)), encoded, names
+    encoded = [None if y is None else _shaped(encoder.transform(np.ravel(y)), y) for y in others]
+    return _shaped(encoder.transform(np.ravel(y_train)), y_train), encoded, names
+
+
+def per_position(y) -> bool:
+    """Class labels per pixel or per step (a segmentation mask, (N, H, W) or (N, H, W, 1)),
+    not one label per sample ((N,) or (N, 1))."""
+    return isinstance(y, np.ndarray) and y.ndim > 1 and int(np.prod(y.shape[1:])) > 1
+
+
+def _shaped(encoded: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Encoded labels back in the labels' shape where there is one per position; one per
+    sample as a flat (N,) array."""
+    return encoded.reshape(np.shape(y)) if per_position(np.asarray(y)) else encoded
 
 
 def class_indices(labels: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -212,7 +224,7 @@ def recorded_labels(
                 f"label(s) {shown} are not classes of the run, which was trained on "
                 f"{', '.join(names[:20])}; score data with the run's classes only",
             )
-        encoded.append(indices)
+        encoded.append(_shaped(indices, np.asarray(y)))
     return encoded
 
 
@@ -289,16 +301,18 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         )
     # Several outputs: the first one's targets split the data by class (spec.task is its).
     regression = spec.task == "regression"
+    # Labels per pixel (segmentation masks) split by sample, unstratified, as continuous ones.
+    strata = not regression and not per_position(lead(y_train))
     if not regression:
         checks.two_classes(spec, lead(y_train))
     if test is None:
-        if not regression:
+        if strata:
             _check_strata(lead(y_train), spec)
         # The rows depend only on the sample count and the labels: every input is cut alike.
         rows, test_rows = train_test_split(
             np.arange(count(y_train)),
             test_size=spec.data.test_split,
-            stratify=None if regression else lead(y_train),  # continuous targets: no strata
+            stratify=lead(y_train) if strata else None,  # continuous targets: no strata
             random_state=SPLIT_SEED,
         )
         x_train, x_test = take(x_train, rows), take(x_train, test_rows)
@@ -361,7 +375,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
                 "cross-validation folds come from the training split; the data has its own "
                 "validation set too: remove one of them",
             )
-        folds = fold_indices(lead(y_train), spec.data.cv.folds, spec, stratified=not regression)
+        folds = fold_indices(lead(y_train), spec.data.cv.folds, spec, stratified=strata)
         train_index, val_index = folds[spec.data.cv.index]
         x_train, x_val = take(x_train, train_index), take(x_train, val_index)
         y_train, y_val = take(y_train, train_index), take(y_train, val_index)
@@ -380,8 +394,12 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         validation = "none"
     if spec.data.one_hot and not regression:
         eye = np.eye(num_classes, dtype=np.float32)
-        y_train, y_test = eye[y_train], eye[y_test]
-        y_val = eye[y_val] if y_val is not None else None
+
+        def hot(y):  # a mask's (H, W, 1) -> (H, W, classes)
+            return eye[y[..., 0] if per_position(y) and y.shape[-1] == 1 else y]
+
+        y_train, y_test = hot(y_train), hot(y_test)
+        y_val = hot(y_val) if y_val is not None else None
     task = "regression" if regression else "classification"
     data = Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
     data.recorded, data.validation = encoding, validation

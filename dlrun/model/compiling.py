@@ -178,9 +178,24 @@ def _dummy_labels(model, spec: Spec, num_classes: int, target_shape: tuple | Non
         if target_shape is not None and len(target_shape) > 1:
             width = tuple(target_shape)
         return np.zeros((2, *width), dtype="float32"), y_pred
+    if _positions(target_shape, spec.data.one_hot):  # a class per pixel: masks
+        y_true = np.zeros((2, *target_shape), dtype="float32" if spec.data.one_hot else "int64")
+        if spec.data.one_hot:
+            y_true[..., 0] = 1
+        return y_true, y_pred
     if spec.data.one_hot:
         return np.eye(num_classes, dtype="float32")[[0, 1 % num_classes]], y_pred
     return np.array([0, 1 % num_classes]), y_pred
+
+
+def _positions(target_shape: tuple | None, one_hot: bool) -> tuple | None:
+    """The positions of labels given per pixel or step (a segmentation mask): their shape, the
+    class axis (one-hot) or a trailing 1 left out; None for one label per sample."""
+    if not target_shape or (one_hot and len(target_shape) < 2) or math.prod(target_shape) < 2:
+        return None
+    if one_hot or (len(target_shape) > 1 and target_shape[-1] == 1):
+        return tuple(target_shape[:-1])
+    return tuple(target_shape)
 
 
 def _vector_metrics(
@@ -225,9 +240,15 @@ def _check_labels(
     if not several:
         last = ("model", "layers", len(spec.model.layers) - 1)
         found = _output_problems(
-            tuple(model.output_shape), spec.compile.loss, spec.task, spec.data.one_hot,
-            num_classes, target_shape, last, ("compile", "loss"),
-        )  # fmt: skip
+            tuple(model.output_shape),
+            spec.compile.loss,
+            spec.task,
+            spec.data.one_hot,
+            num_classes,
+            target_shape,
+            last,
+            ("compile", "loss"),
+        )
         return [spec.error(loc, message) for loc, message in found]
     names = [(entry.model_extra or {}).get("name") for entry in spec.model.layers]
     problems = []
@@ -241,9 +262,15 @@ def _check_labels(
                 found = [(last, f"{message}; end it with {{type: Dense, units: {wanted}}}")]
         else:
             found = _output_problems(
-                shape, spec.compile.loss[output], "classification", False, wanted, None,
-                last, ("compile", "loss", output),
-            )  # fmt: skip
+                shape,
+                spec.compile.loss[output],
+                "classification",
+                False,
+                wanted,
+                None,
+                last,
+                ("compile", "loss", output),
+            )
         for loc, message in found:  # several outputs' labels are class numbers: no one-hot
             message = message.replace("set data.one_hot: true or use", "use")
             message = message.replace(" or set data.one_hot: true", "")
@@ -292,6 +319,21 @@ def _output_problems(
             ]
         return []
     loss = loss_name.lower().replace("_", "")
+    positions = _positions(target_shape, one_hot)
+    if positions is not None:  # a class per pixel: the output keeps the positions
+        given = tuple(shape[1:-1])
+        if len(given) != len(positions) or any(
+            g is not None and g != p for g, p in zip(given, positions, strict=True)
+        ):
+            return [
+                (
+                    last,
+                    f"the labels are a class per position, shaped {tuple(target_shape)}, but the "
+                    f"model's output has shape {tuple(shape[1:])}; end with a layer that keeps "
+                    f"the positions, e.g. {{type: Conv2D, filters: {num_classes}, "
+                    "kernel_size: 1, activation: softmax}",
+                )
+            ]
     if "categorical" in loss:
         sparse = loss.startswith("sparse")
         if sparse and one_hot:

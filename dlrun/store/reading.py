@@ -102,9 +102,13 @@ class Run:
         names = self.meta.get("class_names")
         if _names(names):
             found["class_names"] = names
-        elif isinstance(names, dict) and names and all(  # several outputs: {output: names}
-            isinstance(output, str) and (listed is None or _names(listed))
-            for output, listed in names.items()
+        elif (
+            isinstance(names, dict)
+            and names
+            and all(  # several outputs: {output: names}
+                isinstance(output, str) and (listed is None or _names(listed))
+                for output, listed in names.items()
+            )
         ):
             found["class_names"] = names
         shape = self.metrics.get("input_shape")  # other data must be shaped like it

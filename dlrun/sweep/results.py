@@ -82,7 +82,7 @@ def score_setting(
     # there, the quantity the pruner saw.
     stops = [len(h) for status, h, _ in found if status == store.PRUNED and h]
     pruned_at = min(stops) if stops else None
-    for index, (fit, (status, history, _)) in enumerate(zip(setting.fits, found, strict=True)):
+    for index, (status, history, _) in enumerate(found):
         done = [r for r in history if r["epoch"] <= epochs]
         if pruned_at is not None:
             ok, returned = len(done) >= pruned_at, pruned_at
