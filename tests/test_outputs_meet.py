@@ -541,3 +541,40 @@ def test_a_regression_head_on_a_base_is_not_called_a_classifier(tmp_path):
         "head ends in (None, targets): put {type: GlobalAveragePooling2D} or Flatten before "
         "the Dense layers\n"
     )
+
+
+# --- item 9: random layers draw as plain Keras, and resume exactly ------------------------------
+
+DROPOUT = """\
+name: dropout
+seed: 0
+data: {{dataset: digits, scale: 16, flatten: true}}
+model:
+  layers:
+    - {{type: Dense, units: 32, activation: relu}}
+    - {{type: Dropout, rate: 0.5, seed: 3}}
+    - {{type: Dense, units: 10, activation: softmax}}
+training: {{epochs: {epochs}, batch_size: 64, deterministic: true, tensorboard: null}}
+"""
+
+
+def test_dropout_draws_as_plain_keras_from_epoch_0_and_resumes_exactly(tmp_path):
+    """dlrun set every seed generator from (seed, epoch) as each epoch began, epoch 0 too, so
+    Dropout drew other masks than plain Keras with the same seed; now its stream is Keras'
+    own (the generator's state after an epoch is plain Keras' after fitting as many batches),
+    recorded each epoch through model.variables, and a run killed after two epochs resumes to
+    the uninterrupted run's history."""
+    from test_graphs import resumes_exactly
+
+    run = resumes_exactly(tmp_path, DROPOUT.format(epochs=4), 4)
+    meta = json.loads((run / store.META).read_text())
+    steps = meta["steps_per_epoch"]
+    plain = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32), keras.layers.Dropout(0.5, seed=3)]
+    )
+    plain.compile(loss="mse")
+    x = np.zeros((steps * 64, 64), dtype="float32")
+    plain.fit(x, np.zeros((len(x), 32)), batch_size=64, epochs=4, shuffle=False, verbose=0)
+    (state,) = [v for v in plain.variables if v.path.endswith("seed_generator_state")]
+    assert meta["seed_states"]["4"] == [keras.ops.convert_to_numpy(state).tolist()]
+    assert set(meta["seed_states"]) == {"3", "4"}  # the last two epochs'

@@ -193,8 +193,11 @@ def _callbacks(
         )
         recorder.writers.append(board.write_epoch)  # with the history row, signals held
         callbacks.append(board)
-    if seed_generators(prepared.model):  # dropout, augmentation: resume draws as if never stopped
+    # Dropout, augmentation: a run from before their state was recorded set it each epoch.
+    old_run = rows and "seed_states" not in folder.meta
+    if old_run and seed_generators(prepared.model):
         callbacks.append(EpochSeeds(prepared.spec.seed))
+        recorder.seeds = False
     progress = LiveProgress if console.is_terminal else PlainProgress
     callbacks.append(progress(console, total_epochs(prepared.spec)))
     return callbacks
