@@ -69,6 +69,7 @@ class SearchPlan:
             spec.search, options.space, options.seed, spec.prune, max_epochs, sweep_dir / STUDY
         )
         self.max_epochs = max_epochs
+        self.slots: int | None = None  # fits run at once (local workers); None: not known
         self.pruning = spec.prune is not None
         self.tick = TICK_SECONDS if self.pruning else None
         self.skipped: dict[str, tuple] = {}  # fits of a pruned setting that never started
@@ -225,7 +226,8 @@ class SearchPlan:
                 entry.answered[fit.folder] = -1
             return
         free = self._next_prunable(entry.reported) - 1
-        if not self._all_started(entry):
+        crowded = self.slots is None or self.slots < len(entry.setting.fits)
+        if crowded and not self._all_started(entry):
             # Fewer workers than fits: a fit waiting for a verdict would hold its worker from
             # the fits the verdict waits for. It trains on; a stop can still reach it.
             free = self.max_epochs
