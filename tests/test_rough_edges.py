@@ -235,6 +235,9 @@ def test_the_keras_internals_dlrun_uses_are_still_there():
     assert containers and [
         [metric.name for metric in listed.metrics] for listed in containers[0]._flat_metrics
     ] == [["mae"], ["mse"]], "model/metrics.py: _flat_metrics"
+    assert [listed.output_name for listed in containers[0]._flat_metrics] == ["p", "q"], (
+        "model/metrics.py: MetricsList.output_name"
+    )
 
 
 def test_tensorboard_links_name_runs_and_pick_up_new_ones(trained, tmp_path):

@@ -215,8 +215,20 @@ def encode_labels(
                 "give every class training samples, or set data.task: regression for numbers",
             )
     names = [str(name) for name in encoder.classes_]
-    encoded = [None if y is None else encoder.transform(np.ravel(y)) for y in others]
-    return encoder.transform(np.ravel(y_train)), encoded, names
+    encoded = [None if y is None else _shaped(encoder.transform(np.ravel(y)), y) for y in others]
+    return _shaped(encoder.transform(np.ravel(y_train)), y_train), encoded, names
+
+
+def per_position(y) -> bool:
+    """Class labels per pixel or per step (a segmentation mask, (N, H, W) or (N, H, W, 1)),
+    not one label per sample ((N,) or (N, 1))."""
+    return isinstance(y, np.ndarray) and y.ndim > 1 and int(np.prod(y.shape[1:])) > 1
+
+
+def _shaped(encoded: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Encoded labels back in the labels' shape where there is one per position; one per
+    sample as a flat (N,) array."""
+    return encoded.reshape(np.shape(y)) if per_position(np.asarray(y)) else encoded
 
 
 def class_indices(labels: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -252,7 +264,7 @@ def recorded_labels(
                 f"label(s) {shown} are not classes of the run, which was trained on "
                 f"{', '.join(names[:20])}; score data with the run's classes only",
             )
-        encoded.append(indices)
+        encoded.append(_shaped(indices, np.asarray(y)))
     return encoded
 
 
@@ -329,16 +341,18 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         )
     # Several outputs: the first one's targets split the data by class (spec.task is its).
     regression = spec.task == "regression"
+    # Labels per pixel (segmentation masks) split by sample, unstratified, as continuous ones.
+    strata = not regression and not per_position(lead(y_train))
     if not regression:
         checks.two_classes(spec, lead(y_train))
     if test is None:
-        if not regression:
+        if strata:
             _check_strata(lead(y_train), spec)
         # The rows depend only on the sample count and the labels: every input is cut alike.
         rows, test_rows = train_test_split(
             np.arange(count(y_train)),
             test_size=spec.data.test_split,
-            stratify=None if regression else lead(y_train),  # continuous targets: no strata
+            stratify=lead(y_train) if strata else None,  # continuous targets: no strata
             random_state=SPLIT_SEED,
         )
         x_train, x_test = take(x_train, rows), take(x_train, test_rows)
@@ -363,7 +377,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
             encoding["categorical"] = categories
     if spec.model.several_outputs:
         (y_train, y_test, y_val), names, num_classes = _several_targets(
-            spec, y_train, y_test, y_val
+            spec, y_train, y_test, y_val, (recorded or {}).get("class_names")
         )
     elif regression:
         y_train, y_test = regression_targets(y_train, spec), regression_targets(y_test, spec)
@@ -401,7 +415,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
                 "cross-validation folds come from the training split; the data has its own "
                 "validation set too: remove one of them",
             )
-        folds = fold_indices(lead(y_train), spec.data.cv.folds, spec, stratified=not regression)
+        folds = fold_indices(lead(y_train), spec.data.cv.folds, spec, stratified=strata)
         train_index, val_index = folds[spec.data.cv.index]
         x_train, x_val = take(x_train, train_index), take(x_train, val_index)
         y_train, y_val = take(y_train, train_index), take(y_train, val_index)
@@ -420,8 +434,12 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         validation = "none"
     if spec.data.one_hot and not regression:
         eye = np.eye(num_classes, dtype=np.float32)
-        y_train, y_test = eye[y_train], eye[y_test]
-        y_val = eye[y_val] if y_val is not None else None
+
+        def hot(y):  # a mask's (H, W, 1) -> (H, W, classes)
+            return eye[y[..., 0] if per_position(y) and y.shape[-1] == 1 else y]
+
+        y_train, y_test = hot(y_train), hot(y_test)
+        y_val = hot(y_val) if y_val is not None else None
     task = "regression" if regression else "classification"
     data = Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
     data.recorded, data.validation = encoding, validation
@@ -429,11 +447,16 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     return data
 
 
-def _several_targets(spec: Spec, y_train: dict, y_test: dict, y_val: dict | None) -> tuple:
+def _several_targets(
+    spec: Spec, y_train: dict, y_test: dict, y_val: dict | None, recorded: dict | None = None
+) -> tuple:
     """Each output's targets as its loss takes them: class numbers 0..K-1, or float values.
+    `recorded`: a trained run's {output: class names} (meta.json's class_names): other data
+    is encoded by them, as one output's is, never by an encoder fitted on it.
     Returns ((train, test, validation), {output: class names or None}, {output: K or width})."""
     splits: tuple[dict, dict, dict | None] = ({}, {}, None if y_val is None else {})
     names, widths = {}, {}
+    known = recorded if isinstance(recorded, dict) else {}
     for output in spec.model.several_outputs:
         train, test = y_train[output], y_test[output]
         val = None if y_val is None else y_val[output]
@@ -442,6 +465,10 @@ def _several_targets(spec: Spec, y_train: dict, y_test: dict, y_val: dict | None
                 None if y is None else regression_targets(y, spec) for y in (train, test, val)
             ]
             names[output], widths[output] = None, int(np.prod(encoded[0].shape[1:]))
+        elif known.get(output):
+            names[output] = list(known[output])
+            encoded = recorded_labels([train, test, val], names[output], spec)
+            widths[output] = len(names[output])
         else:
             checks.two_classes(spec, train)
             first, others, names[output] = encode_labels(train, [test, val], spec)

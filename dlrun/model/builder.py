@@ -235,7 +235,7 @@ def graph_text(model) -> str:
     config = model.get_config().get("layers", [])
     # A base with taps: its outputs after the first are inner layers, shown as base.LAYER.
     inner = {
-        layer["config"].get("name"): [output[0] for output in layer["config"]["output_layers"]]
+        layer["config"].get("name"): [output[0] for output in _outputs(layer)]
         for layer in config
         if isinstance(layer.get("config", {}).get("output_layers"), list)
     }
@@ -251,6 +251,13 @@ def graph_text(model) -> str:
         source = f" <- {', '.join(reads)}" if reads else ""
         lines.append(f"{name} ({layer['class_name']}) {shapes.get(name, '')}{source}")
     return "\n".join(lines) + "\n"
+
+
+def _outputs(layer: dict) -> list:
+    """A nested model's output layers as [name, node, index] entries: Keras writes a model of
+    one output (a base without taps) as that one entry, not a list of them."""
+    outputs = layer["config"]["output_layers"]
+    return [outputs] if outputs and not isinstance(outputs[0], list) else outputs
 
 
 def _shape(output) -> tuple:

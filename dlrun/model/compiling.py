@@ -251,12 +251,13 @@ def compile_model(
 
     found, problems = _lookups(spec)
     # A model.function's model is the user's own: its outputs and steps are its business.
-    if not spec.model.several_outputs and spec.model.function is None:
-        problems += [
+    if spec.model.function is None:
+        problems += [  # the labels and the last layer, of each output
             line
             for error in _check_labels(model, spec, num_classes, target_shape)
             for line in error.problems
         ]
+    if not spec.model.several_outputs and spec.model.function is None:
         if not problems:
             problems += _vector_metrics(model, spec, num_classes, found["metrics"], target_shape)
     if problems:
@@ -282,15 +283,35 @@ def _dummy_labels(model, spec: Spec, num_classes: int, target_shape: tuple | Non
     import numpy as np
 
     outputs = model.output_shape[1:]
+    if None in outputs:  # a variable length: the target's, where it has one
+        known = target_shape if target_shape and len(target_shape) == len(outputs) else ()
+        outputs = tuple(
+            o if o is not None else (known[i] if known else 2) for i, o in enumerate(outputs)
+        )
     y_pred = np.full((2, *outputs), 0.5, dtype="float32")
     if spec.task == "regression":
         width = () if num_classes == 1 else (num_classes,)
         if target_shape is not None and len(target_shape) > 1:
             width = tuple(target_shape)
         return np.zeros((2, *width), dtype="float32"), y_pred
+    if _positions(target_shape, spec.data.one_hot):  # a class per pixel: masks
+        y_true = np.zeros((2, *target_shape), dtype="float32" if spec.data.one_hot else "int64")
+        if spec.data.one_hot:
+            y_true[..., 0] = 1
+        return y_true, y_pred
     if spec.data.one_hot:
         return np.eye(num_classes, dtype="float32")[[0, 1 % num_classes]], y_pred
     return np.array([0, 1 % num_classes]), y_pred
+
+
+def _positions(target_shape: tuple | None, one_hot: bool) -> tuple | None:
+    """The positions of labels given per pixel or step (a segmentation mask): their shape, the
+    class axis (one-hot) or a trailing 1 left out; None for one label per sample."""
+    if not target_shape or (one_hot and len(target_shape) < 2) or math.prod(target_shape) < 2:
+        return None
+    if one_hot or (len(target_shape) > 1 and target_shape[-1] == 1):
+        return tuple(target_shape[:-1])
+    return tuple(target_shape)
 
 
 def _vector_metrics(
@@ -327,18 +348,75 @@ def _vector_metrics(
 
 
 def _check_labels(
-    model, spec: Spec, num_classes: int, target_shape: tuple[int, ...] | None = None
+    model, spec: Spec, num_classes, target_shape: tuple[int, ...] | None = None
 ) -> list:
     """The label/output mismatches fit() would fail on (or silently get wrong) after the run
-    folder exists."""
-    outputs = model.output_shape[-1]
-    last = ("model", "layers", len(spec.model.layers) - 1)
-    if spec.task == "regression" and target_shape is not None and len(target_shape) > 1:
-        given = tuple(model.output_shape[1:])
-        if given != tuple(target_shape):  # an image or sequence target: the shapes must match
+    folder exists: of the one output, or of each of several (num_classes then is
+    {output: classes or values per sample}, and each output's own loss decides)."""
+    several = spec.model.several_outputs
+    if not several:
+        last = ("model", "layers", len(spec.model.layers) - 1)
+        found = _output_problems(
+            tuple(model.output_shape),
+            spec.compile.loss,
+            spec.task,
+            spec.data.one_hot,
+            num_classes,
+            target_shape,
+            last,
+            ("compile", "loss"),
+        )
+        return [spec.error(loc, message) for loc, message in found]
+    names = [(entry.model_extra or {}).get("name") for entry in spec.model.layers]
+    problems = []
+    for output in several:
+        shape, wanted = tuple(model.output[output].shape), num_classes[output]
+        last = ("model", "layers", names.index(output)) if output in names else ("model",)
+        if spec.output_task(output) == "regression":  # its values per sample, however shaped
+            given, found = math.prod(shape[1:]), []
+            if given != wanted:
+                message = f"it gives {given} values per sample but each target has {wanted}"
+                found = [(last, f"{message}; end it with {{type: Dense, units: {wanted}}}")]
+        else:
+            found = _output_problems(
+                shape,
+                spec.compile.loss[output],
+                "classification",
+                False,
+                wanted,
+                None,
+                last,
+                ("compile", "loss", output),
+            )
+        for loc, message in found:  # several outputs' labels are class numbers: no one-hot
+            message = message.replace("set data.one_hot: true or use", "use")
+            message = message.replace(" or set data.one_hot: true", "")
+            problems.append(spec.error(loc, f"output {output}: {message}"))
+    return problems
+
+
+def _output_problems(
+    shape: tuple,
+    loss_entry: Any,
+    task: str,
+    one_hot: bool,
+    num_classes: int,
+    target_shape: tuple[int, ...] | None,
+    last: tuple,
+    loss_loc: tuple,
+) -> list[tuple[tuple, str]]:
+    """One output's mismatches as (where, message): its shape, loss and labels."""
+    outputs = shape[-1]
+    loss_name = loss_entry if isinstance(loss_entry, str) else loss_entry["type"]
+    if task == "regression" and target_shape is not None and len(target_shape) > 1:
+        given = tuple(shape[1:])
+        agrees = len(given) == len(target_shape) and all(  # None: any length (a sequence's)
+            g is None or g == t for g, t in zip(given, target_shape, strict=True)
+        )
+        if not agrees:  # an image or sequence target: the shapes must match
             units = math.prod(target_shape)
             return [
-                spec.error(
+                (
                     last,
                     f"the model's output has shape {given} but each target has shape "
                     f"{tuple(target_shape)}; end with {{type: Dense, units: {units}}} and "
@@ -347,39 +425,53 @@ def _check_labels(
                 )
             ]
         return []
-    if spec.task == "regression":
+    if task == "regression":
         if outputs != num_classes:
             return [
-                spec.error(
+                (
                     last,
                     f"the last layer gives {outputs} outputs but the data has {num_classes} "
                     f"regression target(s); end with {{type: Dense, units: {num_classes}}}",
                 )
             ]
         return []
-    loss = spec.compile.loss if isinstance(spec.compile.loss, str) else spec.compile.loss["type"]
-    loss = loss.lower().replace("_", "")
+    loss = loss_name.lower().replace("_", "")
+    positions = _positions(target_shape, one_hot)
+    if positions is not None:  # a class per pixel: the output keeps the positions
+        given = tuple(shape[1:-1])
+        if len(given) != len(positions) or any(
+            g is not None and g != p for g, p in zip(given, positions, strict=True)
+        ):
+            return [
+                (
+                    last,
+                    f"the labels are a class per position, shaped {tuple(target_shape)}, but the "
+                    f"model's output has shape {tuple(shape[1:])}; end with a layer that keeps "
+                    f"the positions, e.g. {{type: Conv2D, filters: {num_classes}, "
+                    "kernel_size: 1, activation: softmax}",
+                )
+            ]
     if "categorical" in loss:
         sparse = loss.startswith("sparse")
-        if sparse and spec.data.one_hot:
+        if sparse and one_hot:
             return [
-                spec.error(
-                    ("compile", "loss"),
+                (
+                    loss_loc,
                     "sparse categorical losses take integer labels; set data.one_hot: false "
                     "or use categorical_crossentropy",
                 )
             ]
-        if not sparse and not spec.data.one_hot:
+        if not sparse and not one_hot:
             return [
-                spec.error(
-                    ("compile", "loss"),
+                (
+                    loss_loc,
                     "categorical losses take one-hot labels; set data.one_hot: true "
                     "or use sparse_categorical_crossentropy",
                 )
             ]
         if outputs != num_classes:
             return [
-                spec.error(
+                (
                     last,
                     f"the last layer gives {outputs} outputs but the data has {num_classes} "
                     f"classes; end with {{type: Dense, units: {num_classes}, activation: softmax}}",
@@ -387,28 +479,28 @@ def _check_labels(
             ]
         return []
     # Other losses (binary_crossentropy, hinge, ...) compare labels and outputs element-wise.
-    if spec.data.one_hot and outputs != num_classes:
+    if one_hot and outputs != num_classes:
         return [
-            spec.error(
+            (
                 last,
                 f"the last layer gives {outputs} output(s) but one-hot labels have {num_classes} "
                 "columns; for one sigmoid unit set data.one_hot: false, or end with "
                 f"{{type: Dense, units: {num_classes}}}",
             )
         ]
-    if not spec.data.one_hot and outputs != 1:
+    if not one_hot and outputs != 1:
         return [
-            spec.error(
+            (
                 last,
                 f"the last layer gives {outputs} outputs but integer labels are one column; "
                 "end with {type: Dense, units: 1, activation: sigmoid} or set data.one_hot: true",
             )
         ]
-    if not spec.data.one_hot and num_classes > 2:
+    if not one_hot and num_classes > 2:
         return [
-            spec.error(
-                ("compile", "loss"),
-                f"{spec.compile.loss if isinstance(spec.compile.loss, str) else loss} with one "
+            (
+                loss_loc,
+                f"{loss_name} with one "
                 f"output is for two classes; the data has {num_classes}: use "
                 "sparse_categorical_crossentropy with a softmax layer",
             )

@@ -97,6 +97,8 @@ def expand(spec: Spec) -> tuple[list[Node], dict[str, str]]:
                 raise spec.error((*loc, "name"), f"the name {name!r} is given twice here")
             used: set = set()
             inputs = _substitute(extra.get("inputs"), params, (*loc, "inputs"), spec, used)
+            if inputs is None and index == 0 and stack:
+                inputs = BLOCK_INPUT  # a block's first entry reads what the block reads
             inputs = _rename(inputs, local)
             if entry.type is not None:
                 kwargs = _substitute(entry.kwargs(), params, loc, spec, used)
@@ -292,7 +294,8 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
     if problems:
         raise SpecError([line for error in problems for line in error.problems])
     for index, name in enumerate(declared):
-        if name not in used and not (index == 0 and _reads_first(nodes)):
+        first = index == 0 and (_reads_first(nodes) or DEFAULT_INPUT_MARK in used)
+        if name not in used and not first:
             raise spec.error(("model", "inputs", name), f"input {name!r} is never used")
     outputs = spec.model.outputs
     if outputs is None:

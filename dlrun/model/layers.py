@@ -96,3 +96,12 @@ def seed_generators(model) -> list:
                 seen.add(id(generator))
                 found.append(generator)
     return found
+
+
+def seed_states(model) -> list:
+    """The state of every seed generator of the model (Dropout, augmentation), read through
+    public Keras: model.variables is model.weights and these states. A checkpoint holds none
+    of them; a run records them each epoch so that a resumed run draws on as if never
+    stopped, while every epoch draws exactly as plain Keras with the same seed."""
+    weights = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]

@@ -38,13 +38,15 @@ def compiled(model: Any) -> dict[str, str]:
         outputs = getattr(container, "output_names", None) or []
         per_output = getattr(container, "_flat_metrics", None)  # Keras' CompileMetrics
         if len(outputs) > 1 and per_output is not None:
-            # Several outputs: Keras logs each output's metrics as <output>_<metric>; its
-            # per-output lists are in output order (a private list; tests/test_rough_edges.py
-            # fails loudly if it goes).
-            for output, listed in zip(outputs, per_output, strict=True):
+            # Several outputs: Keras logs each output's metrics as <output>_<metric>, <output>
+            # being the name each per-output list carries (the key of the model's outputs
+            # mapping), not the output layer's name in container.output_names: they differ
+            # where an output names a block. A private list; tests/test_rough_edges.py fails
+            # loudly if it goes.
+            for listed in per_output:
                 for metric in listed.metrics if listed is not None else []:
                     if of_metric(metric):
-                        found[f"{output}_{metric.name}"] = of_metric(metric)
+                        found[f"{listed.output_name}_{metric.name}"] = of_metric(metric)
             continue
         if of_metric(container):  # a subclassed model's own metric (its `metrics` property)
             found[container.name] = of_metric(container)

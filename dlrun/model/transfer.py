@@ -266,10 +266,17 @@ def build_transfer_model(spec: Spec, input_shape: tuple[int, ...], head: list, a
         last = len(spec.model.layers) - 1
         raise spec.error(
             ("model", "layers", last),
-            f"the head ends in shape {tuple(x.shape)}; a classifier ends in (None, classes): "
+            f"the head ends in shape {tuple(x.shape)}; {_head_end(spec)}: "
             "put {type: GlobalAveragePooling2D} or Flatten before the Dense layers",
         )
     return keras.Model(inputs, x, name=spec.name.replace(".", "_").replace("-", "_"))
+
+
+def _head_end(spec: Spec) -> str:
+    """What a head on a base ends in, said for the spec's task."""
+    if spec.task == "regression":
+        return "a regression head ends in (None, targets)"
+    return "a classifier ends in (None, classes)"
 
 
 def base_below(spec: Spec, input_shape: tuple[int, ...], augment: list = (), taps=None):

@@ -43,7 +43,7 @@ def evaluate(
     data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
     if isinstance(trained_on, list | dict):  # several inputs: {input name: shape}
-        check_shape(trained_on, data.input_shape, run.path)
+        check_shape(_declared(trained_on, spec), data.input_shape, run.path)
     from dlrun.model.builder import build_model
 
     # A transfer model's base comes from elsewhere (a run, an application): rebuilding it only
@@ -166,6 +166,22 @@ def _scored_data(run, spec) -> tuple:
     return data, f"every image in {scored}"
 
 
+def _declared(trained_on, spec):
+    """The shape(s) the run was trained on, with the sizes its model.inputs leaves free
+    (`null`: sequences of any length) as None."""
+    declared = spec.model.inputs or {}
+
+    def free(shape, name):
+        given = declared.get(name).shape if declared.get(name) is not None else None
+        if not isinstance(shape, list) or not given or len(given) != len(shape):
+            return shape
+        return [None if size is None else known for size, known in zip(given, shape, strict=True)]
+
+    if isinstance(trained_on, dict):
+        return {name: free(shape, name) for name, shape in trained_on.items()}
+    return free(trained_on, next(iter(declared), None)) if len(declared) == 1 else trained_on
+
+
 def data_tag(data) -> str:
     """The data an evaluation scored, in a file name: the dataset, and the file for npz/csv."""
     tag = data.dataset + (f"-{Path(data.path).stem}" if getattr(data, "path", None) else "")
@@ -185,7 +201,21 @@ def check_shape(expected, input_shape, run_path: Path) -> None:
     from dlrun.data.arrays import shape_mismatch
 
     expected, input_shape = each(expected, tuple), each(input_shape, tuple)
-    if input_shape != expected:
+
+    def fits(wanted: tuple, given: tuple) -> bool:  # None: any size (variable-length input)
+        return len(wanted) == len(given) and all(
+            w is None or w == g for w, g in zip(wanted, given, strict=True)
+        )
+
+    if isinstance(expected, dict) and isinstance(input_shape, dict):
+        same = expected.keys() == input_shape.keys() and all(
+            fits(expected[name], input_shape[name]) for name in expected
+        )
+    elif isinstance(expected, dict) or isinstance(input_shape, dict):
+        same = False
+    else:
+        same = fits(expected, input_shape)
+    if not same:
         raise DataError(f"{run_path}: {shape_mismatch(expected, input_shape)}")
 
 
@@ -193,8 +223,9 @@ def classification_result(y_test: np.ndarray, outputs: np.ndarray, names: list[s
     """Per-class report and confusion matrix, classes named as in the data."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    predicted = predicted_classes(outputs)
-    truth = true_classes(y_test)
+    # Per-pixel labels (segmentation): every pixel is one sample of the report.
+    predicted = np.ravel(predicted_classes(outputs))
+    truth = np.ravel(true_classes(y_test))
     labels = list(range(len(names)))
     options = {"labels": labels, "target_names": names, "zero_division": 0}
     return {

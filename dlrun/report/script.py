@@ -110,7 +110,7 @@ def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...], code: str =
         _header(spec, run) + _imports(spec, code),
         _data(spec, run, input_shape),
         model,
-        _fit(spec, _draws(spec, input_shape), run.metrics.get("directions")),
+        _fit(spec, run.metrics.get("directions")),
         _evaluate(),
     ]
     return "\n\n".join(part.strip("\n") for part in parts) + "\n"
@@ -682,40 +682,6 @@ def _metric(value) -> str:
     return _lookup("metrics", value, entry_name(value))
 
 
-def _draws(spec: Spec, input_shape: tuple[int, ...]) -> bool:
-    """Whether the model has random layers (Dropout...): dlrun sets their seed generators at
-    each epoch (train.callbacks.EpochSeeds), and so must the script."""
-    from dlrun.model.builder import build_model
-    from dlrun.model.layers import seed_generators
-
-    return bool(seed_generators(build_model(spec, input_shape)))
-
-
-EPOCH_SEEDS = [
-    "",
-    "",
-    "class EpochSeeds(keras.callbacks.Callback):",
-    '    """Random layers (Dropout...) draw what depends only on (SEED, epoch), as dlrun sets',
-    "    them at each epoch: every seed generator of the model, in layer order, starts the",
-    '    epoch at a state from NumPy\'s generator of (SEED, its number, epoch)."""',
-    "",
-    "    def on_epoch_begin(self, epoch, logs=None):",
-    "        found, seen = [], set()",
-    "        for layer in self.model._flatten_layers(include_self=True):",
-    '            backend = getattr(layer, "_backend_generators", {}).values()',
-    "            for generator in [*layer._seed_generators, *backend]:",
-    "                if id(generator) not in seen:",
-    "                    seen.add(id(generator))",
-    "                    found.append(generator)",
-    "        for number, generator in enumerate(found):",
-    "            start = np.random.default_rng([SEED, number, epoch]).integers(2**31)",
-    "            generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))",
-    "",
-    "",
-    "callbacks.append(EpochSeeds())",
-]
-
-
 def _mode(spec: Spec, directions: dict | None) -> str:
     """The checkpoint's mode; auto as the run decided it where Keras cannot tell (a code
     file's metric, a subclassed model's own metrics)."""
@@ -731,7 +697,7 @@ def _mode(spec: Spec, directions: dict | None) -> str:
     return mode(checkpoint.monitor, "auto", recorded)
 
 
-def _fit(spec: Spec, draws: bool = False, directions: dict | None = None) -> str:
+def _fit(spec: Spec, directions: dict | None = None) -> str:
     training = spec.training
     checkpoint = training.checkpoint
     from dlrun.data.splits import validation_share
@@ -752,8 +718,6 @@ def _fit(spec: Spec, draws: bool = False, directions: dict | None = None) -> str
             f"callbacks.append(keras.callbacks.{_call('EarlyStopping', arguments)})"
             "  # training.early_stopping"
         )
-    if draws:
-        lines += EPOCH_SEEDS
     validation_args = (
         ["    validation_data=(x_val, y_val),", "    validation_batch_size=BATCH_SIZE,"]
         if validation

@@ -100,7 +100,16 @@ class Run:
         encoding = self.meta.get("data_encoding")
         found = dict(encoding) if isinstance(encoding, dict) else {}
         names = self.meta.get("class_names")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        if _names(names):
+            found["class_names"] = names
+        elif (
+            isinstance(names, dict)
+            and names
+            and all(  # several outputs: {output: names}
+                isinstance(output, str) and (listed is None or _names(listed))
+                for output, listed in names.items()
+            )
+        ):
             found["class_names"] = names
         shape = self.metrics.get("input_shape")  # other data must be shaped like it
         if isinstance(shape, list) and all(isinstance(n, int) for n in shape):
@@ -123,6 +132,11 @@ class Run:
                 raise RunError(f"{self.path}: {CONFIG} is damaged (expected a mapping)")
             self._config = config or {}
         return self._config
+
+
+def _names(names) -> bool:
+    """A recorded list of class names."""
+    return isinstance(names, list) and bool(names) and all(isinstance(n, str) for n in names)
 
 
 def open_run(path: str | Path) -> Run:

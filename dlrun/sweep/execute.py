@@ -221,6 +221,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     trials = store.safe_folder(sweep_dir, TRIALS)  # never a symlinked trials/ out of the sweep
     outcomes: dict[str, tuple[str, list[dict], str | None]] = {}
     plan = plan_for(sweep, sweep_dir, outcomes)
+    if hasattr(plan, "slots"):  # local workers: how many fits run at once
+        plan.slots = getattr(executor, "count", None)
     pruning = sweep.spec.prune is not None
     directions: dict[str, str] = {}
     best: float | None = None

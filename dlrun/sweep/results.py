@@ -68,19 +68,24 @@ def score_setting(
     Each fit is scored on the model a separate fit of the setting's epochs returns
     (returned_epoch: with early stopping, where it stopped, and the best epoch's weights
     when it restores them); its train score is that model's score on its training split
-    (return_train_score). A pruned fit is scored at its last epoch; a setting that was pruned
-    has the mean of its fits' last scores (ranked after the settings that trained in full),
-    and a fit of it that never started has no score.
+    (return_train_score). A setting that was pruned has each fit scored at the epoch it was
+    pruned at, and their mean, what the pruner judged (ranked after the settings that trained
+    in full); a fit of it that never started has no score, and no epochs in epochs_trained.
     """
     scoring, epochs = sweep.spec.scoring, setting.epochs
     stopping = sweep.early_stopping(setting.values)
     row: dict[str, Any] = {f"param_{k}": v for k, v in setting.values.items()}
     tests, trains, times, statuses, trained = [], [], [], [], []
-    for index, fit in enumerate(setting.fits):
-        status, history, _ = outcomes.get(fit.folder, (store.FAILED, [], None))
+    found = [outcomes.get(fit.folder, (store.FAILED, [], None)) for fit in setting.fits]
+    # A pruned setting was judged on the mean over its fits at the epoch it was stopped at
+    # (its fits that trained on meanwhile, fewer workers than fits, included): each is scored
+    # there, the quantity the pruner saw.
+    stops = [len(h) for status, h, _ in found if status == store.PRUNED and h]
+    pruned_at = min(stops) if stops else None
+    for index, (status, history, _) in enumerate(found):
         done = [r for r in history if r["epoch"] <= epochs]
-        if status == store.PRUNED:
-            ok, returned = bool(done), len(done)
+        if pruned_at is not None:
+            ok, returned = len(done) >= pruned_at, pruned_at
         else:
             end, returned = returned_epoch(history, epochs, stopping, directions or {})
             ok = bool(done) and len(done) >= end and status in (store.COMPLETED, store.DIVERGED)
@@ -94,7 +99,8 @@ def score_setting(
         tests.append(test if ok else math.nan)
         trains.append(train if ok else math.nan)
         times.append(sum(r.get("epoch_seconds", 0.0) for r in done))
-        trained.append(len(done))
+        if done or status != store.PRUNED:  # a fit of a pruned setting that never started
+            trained.append(len(history) if pruned_at is not None else len(done))
         statuses.append(status if status != store.COMPLETED or ok else store.DIVERGED)
         row[f"split{index}_test_score"] = tests[-1]
     if sweep.spec.return_train_score:
@@ -108,6 +114,8 @@ def score_setting(
         row["mean_train_score"] = float(mean(trains))
         row["std_train_score"] = float(std(trains))
     row["mean_fit_time"] = float(np.mean(times))
+    # The epochs each fit trained, over the fits that did (never a fit that never started).
+    trained = trained or [0]
     row["epochs_trained"] = trained[0] if len(set(trained)) == 1 else float(np.mean(trained))
     row["status"] = ",".join(sorted(set(map(str, statuses))))
     return row

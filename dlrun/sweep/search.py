@@ -50,9 +50,9 @@ class SearchPlan:
 
     execute.run_sweep takes fits from `fits()` lazily, tells each outcome to `done()`, and, for a
     pruned search, calls `watch()` every TICK_SECONDS with the fits running: their new epochs
-    are reported (a setting's score at an epoch is the mean over its fits, folds and repeats,
-    that have reached it; it is judged once every running fit of the setting has), and each
-    fit gets its verdict.
+    are reported (a setting's score at an epoch is the mean over all of its fits, folds and
+    repeats, at that epoch: it is judged once every fit of the setting has reached it), and
+    each fit gets its verdict.
     """
 
     def __init__(self, sweep: Sweep, sweep_dir: Path, outcomes: dict):
@@ -68,6 +68,8 @@ class SearchPlan:
         self.study = Study(
             spec.search, options.space, options.seed, spec.prune, max_epochs, sweep_dir / STUDY
         )
+        self.max_epochs = max_epochs
+        self.slots: int | None = None  # fits run at once (local workers); None: not known
         self.pruning = spec.prune is not None
         self.tick = TICK_SECONDS if self.pruning else None
         self.skipped: dict[str, tuple] = {}  # fits of a pruned setting that never started
@@ -163,13 +165,28 @@ class SearchPlan:
             by_setting[fit.number].append(fit)
         for number, fits in by_setting.items():
             entry = self._trials[number]
-            # A fit handed out but not yet through its first epoch counts as at epoch 0: the
-            # setting's next epoch is judged once all of its running fits have reached it.
-            epochs = {fit.folder: len(self._history(fit.folder) or []) for fit in fits}
-            while not entry.pruned and min(epochs.values()) > entry.reported:
+            while not entry.pruned and self._reached(entry) > entry.reported:
                 self._judge(entry, entry.reported + 1)
             for fit in fits:
                 self._answer(entry, fit)
+
+    def _reached(self, entry: _Trial) -> float:
+        """The last epoch every fit of the setting has reached: a setting is judged on the
+        mean over all of its fits (folds, repeats) at each epoch, the quantity it is scored
+        on. A fit not handed out yet, or not through its first epoch, is at epoch 0; one
+        that ended (early, or failed) holds no later epoch back."""
+        reached = math.inf
+        for fit in entry.setting.fits:
+            if fit.folder in self.outcomes or fit.folder in self.skipped:
+                continue
+            reached = min(reached, len(self._history(fit.folder) or []))
+        return reached
+
+    def _all_started(self, entry: _Trial) -> bool:
+        return all(
+            fit.folder in self.outcomes or (self.trials_dir / fit.folder).is_dir()
+            for fit in entry.setting.fits
+        )
 
     # --- pruning
 
@@ -209,6 +226,11 @@ class SearchPlan:
                 entry.answered[fit.folder] = -1
             return
         free = self._next_prunable(entry.reported) - 1
+        crowded = self.slots is None or self.slots < len(entry.setting.fits)
+        if crowded and not self._all_started(entry):
+            # Fewer workers than fits: a fit waiting for a verdict would hold its worker from
+            # the fits the verdict waits for. It trains on; a stop can still reach it.
+            free = self.max_epochs
         if answered is None or answered < free:
             verdicts.write(self.trials_dir / fit.folder, free)
             entry.answered[fit.folder] = free

@@ -96,6 +96,7 @@ class Workers:
     """`count` spawned worker processes (a fresh interpreter each: TensorFlow is not fork-safe)."""
 
     def __init__(self, count: int, initializer: Callable | None = None, initargs: tuple = ()):
+        self.count = count  # fits at once
         self._context = get_context("spawn")
         self._initializer, self._initargs = initializer, initargs
         self._slots = [self._spawn() for _ in range(count)]

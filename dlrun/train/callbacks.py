@@ -19,13 +19,35 @@ import numpy as np
 from dlrun import store
 from dlrun.errors import RunError
 from dlrun.model import metrics as directions_of
-from dlrun.model.layers import seed_generators
+from dlrun.model.layers import seed_generators, seed_states
 from dlrun.store import events
 from dlrun.train.life import raise_unrecorded_stop
+
+SEED_STATES = "seed_states"  # meta.json: {epoch: every seed generator's state after it}
 
 
 def _finite(logs: dict) -> bool:
     return all(math.isfinite(v) for k, v in logs.items() if k.endswith("loss"))
+
+
+class KnownModes(keras.callbacks.Callback):
+    """Gives every Keras MonitorCallback left on `mode: auto` (EarlyStopping,
+    ReduceLROnPlateau) the direction dlrun records for its monitor (model.metrics), before it
+    asks Keras: Keras finds none for one output's metric (val_odd_accuracy) of several and
+    stops the run after epoch 1. It must come first in fit()'s list."""
+
+    def __init__(self, callbacks: list):
+        super().__init__()
+        self.callbacks = callbacks
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The compile metrics exist from the first traced step on; the others read their
+        # direction lazily in their own on_epoch_end, after this one.
+        directions = directions_of.compiled(self.model)
+        for callback in self.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if getattr(callback, "mode", None) == "auto" and monitor in directions:
+                callback.mode = directions_of.mode(monitor, "auto", directions)
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -60,6 +82,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.best_weights: list | None = None  # of the best epoch of this attempt
         self.stage: int | None = None  # training.finetune: 1 or 2, a history.csv column
         self.state = None  # a callable: more to record in meta.json with each epoch
+        self.seeds = True  # record the seed generators' state (not for a run EpochSeeds sets)
         # Callables (epoch, logs) that record the epoch elsewhere (TensorBoard), called with
         # the same signals held, just before its history row: a stop cannot fall between them.
         self.writers: list = []
@@ -80,6 +103,20 @@ class RunRecorder(keras.callbacks.Callback):
         self.directions = {**directions_of.compiled(self.model), **self.given}
         self.is_better = directions_of.better(self.mode, self.monitor, self.directions)
         self.best_value, self.best_epoch = best_of(self.rows, self.monitor, self.is_better)
+
+    def _record_seeds(self, epoch: int) -> None:
+        """The seed generators' state after `epoch`, in meta.json before the epoch's
+        checkpoint: a resume from that checkpoint (or from the one before, if a kill lands
+        in between) puts them back. The last two epochs are kept."""
+        states = seed_states(self.model) if self.seeds else []
+        if not states:
+            return
+        kept = self.run.meta.get(SEED_STATES)
+        kept = (
+            {k: v for k, v in kept.items() if k == str(epoch - 1)} if isinstance(kept, dict) else {}
+        )
+        kept[str(epoch)] = [keras.ops.convert_to_numpy(state).tolist() for state in states]
+        self.run.update(**{SEED_STATES: kept})
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -119,6 +156,7 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self._good_weights = weights
+        self._record_seeds(epoch + 1)
         value = logs.get(self.monitor)
         improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
@@ -168,6 +206,20 @@ class PlainProgress(keras.callbacks.Callback):
         super().__init__()
         self.console, self.epochs = console, epochs
         self._started = 0.0
+
+    def _record_seeds(self, epoch: int) -> None:
+        """The seed generators' state after `epoch`, in meta.json before the epoch's
+        checkpoint: a resume from that checkpoint (or from the one before, if a kill lands
+        in between) puts them back. The last two epochs are kept."""
+        states = seed_states(self.model) if self.seeds else []
+        if not states:
+            return
+        kept = self.run.meta.get(SEED_STATES)
+        kept = (
+            {k: v for k, v in kept.items() if k == str(epoch - 1)} if isinstance(kept, dict) else {}
+        )
+        kept[str(epoch)] = [keras.ops.convert_to_numpy(state).tolist() for state in states]
+        self.run.update(**{SEED_STATES: kept})
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -457,14 +509,23 @@ class EpochShuffle(keras.callbacks.Callback):
         self.feed.arrange(epoch)
 
 
-class EpochSeeds(keras.callbacks.Callback):
-    """Each epoch's random layers (augmentation, Dropout) draw what depends only on
-    (seed, epoch), as the epoch's order does.
+def restore_seeds(model, meta: dict, epoch: int) -> bool:
+    """Put back the seed generators' state recorded after `epoch` (see RunRecorder); False
+    when the run recorded none for it (a run from before they were recorded)."""
+    recorded = meta.get(SEED_STATES)
+    states = recorded.get(str(epoch)) if isinstance(recorded, dict) else None
+    variables = seed_states(model)
+    if not isinstance(states, list) or len(states) != len(variables):
+        return False
+    for variable, state in zip(variables, states, strict=True):
+        variable.assign(np.array(state, dtype=variable.dtype))
+    return True
 
-    They draw from seed generators whose state no checkpoint holds: a resumed run would
-    restart their streams. Setting every generator's state at the start of each epoch makes a
-    resumed run draw exactly as an uninterrupted one.
-    """
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Runs from before the seed generators' state was recorded (SEED_STATES) set it at each
+    epoch from (seed, epoch), epoch 0 too: such a run resumes exactly with this. New runs
+    leave every epoch's draws as plain Keras makes them."""
 
     def __init__(self, seed: int):
         super().__init__()

@@ -32,7 +32,7 @@ def fit(
     `dlrun compare TRIAL --plot` draws one's curves from its history.csv.
     """
     from dlrun.model.builder import summary_text
-    from dlrun.train.callbacks import RunRecorder
+    from dlrun.train.callbacks import KnownModes, RunRecorder
 
     spec, model = prepared.spec, prepared.model
     run_dir = run.path
@@ -71,6 +71,7 @@ def fit(
             callbacks = [*first, *callbacks, *later]
             if spec.training.adversarial:
                 callbacks = [*_adversarial_validation(prepared), *callbacks]
+            callbacks = [KnownModes(list(callbacks)), *callbacks]
             try:
                 _stages(prepared, run, recorder, callbacks, stages, score_test)
             finally:
@@ -198,8 +199,11 @@ def _callbacks(
         )
         recorder.writers.append(board.write_epoch)  # with the history row, signals held
         callbacks.append(board)
-    if seed_generators(prepared.model):  # dropout, augmentation: resume draws as if never stopped
+    # Dropout, augmentation: a run from before their state was recorded set it each epoch.
+    old_run = rows and "seed_states" not in folder.meta
+    if old_run and seed_generators(prepared.model):
         callbacks.append(EpochSeeds(prepared.spec.seed))
+        recorder.seeds = False
     progress = LiveProgress if console.is_terminal else PlainProgress
     callbacks.append(progress(console, total_epochs(prepared.spec)))
     return callbacks

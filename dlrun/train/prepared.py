@@ -105,6 +105,13 @@ def start_finetune(prepared: Prepared) -> None:
 
     spec, model = prepared.spec, prepared.model
     unfreeze(model, spec)
+    rate = spec.training.finetune.learning_rate
+    optimizer = spec.compile.optimizer
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("learning_rate"), dict):
+        # Stage 1's schedule: Keras lets no plain rate be set on it; stage 2 is compiled
+        # with finetune.learning_rate as its constant rate, the schedule left to stage 1.
+        spec = spec.model_copy(deep=True)
+        spec.compile.optimizer = {**optimizer, "learning_rate": rate}
     compile_model(model, spec, prepared.data.num_classes)
-    model.optimizer.learning_rate = spec.training.finetune.learning_rate
+    model.optimizer.learning_rate = rate
     prepared.stage = 2

@@ -252,6 +252,9 @@ def _resume(
             epoch = _checkpoint_epoch(run, saved)
         else:
             epoch = first + _epoch_from_steps(saved, prepared)
+        from dlrun.train.callbacks import restore_seeds
+
+        restore_seeds(prepared.model, run.meta, epoch)  # Dropout, augmentation draw on
     rows = store.read_history(run.path)[:epoch]
     attempts = [
         *_list(folder.meta.get("attempts")),
