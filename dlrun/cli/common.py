@@ -69,6 +69,14 @@ def fails_cleanly(command):
     return wrapper
 
 
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        help="Replace an existing file at the output path (never an input, never a file of "
+        "a run or sweep folder)."
+    ),
+]
+
 NoSaveOption = Annotated[
     bool, typer.Option("--no-save", help="Print the results only; write nothing into the run.")
 ]
