@@ -142,6 +142,12 @@ def _check_existing(out, info, option, force, inputs, folder, earlier) -> None:
         )
     if not force:
         raise OutputError(f"{option} {out}: already exists; pass --force to replace it")
+    owner = _run_or_sweep(out)
+    if owner is not None:
+        raise OutputError(
+            f"{option} {out}: is inside the {owner[1]} {owner[0]}; refusing to replace "
+            "anything of it, even with --force"
+        )
     for given in inputs:
         with contextlib.suppress(OSError):
             if _same_or_inside(out, info, Path(given)):
@@ -149,12 +155,6 @@ def _check_existing(out, info, option, force, inputs, folder, earlier) -> None:
                     f"{option} {out}: is one of this command's inputs ({given}); refusing "
                     "to replace it, even with --force"
                 )
-    owner = _run_or_sweep(out)
-    if owner is not None:
-        raise OutputError(
-            f"{option} {out}: is inside the {owner[1]} {owner[0]}; refusing to replace "
-            "anything of it, even with --force"
-        )
     if folder and earlier is not None and not earlier(out):
         raise OutputError(
             f"{option} {out}: exists and is not an earlier export; refusing to replace it, "
