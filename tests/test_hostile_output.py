@@ -350,17 +350,6 @@ def test_a_read_only_folder_is_one_line(tmp_path):
 # --- the commands, on a real run ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits(trained, tmp_path_factory) -> Path:
-    """The trained run's kind of input, as a user hands it over: an npz of 8x8 digits."""
-    from sklearn import datasets
-
-    images = datasets.load_digits().images[:50].astype(np.uint8)
-    path = tmp_path_factory.mktemp("inputs") / "digits.npz"
-    np.savez(path, x=images)
-    return path
-
-
 def invoke(*args):
     return runner.invoke(app, [*map(str, args)])
 
@@ -388,13 +377,20 @@ SUFFIX = {
 COMMANDS = sorted(SUFFIX)
 
 
-@pytest.fixture(scope="module")
-def placed(trained, digits) -> Path:
-    """The input beside the runs folder, where commands() looks for it."""
+def with_input(trained: Path) -> Path:
+    """The trained run, with the kind of input it takes beside its runs folder (where
+    commands() looks for it): an npz of 8x8 digits, as a user hands them over."""
+    from sklearn import datasets
+
     target = trained.parent.parent / "digits.npz"
     if not target.exists():
-        target.write_bytes(digits.read_bytes())
+        np.savez(target, x=datasets.load_digits().images[:50].astype(np.uint8))
     return trained
+
+
+@pytest.fixture(scope="module")
+def placed(trained) -> Path:
+    return with_input(trained)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
