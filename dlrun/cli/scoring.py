@@ -89,7 +89,7 @@ def evaluate(
     scored = result["scored"]
     of = "" if scored == "the test split" else f" ({clean(scored, newlines=False)})"
     typer.echo(f"({result['samples']} samples{of}, {checkpoint} checkpoint{running})\n")
-    typer.echo(result["report_text"])
+    typer.echo(clean(result["report_text"]))  # class names come from the data
     for path in result["written"]:
         typer.echo(f"wrote {path}")
     report_unsaved(result)
@@ -280,9 +280,9 @@ def predict(
 
 
 def _shown(value) -> str:
-    from dlrun.textsafe import clean
+    from dlrun.textsafe import escaped
 
-    return f"{value:.4f}" if isinstance(value, float) else clean(value, newlines=False)
+    return f"{value:.4f}" if isinstance(value, float) else escaped(value)
 
 
 @fails_cleanly

@@ -23,7 +23,7 @@ from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes
 from dlrun.spec.loading import load_spec
-from dlrun.textsafe import clean
+from dlrun.textsafe import escaped
 
 FORMATS = ("csv", "json", "npz")
 TABLE_ROWS = 100  # more rows than this on stdout: csv instead of a table
@@ -226,8 +226,8 @@ def _sink(fmt: str | None, out: Path | None, stdout: IO[str], force: bool, input
 def _cell(value, safe: bool):
     if isinstance(value, float):
         return float(f"{value:.7g}")  # float32 outputs: seven digits say it all
-    if isinstance(value, str) and safe:
-        return clean(value, newlines=False)
+    if isinstance(value, str) and safe:  # a terminal: a newline in a path is shown as \n
+        return escaped(value)
     return value
 
 

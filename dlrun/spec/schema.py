@@ -53,6 +53,7 @@ REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWr
 # folder exists.
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**31 - 1
+MAX_BLOCK_REPEAT = 1000  # copies of a block in a graph; each copy is layers built in memory
 
 
 class _Section(BaseModel):
@@ -227,8 +228,11 @@ class LayerSpec(BaseModel):
             if not isinstance(block, str):
                 raise ValueError(f"block: expected the name of a block, got {block!r}")
             repeat = extra.get("repeat", 1)
-            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-                raise ValueError(f"repeat: expected a whole number >= 1, got {repeat!r}")
+            bad = not isinstance(repeat, int) or isinstance(repeat, bool)
+            if bad or not 1 <= repeat <= MAX_BLOCK_REPEAT:
+                raise ValueError(
+                    f"repeat: expected a whole number from 1 to {MAX_BLOCK_REPEAT}, got {repeat!r}"
+                )
             if not isinstance(extra.get("with", {}), dict):
                 raise ValueError("with: expected a mapping of param to value")
             unknown = set(extra) - {"block", "repeat", "with", "name", "inputs"}
