@@ -378,7 +378,7 @@ def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: boo
         raise DataError(f"{', '.join(map(str, paths))}: no images found")
     # The checks training makes (regular files, decodable, at most MAX_IMAGE_PIXELS), before
     # any image is decoded: an 81-megapixel file would take gigabytes.
-    check_images(np.array(files), "predict")
+    check_images(np.array(files), "input")
     if labels and None in classes:
         where = files[classes.index(None)]
         raise DataError(

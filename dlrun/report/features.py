@@ -101,7 +101,7 @@ def extract(
     try:
         tmp = destination.enter_context(store.output.writing(out, force=force, inputs=[run.path]))
     except store.output.NotWritten as exc:
-        raise SpecError(str(exc)) from None
+        raise SpecError(f"--out {out}: cannot be written ({exc.reason})") from None
     with destination:
         return _extract(spec, data, model, out, tmp, classifier)
 

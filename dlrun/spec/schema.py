@@ -53,6 +53,7 @@ REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWr
 # folder exists.
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**31 - 1
+LAYER_NAME = r"[!-.0-~]{1,100}"  # printable ASCII but '/' (Keras' separator); no space
 MAX_BLOCK_REPEAT = 1000  # copies of a block in a graph; each copy is layers built in memory
 
 
@@ -219,6 +220,12 @@ class LayerSpec(BaseModel):
         name = extra.get("name")
         if name is not None and not (isinstance(name, str) and name and name != "in"):
             raise ValueError(f"name: expected a name other than 'in', got {name!r}")
+        if name is not None and not re.fullmatch(LAYER_NAME, name):
+            # what Keras and TensorFlow take as a layer's name: refused here, not in a run
+            raise ValueError(
+                f"name: expected ASCII letters, digits and punctuation (no spaces, no '/'), "
+                f"at most 100 characters; got {name[:60]!r}"
+            )
         if self.type is not None:
             for key in ("repeat", "with"):
                 if key in extra:

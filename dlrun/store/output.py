@@ -54,6 +54,10 @@ class OutputError(UsageError):
 class NotWritten(RunError):
     """The file system refused the result (full, read-only, a size limit): nothing was left."""
 
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
 
 class Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP while a result was being written: unwinds as Ctrl-C does."""
@@ -136,9 +140,10 @@ def _check_existing(out, info, option, force, inputs, folder, earlier) -> None:
     wanted = stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)
     if not wanted:
         kind = _kind(mode)
+        ours = "an earlier export" if folder else "a file"
         raise OutputError(
-            f"{option} {out}: is {kind}; dlrun replaces only "
-            f"{'an earlier export' if folder else 'a regular file'}, never {kind}"
+            f"{option} {out}: exists and is not {ours} (it is {kind}); refusing to replace "
+            f"it, even with --force"
         )
     if not force:
         raise OutputError(f"{option} {out}: already exists; pass --force to replace it")
@@ -306,7 +311,7 @@ def _remove(path: Path) -> None:
 
 def _not_written(out: Path, option: str, exc: OSError) -> NotWritten:
     reason = exc.strerror or type(exc).__name__
-    return NotWritten(f"{option} {out}: not written ({reason}); nothing was left there")
+    return NotWritten(f"{option} {out}: not written ({reason})", reason)
 
 
 @contextlib.contextmanager
