@@ -316,3 +316,44 @@ def test_validate_refuses_a_layer_name_training_cannot_use(tmp_path, name):
 def test_validate_takes_a_layer_name_training_can_use(tmp_path, name):
     result = invoke("validate", spec_with_layer_name(tmp_path, name))
     assert result.exit_code == 0, result.output
+
+
+UNREAD = """\
+name: g
+data: {{dataset: digits, scale: 16, flatten: true}}
+model:
+  layers:
+    - {{type: Dense, units: 8, name: a}}
+{middle}
+    - {{type: Dense, units: 10, activation: softmax, inputs: a}}
+training: {{epochs: 1}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("middle", "named"),
+    [
+        ("    - {type: Dense, units: 4, name: dead, inputs: a}", "dead"),
+        ("    - {type: Dense, units: 4}", "Dense"),
+        (
+            "    - {type: Dropout, rate: 0.5, name: drop}\n    - {type: Dense, units: 3, name: d2}",
+            "drop",
+        ),
+    ],
+    ids=["named", "unnamed", "a-chain"],
+)
+def test_graph_entries_nothing_reads_are_refused_by_name(tmp_path, middle, named):
+    path = tmp_path / "g.yaml"
+    path.write_text(UNREAD.format(middle=middle))
+    result = invoke("validate", path)
+    assert result.exit_code == 2, result.output
+    assert f"{named}: nothing reads this entry's output" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_graph_whose_entries_are_all_read_is_valid(tmp_path):
+    path = tmp_path / "g.yaml"
+    text = UNREAD.format(middle="    - {type: Dense, units: 4, name: b, inputs: a}")
+    path.write_text(text.replace("softmax, inputs: a}", "softmax, inputs: b}"))
+    result = invoke("validate", path)
+    assert result.exit_code == 0, result.output
