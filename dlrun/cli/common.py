@@ -60,12 +60,13 @@ def fails_cleanly(command):
         try:
             return command(*args, **kwargs)
         except DlrunError as exc:
-            from dlrun.textsafe import clean
+            from dlrun.textsafe import one_line
 
-            # Messages quote names, paths and values from disk: never a control sequence, and
-            # one line per problem (a newline in a file name cannot forge a second Error line).
+            # Messages quote names, paths and values from disk: never a control sequence, one
+            # line per problem (a newline in a file name cannot forge a second Error line), and
+            # never a 100,000-character value echoed whole.
             problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
-            for line in [clean(p, newlines=False) for p in problems] or [type(exc).__name__]:
+            for line in [one_line(p) for p in problems] or [type(exc).__name__]:
                 typer.echo(f"Error: {line}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
@@ -78,6 +79,15 @@ TrustCodeOption = Annotated[
         "--trust-code",
         help="Import the run's code files even though you did not train with them (a run "
         "from someone else, or edited code): read them first. Not remembered.",
+    ),
+]
+
+
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        help="Replace an existing file at the output path (never an input, never a file of "
+        "a run or sweep folder)."
     ),
 ]
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dlrun.cli.common import (
+    ForceOption,
     ReadRunsDirOption,
     fails_cleanly,
     make_console,
@@ -183,6 +184,7 @@ def compare(
             "comma-separated), with each result's mean ± std and the count.",
         ),
     ] = None,
+    force: ForceOption = False,
 ) -> None:
     """Compare runs side by side: their results, then the config keys that differ among them.
 
@@ -204,6 +206,11 @@ def compare(
 
     if fmt not in FORMATS:
         raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if plot:
+        from dlrun import store
+
+        store.output.check_suffix(plot, "png", "--plot")
+        store.output.check(plot, option="--plot", force=force)
     runs = _readable_configs(_collect(paths, runs_dir))
     comparison = compare_table(
         runs,
@@ -231,22 +238,13 @@ def compare(
                 f"not shown, for the terminal's width: {', '.join(dropped)}; "
                 "choose columns with --columns, or see them all with --format csv"
             )
+    # The table above is printed whole; a plot that cannot be written is one Error line.
     if plot and group is not None:
-        from dlrun.errors import RunError
-
-        try:
-            group_curves(comparison, plot)
-        except OSError as exc:  # the table above is printed whole; only the plot is lost
-            raise RunError(f"--plot {plot}: not written ({exc.strerror or exc})") from None
+        group_curves(comparison, plot, force)
         typer.echo(f"wrote {plot}", err=True)
     elif plot:
-        from dlrun.errors import RunError
-
         shown = {row["run"] for row in comparison.rows}
-        try:
-            curves_plot([r for r in runs if r.name in shown], comparison, plot)
-        except OSError as exc:  # the table above is printed whole; only the plot is lost
-            raise RunError(f"--plot {plot}: not written ({exc.strerror or exc})") from None
+        curves_plot([r for r in runs if r.name in shown], comparison, plot, force)
         typer.echo(f"wrote {plot}", err=True)
 
 

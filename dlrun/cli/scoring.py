@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dlrun.cli.common import (
+    ForceOption,
     NoSaveOption,
     ReadRunsDirOption,
     SetOption,
@@ -39,6 +40,7 @@ def evaluate(
             "(a shell's > FILE is left empty when it fails)."
         ),
     ] = None,
+    force: ForceOption = False,
 ) -> None:
     """Score a run's checkpoint on its test split (or other data via --set data.KEY=VALUE).
 
@@ -46,7 +48,7 @@ def evaluate(
     """
     import json
 
-    from dlrun.errors import RunError, SpecError
+    from dlrun.errors import SpecError
     from dlrun.model.checkpoints import CHECKPOINTS
     from dlrun.report.evaluate import evaluate as score
     from dlrun.textsafe import clean
@@ -55,10 +57,12 @@ def evaluate(
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     from dlrun import store
 
-    if out is not None and (not out.parent.is_dir() or out.is_dir()):
-        raise SpecError(f"--out {out}: expected a file name in an existing folder")
-
     path = run_path(run, runs_dir)
+    if out is not None:
+        if not out.parent.is_dir():
+            raise SpecError(f"--out {out}: expected a file name in an existing folder")
+        store.output.check_suffix(out, "json")
+        store.output.check(out, force=force, inputs=[path])
     found = store.open_run(path)
     if found.status == store.RUNNING:
         typer.echo(
@@ -73,11 +77,8 @@ def evaluate(
         if out is None:
             typer.echo(shown)
         else:
-            try:
-                with store.atomic_path(out) as tmp:
-                    tmp.write_text(shown + "\n")
-            except OSError as exc:
-                raise RunError(f"--out {out}: cannot be written ({exc.strerror or exc})") from None
+            with store.output.writing(out, force=force, inputs=[path]) as tmp:
+                tmp.write_text(shown + "\n")
             typer.echo(f"wrote {out}", err=True)
         report_unsaved(result)
         return
@@ -90,7 +91,7 @@ def evaluate(
     scored = result["scored"]
     of = "" if scored == "the test split" else f" ({clean(scored, newlines=False)})"
     typer.echo(f"({result['samples']} samples{of}, {checkpoint} checkpoint{running})\n")
-    typer.echo(result["report_text"])
+    typer.echo(clean(result["report_text"]))  # class names come from the data
     for path in result["written"]:
         typer.echo(f"wrote {path}")
     report_unsaved(result)
@@ -187,6 +188,7 @@ def features(
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     runs_dir: ReadRunsDirOption = None,
     trust_code: TrustCodeOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Write a layer's activations on the train and test splits to an .npz file.
 
@@ -198,7 +200,7 @@ def features(
 
     if checkpoint not in CHECKPOINTS:
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
-    result = extract(run_path(run, runs_dir), layer, out, set_ or [], classifier, checkpoint)
+    result = extract(run_path(run, runs_dir), layer, out, set_ or [], classifier, checkpoint, force)
     shape = "x".join(map(str, result["shape"]))
     typer.echo(f"{result['train']} train and {result['test']} test samples, features {shape}")
     if "accuracy" in result:
@@ -228,6 +230,7 @@ def predict(
     unsafe_load: Annotated[
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
+    force: ForceOption = False,
 ) -> None:
     """Score new inputs with a run's model: one row per input, classes named as in its data.
 
@@ -258,6 +261,7 @@ def predict(
         score=score,
         unsafe_load=unsafe_load,
         console=make_console(stderr=True),
+        force=force,
     )
     for note in result["notes"]:
         typer.echo(f"Note: {clean(note)}", err=True)
@@ -281,9 +285,9 @@ def predict(
 
 
 def _shown(value) -> str:
-    from dlrun.textsafe import clean
+    from dlrun.textsafe import escaped
 
-    return f"{value:.4f}" if isinstance(value, float) else clean(value, newlines=False)
+    return f"{value:.4f}" if isinstance(value, float) else escaped(value)
 
 
 @fails_cleanly

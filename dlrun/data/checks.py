@@ -104,16 +104,27 @@ def csv_frame(spec: Spec, path: Path, frame, column: str) -> None:
         )
 
 
-def finite_features(spec: Spec, path: Path, x: np.ndarray, key: str = "", columns=None) -> None:
-    """No NaN or infinity in the features: a run would only diverge in its first epoch."""
-    if x.dtype.kind != "f" or x.size == 0:
-        return
-    flat = x.reshape(len(x), -1)
+def bad_values(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The one check of feature values, for training, evaluate, features, attack and predict
+    alike: (rows, features) that are NaN, infinite, or beyond float32 (1e300 becomes inf in
+    the cast the model sees, so the check runs after the cast); None when all are fine.
+    Complex numbers are refused by dtype before this (NUMERIC_KINDS)."""
+    if x.dtype.kind not in "fc" or x.size == 0:
+        return None  # integers and booleans always fit float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     bad = ~np.isfinite(flat)
     if not bad.any():
+        return None
+    return np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
+
+
+def finite_features(spec: Spec, path: Path, x: np.ndarray, key: str = "", columns=None) -> None:
+    """No NaN, infinity or value beyond float32 in the features: a run would only diverge."""
+    found = bad_values(x)
+    if found is None:
         return
-    rows = np.flatnonzero(bad.any(axis=1))
-    cells = np.flatnonzero(bad.any(axis=0))
+    rows, cells = found
     if columns is not None:  # a csv: its column names and the lines of the file
         named = shown([f"'{name(columns[c])}'" for c in cells], len(cells))
         problem = f"column(s) {named} hold missing (NaN) or infinite values on line(s) "
@@ -254,6 +265,14 @@ def npz_arrays(spec: Spec, path: Path, arrays: dict) -> None:
                     f"{name(path)}: the {what} of a split need one row per sample each; found "
                     f"{listed} samples",
                 )
+        labelled = [key for key in y_keys(spec, split) if key in arrays]
+        inputs = [key for key in keys if key in arrays]
+        if labelled and inputs and len(arrays[labelled[0]]) != len(arrays[inputs[0]]):
+            raise spec.error(
+                ("data", "path"),
+                f"{name(path)}: {inputs[0]} has {len(arrays[inputs[0]])} samples but "
+                f"{labelled[0]} has {len(arrays[labelled[0]])} labels; one label per sample",
+            )
         for key in keys:
             if key in arrays:
                 finite_features(spec, path, arrays[key], key)

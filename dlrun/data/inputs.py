@@ -28,6 +28,7 @@ from dlrun.data.arrays import (
     holds_images,
     shape_inputs,
 )
+from dlrun.data.checks import NUMERIC_KINDS, bad_values, shown
 from dlrun.errors import DataError, UsageError
 from dlrun.spec.schema import DataSpec, Spec
 
@@ -194,10 +195,20 @@ def open_inputs(
 # --- arrays ----------------------------------------------------------------------------------
 
 
-def prepared(x: np.ndarray, prep: Preprocessing, what: str) -> np.ndarray:
+def prepared(x: np.ndarray, prep: Preprocessing, what: str, first: int = 0) -> np.ndarray:
     """Raw inputs -> the model's input, as load_data does it: float32, divided by the scale,
     shaped (flattened, a channel axis); a shape the run cannot take is one DataError."""
     raw_shape = tuple(np.shape(x)[1:])
+    kind = np.asarray(x).dtype.kind
+    if kind not in NUMERIC_KINDS:
+        raise DataError(f"{what}: inputs of {np.asarray(x).dtype} values; expected numbers")
+    found = bad_values(np.asarray(x))
+    if found is not None:  # the one check training, evaluate and attack make too
+        rows, _ = found
+        raise DataError(
+            f"{what}: missing (NaN), infinite or beyond-float32 values in input(s) "
+            f"{shown((rows + first).tolist(), len(rows))}; fix or remove them"
+        )
     try:
         images = holds_images(prep.spec, np.asarray(x))
         x = np.asarray(x, dtype=np.float32) / np.float32(prep.data.scale)
@@ -238,7 +249,7 @@ def _npz(path: Path, prep: Preprocessing, batch_size: int, labels: bool) -> Inpu
             stop = min(start + batch_size, len(x))
             yield Batch(
                 list(range(start, stop)),
-                prepared(x[start:stop], prep, str(path)),
+                prepared(x[start:stop], prep, str(path), start),
                 None if y is None else y[start:stop],
             )
 
@@ -276,7 +287,7 @@ def _csv(source, name: str, prep: Preprocessing, batch_size: int, labels: bool) 
         chunk = first
         while chunk is not None:
             _numeric(chunk, columns, prep, name)
-            x = prepared(_encoded(chunk[columns], columns, prep), prep, name)
+            x = prepared(_encoded(chunk[columns], columns, prep), prep, name, row)
             y = chunk[label].to_numpy() if labels else None
             yield Batch(list(range(row, row + len(chunk))), x, y)
             row += len(chunk)
@@ -350,7 +361,7 @@ def _shown(names: list) -> str:
 
 
 def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: bool) -> Inputs:
-    from dlrun.data.images import EXTENSIONS, FolderSource, list_images
+    from dlrun.data.images import EXTENSIONS, FolderSource, check_images, list_images
 
     if prep.image is None:
         raise DataError(
@@ -365,6 +376,9 @@ def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: boo
     files, classes = list_images(paths)
     if not files:
         raise DataError(f"{', '.join(map(str, paths))}: no images found")
+    # The checks training makes (regular files, decodable, at most MAX_IMAGE_PIXELS), before
+    # any image is decoded: an 81-megapixel file would take gigabytes.
+    check_images(np.array(files), "input")
     if labels and None in classes:
         where = files[classes.index(None)]
         raise DataError(

@@ -254,6 +254,7 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
     previous = first
     used = set()
     problems = []
+    built: list[tuple[Node, Any]] = []  # each entry and its layer: unread ones are refused
     for node in nodes:
         args = _resolve(node, previous, tensors, later, spec, used)
         cls = classes.get(node.type)
@@ -290,6 +291,7 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
             continue
         if node.name is not None:
             tensors[node.name] = output
+        built.append((node, layer))
         previous = output
     if problems:
         raise SpecError([line for error in problems for line in error.problems])
@@ -319,7 +321,28 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
     inputs = model_inputs[0]
     if len(model_inputs) > 1:
         inputs = dict(zip(declared, model_inputs, strict=True))
-    return keras.Model(inputs, model_outputs, name=name)
+    model = keras.Model(inputs, model_outputs, name=name)
+    _check_all_read(spec, model, built)
+    return model
+
+
+def _check_all_read(spec: Spec, model, built: list) -> None:
+    """Every entry's output leads to a model output: one that nothing reads would be dropped
+    by Keras without a word, so it is refused, named."""
+    kept = {id(layer) for layer in model.layers}
+    unread = [node for node, layer in built if id(layer) not in kept]
+    if unread:
+        raise SpecError(
+            [
+                line
+                for node in unread
+                for line in spec.error(
+                    node.loc,
+                    f"{node.name or node.type}: nothing reads this entry's output; read it "
+                    "(inputs:), list it in model.outputs, or remove it",
+                ).problems
+            ]
+        )
 
 
 def _named_loc(spec: Spec, name: str) -> tuple:

@@ -536,7 +536,7 @@ def _figure(plt, panels: int, table_rows: int) -> tuple:
     return figure, grid, colours
 
 
-def curves_plot(runs: list[Run], comparison: Comparison, path):
+def curves_plot(runs: list[Run], comparison: Comparison, path, force: bool = False):
     """Validation curves of the runs shown, one colour per run, labelled by run name; the
     config values that differ among them are a table under the plot, not a legend over it.
 
@@ -596,7 +596,7 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         table.auto_set_column_width(list(range(len(keys) + 1)))
         for index in range(len(shown)):  # the run's name in its curve's colour: the legend
             table[index + 1, 0].get_text().set_color(colours[index % len(colours)])
-        with store.atomic_path(path) as tmp:
+        with store.output.writing(path, option="--plot", force=force) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
     return figure
@@ -615,7 +615,7 @@ def _histories(runs: list[Run]) -> list[list[dict]]:
     return found
 
 
-def group_curves(comparison: Comparison, path):
+def group_curves(comparison: Comparison, path, force: bool = False):
     """`compare --group --plot`: per group, the mean validation curve over its runs with a
     band of ± one std (over the runs that reached each epoch), one colour per group; the
     group's count and differing config values are a table under the plot.
@@ -675,7 +675,7 @@ def group_curves(comparison: Comparison, path):
         table.auto_set_column_width(list(range(len(labels))))
         for order in range(len(shown)):  # the group's number in its curve's colour: the legend
             table[order + 1, 0].get_text().set_color(colours[order % len(colours)])
-        with store.atomic_path(path) as tmp:
+        with store.output.writing(path, option="--plot", force=force) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
     return figure

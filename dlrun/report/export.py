@@ -16,12 +16,8 @@ preprocessing.json, or for a script, a file).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import shutil
-import stat
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,26 +64,26 @@ def _installed(module: str) -> bool:
         return False
 
 
-def check_out(out: Path, force: bool, fmt: str) -> None:
-    """--out must not exist, or (with --force) be an earlier export of the same kind."""
-    if not os.path.lexists(out):
-        return
-    if not force:
-        raise UsageError(f"--out {out}: already exists; pass --force to replace it")
-    info = os.lstat(out)
-    if fmt == "script":
-        ours = stat.S_ISREG(info.st_mode)
-        kind = "a file"
-    else:
-        ours = stat.S_ISDIR(info.st_mode) and (
-            os.path.isfile(out / PREPROCESSING) or not any(out.iterdir())
-        )
-        kind = f"a folder holding {PREPROCESSING}"
-    if not ours:
-        raise UsageError(
-            f"--out {out}: exists and is not an earlier export ({kind}); "
-            "refusing to replace it, even with --force"
-        )
+def check_out(out: Path, force: bool, fmt: str, run_path: Path | None = None) -> None:
+    """--out must not exist, or (with --force) be an earlier export of the same kind: the
+    rules of every result path (store.output), checked before anything is loaded."""
+    store.output.check_suffix(out, fmt)
+    store.output.check(out, **_rules(out, force, fmt, run_path))
+
+
+def _rules(out: Path, force: bool, fmt: str, run_path: Path | None) -> dict:
+    folder = fmt != "script"
+    return {
+        "force": force,
+        "inputs": [run_path] if run_path is not None else [],
+        "folder": folder,
+        "earlier": _earlier_export if folder else None,
+    }
+
+
+def _earlier_export(out: Path) -> bool:
+    """A folder an export wrote (it holds preprocessing.json), or an empty one."""
+    return os.path.isfile(out / PREPROCESSING) or not any(out.iterdir())
 
 
 def export(
@@ -106,12 +102,13 @@ def export(
             f"{run.path}: still training ({run.epochs_done()} of "
             f"{run.meta.get('epochs_planned', '?')} epochs done); export it once it has ended"
         )
-    check_out(out, force, fmt)
+    check_out(out, force, fmt, run.path)
+    rules = _rules(out, force, fmt, run.path)
     spec = load_spec(store.config_of(run.path))
     one_input_and_output(spec, run.path, "export")
     result = {"run": run.name, "format": fmt, "out": str(out), "checkpoint": checkpoint}
     if fmt == "script":
-        return {**result, **_script(spec, run, out)}
+        return {**result, **_script(spec, run, out, rules)}
     model_path = checkpoint_path(run, checkpoint, " to export")
     from dlrun.backend import load, use
 
@@ -121,7 +118,7 @@ def export(
     model = _model(spec, run, model_path, unsafe_load, fmt)
     samples = _test_samples(spec, run.meta.get("data_encoding"))
     expected = np.asarray(model.predict(samples, batch_size=len(samples), verbose=0))
-    with _staging(out) as folder:
+    with store.output.writing(out, **rules) as folder:
         artifact, runtime, got = _EXPORTERS[fmt](model, folder, samples, unsafe_load)
         difference = float(np.max(np.abs(np.reshape(got, expected.shape) - expected)))
         if not difference <= TOLERANCE:  # NaN fails too
@@ -141,7 +138,7 @@ def export(
     }
 
 
-def _script(spec, run: store.Run, out: Path) -> dict:
+def _script(spec, run: store.Run, out: Path, rules: dict) -> dict:
     from dlrun.backend import load, use
     from dlrun.report import script
 
@@ -165,7 +162,9 @@ def _script(spec, run: store.Run, out: Path) -> dict:
             )
         folder.mkdir(exist_ok=True)
         usercode.copy_into_run(folder, files)  # into <script>_code/code/
-    script.write(out, script.render(spec, run, input_shape, f"{folder.name}/{store.CODE}"))
+    text = script.render(spec, run, input_shape, f"{folder.name}/{store.CODE}")
+    with store.output.writing(out, **rules) as tmp:
+        tmp.write_text(text)
     result = {"artifact": str(out)}
     if spec.code:
         result["code"] = str(folder)
@@ -291,23 +290,3 @@ def _first(outputs) -> np.ndarray:
 
 
 _EXPORTERS = {"keras": _keras, "savedmodel": _savedmodel, "onnx": _onnx, "litert": _litert}
-
-
-@contextlib.contextmanager
-def _staging(out: Path):
-    """A new folder beside `out`, moved into its place when the block succeeds (an earlier
-    export there is swapped out whole, then removed); removed when it fails."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export", dir=out.parent))
-    try:
-        yield folder
-        os.chmod(folder, 0o777 & ~store.UMASK)
-        if os.path.lexists(out):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "previous")
-            os.replace(folder, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(folder, out)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

@@ -9,13 +9,12 @@ the class names). With a classifier, scikit-learn fits it on them and scores the
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from dlrun import store, usercode
-from dlrun.errors import RunError, SpecError
+from dlrun.errors import SpecError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.graph import one_input_and_output
 from dlrun.model.outputs import true_classes
@@ -68,6 +67,7 @@ def extract(
     overrides: list[str] | tuple[str, ...] = (),
     classifier: str | None = None,
     checkpoint: str = "best",
+    force: bool = False,
 ) -> dict:
     """Write the layer's activations on the train and test splits to `out` (.npz)."""
     if classifier is not None and classifier not in CLASSIFIERS:
@@ -78,8 +78,7 @@ def extract(
         raise SpecError(f"--out {out}: expected a file name ending in .npz")
     if not out.parent.is_dir():
         raise SpecError(f"--out {out}: no such folder {out.parent}")
-    if os.path.lexists(out) and not out.is_file():
-        raise SpecError(f"--out {out}: exists and is not a file; give a new .npz file name")
+    store.output.check(out, force=force, inputs=[run_path])
     run = store.open_run(run_path)
     check_reading_overrides("features", overrides, ("data.",))
     model_path = checkpoint_path(run, checkpoint)
@@ -103,14 +102,11 @@ def extract(
     # The destination is taken before the extraction: an unwritable --out fails now.
     destination = contextlib.ExitStack()
     try:
-        tmp = destination.enter_context(store.atomic_path(out))
-    except OSError as exc:
-        raise SpecError(f"--out {out}: cannot be written ({exc.strerror})") from None
-    try:
-        with destination:
-            return _extract(spec, data, model, out, tmp, classifier)
-    except OSError as exc:  # a disk that filled while the features were written
-        raise RunError(f"--out {out}: could not be written ({exc.strerror})") from None
+        tmp = destination.enter_context(store.output.writing(out, force=force, inputs=[run.path]))
+    except store.output.NotWritten as exc:
+        raise SpecError(f"--out {out}: cannot be written ({exc.reason})") from None
+    with destination:
+        return _extract(spec, data, model, out, tmp, classifier)
 
 
 def _extract(spec, data, model, out: Path, tmp: Path, classifier: str | None) -> dict:

@@ -23,14 +23,17 @@ from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes
 from dlrun.spec.loading import load_spec
-from dlrun.textsafe import clean
+from dlrun.textsafe import escaped
 
 FORMATS = ("csv", "json", "npz")
 TABLE_ROWS = 100  # more rows than this on stdout: csv instead of a table
 
 
-def check_arguments(fmt: str | None, out: Path | None, top: int) -> str | None:
-    """The output format (from --format or --out's suffix), or None for a table on stdout."""
+def check_arguments(
+    fmt: str | None, out: Path | None, top: int, force: bool = False, sources=()
+) -> str | None:
+    """The output format (from --format or --out's suffix), or None for a table on stdout;
+    --out checked by the one owner of result files (store.output) before anything is read."""
     if top < 1:
         raise UsageError(f"--top: expected 1 or more, got {top}")
     if fmt is not None and fmt not in FORMATS:
@@ -40,9 +43,14 @@ def check_arguments(fmt: str | None, out: Path | None, top: int) -> str | None:
         fmt = fmt if fmt in FORMATS else "csv"
     if fmt == "npz" and out is None:
         raise UsageError("--format npz writes a binary file: give --out FILE.npz")
-    if out is not None and out.is_dir():
-        raise UsageError(f"--out {out}: is a folder; give a file name")
+    if out is not None:
+        store.output.check_suffix(out, fmt)
+        store.output.check(out, force=force, inputs=_input_paths(sources))
     return fmt
+
+
+def _input_paths(sources) -> list[Path]:
+    return [Path(source) for source in sources if source != "-"]
 
 
 def predict(
@@ -55,6 +63,7 @@ def predict(
     score: bool = False,
     unsafe_load: bool = False,
     console=None,
+    force: bool = False,
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
 ) -> dict:
@@ -64,7 +73,7 @@ def predict(
     from dlrun.data.inputs import open_inputs, preprocessing
     from dlrun.report.progress import Progress
 
-    fmt = check_arguments(fmt, out, top)
+    fmt = check_arguments(fmt, out, top, force, sources)
     run = store.open_run(run_path)
     model_path = checkpoint_path(run, checkpoint, " to predict with")
     spec = load_spec(store.config_of(run.path))
@@ -92,7 +101,7 @@ def predict(
         raise UsageError(f"--top {top}: {run.name} has {len(names)} classes")
     inputs = open_inputs(sources, prep, spec.training.batch_size, labels=score, stdin=stdin)
     stdout = stdout or sys.stdout
-    sink = _sink(fmt, out, stdout)
+    sink = _sink(fmt, out, stdout, force, [*_input_paths(sources), run.path])
     truth, predicted, values = [], [], []
     count = 0
     description = f"predict {inputs.count:,} inputs" if inputs.count else "predict"
@@ -210,9 +219,9 @@ def _score(truth: list, predicted: list, values: list, names) -> dict:
 # --- where the rows go ----------------------------------------------------------------------
 
 
-def _sink(fmt: str | None, out: Path | None, stdout: IO[str]):
+def _sink(fmt: str | None, out: Path | None, stdout: IO[str], force: bool, inputs: list[Path]):
     if out is not None:
-        return _FileSink(fmt, out)
+        return _FileSink(fmt, out, force, inputs)
     if fmt is not None:
         return _StreamSink(fmt, stdout)
     return _TableSink(stdout)
@@ -221,8 +230,8 @@ def _sink(fmt: str | None, out: Path | None, stdout: IO[str]):
 def _cell(value, safe: bool):
     if isinstance(value, float):
         return float(f"{value:.7g}")  # float32 outputs: seven digits say it all
-    if isinstance(value, str) and safe:
-        return clean(value, newlines=False)
+    if isinstance(value, str) and safe:  # a terminal: a newline in a path is shown as \n
+        return escaped(value)
     return value
 
 
@@ -310,13 +319,13 @@ class _FileSink:
 
     table = None
 
-    def __init__(self, fmt: str, out: Path):
+    def __init__(self, fmt: str, out: Path, force: bool, inputs: list[Path]):
         self.fmt, self.out = fmt, out
         self.notes: list[str] = []
         self.arrays: dict[str, list] = {}
+        self._atomic = store.output.writing(out, force=force, inputs=inputs)
 
     def __enter__(self):
-        self._atomic = store.atomic_path(self.out)
         self.tmp = self._atomic.__enter__()
         if self.fmt != "npz":
             self.file = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
@@ -332,18 +341,25 @@ class _FileSink:
         self.arrays.setdefault("outputs", []).append(outputs)
 
     def __exit__(self, kind, value, traceback):
+        caught = None
         try:
-            if kind is None:
-                if self.fmt == "npz":
-                    arrays = {
-                        key: np.concatenate(values) if key == "outputs" else np.array(values)
-                        for key, values in self.arrays.items()
-                    }
-                    with open(self.tmp, "wb") as file:
-                        np.savez(file, **arrays)
-                else:
-                    self.rows.close()
-        finally:
-            if self.fmt != "npz":
-                self.file.close()
+            try:
+                if kind is None:
+                    if self.fmt == "npz":
+                        arrays = {
+                            key: np.concatenate(values) if key == "outputs" else np.array(values)
+                            for key, values in self.arrays.items()
+                        }
+                        with open(self.tmp, "wb") as file:
+                            np.savez(file, **arrays)
+                    else:
+                        self.rows.close()
+            finally:
+                if self.fmt != "npz":
+                    self.file.close()
+        except BaseException as exc:  # a full disk at the last write: the owner says so
+            caught = exc
+        if caught is not None:
+            self._atomic.__exit__(type(caught), caught, caught.__traceback__)
+            raise caught
         return self._atomic.__exit__(kind, value, traceback)

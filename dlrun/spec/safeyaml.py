@@ -7,6 +7,7 @@ anchor stands for, and refuses the document as soon as the expanded total passes
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -15,6 +16,11 @@ from dlrun.errors import SpecError
 
 MAX_NODES = 100_000  # a spec has a few hundred; a sweep grid a few thousand
 MAX_DEPTH = 64  # a spec nests five or six levels
+# A number written with more characters than this is no setting anyone means (1e300 is 5): a
+# thousand-digit integer would cost a conversion and then a layer of that many units. One bound
+# for spec files, sweep files and --set alike, checked while parsing.
+MAX_NUMBER_CHARS = 100
+_NUMBER = re.compile(r"[-+]?(\.?[0-9])[0-9_.,:]*([eE][-+]?[0-9]+)?")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
@@ -41,6 +47,7 @@ def check(text: str, source: str) -> None:
             elif isinstance(event, yaml.ScalarEvent):
                 anchor, size = event.anchor, 1
                 expanded += 1
+                _check_number(event, source)
             elif isinstance(event, yaml.AliasEvent):
                 anchor, size = None, anchors.get(event.anchor, 1)
                 expanded += size
@@ -57,6 +64,15 @@ def check(text: str, source: str) -> None:
                 )
     except yaml.YAMLError:
         return  # the real parse reports the syntax error with its line
+
+
+def _check_number(event: yaml.ScalarEvent, source: str) -> None:
+    value = event.value
+    if not event.style and len(value) > MAX_NUMBER_CHARS and _NUMBER.fullmatch(value):
+        raise SpecError(
+            f"{source}:{event.start_mark.line + 1}: a number of {len(value):,} characters; "
+            f"at most {MAX_NUMBER_CHARS} (write a smaller one)"
+        )
 
 
 def load(text: str, source: str) -> Any:

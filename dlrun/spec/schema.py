@@ -58,6 +58,8 @@ CODE_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?"
 # folder exists.
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**31 - 1
+LAYER_NAME = r"[!-.0-~]{1,100}"  # printable ASCII but '/' (Keras' separator); no space
+MAX_BLOCK_REPEAT = 1000  # copies of a block in a graph; each copy is layers built in memory
 
 
 class _Section(BaseModel):
@@ -252,6 +254,12 @@ class LayerSpec(BaseModel):
         name = extra.get("name")
         if name is not None and not (isinstance(name, str) and name and name != "in"):
             raise ValueError(f"name: expected a name other than 'in', got {name!r}")
+        if name is not None and not re.fullmatch(LAYER_NAME, name):
+            # what Keras and TensorFlow take as a layer's name: refused here, not in a run
+            raise ValueError(
+                f"name: expected ASCII letters, digits and punctuation (no spaces, no '/'), "
+                f"at most 100 characters; got {name[:60]!r}"
+            )
         if self.type is not None:
             for key in ("repeat", "with"):
                 if key in extra:
@@ -261,8 +269,11 @@ class LayerSpec(BaseModel):
             if not isinstance(block, str):
                 raise ValueError(f"block: expected the name of a block, got {block!r}")
             repeat = extra.get("repeat", 1)
-            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-                raise ValueError(f"repeat: expected a whole number >= 1, got {repeat!r}")
+            bad = not isinstance(repeat, int) or isinstance(repeat, bool)
+            if bad or not 1 <= repeat <= MAX_BLOCK_REPEAT:
+                raise ValueError(
+                    f"repeat: expected a whole number from 1 to {MAX_BLOCK_REPEAT}, got {repeat!r}"
+                )
             if not isinstance(extra.get("with", {}), dict):
                 raise ValueError("with: expected a mapping of param to value")
             unknown = set(extra) - {"block", "repeat", "with", "name", "inputs"}

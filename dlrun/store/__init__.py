@@ -2,7 +2,8 @@
 
 Owns: the folder's layout and file names (layout), atomic writes and the one guarded reader
 (files), the training lock and held signals (lock), reading runs back (reading), creating and
-writing a run (folder), TensorBoard event files (events) and launching TensorBoard (board).
+writing a run (folder), a result file at a path the user gives (output), TensorBoard event
+files (events) and launching TensorBoard (board).
 May import: dlrun.spec.names, dlrun.errors. No TensorFlow, pandas or pydantic: `dlrun runs`
 and `dlrun show` read runs through this package alone.
 
@@ -10,6 +11,7 @@ The names below are the store's public interface, used as `store.BEST`, `store.o
 events and board are imported by name where they are needed.
 """
 
+from dlrun.store import output  # noqa: F401  (a result file at a user-given path)
 from dlrun.store.files import (  # noqa: F401
     atomic_path,
     config_of,

@@ -25,6 +25,7 @@ from dlrun.sweep.plan import Fit, Sweep
 from dlrun.sweep.results import refit, refit_data, results_table
 from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
 from dlrun.sweep.search import plan_for
+from dlrun.sweep.study import fit_mismatch
 from dlrun.sweep.workers import Workers
 from dlrun.train.life import STOPPED_BY, STOPPING
 
@@ -236,6 +237,10 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
                 spec_yaml = sweep.fit_spec(fit).dump()
             except SpecError as exc:  # a value Optuna drew that the spec refuses: that fit fails
                 yield fit.folder, _refused, (" ".join(exc.problems),)
+                continue
+            # A folder of this number trained another setting (another study's): not scored.
+            if (mismatch := fit_mismatch(trials / fit.folder, spec_yaml)) is not None:
+                yield fit.folder, _refused, (mismatch,)
                 continue
             arguments = (spec_yaml, str(trials), fit.folder, pruning, sweep.spec.return_train_score)
             yield fit.folder, _run_fit, arguments

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dlrun.spec.names import NAME_MAX, NAME_PATTERN
+from dlrun.spec.schema import MAX_EPOCHS
 
 SWEEP_FILE, BASE_FILE = "sweep.yaml", "base.yaml"
 RESULTS, BEST_SPEC, TRIALS, REFIT = "cv_results.csv", "best.yaml", "trials", "refit"
@@ -23,6 +24,7 @@ EPOCHS, SEED = "training.epochs", "seed"
 STOPPING = "training.early_stopping"
 MAX_FITS = 10_000  # grid combinations (or n_iter) x folds x repeats
 MAX_REPEATS = 100
+MAX_REDUCTION = 100  # a pruner keeping the best 1/100 of each rung already keeps almost none
 
 
 class _Strict(BaseModel):
@@ -41,8 +43,10 @@ class PruneSpec(_Strict):
     """Stopping the losers of a tpe or cmaes search after a few epochs (Optuna's pruners)."""
 
     method: str
-    min_epochs: int = Field(1, ge=1)  # the earliest epoch a fit can be stopped at
-    reduction_factor: int = Field(3, ge=2)  # hyperband and asha: keep the best 1/factor
+    # the earliest epoch a fit can be stopped at (a fit trains at most MAX_EPOCHS)
+    min_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    # hyperband and asha: keep the best 1/factor; a rung per power of it, so it is bounded
+    reduction_factor: int = Field(3, ge=2, le=MAX_REDUCTION)
 
     @field_validator("method")
     @classmethod

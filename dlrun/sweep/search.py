@@ -27,9 +27,11 @@ from dlrun.sweep import verdicts
 from dlrun.sweep.plan import EPOCHS, Fit, Setting, Sweep
 from dlrun.sweep.results import score_setting
 from dlrun.sweep.schema import STUDY, TRIALS
-from dlrun.sweep.study import SETTING_ATTR, Study
+from dlrun.sweep.study import SETTING_ATTR, Study, identity
 
 HIGHER_ATTR = "higher_is_better"
+# Sweep-file keys that do not change what a study's values mean: left out of its identity.
+RUNTIME_KEYS = {"base", "workers", "resources", "refit", "return_train_score"}
 TICK_SECONDS = 0.02  # how often the parent looks at the running fits of a pruned search
 
 
@@ -66,7 +68,13 @@ class SearchPlan:
             (base_training.get("finetune") or {}).get("epochs") or 0
         )
         self.study = Study(
-            spec.search, options.space, options.seed, spec.prune, max_epochs, sweep_dir / STUDY
+            spec.search,
+            options.space,
+            options.seed,
+            spec.prune,
+            max_epochs,
+            sweep_dir / STUDY,
+            identity(spec.model_dump(mode="json", exclude=RUNTIME_KEYS), sweep.base),
         )
         self.max_epochs = max_epochs
         self.slots: int | None = None  # fits run at once (local workers); None: not known
