@@ -174,7 +174,7 @@ def local(x, batch: int):
     return each(x, lambda array: np.take(array, rows, axis=0))
 
 
-def explained(exc: BaseException) -> BaseException:
+def explained(exc: BaseException, run_dir: Path) -> BaseException:
     """A failed collective as one line that names the lost process, once the runtime knows
     which one it was (within HEARTBEAT_SECONDS); else the exception as it was."""
     if _role is None or isinstance(exc, (DlrunError, KeyboardInterrupt)):
@@ -191,8 +191,8 @@ def explained(exc: BaseException) -> BaseException:
             names = ", ".join(str(p) for p in lost)
             return ProcessLost(
                 f"process {names} of {_role.count} was lost (killed, or its host went away) and "
-                f"the others stopped; resume on {_role.count} processes with "
-                "dlrun train --resume RUN"
+                f"the others stopped; resume it on {_role.count} processes with "
+                f"dlrun train --resume {run_dir}"
             )
         time.sleep(1)
     return exc
@@ -201,15 +201,25 @@ def explained(exc: BaseException) -> BaseException:
 def leave(ok: bool, exit_code: int = 0) -> None:
     """The end of a process of a run: all meet once more, then each exits at once.
 
-    Not jax.distributed.shutdown(): process 0 holds the coordination service, and a process
-    still shutting down when it is gone is terminated by JAX. After a fault nobody waits for
-    processes that will never arrive.
+    Process 0 holds the coordination service, and JAX terminates a process that still talks
+    to it once it is gone: the others disconnect first, and process 0 waits for them. After a
+    fault nobody waits for processes that will never arrive.
     """
     if _role is None:
         return
     if ok:
+        client = _client()
         try:
-            _client().wait_at_barrier("dlrun/end", START_SECONDS * 1000)
+            client.wait_at_barrier("dlrun/end", START_SECONDS * 1000)
+            if _role.leader:
+                others = set(range(1, _role.count))
+                deadline = time.monotonic() + START_SECONDS
+                while others & set(client.get_live_nodes(list(range(_role.count)))):
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+            else:
+                client.shutdown()
         except Exception:  # another process is gone: nothing left to wait for
             pass
     sys.stdout.flush()

@@ -72,7 +72,7 @@ def fit(
             try:
                 _stages(prepared, run, recorder, callbacks, stages, score_test)
             except Exception as exc:  # a lost process of several: say which
-                lost = cluster.explained(exc)
+                lost = cluster.explained(exc, run_dir)
                 if lost is exc:
                     raise
                 raise lost from exc

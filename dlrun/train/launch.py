@@ -65,11 +65,29 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
     return dict(os.environ, **_added_env(extra))
 
 
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
+
+
+def _default_sigint() -> None:
+    # A launcher started with Ctrl-C ignored (a background job) must still stop process 0 by it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_local(arguments: list[str], count: int) -> int:
     """Start `dlrun ARGUMENTS` as processes 0..count-1 here and wait; process 0's exit code."""
     coordinator = f"127.0.0.1:{free_port()}"
     logs = [tempfile.TemporaryFile() for _ in range(count)]
     children: list[subprocess.Popen] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for signum in previous:
+        signal.signal(signum, _raise_stopped)
     try:
         for process in range(count):
             leader = process == 0
@@ -82,12 +100,15 @@ def run_local(arguments: list[str], count: int) -> int:
                     # Their own process group: a terminal's Ctrl-C reaches only this launcher,
                     # which stops process 0 first so that it records the run as interrupted.
                     start_new_session=True,
+                    preexec_fn=_default_sigint,
                 )
             )
         return _watch(children, logs)
-    except KeyboardInterrupt:
-        _stop(children)
-        return children[0].returncode if children and children[0].returncode else 130
+    except (_Stopped, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        _stop(children, signum)
+        code = children[0].returncode if children else None
+        return code if code and code > 0 else 128 + signum
     finally:
         for child in children:
             if child.poll() is None:
@@ -95,6 +116,8 @@ def run_local(arguments: list[str], count: int) -> int:
                 child.wait()
         for log in logs:
             log.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _watch(children: list[subprocess.Popen], logs) -> int:
@@ -117,16 +140,22 @@ def _watch(children: list[subprocess.Popen], logs) -> int:
         _end(child, signal.SIGTERM)
     for process, child in enumerate(others, start=1):
         if child.returncode not in (0, None) and leader.returncode == 0:
-            logs[process].seek(0)
-            last = [line for line in logs[process].read().decode(errors="replace").splitlines()]
-            sys.stderr.write(
-                f"Error: process {process} ended with exit code {child.returncode}"
-                + (f": {last[-1][:300]}" if last else "")
-                + "\n"
-            )
+            how = _ended(child.returncode, logs[process])
+            sys.stderr.write(f"Error: process {process} {how}\n")
             return child.returncode if child.returncode > 0 else 128 - child.returncode
     code = leader.returncode
     return code if code >= 0 else 128 - code
+
+
+def _ended(code: int, log) -> str:
+    """How a process ended, with its own last Error: line if it printed one."""
+    how = f"ended with exit code {code}"
+    if code < 0:
+        how = f"was ended by {signal.Signals(-code).name}"
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
+    said = [line for line in lines if line.startswith("Error: ")]
+    return how + (f" ({said[-1][7:307]})" if said else "")
 
 
 def _end(child: subprocess.Popen, signum: int) -> None:
@@ -141,14 +170,15 @@ def _end(child: subprocess.Popen, signum: int) -> None:
         child.wait()
 
 
-def _stop(children: list[subprocess.Popen]) -> None:
-    """Ctrl-C: process 0 first, so that it records `interrupted`, then the rest."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)  # one stop is enough
+def _stop(children: list[subprocess.Popen], signum: int) -> None:
+    """Ctrl-C, SIGTERM, SIGHUP: process 0 first, so that it records `interrupted`, then the
+    rest."""
+    for stopping in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stopping, signal.SIG_IGN)  # one stop is enough
     if children:
         leader = children[0]
         if leader.poll() is None:
-            leader.send_signal(signal.SIGINT)
+            leader.send_signal(signum)
             try:
                 leader.wait(RECORD_SECONDS)
             except subprocess.TimeoutExpired:
