@@ -216,3 +216,17 @@ def test_ray_places_the_two_processes(folder, together):
     assert meta(run)["status"] == "completed"
     assert len(meta(run)["processes"]) == 2
     assert_same_history(history(run), history(together))
+
+
+def test_a_sweep_over_a_spec_of_several_processes_is_one_line(folder):
+    (folder / "sweep.yaml").write_text("base: mp.yaml\ngrid:\n  model.layers.0.units: [8, 16]\n")
+    result = runner.invoke(
+        app, ["sweep", str(folder / "sweep.yaml"), "--runs-dir", str(folder / "sweeps")]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {folder / 'sweep.yaml'}:1: base: mp.yaml: training.distribute: {{processes: 2}}: "
+        "a sweep trains each fit on one process; use data_parallel, or train the spec with "
+        "dlrun train\n"
+    )
+    assert not (folder / "sweeps").exists()

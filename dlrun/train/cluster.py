@@ -38,6 +38,8 @@ HEARTBEAT_SECONDS = 15
 # How long the processes wait for each other to start (JAX's default: 300 s).
 START_SECONDS = 120
 _KEY = "dlrun/process/"
+# Set by the local launcher: this process' rank on its host, so that each takes its own GPU.
+LOCAL_RANK = "DLRUN_LOCAL_RANK"
 
 
 class ProcessLost(DlrunError):
@@ -113,11 +115,15 @@ def join(processes: int) -> Role | None:
     # A lost process becomes an error in the others' next collective, recorded in the run,
     # instead of JAX terminating them from a background thread.
     jax.config.update("jax_enable_recoverability", True)
+    rank = os.environ.get(LOCAL_RANK, "")
     # keras.distribution.initialize makes this same call, without a way to set the timeouts.
     jax.distributed.initialize(
         coordinator_address=found.coordinator,
         num_processes=found.count,
         process_id=found.process,
+        # One GPU per process started here (CPUs ignore it); a scheduler or Ray gives each
+        # process its own GPU through CUDA_VISIBLE_DEVICES instead.
+        local_device_ids=[int(rank)] if rank.isdigit() else None,
         initialization_timeout=START_SECONDS,
         heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
         shutdown_timeout_seconds=HEARTBEAT_SECONDS,

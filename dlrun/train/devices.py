@@ -138,7 +138,12 @@ def check_batches(spec: Spec, sizes: dict[str, int], devices: list[str]) -> None
             f"training.distribute: {_named(spec)} on jax needs every batch to split evenly over "
             f"{count} devices, but the last batch of a split does not: {found} with batch_size "
             f"{batch}; choose batch_size, validation_split and data.test_split so that each "
-            "split's last batch divides evenly, or use backend: tensorflow"
+            "split's last batch divides evenly"
+            + (
+                ", or use backend: tensorflow"
+                if spec.training.distribute == "data_parallel"
+                else ""
+            )
         )
 
 

@@ -94,7 +94,12 @@ def run_local(arguments: list[str], count: int) -> int:
             children.append(
                 subprocess.Popen(
                     dlrun_command(arguments),
-                    env=_child_env(environment(process, count, coordinator)),
+                    env=_child_env(
+                        {
+                            **environment(process, count, coordinator),
+                            cluster.LOCAL_RANK: str(process),
+                        }
+                    ),
                     stdout=None if leader else subprocess.DEVNULL,
                     stderr=None if leader else logs[process],
                     # Their own process group: a terminal's Ctrl-C reaches only this launcher,
@@ -209,10 +214,14 @@ def _ray_process(command: list[str], extra: dict[str, str]) -> int:
 def run_ray(arguments: list[str], count: int, resources, address: str | None) -> int:
     """Start `dlrun ARGUMENTS` as processes 0..count-1 in a Ray placement group (one bundle
     each, `resources` per process), process 0's node the coordinator; its exit code."""
-    from dlrun.errors import RunError
-    from dlrun.sweep.ray import ray_module
+    from dlrun.errors import BackendError, RunError
 
-    ray = ray_module()
+    try:
+        import ray
+    except ImportError:
+        raise BackendError(
+            '--executor ray needs Ray, which is not installed: pip install "dlrun[ray]"'
+        ) from None
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
