@@ -149,6 +149,8 @@ def _watch(children: list[subprocess.Popen], logs) -> int:
             sys.stderr.write(f"Error: process {process} {how}\n")
             return child.returncode if child.returncode > 0 else 128 - child.returncode
     code = leader.returncode
+    if code < 0:  # it could record nothing: the run shows as crashed, and resumes
+        sys.stderr.write(f"Error: process 0 {_ended(code, logs[0])}; the others were stopped\n")
     return code if code >= 0 else 128 - code
 
 
