@@ -554,6 +554,8 @@ class TrainingSpec(_Section):
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
     # Keras callbacks by name, run before dlrun records each epoch, their state kept on resume
     callbacks: list[CallbackSpec] = []
+    # balanced (scikit-learn's, on the training split) or {class name: weight}; classification
+    class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
 
     @field_validator("distribute", mode="wrap")
     @classmethod
@@ -564,9 +566,6 @@ class TrainingSpec(_Section):
         if value is not None and not isinstance(value, ProcessesSpec) and value != "data_parallel":
             raise ValueError(f"expected data_parallel or {{processes: N}}, got {value!r}")
         return handler(value)
-
-    # balanced (scikit-learn's, on the training split) or {class name: weight}; classification
-    class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
 
 
 class Spec(_Section):
