@@ -154,7 +154,10 @@ def test_killed_process_is_named_and_the_run_resumes_to_the_same_history(folder,
 
 
 def test_ctrl_c_stops_every_process_and_a_second_launch_is_refused(folder):
-    launcher = dlrun(folder, "train", "mp.yaml", "--runs-dir", "stopped")
+    # Epochs enough to be still training once the second launch has been refused.
+    launcher = dlrun(
+        folder, "train", "mp.yaml", "--runs-dir", "stopped", "--set", "training.epochs=100"
+    )
     run = wait_until(lambda: next(iter(run_dirs(folder / "stopped")), None), launcher, 300)
     wait_until(lambda: meta(run).get("epochs_done", 0) >= 1, launcher, 300)
     pids = [p["pid"] for p in meta(run)["processes"]]
