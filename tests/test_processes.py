@@ -151,6 +151,7 @@ def test_killed_process_is_named_and_the_run_resumes_to_the_same_history(folder,
     assert meta(run)["status"] == "completed"
     assert [a["from_epoch"] for a in meta(run)["attempts"]] == [0, done]
     assert_same_history(history(run), history(together))
+    assert list((folder / "tmp").iterdir()) == []  # the killed process' scratch copy too
 
 
 def test_ctrl_c_stops_every_process_and_a_second_launch_is_refused(folder):

@@ -11,6 +11,7 @@ scheduler starts the command on every host with the variables set.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +85,9 @@ def run_local(arguments: list[str], count: int) -> int:
     """Start `dlrun ARGUMENTS` as processes 0..count-1 here and wait; process 0's exit code."""
     coordinator = f"127.0.0.1:{free_port()}"
     logs = [tempfile.TemporaryFile() for _ in range(count)]
+    # The other processes' scratch copies of the run go in here, removed at the end even
+    # when a process was killed before it could remove its own.
+    scratch = tempfile.mkdtemp(prefix="dlrun-launch-")
     children: list[subprocess.Popen] = []
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for signum in previous:
@@ -98,6 +102,7 @@ def run_local(arguments: list[str], count: int) -> int:
                         {
                             **environment(process, count, coordinator),
                             cluster.LOCAL_RANK: str(process),
+                            **({} if leader else {"TMPDIR": scratch}),
                         }
                     ),
                     stdout=None if leader else subprocess.DEVNULL,
@@ -121,6 +126,7 @@ def run_local(arguments: list[str], count: int) -> int:
                 child.wait()
         for log in logs:
             log.close()
+        shutil.rmtree(scratch, ignore_errors=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
