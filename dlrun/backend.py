@@ -196,9 +196,18 @@ def used_devices(spec) -> list[str]:
             f"(devices: {', '.join(seen) or 'none'}); use device: auto or cpu"
         )
     pool = gpus if gpus and device != "cpu" else [d for d in seen if d.startswith("CPU")]
-    if spec.training.distribute == "data_parallel":
-        return pool
+    if spec.training.distribute == "data_parallel" or _joined():
+        return pool  # every local device (of a run over processes: this process' share)
     return pool[:1]
+
+
+def _joined() -> bool:
+    """Whether this process is one of several training one model (train.cluster.join)."""
+    if current() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
 
 
 def versions() -> dict[str, str]:

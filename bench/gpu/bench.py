@@ -13,6 +13,10 @@ epoch after the first (the first compiles), fit seconds, process seconds, and th
     same settings:     dlrun with steps_per_execution 1 / hand-written (default: 1)
     dlrun's default:   dlrun as shipped (steps_per_execution auto) / hand-written default
 
+Then one model over 2 processes x 1 GPU against 1 process x 2 GPUs (training.distribute:
+{processes: 2} against data_parallel, bench/processes.py), when the machine has two GPUs; with
+one GPU the results say so (one process per GPU: two processes cannot share one).
+
 It writes bench/gpu_results.md with the device's name. `--samples 6000 --epochs 2` makes a
 short dry run that also works on the CPU (JAX on CPU).
 """
@@ -155,6 +159,27 @@ def device_name(env: dict) -> str:
     return result.stdout.strip() or "unknown"
 
 
+def gpu_count(env: dict) -> int:
+    probe = "import jax; print(len([d for d in jax.devices() if d.platform == 'gpu']))"
+    result, _ = run([sys.executable, "-c", probe], env)
+    return int(result.stdout.strip() or 0)
+
+
+def processes_case(env: dict, work: Path) -> list[str]:
+    """2 processes x 1 GPU against 1 process x 2 GPUs (bench/processes.py), or why not."""
+    gpus = gpu_count(env)
+    rows = ["", "## One model: 1 process x 2 GPUs vs 2 processes x 1 GPU", ""]
+    if gpus < 2:
+        return [*rows, f"Not run: it needs two GPUs, and this machine has {gpus}."]
+    sys.path.insert(0, str(ROOT / "bench"))
+    import processes
+
+    found = processes.compare("gpu", 1024, 4, 1024, work / "processes")
+    return [*rows, "dense 784-1024-1024-10 on mnist_5k, batch 1024, 4 epochs.", ""] + (
+        processes.table(found)
+    )
+
+
 def cell(found: dict, key: str, fmt: str) -> str:
     return "error" if "error" in found else format(found[key], fmt)
 
@@ -166,6 +191,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; then stop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_results.md")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dlrun-gpu-bench"))
+    parser.add_argument(
+        "--no-processes", action="store_true", help="skip 2 processes x 1 GPU (needs 2 GPUs)"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / "mnist_sized.npz"
@@ -203,6 +231,8 @@ def main() -> None:
             for found, label in ((hand, "hand"), (same, "dlrun spe 1"), (shipped, "dlrun")):
                 if "error" in found:
                     print(f"{model} {batch} {label}: {found['error']}", flush=True)
+    if not args.no_processes:
+        rows += processes_case(env, args.work)
     rows.append("")
     rows.append(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
     text = "# dlrun on JAX vs hand-written Keras on JAX\n\n" + "\n".join(rows) + "\n"

@@ -43,12 +43,23 @@ def train(
             help="Train N runs, with seeds seed, seed+1, ...; then their mean ± std.",
         ),
     ] = 1,
+    executor: Annotated[
+        str,
+        typer.Option(help="Where the processes of distribute: {processes: N} run: local or ray."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
+    ] = None,
 ) -> None:
     """Train the model a spec describes into a new run folder, or --resume a stopped run.
 
     `--resume RUN --epochs N` continues a completed run up to N epochs (a new attempt).
     `--repeats N` trains N runs of the spec with seeds seed..seed+N-1 and prints the mean and
     std of their scores (`dlrun compare --group seed` shows them again later).
+    `training.distribute: {processes: N}` starts N processes here (or in a Ray placement
+    group with --executor ray); under a scheduler, run it on every host with Keras'
+    KERAS_DISTRIBUTION_* variables set.
 
     Example: dlrun train configs/mnist_cnn.yaml --set training.epochs=3
     """
@@ -68,6 +79,11 @@ def train(
     if repeats > 1 and resume is not None:
         raise UsageError("--repeats trains new runs; --resume continues one (not both)")
     _check_resume_options(resume, runs_dir, force=force, unsafe_load=unsafe_load)
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor: expected local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise UsageError("--address is a Ray cluster's; add --executor ray")
+    spec = None
     if resume is None:
         spec = _load(spec_file, set_ or [])
         if spec.seed + repeats - 1 >= 2**32:
@@ -76,12 +92,22 @@ def train(
                 "the largest seed, 2**32 - 1"
             )
     from dlrun import store
-    from dlrun.train import runner
+    from dlrun.train import cluster, runner
 
     if resume is None:
         store.check_runs_root(store.runs_root(runs_dir))  # before TensorFlow and the data
-
+    role = cluster.role_from_env()
+    if role is None:
+        launched = _launch(spec, resume, executor, address, locals())
+        if launched is not None:
+            raise typer.Exit(launched)
     console = make_console()
+    if role is not None and not role.leader:  # process 0 shows the run and writes it
+        from rich.console import Console
+
+        console = Console(file=open(os.devnull, "w"))  # noqa: SIM115 (for the process' life)
+        if resume is not None and os.path.isfile(resume / store.META):
+            resume, force = cluster.scratch_copy(resume), True  # process 0 checked config.yaml
     if resume is not None:
         command = ["dlrun", "train", f"--resume={resume}"] + ["--force"] * force
         command += [f"--epochs={epochs}"] if epochs else []
@@ -102,7 +128,54 @@ def train(
         typer.echo(clean(f"Error: run {outcome.status}: {outcome.message}", False), err=True)
         if outcome.status == store.INTERRUPTED:
             typer.echo(clean(f"resume with: dlrun train --resume {outcome.run_dir}"), err=True)
+    cluster.leave(outcome.exit_code == 0, outcome.exit_code)
+    if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
+
+
+def _launch(spec, resume: Path | None, executor: str, address: str | None, given: dict):
+    """With distribute: {processes: N > 1}, the N processes started here or on Ray, and the
+    exit code of the run; None when the run has one process (this one trains it)."""
+    from dlrun.errors import UsageError
+    from dlrun.train import launch
+
+    if resume is not None:
+        spec = _run_spec(resume)
+    count = spec.processes if spec is not None else 1
+    if count == 1:
+        if executor == "ray":
+            raise UsageError(
+                "--executor ray places the processes of training.distribute: {processes: N}; "
+                "this run has one (use dlrun sweep --executor ray for many runs)"
+            )
+        return None
+    arguments = ["train"]
+    if given["spec_file"] is not None:
+        arguments.append(str(Path(given["spec_file"]).resolve()))
+    arguments += [f"--set={value}" for value in given["set_"] or []]
+    if given["runs_dir"] is not None:
+        arguments.append(f"--runs-dir={Path(given['runs_dir']).resolve()}")
+    if resume is not None:
+        arguments.append(f"--resume={Path(resume).resolve()}")
+    arguments += ["--force"] * given["force"] + ["--unsafe-load"] * given["unsafe_load"]
+    arguments += [f"--epochs={given['epochs']}"] if given["epochs"] else []
+    arguments += [f"--repeats={given['repeats']}"] if given["repeats"] > 1 else []
+    if executor == "ray":
+        return launch.run_ray(arguments, count, spec.training.distribute.resources, address)
+    return launch.run_local(arguments, count)
+
+
+def _run_spec(run: Path):
+    """The spec of a run to resume, to see on how many processes it trains (None: unreadable,
+    and resuming it says why)."""
+    from dlrun import store
+    from dlrun.errors import DlrunError
+    from dlrun.spec.loading import load_spec
+
+    try:
+        return load_spec(store.config_of(run))
+    except (DlrunError, OSError):
+        return None
 
 
 def _repeat(spec, spec_file: Path, overrides: list[str], runs_dir, repeats: int, console):

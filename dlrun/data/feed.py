@@ -16,6 +16,17 @@ def steps(count: int, batch_size: int) -> int:
     return -(-count // batch_size)
 
 
+def shard_rows(size: int, batch_size: int, part: int, parts: int) -> np.ndarray:
+    """The rows of a split of `size` rows that process `part` of `parts` feeds: its contiguous
+    share of each batch, the rows one process' DataParallel gives those devices."""
+    starts = np.arange(0, size, batch_size)
+    lengths = np.minimum(batch_size, size - starts) // parts  # each batch divides (devices)
+    firsts = starts + part * lengths
+    return np.concatenate(
+        [np.arange(first, first + length) for first, length in zip(firsts, lengths, strict=True)]
+    ).astype(np.int64)
+
+
 def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, source=None):
     """A tf.data pipeline over in-memory arrays, in order: batch, prefetch.
 
@@ -101,15 +112,21 @@ class EpochFeed:
     there gives each epoch the order epoch_order(seed, epoch) without a copy of Keras' own.
     """
 
-    def __init__(self, x, y, seed: int, shuffle: bool):
-        # x, y: arrays, or {name: array} for several inputs or outputs
-        self.arrays = (x, y)
-        self.x, self.y = (each(x, np.copy), each(y, np.copy)) if shuffle else (x, y)
+    def __init__(self, x, y, seed: int, shuffle: bool, rows: np.ndarray | None = None):
+        # x, y: arrays, or {name: array} for several inputs or outputs; rows: the positions
+        # of each epoch's order this process feeds (one of several, shard_rows), else all
+        self.arrays, self.rows, self.size = (x, y), rows, count(x)
+        if rows is not None:
+            self.x, self.y = (each(a, lambda b: np.take(b, rows, axis=0)) for a in (x, y))
+        else:
+            self.x, self.y = (each(x, np.copy), each(y, np.copy)) if shuffle else (x, y)
         self.seed, self.shuffle = seed, shuffle
 
     def arrange(self, epoch: int) -> None:
         if self.shuffle:
-            order = epoch_order(self.seed, epoch, count(self.x))
+            order = epoch_order(self.seed, epoch, self.size)
+            if self.rows is not None:
+                order = order[self.rows]
             for originals, copies in zip(self.arrays, (self.x, self.y), strict=True):
                 if not isinstance(copies, dict):
                     originals, copies = {"": originals}, {"": copies}

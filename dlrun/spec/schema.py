@@ -60,6 +60,7 @@ MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**31 - 1
 LAYER_NAME = r"[!-.0-~]{1,100}"  # printable ASCII but '/' (Keras' separator); no space
 MAX_BLOCK_REPEAT = 1000  # copies of a block in a graph; each copy is layers built in memory
+MAX_PROCESSES = 4096  # training.distribute.processes: a large cluster, not a typo's 10**9
 
 
 class _Section(BaseModel):
@@ -616,6 +617,21 @@ class CallbackSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ResourcesSpec(_Section):
+    """What each process of a run reserves on a Ray node (--executor ray), as a sweep's fits."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class ProcessesSpec(_Section):
+    """training.distribute: {processes: N}: one model over N processes (JAX), each feeding its
+    own shard of every batch to its local devices (train.cluster)."""
+
+    processes: int = Field(ge=1, le=MAX_PROCESSES)
+    resources: ResourcesSpec = ResourcesSpec()  # per process, with --executor ray
+
+
 class TrainingSpec(_Section):
     batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     epochs: int = Field(12, ge=1, le=MAX_EPOCHS)
@@ -629,13 +645,24 @@ class TrainingSpec(_Section):
     deterministic: bool = False  # TensorFlow op determinism: identical runs, a little slower
     device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: the backend's accelerator, else CPU
     mixed_precision: bool = False  # float16 (GPU) or bfloat16 (CPU) compute, float32 output
-    distribute: Literal["data_parallel"] | None = None  # one model over every local device
+    # data_parallel: one model over every local device; {processes: N}: over N processes
+    distribute: Literal["data_parallel"] | ProcessesSpec | None = None
     adversarial: AdversarialSpec | None = None  # train on a mix of clean and attacked inputs
     finetune: FinetuneSpec | None = None  # needs model.base with trainable: false
     # Keras callbacks by name, run before dlrun records each epoch, their state kept on resume
     callbacks: list[CallbackSpec] = []
     # balanced (scikit-learn's, on the training split) or {class name: weight}; classification
     class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
+
+    @field_validator("distribute", mode="wrap")
+    @classmethod
+    def _one_form(cls, value: Any, handler) -> Any:
+        # A mapping is {processes: N}, anything else the name: one error line, not one per form.
+        if isinstance(value, dict):
+            return ProcessesSpec.model_validate(value)
+        if value is not None and not isinstance(value, ProcessesSpec) and value != "data_parallel":
+            raise ValueError(f"expected data_parallel or {{processes: N}}, got {value!r}")
+        return handler(value)
 
 
 class Spec(_Section):
@@ -653,6 +680,39 @@ class Spec(_Section):
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _processes(self) -> Spec:
+        distribute = self.training.distribute
+        if not isinstance(distribute, ProcessesSpec):
+            return self
+        if self.backend != "jax":
+            why = (
+                "TensorFlow's MultiWorkerMirroredStrategy does not work under Keras 3"
+                if self.backend == "tensorflow"
+                else "Keras has no multi-process data parallelism on torch"
+            )
+            raise ValueError(
+                f"training.distribute: {{processes: {distribute.processes}}} needs backend: jax "
+                f"({why}); set backend: jax, or use distribute: data_parallel on one process"
+            )
+        if self.training.batch_size % distribute.processes:
+            raise ValueError(
+                f"training.batch_size: {self.training.batch_size} does not split evenly over "
+                f"{distribute.processes} processes; use a multiple of {distribute.processes}"
+            )
+        if self.training.adversarial is not None:
+            raise ValueError(
+                "training.adversarial is not supported with distribute: {processes: N}; "
+                "train it on one process"
+            )
+        return self
+
+    @property
+    def processes(self) -> int:
+        """How many processes train this spec's model (training.distribute.processes)."""
+        distribute = self.training.distribute
+        return distribute.processes if isinstance(distribute, ProcessesSpec) else 1
 
     @property
     def has_validation(self) -> bool:

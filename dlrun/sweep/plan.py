@@ -315,6 +315,18 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
 
     require(base["backend"])
     problems = []
+    distribute = base["training"].get("distribute")
+    if isinstance(distribute, dict) and distribute.get("processes", 1) > 1:
+        problems.append(
+            format_problem(
+                str(path),
+                lines,
+                ("base",),
+                f"{spec.base}: training.distribute: {{processes: {distribute['processes']}}}: "
+                "a sweep trains each fit on one process; use data_parallel, or train the "
+                "spec with dlrun train",
+            )
+        )
     for key, rule in space.items():
         if key == "backend":
             message = "cannot vary within a sweep (a worker runs one backend); run one per backend"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dlrun import store
 from dlrun.model import metrics as directions_of
-from dlrun.train import knobs
+from dlrun.train import cluster, knobs
 from dlrun.train.life import RunLife
 from dlrun.train.prepared import Outcome, Prepared, adapt, start_finetune, total_epochs
 
@@ -74,6 +74,11 @@ def fit(
             callbacks = [KnownModes(list(callbacks)), *callbacks]
             try:
                 _stages(prepared, run, recorder, callbacks, stages, score_test)
+            except Exception as exc:  # a lost process of several: say which
+                lost = cluster.explained(exc, run_dir)
+                if lost is exc:
+                    raise
+                raise lost from exc
             finally:
                 _close_callbacks(callbacks)
             if recorder.epochs_done and not recorder.directions:
@@ -231,9 +236,16 @@ def _inputs(prepared: Prepared, begin: int, end: int) -> tuple[dict, list]:
         return {"x": x, "validation_data": val, "steps_per_epoch": per_epoch}, []
     from dlrun.train.callbacks import EpochShuffle
 
-    feed = EpochFeed(data.x_train, data.y_train, seed, spec.training.shuffle)
-    val = (data.x_val, data.y_val) if has_val else None
-    arguments = {"x": feed.x, "y": feed.y, "batch_size": batch, "validation_data": val}
+    # One of several processes feeds its own rows of each batch (train.cluster).
+    rows = cluster.local_rows(count(data.x_train), batch)
+    feed = EpochFeed(data.x_train, data.y_train, seed, spec.training.shuffle, rows)
+    val = (cluster.local(data.x_val, batch), cluster.local(data.y_val, batch)) if has_val else None
+    arguments = {
+        "x": feed.x,
+        "y": feed.y,
+        "batch_size": cluster.local_batch(batch),
+        "validation_data": val,
+    }
     return arguments, [EpochShuffle(feed)]
 
 
@@ -249,13 +261,12 @@ def _train_on_attacks(prepared: Prepared) -> None:
 def _fitted_scores(prepared: Prepared, extra: tuple) -> tuple[list, list]:
     """The caller's callbacks: FittedScores (bound to the training split, to go before the
     recorder so that history.csv and TensorBoard see its scores), and the others."""
-    from dlrun.data.feed import evaluation_input
     from dlrun.train.callbacks import FittedScores
 
     first = [callback for callback in extra if isinstance(callback, FittedScores)]
     data, batch = prepared.data, prepared.spec.training.batch_size
     for callback in first:
-        callback.inputs = evaluation_input(data.x_train, data.y_train, batch, data.source)
+        callback.inputs = _evaluation(data.x_train, data.y_train, batch, data.source)
     return first, [callback for callback in extra if not isinstance(callback, FittedScores)]
 
 
@@ -312,12 +323,11 @@ def _close_callbacks(callbacks: list) -> None:
 def _read_directions(prepared: Prepared, recorder) -> None:
     """The metrics' directions, and so the best epoch of history.csv, for a run resumed after
     its last epoch (killed before metrics.json): one batch builds Keras' compiled metrics."""
-    from dlrun.data.feed import evaluation_input
     from dlrun.data.splits import take
 
     data, batch = prepared.data, prepared.spec.training.batch_size
     first = slice(None, batch)
-    one = evaluation_input(take(data.x_train, first), take(data.y_train, first), batch, data.source)
+    one = _evaluation(take(data.x_train, first), take(data.y_train, first), batch, data.source)
     prepared.model.evaluate(**one, verbose=0)
     recorder.read_directions()
 
@@ -370,7 +380,6 @@ def _test_metrics(prepared: Prepared, run_dir: Path, best_weights: list | None =
     The best epoch's weights are still in memory unless it came before a resume; putting them
     back costs nothing, loading best.keras costs a model deserialisation.
     """
-    from dlrun.data.feed import evaluation_input
     from dlrun.model.checkpoints import load_model
 
     model, batch_size = prepared.model, prepared.spec.training.batch_size
@@ -380,6 +389,16 @@ def _test_metrics(prepared: Prepared, run_dir: Path, best_weights: list | None =
     elif os.path.lexists(best):
         model = load_model(best, params=model.count_params())
     data = prepared.data
-    test = evaluation_input(data.x_test, data.y_test, batch_size, data.source)
+    test = _evaluation(data.x_test, data.y_test, batch_size, data.source)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
     return {key: float(value) for key, value in scores.items()}
+
+
+def _evaluation(x, y, batch_size: int, source) -> dict:
+    """evaluate()'s inputs; one of several processes gives its own rows of each batch."""
+    from dlrun.data.feed import evaluation_input
+
+    local = cluster.local_batch(batch_size)
+    return evaluation_input(
+        cluster.local(x, batch_size), cluster.local(y, batch_size), local, source
+    )

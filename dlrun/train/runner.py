@@ -19,6 +19,7 @@ from dlrun.data.splits import count, validation_share
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
+from dlrun.train import cluster
 from dlrun.train.fit import fit
 from dlrun.train.life import now
 from dlrun.train.prepared import Outcome, Prepared, prepare, start_finetune, total_epochs
@@ -61,11 +62,14 @@ def train(
     load()  # first, so that TensorFlow's start-up chatter is silenced
     usercode.add_base_code(spec)  # a base run's code, if trusted
     code = usercode.use_spec(spec)  # the user's own files, before anything is built
+    role = cluster.join(spec.processes)  # several processes: all meet before the model is built
     prepared = prepare(spec)
     if spec.training.validation_split is None:  # the run describes itself: resolved
         own = prepared.data.validation == "own"
         spec.training.validation_split = validation_share(spec, own)
     base = _pin_base(spec)
+    if role is not None and not role.leader:  # process 0 writes the run; this one a copy
+        runs_root = cluster.scratch_root()
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
     try:
@@ -78,7 +82,10 @@ def train(
             "and the half-made folder was removed"
         ) from None
     with run:
-        return fit(prepared, run, console, [], extra_callbacks, score_test, plot)
+        outcome = fit(prepared, run, console, [], extra_callbacks, score_test, plot)
+    if role is not None and not role.leader:
+        cluster.remove_scratch(run_dir)
+    return outcome
 
 
 def _pin_base(spec: Spec) -> dict | None:
@@ -127,6 +134,7 @@ def _start(
             "epochs_done": 0,
             "versions": versions(),
             "devices": prepared.devices,
+            **_processes(),
             "git_commit": _git_commit(),
             "config_sha256": _config_digest(run.path),
             "message": None,
@@ -141,6 +149,12 @@ def _start(
             **_recorded(prepared),
         }
     )
+
+
+def _processes() -> dict:
+    """meta.json's processes of a run over several: each one's number, host, pid, devices."""
+    members = cluster.members()
+    return {"processes": members} if members else {}
 
 
 def _recorded(prepared) -> dict:
@@ -231,6 +245,8 @@ def _resume(
     use(spec.backend, spec.training.device)
     load()
     usercode.use_run(spec, run.path)  # the run's copies, if trusted; before anything is built
+    # Before anything changes in the run: the other processes copy it until all have joined.
+    role = cluster.join(spec.processes)
     prepared = prepare(spec)
     from dlrun.model.checkpoints import check_run_checkpoints, load_model
 
@@ -270,8 +286,12 @@ def _resume(
         config_sha256=_config_digest(run.path),
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
+        **_processes(),
     )
-    return fit(prepared, folder, console, rows, extra_callbacks, score_test, plot)
+    outcome = fit(prepared, folder, console, rows, extra_callbacks, score_test, plot)
+    if role is not None and not role.leader:
+        cluster.remove_scratch(run.path)
+    return outcome
 
 
 def finish_pruned(run_path: Path, message: str) -> str:
