@@ -294,14 +294,20 @@ def sweep(
         from dlrun.sweep.ray import ray_module
 
         ray_module()  # installed? Said before any folder is made
+    from dlrun.sweep import tracking
+
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
+        tracking.check(found)
     else:
         found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
         held = sweeps.lock(sweep_dir)
     try:
-        result = _run_sweep(found, sweep_dir, executor, address)
+        try:
+            result = _run_sweep(found, sweep_dir, executor, address)
+        finally:  # whatever the outcome, the tracking server learns it
+            tracking.send_live(found, sweep_dir)
     finally:
         os.close(held)
     console = make_console()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from dlrun.errors import SpecError
 from dlrun.spec.names import NAME_MAX, NAME_PATTERN, entry_name
 from dlrun.spec.problems import OVERRIDDEN, Loc, format_problem  # noqa: F401
+from dlrun.spec.uris import without_credentials
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 OFFLINE_DATASETS = ("digits", "mnist_5k")
@@ -541,6 +542,19 @@ class TrainingSpec(_Section):
     class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
 
 
+class MlflowSpec(_Section):
+    """An MLflow tracking server every epoch, score and file of the run is sent to."""
+
+    # http(s)://host:port; none: $MLFLOW_TRACKING_URI. Credentials belong in
+    # MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN: any in the URI are left out of config.yaml.
+    uri: str | None = Field(None, min_length=1)
+    experiment: str | None = Field(None, min_length=1)  # none: the spec's name
+
+
+class TrackingSpec(_Section):
+    mlflow: MlflowSpec | None = None
+
+
 class Spec(_Section):
     # run folder prefix; its folder adds -YYYYMMDD-HHMMSS[-N] and must fit in 255 bytes
     name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
@@ -550,6 +564,8 @@ class Spec(_Section):
     model: ModelSpec
     compile: CompileSpec = CompileSpec()
     training: TrainingSpec = TrainingSpec()
+    # A tracking server the run is also sent to (docs/tracking.md); none: $MLFLOW_TRACKING_URI
+    tracking: TrackingSpec | None = None
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
@@ -600,6 +616,11 @@ class Spec(_Section):
         for key, sources in DATA_KEYS_FOR.items():
             if self.data.dataset not in sources:
                 config["data"].pop(key, None)
+        mlflow = (config.pop("tracking", None) or {}).get("mlflow")
+        if mlflow is not None:  # only a spec that names a server records one, never a password
+            uri = mlflow["uri"]
+            mlflow["uri"] = without_credentials(uri) if uri else uri
+            config["tracking"] = {"mlflow": mlflow}
         return config
 
     def dump(self) -> str:

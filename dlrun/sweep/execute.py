@@ -153,6 +153,7 @@ def _run_fit(
                     extra_callbacks=callbacks,
                     score_test=False,
                     plot=False,
+                    track=False,  # the sweep sends its fits, as its MLflow run's children
                 )
             else:
                 return status, store.read_history(run_dir), "left as it was"
@@ -168,6 +169,7 @@ def _run_fit(
                 folder,
                 score_test=False,
                 plot=False,
+                track=False,
             )
         return outcome.status, store.read_history(run_dir), outcome.message
     except Exception as exc:  # one broken trial is recorded; the sweep goes on

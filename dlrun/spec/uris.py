@@ -1,0 +1,20 @@
+"""A tracking server's URI without its credentials: what a run folder, a log line or an error
+may hold. `user:password@` and query parameters (tokens) are dropped; the rest stays, so the
+server is still named."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+
+def without_credentials(uri: str) -> str:
+    """http://user:secret@host:5000/x?token=abc -> http://host:5000/x; a URI without
+    credentials comes back unchanged."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # not a URI at all: nothing of it is safe to keep
+        return "(a URI that cannot be parsed)"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if host == parts.netloc and not parts.query:
+        return uri
+    return urlunsplit((parts.scheme, host, parts.path, "", parts.fragment))
