@@ -307,7 +307,7 @@ def sweep(
         try:
             result = _run_sweep(found, sweep_dir, executor, address)
         finally:  # whatever the outcome, the tracking server learns it
-            tracking.send_live(found, sweep_dir)
+            tracking.send_live(found, sweep_dir, make_console())
     finally:
         os.close(held)
     console = make_console()

@@ -16,6 +16,7 @@ from dlrun import store
 from dlrun.errors import DlrunError, RunError, RunInUse
 from dlrun.spec import safeyaml
 from dlrun.sweep.schema import BASE_FILE, BEST_SPEC, REFIT, RESULTS, SEARCH_PLOT, SWEEP_FILE, TRIALS
+from dlrun.textsafe import clean
 from dlrun.tracking import mlflow_runs as tracking
 
 # A sweep's own files, sent as its parent run's artifacts.
@@ -178,19 +179,38 @@ def sync(root: Path, uri: str | None) -> Iterator[tuple[bool, str]]:
             yield False, f"{path.name}: not sent: {tracking.reason(exc, _anywhere(uri))}"
 
 
-def send_live(found, sweep_dir: Path) -> None:
+def send_live(found, sweep_dir: Path, console) -> None:
     """At the end of `dlrun sweep`: the sweep sent to the server its base spec names; a server
     that fails costs one warning (`dlrun sync mlflow` sends it later)."""
     where = sweep_target(found.base)
     if where is None:
         return
     try:
-        send_sweep(sweep_dir, None, {}, held=True, where=where)
+        sent, lines = send_sweep(sweep_dir, None, {}, held=True, where=where)
+        parent = state_record(sweep_dir).get("run_id")
+        console.print(
+            clean(
+                f"MLflow: run {parent} with {len(lines) - 1} child runs in experiment "
+                f"{where.experiment} at {where.shown}",
+                False,
+            ),
+            markup=False,
+        )
+        if not sent:
+            for line in lines[1:]:
+                if "not sent" in line:
+                    tracking.warn(f"Warning: MLflow: {line.strip()}")
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the sweep's results stand
         tracking.warn(
             f"Warning: MLflow at {where.shown}: {tracking.reason(exc, where)}; the sweep is "
             f"recorded locally; send it later with: dlrun sync mlflow {sweep_dir}"
         )
+
+
+def state_record(sweep_dir: Path) -> dict:
+    """The sweep's MLflow record in its state.json ({} when it has none)."""
+    record = store.read_json(sweep_dir / store.SWEEP_STATE, sweep_dir).get("mlflow")
+    return record if isinstance(record, dict) else {}
 
 
 def check(found) -> None:

@@ -339,9 +339,10 @@ class Tracker:
     training goes on and records locally, and `dlrun sync mlflow` sends the run later.
     """
 
-    def __init__(self, where: Target, runs_dir: Path):
+    def __init__(self, where: Target, runs_dir: Path, console=None):
         self.where = where
         self.runs_dir = runs_dir
+        self.console = console
         self.client = None
         self.run_id: str | None = None
         self.off = False
@@ -397,6 +398,15 @@ class Tracker:
         keep = lambda record: folder.update(mlflow=record)  # noqa: E731
         try:
             self._guarded(lambda: send(self.client, self.where, run, keep))
+            if not self.off and self.console is not None:
+                self.console.print(
+                    clean(
+                        f"MLflow: run {self.run_id} in experiment {self.where.experiment} at "
+                        f"{self.where.shown}",
+                        False,
+                    ),
+                    markup=False,
+                )
         except KeyboardInterrupt:
             warn(
                 "Warning: stopped while sending the run to MLflow; send it with: "
@@ -404,11 +414,11 @@ class Tracker:
             )
 
 
-def tracker(spec, runs_dir: Path, track: bool = True) -> Tracker | None:
+def tracker(spec, runs_dir: Path, track: bool = True, console=None) -> Tracker | None:
     """A Tracker when the spec or $MLFLOW_TRACKING_URI names a server (checked before any
     folder is made: a missing extra is an error then, not a warning later)."""
     where = of_spec(spec) if track else None
     if where is None:
         return None
     require()
-    return Tracker(where, runs_dir)
+    return Tracker(where, runs_dir, console)

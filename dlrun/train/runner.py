@@ -61,7 +61,9 @@ def train(
     """
     from dlrun.backend import load, use
 
-    tracker = tracking.tracker(spec, runs_root, track)  # a missing extra: said before the folder
+    tracker = tracking.tracker(
+        spec, runs_root, track, console
+    )  # a missing extra: said before the folder
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
@@ -217,7 +219,7 @@ def _resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(store.config_of(run.path))
-    tracker = tracking.tracker(spec, run.path.parent, track)
+    tracker = tracking.tracker(spec, run.path.parent, track, console)
     done = completed_epoch(run)
     if epochs is not None:
         if epochs <= max(done, run.epochs_done()):
