@@ -2,9 +2,11 @@
 folder): runs and sweeps read back with MlflowClient, `dlrun sync mlflow`, and a server that
 goes away in the middle of a run."""
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +53,12 @@ class Server:
             *("--artifacts-destination", str(self.root / "artifacts")),
         ]
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's for its life
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.root)
+        # no job runner (its worker pool is for GenAI jobs); its own process group, so that
+        # stop() ends the uvicorn process under it too
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=log, cwd=self.root, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (self.root / "server.log").read_text()[-2000:]
@@ -64,13 +71,18 @@ class Server:
         raise AssertionError("mlflow server did not start in 180 s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """The server and the processes it started (its group), gone: nothing answers."""
+        if self.process is None:
+            return
+        group = self.process.pid  # start_new_session: the group is the server's own
+        os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        self.process.wait()
         self.process = None
 
 
@@ -220,17 +232,22 @@ workers: 1
 
 
 def test_a_sweep_is_a_parent_run_with_a_child_per_fit(server, client, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD)  # the base spec's own server wins
+    tracking = f"tracking:\n  mlflow: {{uri: '{_with_password(server.uri)}'}}\n"
     _spec(tmp_path, "", "tiny").write_text(
-        TINY_SPEC.replace("name: tiny", "name: swept").replace("epochs: 2", "epochs: 1")
+        TINY_SPEC.replace("name: tiny", "name: swept").replace("epochs: 2", "epochs: 1") + tracking
     )
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--runs-dir", str(runs)])
     assert result.exit_code == 0, result.output
     (sweep_dir,) = run_dirs(runs)
+    assert PASSWORD not in result.output
+    for path in store.run_files(sweep_dir):  # base.yaml, best.yaml, every fit's files
+        assert PASSWORD.encode() not in path.read_bytes(), path
     state = store.read_json(sweep_dir / store.SWEEP_STATE)
     parent = client.get_run(state["mlflow"]["run_id"])
+    assert client.get_experiment(parent.info.experiment_id).name == "swept"
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == sweep_dir.name
     assert {"cv_results.csv", "best.yaml"} <= _artifacts(client, parent.info.run_id)
@@ -308,6 +325,25 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path):
         'Error: MLflow tracking needs the mlflow extra: pip install "dlrun[mlflow]"'
     )
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_server_that_never_answers_costs_one_warning(tmp_path, monkeypatch):
+    """A socket that takes connections and never answers: each request ends at MLflow's
+    timeout (1 s here; dlrun's default is 10 s), once, and the run trains on."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        spec = _spec(tmp_path)
+        result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: MLflow")]
+    assert len(warnings) == 1, result.output
+    (run_dir,) = run_dirs(tmp_path / "runs")
+    assert store.open_run(run_dir).status == store.COMPLETED
+    assert "mlflow" not in store.open_run(run_dir).meta  # no MLflow run was made
 
 
 def test_a_server_gone_mid_run_costs_one_warning_and_sync_catches_up(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from dlrun.errors import SpecError
 from dlrun.spec.names import NAME_MAX, NAME_PATTERN, entry_name
 from dlrun.spec.problems import OVERRIDDEN, Loc, format_problem  # noqa: F401
-from dlrun.spec.uris import without_credentials
+from dlrun.spec.uris import config_without_credentials
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 OFFLINE_DATASETS = ("digits", "mnist_5k")
@@ -616,12 +616,8 @@ class Spec(_Section):
         for key, sources in DATA_KEYS_FOR.items():
             if self.data.dataset not in sources:
                 config["data"].pop(key, None)
-        mlflow = (config.pop("tracking", None) or {}).get("mlflow")
-        if mlflow is not None:  # only a spec that names a server records one, never a password
-            uri = mlflow["uri"]
-            mlflow["uri"] = without_credentials(uri) if uri else uri
-            config["tracking"] = {"mlflow": mlflow}
-        return config
+        # only a spec that names a tracking server records one, and never its password
+        return config_without_credentials(config)
 
     def dump(self) -> str:
         """The resolved spec as YAML: `dlrun train` on it alone reproduces the run."""

@@ -4,6 +4,7 @@ server is still named."""
 
 from __future__ import annotations
 
+import copy
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -18,3 +19,15 @@ def without_credentials(uri: str) -> str:
     if host == parts.netloc and not parts.query:
         return uri
     return urlunsplit((parts.scheme, host, parts.path, "", parts.fragment))
+
+
+def config_without_credentials(config: dict) -> dict:
+    """A raw spec as a file of a run or sweep may hold it: tracking.mlflow.uri without its
+    credentials, and no `tracking` key at all when it names nothing (config.yaml as before)."""
+    config = copy.deepcopy(config)
+    mlflow = (config.pop("tracking", None) or {}).get("mlflow")
+    if mlflow is not None:
+        if mlflow.get("uri"):
+            mlflow["uri"] = without_credentials(mlflow["uri"])
+        config["tracking"] = {"mlflow": mlflow}
+    return config

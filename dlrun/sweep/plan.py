@@ -29,7 +29,7 @@ from dlrun.spec.loading import validate, validate_model
 from dlrun.spec.overrides import apply_override
 from dlrun.spec.problems import did_you_mean, format_problem
 from dlrun.spec.schema import EarlyStoppingSpec, Spec
-from dlrun.spec.uris import without_credentials
+from dlrun.spec.uris import config_without_credentials
 from dlrun.spec.yamlfile import parse_yaml
 from dlrun.sweep.schema import (
     BASE_FILE,
@@ -468,12 +468,8 @@ def start(
     if sweep.spec.prune is not None:  # as given: median takes no reduction_factor
         resolved["prune"] = sweep.spec.prune.model_dump(mode="json", exclude_unset=True)
     store.write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
-    base = json.loads(json.dumps(sweep.base))
-    if base.get("tracking") is None:  # as a run's config.yaml: no tracking, no key
-        base.pop("tracking", None)
-    mlflow = (base.get("tracking") or {}).get("mlflow") or {}
-    if mlflow.get("uri"):  # a password in the URI stays in memory, never in the sweep folder
-        mlflow["uri"] = without_credentials(mlflow["uri"])
+    # a password in a tracking URI stays in memory, never in the sweep folder
+    base = config_without_credentials(sweep.base)
     store.write_text(sweep_dir / BASE_FILE, yaml.safe_dump(base, sort_keys=False))
     return sweep, sweep_dir
 
