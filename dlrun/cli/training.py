@@ -299,11 +299,11 @@ def sweep(
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
-        tracking.check(found)
     else:
         found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
         held = sweeps.lock(sweep_dir)
     try:
+        tracking.check(found)  # a new sweep's was checked before its folder was made
         try:
             result = _run_sweep(found, sweep_dir, executor, address)
         finally:  # whatever the outcome, the tracking server learns it

@@ -73,11 +73,11 @@ def target(tracking: Any, name: str, uri: str | None = None) -> Target | None:
     """Where a run of this spec is sent: `uri` (sync --uri), else the spec's tracking.mlflow.uri,
     else $MLFLOW_TRACKING_URI; None when no server is named anywhere. The experiment is the
     spec's tracking.mlflow.experiment, else its name."""
-    mlflow = tracking.get("mlflow") if isinstance(tracking, dict) else None
-    mlflow = mlflow if isinstance(mlflow, dict) else {}
+    named = tracking.get("mlflow") if isinstance(tracking, dict) else None
+    mlflow = named if isinstance(named, dict) else {}
     uri = uri or mlflow.get("uri") or os.environ.get(ENV_URI) or None
     if uri is None:
-        if "mlflow" in (tracking or {}) and tracking["mlflow"] is not None:
+        if named is not None:
             raise SpecError(
                 "tracking.mlflow: no server to send the run to; give tracking.mlflow.uri or "
                 f"set {ENV_URI}"

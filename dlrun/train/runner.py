@@ -61,9 +61,8 @@ def train(
     """
     from dlrun.backend import load, use
 
-    tracker = tracking.tracker(
-        spec, runs_root, track, console
-    )  # a missing extra: said before the folder
+    # MLflow asked for without its extra, or without a server: said before the folder exists
+    tracker = tracking.tracker(spec, runs_root, track, console)
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
