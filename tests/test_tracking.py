@@ -327,6 +327,29 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_interrupted_run_is_killed_in_mlflow(server, client, tmp_path, monkeypatch):
+    import keras
+    from rich.console import Console
+
+    from dlrun.spec.loading import load_spec
+    from dlrun.train import runner as training
+
+    class CtrlC(keras.callbacks.Callback):  # as Ctrl-C lands after the first epoch
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    spec = load_spec(_spec(tmp_path, name="stopped"))
+    outcome = training.train(
+        spec, tmp_path / "runs", Console(quiet=True), extra_callbacks=(CtrlC(),)
+    )
+    assert outcome.status == store.INTERRUPTED
+    found = _mlflow_run(client, outcome.run_dir)
+    assert found.info.status == "KILLED"
+    assert found.data.tags["dlrun.status"] == "interrupted"
+    _history_equal(client, found.info.run_id, outcome.run_dir)
+
+
 def test_a_server_that_never_answers_costs_one_warning(tmp_path, monkeypatch):
     """A socket that takes connections and never answers: each request ends at MLflow's
     timeout (1 s here; dlrun's default is 10 s), once, and the run trains on."""
