@@ -13,6 +13,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # pytest-xdist's workers inherit COLUMNS=80. Output that is not a terminal is 200 columns wide
 # unless COLUMNS says otherwise (cli.common.make_console); width tests set COLUMNS themselves.
 os.environ.pop("COLUMNS", None)
+# A developer's own MLflow server is never sent the suite's runs; tests/test_tracking.py starts
+# its own and sets the variable where it means to.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

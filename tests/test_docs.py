@@ -28,6 +28,7 @@ COMMANDS = [
     "compare",
     "tensorboard",
     "sweep",
+    "sync",
 ]
 
 

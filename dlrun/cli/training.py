@@ -374,6 +374,8 @@ def sweep(
         from dlrun.sweep.ray import ray_module
 
         ray_module()  # installed? Said before any folder is made
+    from dlrun.sweep import tracking
+
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
@@ -384,7 +386,11 @@ def sweep(
 
     try:
         with trust.passed_on(trust_code):  # --resume: its local workers trust it too
-            result = _run_sweep(found, sweep_dir, executor, address)
+            tracking.check(found)  # a new sweep's was checked before its folder was made
+            try:
+                result = _run_sweep(found, sweep_dir, executor, address)
+            finally:  # whatever the outcome, the tracking server learns it
+                tracking.send_live(found, sweep_dir, make_console())
     finally:
         os.close(held)
     console = make_console()

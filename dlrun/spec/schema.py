@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from dlrun.errors import SpecError
 from dlrun.spec.names import NAME_MAX, NAME_PATTERN, entry_name
 from dlrun.spec.problems import OVERRIDDEN, Loc, format_problem  # noqa: F401
+from dlrun.spec.uris import config_without_credentials
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 OFFLINE_DATASETS = ("digits", "mnist_5k")
@@ -665,6 +666,19 @@ class TrainingSpec(_Section):
         return handler(value)
 
 
+class MlflowSpec(_Section):
+    """An MLflow tracking server every epoch, score and file of the run is sent to."""
+
+    # http(s)://host:port; none: $MLFLOW_TRACKING_URI. Credentials belong in
+    # MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN: any in the URI are left out of config.yaml.
+    uri: str | None = Field(None, min_length=1)
+    experiment: str | None = Field(None, min_length=1)  # none: the spec's name
+
+
+class TrackingSpec(_Section):
+    mlflow: MlflowSpec | None = None
+
+
 class Spec(_Section):
     # run folder prefix; its folder adds -YYYYMMDD-HHMMSS[-N] and must fit in 255 bytes
     name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
@@ -677,6 +691,8 @@ class Spec(_Section):
     model: ModelSpec
     compile: CompileSpec = CompileSpec()
     training: TrainingSpec = TrainingSpec()
+    # A tracking server the run is also sent to (docs/tracking.md); none: $MLFLOW_TRACKING_URI
+    tracking: TrackingSpec | None = None
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
@@ -770,7 +786,8 @@ class Spec(_Section):
         else:  # the function's model is the whole model: no layer keys to show
             for key in ("augment", "base", "inputs", "blocks", "layers", "outputs"):
                 config["model"].pop(key)
-        return config
+        # only a spec that names a tracking server records one, and never its password
+        return config_without_credentials(config)
 
     def dump(self, code: list[str] | None = None) -> str:
         """The resolved spec as YAML: `dlrun train` on it alone reproduces the run. `code`:

@@ -21,6 +21,7 @@ import yaml
 from dlrun import store
 from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.model.metrics import higher_is_better
+from dlrun.spec.uris import config_without_credentials
 from dlrun.sweep.plan import Fit, Sweep
 from dlrun.sweep.results import refit, refit_data, results_table
 from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
@@ -154,6 +155,7 @@ def _run_fit(
                     extra_callbacks=callbacks,
                     score_test=False,
                     plot=False,
+                    track=False,  # the sweep sends its fits, as its MLflow run's children
                 )
             else:
                 return status, store.read_history(run_dir), "left as it was"
@@ -169,6 +171,7 @@ def _run_fit(
                 folder,
                 score_test=False,
                 plot=False,
+                track=False,
             )
         return outcome.status, store.read_history(run_dir), outcome.message
     except Exception as exc:  # one broken trial is recorded; the sweep goes on
@@ -329,7 +332,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     best_spec = sweep.trial_spec(
         {k: v for k, v in params.items() if k != EPOCHS}, None, params.get(EPOCHS)
     )
-    best_raw = best_spec.model_dump(mode="json")
+    # best.yaml holds no tracking password (nor a `tracking` key naming nothing)
+    best_raw = config_without_credentials(best_spec.model_dump(mode="json"))
     best_raw["name"] = sweep.base["name"]
     store.write_text(sweep_dir / BEST_SPEC, yaml.safe_dump(best_raw, sort_keys=False))
     summary["best"] = {

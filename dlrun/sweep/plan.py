@@ -29,6 +29,7 @@ from dlrun.spec.loading import validate, validate_model
 from dlrun.spec.overrides import apply_override
 from dlrun.spec.problems import did_you_mean, format_problem
 from dlrun.spec.schema import EarlyStoppingSpec, Spec
+from dlrun.spec.uris import config_without_credentials
 from dlrun.spec.yamlfile import parse_yaml
 from dlrun.sweep.schema import (
     BASE_FILE,
@@ -483,13 +484,17 @@ def start(
     (overrides included, so --resume needs none)."""
     store.check_runs_root(runs_root)
     sweep = load_sweep(path, overrides)
+    from dlrun.sweep.tracking import check
+
+    check(sweep)  # a tracking server without the mlflow extra: said before the folder exists
     sweep_dir = store.create_run_dir(runs_root, sweep.spec.name)
     resolved = sweep.spec.model_dump(mode="json", exclude_none=True)
     resolved["base"] = BASE_FILE
     if sweep.spec.prune is not None:  # as given: median takes no reduction_factor
         resolved["prune"] = sweep.spec.prune.model_dump(mode="json", exclude_unset=True)
     store.write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
-    base = dict(sweep.base)
+    # a password in a tracking URI stays in memory, never in the sweep folder
+    base = config_without_credentials(sweep.base)
     if base.get("code"):
         # The sweep keeps its own copy of the code; every fit, local or on Ray, imports that
         # copy (named whole in the fits' specs, relative to base.yaml in the sweep's own).

@@ -215,7 +215,8 @@ def refit(best_raw: dict, sweep_dir: Path, console) -> dict:
         return store.open_run(run_dir).metrics.get("test", {})
     store.remove_unstarted(run_dir)  # a refit that did not complete starts again
     quiet = Console(quiet=True)
-    outcome = runner.train(spec, sweep_dir, quiet, ["dlrun", "sweep", "refit"], (), REFIT)
+    command = ["dlrun", "sweep", "refit"]
+    outcome = runner.train(spec, sweep_dir, quiet, command, (), REFIT, track=False)
     return outcome.metrics.get("test", {})
 
 

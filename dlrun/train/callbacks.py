@@ -199,6 +199,20 @@ def _format_logs(logs: dict) -> str:
     return "  ".join(f"{key} {value:.4f}" for key, value in logs.items())
 
 
+class TrackEpochs(keras.callbacks.Callback):
+    """Each epoch's history.csv row sent to a tracking server (tracking.Tracker) once the
+    recorder has written it: the server sees what the run folder holds."""
+
+    def __init__(self, tracker, recorder: RunRecorder):
+        super().__init__()
+        self.tracker, self.recorder = tracker, recorder
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = self.recorder.rows
+        if rows and rows[-1]["epoch"] == epoch + 1:
+            self.tracker.epoch(rows[-1])
+
+
 class PlainProgress(keras.callbacks.Callback):
     """One plain line per epoch, for logs and CI where output is not a terminal."""
 

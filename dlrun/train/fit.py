@@ -25,11 +25,13 @@ def fit(
     extra_callbacks: tuple,
     score_test: bool = True,
     plot: bool = True,
+    tracker=None,
 ) -> Outcome:
     """The training loop shared by new and resumed runs; records the outcome in the run.
 
     A sweep's trials pass score_test=False and plot=False: the sweep plots them together, and
-    `dlrun compare TRIAL --plot` draws one's curves from its history.csv.
+    `dlrun compare TRIAL --plot` draws one's curves from its history.csv. `tracker` (a
+    tracking.Tracker) sends the run to a tracking server as it trains, and whole at the end.
     """
     from dlrun.model.builder import summary_text
     from dlrun.train.callbacks import KnownModes, RunRecorder
@@ -42,6 +44,8 @@ def fit(
     with RunLife(run) as life:
         life.epochs_done = len(rows)
         with life.phase():
+            if tracker is not None:
+                tracker.begin(run)
             adapted = adapt(prepared) if not rows else []
             summary = summary_text(model) + "".join(f"{line}\n" for line in adapted)
             if spec.model.base is not None:
@@ -67,6 +71,10 @@ def fit(
                 if rows and isinstance(run.meta.get(knobs.STATE), list):
                     own.append(knobs.restorer(prepared.callbacks, run.meta[knobs.STATE]))
             callbacks = [*own, *_callbacks(prepared, run, console, recorder, rows)]
+            if tracker is not None:
+                from dlrun.train.callbacks import TrackEpochs
+
+                callbacks.append(TrackEpochs(tracker, recorder))
             first, later = _fitted_scores(prepared, extra_callbacks)
             callbacks = [*first, *callbacks, *later]
             if spec.training.adversarial:
@@ -119,6 +127,8 @@ def fit(
                     from dlrun.report.plots import history_plot
 
                     history_plot(recorder.rows, run.file(store.HISTORY_PLOT))
+    if tracker is not None:  # the outcome is recorded: now the server learns it
+        tracker.end(run)
     return Outcome(run_dir, life.status, life.exit_code, metrics, life.message)
 
 

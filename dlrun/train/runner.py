@@ -19,6 +19,7 @@ from dlrun.data.splits import count, validation_share
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
 from dlrun.spec.schema import Spec
+from dlrun.tracking import mlflow_runs as tracking
 from dlrun.train import cluster
 from dlrun.train.fit import fit
 from dlrun.train.life import now
@@ -48,16 +49,21 @@ def train(
     folder: str | None = None,
     score_test: bool = True,
     plot: bool = True,
+    track: bool = True,
 ) -> Outcome:
     """Train a spec into a new run folder under runs_root; never raises for a training fault.
 
     `folder` names the run folder exactly (a sweep's trials); by default it is
     `<name>-<timestamp>`. A sweep's trials pass score_test=False: model selection must not
     look at the test split (and skipping it saves a model load per trial); and plot=False:
-    drawing history.png costs a small fit more than its epochs.
+    drawing history.png costs a small fit more than its epochs. `track`: send the run to the
+    tracking server the spec or $MLFLOW_TRACKING_URI names (a sweep's fits: False, the sweep
+    sends them as its MLflow run's children).
     """
     from dlrun.backend import load, use
 
+    # MLflow asked for without its extra, or without a server: said before the folder exists
+    tracker = tracking.tracker(spec, runs_root, track, console)
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     usercode.add_base_code(spec)  # a base run's code, if trusted
@@ -82,7 +88,7 @@ def train(
             "and the half-made folder was removed"
         ) from None
     with run:
-        outcome = fit(prepared, run, console, [], extra_callbacks, score_test, plot)
+        outcome = fit(prepared, run, console, [], extra_callbacks, score_test, plot, tracker)
     if role is not None and not role.leader:
         cluster.remove_scratch(run_dir)
     return outcome
@@ -184,10 +190,12 @@ def resume(
     epochs: int | None = None,
     score_test: bool = True,
     plot: bool = True,
+    track: bool = True,
 ) -> Outcome:
     """Continue an interrupted, crashed or failed run from its last completed epoch; with
     `epochs`, also a completed run, up to that many epochs in all (a new attempt).
-    `score_test` and `plot` as for train (a sweep's trials: both False)."""
+    `score_test`, `plot` and `track` as for train (a sweep's trials: all False); a tracked run
+    goes on in the same MLflow run."""
     # The lock first, then the status: of two resumes at once, the second stops here.
     folder = store.RunFolder.acquire(run_path)
     with folder:
@@ -201,6 +209,7 @@ def resume(
             epochs,
             score_test,
             plot,
+            track,
         )
 
 
@@ -214,6 +223,7 @@ def _resume(
     epochs: int | None,
     score_test: bool = True,
     plot: bool = True,
+    track: bool = True,
 ) -> Outcome:
     from dlrun.backend import load, use
 
@@ -231,6 +241,7 @@ def _resume(
             "pass --force to resume with the edited config"
         )
     spec = load_spec(store.config_of(run.path))
+    tracker = tracking.tracker(spec, run.path.parent, track, console)
     done = completed_epoch(run)
     if epochs is not None:
         if epochs <= max(done, run.epochs_done()):
@@ -288,7 +299,7 @@ def _resume(
         resumed_by=command if command is not None else sys.argv,
         **_processes(),
     )
-    outcome = fit(prepared, folder, console, rows, extra_callbacks, score_test, plot)
+    outcome = fit(prepared, folder, console, rows, extra_callbacks, score_test, plot, tracker)
     if role is not None and not role.leader:
         cluster.remove_scratch(run.path)
     return outcome
