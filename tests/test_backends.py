@@ -211,7 +211,7 @@ def test_a_missing_backend_is_one_line_naming_the_extra(backend, tiny_spec, tmp_
 def test_an_unknown_backend_is_refused_with_a_suggestion(tiny_spec):
     result = runner.invoke(app, ["validate", str(tiny_spec), "--set", "backend=jaxx"])
     assert result.exit_code == 2
-    assert "backend: expected one of 'tensorflow', 'jax' or 'torch', got 'jaxx'" in result.stderr
+    assert "backend: expected one of 'auto', 'tensorflow', 'jax' or 'torch', got 'jaxx'" in result.stderr
     assert "did you mean 'jax'?" in result.stderr
 
 

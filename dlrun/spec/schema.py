@@ -39,6 +39,7 @@ DATA_KEYS_FOR = {
 }
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 # compile.steps_per_execution: auto is this on a GPU with JAX or torch, 1 elsewhere. The CPU
 # (bench/steps_per_execution.md) gained on the dense net but lost on the CNN; the H200 gained on
 # both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
@@ -544,7 +545,10 @@ class TrainingSpec(_Section):
 class Spec(_Section):
     # run folder prefix; its folder adds -YYYYMMDD-HHMMSS[-N] and must fit in 255 bytes
     name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
-    backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
+    # Keras' backend, fixed before Keras is imported. auto: chosen from the model when the
+    # spec is read (spec.backends: JAX for dense nets on the CPU, else TensorFlow), and
+    # recorded as the backend the run's config.yaml names.
+    backend: Literal[BACKEND_CHOICES] = "auto"
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     data: DataSpec
     model: ModelSpec
@@ -553,6 +557,16 @@ class Spec(_Section):
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
+    # backend: auto, resolved: why it is the one it is (meta.json's backend_auto)
+    _backend_auto: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _choose_backend(self) -> Spec:
+        if self.backend == "auto":
+            from dlrun.spec.backends import choose
+
+            self.backend, self._backend_auto = choose(self)
+        return self
 
     @property
     def has_validation(self) -> bool:

@@ -116,6 +116,8 @@ def _start(
             "cwd": os.getcwd(),
             "seed": spec.seed,
             "backend": spec.backend,
+            # backend: auto (the default): why this one (spec.backends); null when named
+            "backend_auto": spec._backend_auto,
             "epochs_planned": total_epochs(spec),
             "epochs_done": 0,
             "versions": versions(),
