@@ -15,6 +15,7 @@ Usage: python bench/speed.py [--epochs 10] [--nets dense,dropout,batchnorm,cnn] 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -66,7 +67,11 @@ def child_dlrun(config: str, epochs: int, runs_dir: str, more: list[str]) -> Non
     metrics = outcome.metrics
     samples = metrics["samples_per_second"] * metrics["train_seconds"] / metrics["epochs_done"]
     meta = json.loads((outcome.run_dir / "meta.json").read_text())
+    with (outcome.run_dir / "history.csv").open() as history:
+        # from the epoch's start to its records (RunRecorder): the rest is the records
+        inside = [float(row["epoch_seconds"]) for row in csv.DictReader(history)]
     line = {
+        "epoch_inside": inside,
         "epoch_starts": Clock.starts,
         "train_ended": Clock.ended,
         "train_samples": round(samples),
@@ -108,6 +113,9 @@ def one(net: str, who: str, epochs: int, runs_dir: str) -> dict:
     line["median_epoch"] = statistics.median(each[1:])
     line["first_epoch"] = each[0]
     line["samples_per_second"] = line["train_samples"] / line["median_epoch"]
+    if "epoch_inside" in line:  # dlrun: what its records between epochs cost
+        gaps = [a - b for a, b in zip(each, line["epoch_inside"], strict=True)]
+        line["records"] = statistics.median(gaps[1:])
     return line
 
 
@@ -139,9 +147,9 @@ def main() -> None:
                     )
     after = load_average()
     rows = [
-        "| net | who | backend | median epoch s (2-{e}) | samples/s | first epoch s "
-        "| test acc | vs hand TF | vs hand JAX |".format(e=args.epochs),
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| net | who | backend | median epoch s (2-{args.epochs}) | samples/s "
+        "| first epoch s | records s | test acc | vs hand TF | vs hand JAX |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for net in nets:
         hand = {
@@ -155,13 +163,18 @@ def main() -> None:
             rate = statistics.median(r["samples_per_second"] for r in lines)
             first = statistics.median(r["first_epoch"] for r in lines)
             accuracy = statistics.median(r["test_accuracy"] for r in lines)
+            records = (
+                f"{statistics.median(r['records'] for r in lines):.4f}"
+                if "records" in lines[0]
+                else ""
+            )
             ratios = [f"{hand[b] / epoch:.2f}x" if b in hand else "" for b in hand]
             backend = lines[0]["backend"]
             if "steps_per_execution" in lines[0]:
                 backend += f", spe {lines[0]['steps_per_execution']}"
             rows.append(
                 f"| {net} | {name} | {backend} | {epoch:.4f} | {rate:,.0f} | {first:.2f} "
-                f"| {accuracy:.4f} | {' | '.join(ratios)} |"
+                f"| {records} | {accuracy:.4f} | {' | '.join(ratios)} |"
             )
     command = "python bench/speed.py " + " ".join(sys.argv[1:])
     text = "\n".join(
@@ -173,7 +186,9 @@ def main() -> None:
             f"{after} after. mnist_5k (3,600 training images after the 10% validation split), "
             f"batch 128, {args.epochs} epochs, {args.rounds} round(s), one process per fit, "
             "the fits of a net one after the other. vs hand: the hand-written epoch time over "
-            "this one (above 1: faster than plain Keras).",
+            "this one (above 1: faster than plain Keras). records: dlrun's time between an "
+            "epoch's last batch (validation included) and the next epoch's first (history.csv, "
+            "last.keras, best.keras, TensorBoard, meta.json, the epoch's reorder).",
             "",
             *rows,
             "",

@@ -45,6 +45,10 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 # both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
 # not straddle (data.check_steps_per_execution).
 STEPS_PER_EXECUTION_GPU = 8
+# And on JAX on the CPU for a net under SMALL_NET_PARAMS parameters, whose steps are mostly
+# dispatch: 8 made dlrun's dense 784-32-10 (25k parameters) 1.7x faster there, and the
+# dropout and batch-norm nets (670k, 471k) no faster (bench/speed.py, docs/performance.md).
+SMALL_NET_PARAMS = 100_000
 # Keras' augmentation layers that blend two samples and their labels: inside a model they would
 # blend the images and keep the first image's label.
 LABEL_MIXING_LAYERS = ("MixUp", "CutMix")
@@ -595,12 +599,18 @@ class Spec(_Section):
         losses = self.compile.loss
         return loss_task(losses.get(output, "") if by_output(losses) else losses)
 
-    def steps_per_execution(self, on_gpu: bool = False) -> int:
-        """compile.steps_per_execution, with auto resolved for the backend and device."""
+    def steps_per_execution(self, on_gpu: bool = False, params: int | None = None) -> int:
+        """compile.steps_per_execution, with auto resolved for the backend, the device and
+        (JAX on the CPU) the model's parameter count."""
         value = self.compile.steps_per_execution
         if value != "auto":
             return value
-        return STEPS_PER_EXECUTION_GPU if on_gpu and self.backend != "tensorflow" else 1
+        if self.backend == "tensorflow":
+            return 1
+        if on_gpu:
+            return STEPS_PER_EXECUTION_GPU
+        small = params is not None and params < SMALL_NET_PARAMS
+        return STEPS_PER_EXECUTION_GPU if self.backend == "jax" and small else 1
 
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
