@@ -87,9 +87,14 @@ class EpochClock(keras.callbacks.Callback):
     beyond them)."""
 
     seconds = 0.0
+    starts: list[float] = []  # when each epoch began (bench/speed.py: epoch to epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.began = time.perf_counter()
+        EpochClock.starts.append(self.began)
+
+    def on_train_end(self, logs=None):
+        EpochClock.ended = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         EpochClock.seconds += time.perf_counter() - self.began
@@ -110,6 +115,10 @@ print(
         {
             "fit_seconds": fit_seconds,
             "epochs_seconds": EpochClock.seconds,
+            "epoch_starts": EpochClock.starts,
+            "train_ended": EpochClock.ended,
+            "train_samples": int(len(X_train) * 0.9),
+            "backend": keras.backend.backend(),
             "test_accuracy": float(score[1]),
             "samples_per_second": samples / fit_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

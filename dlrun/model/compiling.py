@@ -268,7 +268,7 @@ def compile_model(
         metrics=found["metrics"],
         loss_weights=spec.compile.loss_weights,
         jit_compile=spec.compile.jit_compile,
-        steps_per_execution=spec.steps_per_execution(_on_gpu(spec)),
+        steps_per_execution=spec.steps_per_execution(_on_gpu(spec), model.count_params()),
     )
 
 

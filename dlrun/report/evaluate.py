@@ -60,6 +60,7 @@ def evaluate(
         "run": run.name,
         "run_status": run.status,
         "checkpoint": checkpoint,
+        "backend": spec.backend,  # the run's own (config.yaml), unless --set backend= says
         "created": created.astimezone().isoformat(timespec="seconds"),
         "data": spec.resolved()["data"],
         "task": data.task,

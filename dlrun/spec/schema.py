@@ -43,11 +43,16 @@ DATA_KEYS_FOR = {
 }
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 # compile.steps_per_execution: auto is this on a GPU with JAX or torch, 1 elsewhere. The CPU
 # (bench/steps_per_execution.md) gained on the dense net but lost on the CNN; the H200 gained on
 # both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
 # not straddle (data.check_steps_per_execution).
 STEPS_PER_EXECUTION_GPU = 8
+# And on JAX on the CPU for a net under SMALL_NET_PARAMS parameters, whose steps are mostly
+# dispatch: 8 made dlrun's dense 784-32-10 (25k parameters) 1.7x faster there, and the
+# dropout and batch-norm nets (670k, 471k) no faster (bench/speed.py, docs/performance.md).
+SMALL_NET_PARAMS = 100_000
 # Keras' augmentation layers that blend two samples and their labels: inside a model they would
 # blend the images and keep the first image's label.
 LABEL_MIXING_LAYERS = ("MixUp", "CutMix")
@@ -682,7 +687,10 @@ class TrackingSpec(_Section):
 class Spec(_Section):
     # run folder prefix; its folder adds -YYYYMMDD-HHMMSS[-N] and must fit in 255 bytes
     name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
-    backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
+    # Keras' backend, fixed before Keras is imported. auto: chosen from the model when the
+    # spec is read (spec.backends: JAX for dense nets on the CPU, else TensorFlow), and
+    # recorded as the backend the run's config.yaml names.
+    backend: Literal[BACKEND_CHOICES] = "auto"
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
     # Python files whose layers, losses, metrics, callbacks, optimizers, schedules and model
     # or data functions the spec uses by name; relative to the spec file
@@ -696,6 +704,16 @@ class Spec(_Section):
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
+    # backend: auto, resolved: why it is the one it is (meta.json's backend_auto)
+    _backend_auto: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _choose_backend(self) -> Spec:
+        if self.backend == "auto":
+            from dlrun.spec.backends import choose
+
+            self.backend, self._backend_auto = choose(self)
+        return self
 
     @model_validator(mode="after")
     def _processes(self) -> Spec:
@@ -758,12 +776,18 @@ class Spec(_Section):
         losses = self.compile.loss
         return loss_task(losses.get(output, "") if by_output(losses) else losses)
 
-    def steps_per_execution(self, on_gpu: bool = False) -> int:
-        """compile.steps_per_execution, with auto resolved for the backend and device."""
+    def steps_per_execution(self, on_gpu: bool = False, params: int | None = None) -> int:
+        """compile.steps_per_execution, with auto resolved for the backend, the device and
+        (JAX on the CPU) the model's parameter count."""
         value = self.compile.steps_per_execution
         if value != "auto":
             return value
-        return STEPS_PER_EXECUTION_GPU if on_gpu and self.backend != "tensorflow" else 1
+        if self.backend == "tensorflow":
+            return 1
+        if on_gpu:
+            return STEPS_PER_EXECUTION_GPU
+        small = params is not None and params < SMALL_NET_PARAMS
+        return STEPS_PER_EXECUTION_GPU if self.backend == "jax" and small else 1
 
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""

@@ -57,7 +57,13 @@ class RunRecorder(keras.callbacks.Callback):
     overwrites no checkpoint, so best.keras and last.keras always hold finite weights.
     Everything --resume needs is in these files: the checkpoint's optimizer step counter says
     which epoch it ends, history.csv holds the rows (and so the best value) up to it.
+
+    async_safe: its batch hook only notes that a batch came. Without it Keras (on JAX and
+    torch) turns every batch's metrics into Python numbers on the training thread, a wait for
+    the device after each step: 0.9 ms a batch, a quarter of the dense net's epoch on JAX.
     """
+
+    async_safe = True
 
     def __init__(
         self,

@@ -136,7 +136,11 @@ def _start(
             "cwd": os.getcwd(),
             "seed": spec.seed,
             "backend": spec.backend,
+            # backend: auto (the default): why this one (spec.backends); null when named
+            "backend_auto": spec._backend_auto,
             "epochs_planned": total_epochs(spec),
+            # compile.steps_per_execution as fit ran it (auto resolved: Spec.steps_per_execution)
+            "steps_per_execution": int(prepared.model.steps_per_execution),
             "epochs_done": 0,
             "versions": versions(),
             "devices": prepared.devices,
