@@ -167,6 +167,10 @@ SINGLE_INPUT_ONLY = {
         lambda spec: spec.training.adversarial is not None,
         "adversarial training attacks one input; remove training.adversarial",
     ),
+    ("data", "missing"): (
+        lambda spec: spec.data.missing == "fill",
+        "blank cells are not filled per input yet; use data.missing: drop or refuse",
+    ),
 }
 
 

@@ -60,6 +60,7 @@ def train(
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
     prepared = prepare(spec)
+    _tell(console, prepared.data)
     if spec.training.validation_split is None:  # the run describes itself: resolved
         own = prepared.data.validation == "own"
         spec.training.validation_split = validation_share(spec, own)
@@ -77,6 +78,14 @@ def train(
         ) from None
     with run:
         return fit(prepared, run, console, [], extra_callbacks, score_test, plot)
+
+
+def _tell(console, data) -> None:
+    """What loading decided for the user: rows dropped, an input shape taken from the data."""
+    from dlrun.textsafe import clean
+
+    for note in getattr(data, "notes", []):
+        console.print(clean(note, newlines=False), markup=False)
 
 
 def _pin_base(spec: Spec) -> dict | None:

@@ -1,0 +1,221 @@
+"""Issue 34, a first user's day: tabular data as it comes (blanks, extra columns, another file
+to score), image folders of their own size, paths, sweeps you can follow, results you can read.
+Every case goes through the CLI on data shaped like a new user's: a penguins-like csv with
+blanks in a text column and an extra column, a folder of 28x28 grey PNGs, a pruned sweep."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlrun.cli import app
+from tests.conftest import run_dirs
+
+runner = CliRunner()
+SPECIES = ("Adelie", "Gentoo", "Chinstrap")
+
+
+def penguins(path: Path, rows: int = 150, seed: int = 0, blanks: bool = True) -> Path:
+    """A palmerpenguins-like csv: species (the label), island and sex (text, sex with blanks),
+    four measurements (one blank), and year, a column no model should learn from."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 3, rows)
+    frame = pd.DataFrame(
+        {
+            "species": [SPECIES[k] for k in kind],
+            "island": np.where(kind == 1, "Biscoe", rng.choice(["Dream", "Torgersen"], rows)),
+            "bill_length_mm": 38 + 5 * kind + rng.normal(0, 1, rows),
+            "bill_depth_mm": 18 - 2 * (kind == 1) + rng.normal(0, 0.5, rows),
+            "flipper_length_mm": 190 + 15 * (kind == 1) + rng.normal(0, 3, rows),
+            "body_mass_g": 3700 + 1300 * (kind == 1) + rng.normal(0, 200, rows),
+            "sex": rng.choice(["male", "female"], rows),
+            "year": rng.choice([2007, 2008, 2009], rows),
+        }
+    )
+    if blanks:
+        frame.loc[[3, 8, rows - 1], "sex"] = None
+        frame.loc[[5], "bill_length_mm"] = None
+    frame.to_csv(path, index=False)
+    return path
+
+
+def penguin_spec(folder: Path, data: str = "", name: str = "penguins") -> Path:
+    spec = folder / f"{name}.yaml"
+    spec.write_text(
+        f"""\
+name: {name}
+data:
+  dataset: csv
+  path: {folder / "penguins.csv"}
+  label_column: species
+  categorical: [island, sex]
+  scale: 100
+{data}model:
+  layers:
+    - {{type: Dense, units: 16, activation: relu}}
+    - {{type: Dense, units: 3, activation: softmax}}
+training:
+  epochs: 1
+  batch_size: 32
+"""
+    )
+    return spec
+
+
+def train(spec: Path, runs: Path, *args: str):
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs), *args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def filled_run(tmp_path_factory) -> Path:
+    """A run on the penguins csv with data.missing: fill and year dropped."""
+    folder = tmp_path_factory.mktemp("penguins")
+    penguins(folder / "penguins.csv")
+    spec = penguin_spec(folder, "  missing: fill\n  drop: [year]\n")
+    result = train(spec, folder / "runs")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(folder / "runs")
+    return run
+
+
+# --- 1. missing values ------------------------------------------------------------------------
+
+
+def test_a_blank_text_cell_is_refused_by_default(tmp_path):
+    penguins(tmp_path / "penguins.csv")
+    result = train(penguin_spec(tmp_path, "  drop: [year]\n"), tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert "column 'sex' is blank on line(s) 5, 10, 151" in result.output
+    assert "data.missing: drop" in result.output
+    assert run_dirs(tmp_path / "runs") == []
+
+
+def test_a_blank_number_is_refused_naming_data_missing(tmp_path):
+    penguins(tmp_path / "penguins.csv")
+    spec = penguin_spec(tmp_path, "  drop: [year]\n")
+    result = train(
+        spec,
+        tmp_path / "runs",
+        "--set",
+        "data.categorical=[island]",
+        "--set",
+        "data.drop=[year, sex]",
+    )
+    assert result.exit_code == 2, result.output
+    assert "'bill_length_mm'" in result.output and "data.missing: drop or fill" in result.output
+
+
+def test_drop_leaves_out_the_rows_with_blanks_and_says_how_many(tmp_path):
+    penguins(tmp_path / "penguins.csv")
+    result = train(penguin_spec(tmp_path, "  missing: drop\n  drop: [year]\n"), tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "dropped 4 of 150 rows with a blank cell (data.missing: drop)" in result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["data_encoding"]["categorical"]["sex"] == ["female", "male"]  # no 'nan'
+
+
+def test_a_blank_in_a_dropped_column_drops_no_row(tmp_path):
+    import pandas as pd
+
+    penguins(tmp_path / "penguins.csv", blanks=False)
+    frame = pd.read_csv(tmp_path / "penguins.csv")
+    frame.loc[[2, 4], "year"] = None
+    frame.to_csv(tmp_path / "penguins.csv", index=False)
+    result = train(penguin_spec(tmp_path, "  missing: drop\n  drop: [year]\n"), tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "rows with a blank cell" not in result.output
+
+
+def test_fill_records_the_training_values_and_predict_fills_with_them(filled_run, tmp_path):
+    meta = json.loads((filled_run / "meta.json").read_text())
+    fill = meta["data_encoding"]["fill"]
+    assert fill["sex"] in ("male", "female")
+    assert 40 < fill["bill_length_mm"] < 50
+    assert "year" not in fill and "year" not in meta["feature_columns"]
+    assert "nan" not in meta["data_encoding"]["categorical"]["sex"]
+    new = penguins(tmp_path / "new.csv", rows=12, seed=3)
+    result = runner.invoke(app, ["predict", str(filled_run), str(new), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line and line[0].isdigit()]
+    assert len(rows) == 12
+    # the blank sex in row 4 is filled: its prediction is that of the row with the value filled
+    import pandas as pd
+
+    frame = pd.read_csv(new)
+    frame.loc[3, "sex"] = fill["sex"]
+    frame.to_csv(tmp_path / "by_hand.csv", index=False)
+    again = runner.invoke(
+        app, ["predict", str(filled_run), str(tmp_path / "by_hand.csv"), "--format", "csv"]
+    )
+    assert again.exit_code == 0, again.output
+    by_hand = [line for line in again.stdout.splitlines() if line and line[0].isdigit()]
+    assert by_hand[3] == rows[3]
+
+
+def test_predict_refuses_a_blank_for_a_run_that_fills_none(tmp_path):
+    penguins(tmp_path / "penguins.csv")
+    spec = penguin_spec(tmp_path, "  missing: drop\n  drop: [year]\n")
+    assert train(spec, tmp_path / "runs").exit_code == 0
+    (run,) = run_dirs(tmp_path / "runs")
+    new = penguins(tmp_path / "new.csv", rows=12, seed=3)
+    result = runner.invoke(app, ["predict", str(run), str(new)])
+    assert result.exit_code != 0
+    assert "row 4: column 'sex' is blank" in result.output
+
+
+# --- 2. choosing columns ----------------------------------------------------------------------
+
+
+def test_data_columns_picks_the_features_in_order(tmp_path):
+    penguins(tmp_path / "penguins.csv", blanks=False)
+    spec = penguin_spec(tmp_path, "  columns: [flipper_length_mm, island, bill_length_mm]\n")
+    result = train(spec, tmp_path / "runs", "--set", "data.categorical=[island]")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["feature_columns"] == ["flipper_length_mm", "island", "bill_length_mm"]
+    assert "columns:" in (run / "config.yaml").read_text()
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_unknown_column_is_named_with_the_ones_there(tmp_path):
+    penguins(tmp_path / "penguins.csv", blanks=False)
+    result = train(penguin_spec(tmp_path, "  drop: [yaer]\n"), tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert "no column 'yaer'" in result.output and "did you mean 'year'" in result.output
+
+
+# --- 3. another csv to score -------------------------------------------------------------------
+
+
+def test_evaluate_scores_all_of_another_csv_even_of_one_class(filled_run, tmp_path):
+    import pandas as pd
+
+    other = penguins(tmp_path / "other.csv", rows=30, seed=5)
+    frame = pd.read_csv(other)
+    frame["species"] = "Gentoo"
+    frame.to_csv(other, index=False)
+    result = runner.invoke(
+        app, ["evaluate", str(filled_run), "--set", f"data.path={other}", "--no-save"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"(30 samples (every row of {other})" in result.output
+
+
+def test_a_csv_brings_its_own_test_file(tmp_path):
+    penguins(tmp_path / "penguins.csv", blanks=False)
+    test = penguins(tmp_path / "test.csv", rows=25, seed=9, blanks=False)
+    spec = penguin_spec(tmp_path, f"  test_path: {test}\n  test_split: 0\n")
+    result = train(spec, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    result = runner.invoke(app, ["evaluate", str(run), "--no-save"])
+    assert result.exit_code == 0, result.output
+    assert "(25 samples, best checkpoint" in result.output
