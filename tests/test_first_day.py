@@ -219,3 +219,71 @@ def test_a_csv_brings_its_own_test_file(tmp_path):
     result = runner.invoke(app, ["evaluate", str(run), "--no-save"])
     assert result.exit_code == 0, result.output
     assert "(25 samples, best checkpoint" in result.output
+
+
+# --- 4. image folders of their own size --------------------------------------------------------
+
+
+def grey_digits(folder: Path, per_class: int = 12, size: int = 28) -> Path:
+    """A folder of 28x28 grey PNGs, one subfolder per class, written here."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("0", "1", "2"):
+        (folder / label).mkdir(parents=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)
+            pixels[:, int(label) * 8 : int(label) * 8 + 8] = 250
+            Image.fromarray(pixels, mode="L").save(folder / label / f"{index}.png")
+    return folder
+
+
+def image_spec(folder: Path, data: str = "") -> Path:
+    spec = folder / "images.yaml"
+    spec.write_text(
+        f"""\
+name: pngs
+data:
+  dataset: directory
+  path: {folder / "pngs"}
+{data}model:
+  layers:
+    - Flatten
+    - {{type: Dense, units: 3, activation: softmax}}
+training: {{epochs: 1, batch_size: 8}}
+"""
+    )
+    return spec
+
+
+def test_an_image_folder_takes_the_images_own_size_and_colour(tmp_path):
+    grey_digits(tmp_path / "pngs")
+    spec = image_spec(tmp_path)
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "input shape (28, 28, 1)" in result.output
+    assert "2,355 parameters" in result.output  # 784 * 3 + 3, not 224 * 224 * 3 inputs
+    result = train(spec, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "input shape (28, 28, 1)" in result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    config = (run / "config.yaml").read_text()
+    assert "image_size:\n  - 28\n  - 28" in config and "color_mode: grayscale" in config
+    new = tmp_path / "pngs" / "1" / "0.png"
+    result = runner.invoke(app, ["predict", str(run), str(new)])
+    assert result.exit_code == 0, result.output
+
+
+def test_images_of_several_sizes_ask_for_image_size(tmp_path):
+    from PIL import Image
+
+    grey_digits(tmp_path / "pngs")
+    Image.new("L", (32, 30)).save(tmp_path / "pngs" / "2" / "big.png")
+    result = runner.invoke(app, ["validate", str(image_spec(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert "data.image_size" in result.output and "2 sizes" in result.output
+    result = runner.invoke(
+        app, ["validate", str(image_spec(tmp_path, "  image_size: [20, 20]\n"))]
+    )
+    assert result.exit_code == 0, result.output
+    assert "input shape (20, 20, 1)" in result.output

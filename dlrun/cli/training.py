@@ -231,7 +231,12 @@ def validate(
     from dlrun.model.compiling import compile_model
     from dlrun.train.knobs import make_callbacks
 
-    input_shape, num_classes, target_shape = signature(spec)
+    notes: list[str] = []
+    input_shape, num_classes, target_shape = signature(spec, notes)
+    from dlrun.textsafe import clean
+
+    for note in notes:  # what loading decided: rows dropped, an input shape from the images
+        typer.echo(clean(note, newlines=False))
     model = build_model(spec, input_shape)
     problems = []  # every problem at once: one round of fixes
     try:

@@ -90,9 +90,11 @@ class DataSpec(_Section):
     # Unset: regression when the loss is a regression loss (mse, mae, huber, ...).
     task: Literal["classification", "regression"] | None = None
     cv: FoldSpec | None = None  # validate on a k-fold split instead of validation_split
-    # directory only: every image is decoded and resized to this, as rgb or grayscale
-    image_size: tuple[int, int] = Field((224, 224), validate_default=True)
-    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    # directory only: every image is decoded and resized to this, as rgb or grayscale. Unset:
+    # the images' own size and colour when they all agree (with a pretrained base: 224x224
+    # rgb); the run records what was chosen.
+    image_size: tuple[int, int] | None = Field(None, validate_default=True)
+    color_mode: Literal["rgb", "grayscale"] | None = None
     cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
     classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
     limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
@@ -166,6 +168,8 @@ class DataSpec(_Section):
     @field_validator("image_size", mode="before")
     @classmethod
     def _size(cls, size: Any) -> Any:
+        if size is None:
+            return size
         if isinstance(size, list):  # YAML has lists, not tuples
             size = tuple(size)
         if isinstance(size, int) and not isinstance(size, bool):
