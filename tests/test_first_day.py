@@ -282,8 +282,46 @@ def test_images_of_several_sizes_ask_for_image_size(tmp_path):
     result = runner.invoke(app, ["validate", str(image_spec(tmp_path))])
     assert result.exit_code == 2, result.output
     assert "data.image_size" in result.output and "2 sizes" in result.output
-    result = runner.invoke(
-        app, ["validate", str(image_spec(tmp_path, "  image_size: [20, 20]\n"))]
-    )
+    result = runner.invoke(app, ["validate", str(image_spec(tmp_path, "  image_size: [20, 20]\n"))])
     assert result.exit_code == 0, result.output
     assert "input shape (20, 20, 1)" in result.output
+
+
+# --- 5. paths relative to the spec ---------------------------------------------------------------
+
+
+def test_a_data_path_is_relative_to_the_spec_file_and_recorded_absolute(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    penguins(project / "data" / "penguins.csv", blanks=False)
+    spec = penguin_spec(project, "  drop: [year]\n")
+    spec.write_text(spec.read_text().replace(str(project / "penguins.csv"), "data/penguins.csv"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = train(spec, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    assert f"path: {project / 'data' / 'penguins.csv'}\n" in (run / "config.yaml").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["evaluate", str(run), "--no-save"]).exit_code == 0
+
+
+def test_a_missing_file_says_what_it_was_resolved_against(tmp_path):
+    spec = penguin_spec(tmp_path)
+    spec.write_text(spec.read_text().replace(str(tmp_path / "penguins.csv"), "data/p.csv"))
+    result = train(spec, tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert f"no such file: {tmp_path / 'data' / 'p.csv'}" in result.output
+    assert f"('data/p.csv' is relative to the folder of {spec})" in result.output
+
+
+def test_the_shipped_csv_config_trains_from_any_folder(tmp_path, monkeypatch):
+    from tests.conftest import CONFIGS
+
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["validate", str(CONFIGS / "cancer_callbacks.yaml")],
+    )
+    assert result.exit_code == 0, result.output

@@ -63,7 +63,7 @@ def _keras_dataset(name: str) -> tuple[tuple, tuple]:
 def _npz(spec: Spec) -> tuple:
     path = Path(spec.data.path)
     if not path.is_file():
-        raise spec.error(("data", "path"), f"no such file: {path}")
+        raise spec.missing(("data", "path"), path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             # Only the keys dlrun uses are decompressed, each bounded before it is read.

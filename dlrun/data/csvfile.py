@@ -26,7 +26,7 @@ def read_frame(spec: Spec, path: Path, loc: tuple, notes: list[str] | None = Non
     import pandas as pd
 
     if not path.is_file():
-        raise spec.error(loc, f"no such file: {path}")
+        raise spec.missing(loc, path)
     checks.csv_header(spec, path)  # a column named twice, before pandas renames it
     try:
         frame = pd.read_csv(path)

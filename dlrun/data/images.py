@@ -47,7 +47,7 @@ def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
     "test" when given."""
     root = Path(spec.data.path)
     if not root.is_dir():
-        raise spec.error(("data", "path"), f"no such folder: {root}")
+        raise spec.missing(("data", "path"), root, "folder")
     names = _subfolders(root)
     splits = [name for name in names if name in SPLIT_FOLDERS]
     folders = {"train": root}
@@ -74,7 +74,7 @@ def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
     if spec.data.test_path:
         test = Path(spec.data.test_path)
         if not test.is_dir():
-            raise spec.error(("data", "test_path"), f"no such folder: {test}")
+            raise spec.missing(("data", "test_path"), test, "folder")
         folders["test"] = test
     return folders
 

@@ -107,7 +107,7 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     model_path = checkpoint_path(run, checkpoint, " to attack", AttackError)
     for folder in (store.ATTACKS, store.PLOTS):
         _safe_folder(run.path, folder)
-    spec = load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides, run.relative_to)
     one_input_and_output(spec, run.path, "attack", AttackError)
     if (run.metrics.get("task") or spec.task) == "regression":
         raise AttackError(

@@ -37,7 +37,7 @@ def evaluate(
     run = store.open_run(run_path)
     check_reading_overrides("evaluate", overrides, ("data.", "backend="))
     model_path = checkpoint_path(run, checkpoint)
-    spec = load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides, run.relative_to)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
@@ -153,7 +153,7 @@ def _scored_data(run, spec) -> tuple:
     def files(data) -> tuple:  # one file however it is spelt (relative, with ./, ...)
         return tuple(Path(path).resolve() if path else None for path in (data.path, data.test_path))
 
-    own = load_spec(store.config_of(run.path)).data
+    own = load_spec(store.config_of(run.path), relative_to=run.relative_to).data
     other = files(spec.data)[0] != files(own)[0]
     if spec.data.dataset == "csv" and other:
         from dlrun.data.arrays import load_scored_csv

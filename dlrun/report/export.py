@@ -107,7 +107,7 @@ def export(
             f"{run.meta.get('epochs_planned', '?')} epochs done); export it once it has ended"
         )
     check_out(out, force, fmt)
-    spec = load_spec(store.config_of(run.path))
+    spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
     one_input_and_output(spec, run.path, "export")
     result = {"run": run.name, "format": fmt, "out": str(out), "checkpoint": checkpoint}
     if fmt == "script":

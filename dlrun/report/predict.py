@@ -67,7 +67,7 @@ def predict(
     fmt = check_arguments(fmt, out, top)
     run = store.open_run(run_path)
     model_path = checkpoint_path(run, checkpoint, " to predict with")
-    spec = load_spec(store.config_of(run.path))
+    spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
     use(spec.backend)
     task = run.metrics.get("task") or spec.task
     model = _model(spec, run, model_path, unsafe_load)

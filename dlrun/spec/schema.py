@@ -589,6 +589,8 @@ class Spec(_Section):
     # Where the spec came from, so that problems Keras finds later still name file and line.
     _source: str = PrivateAttr("spec")
     _lines: dict = PrivateAttr(default_factory=dict)
+    # {loc: (the path as written, what it is relative to)} of relative paths (spec.paths)
+    _origins: dict = PrivateAttr(default_factory=dict)
 
     @property
     def has_validation(self) -> bool:
@@ -627,6 +629,13 @@ class Spec(_Section):
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
         return SpecError(format_problem(self._source, self._lines, loc, message))
+
+    def missing(self, loc: Loc, path, what: str = "file") -> SpecError:
+        """A path key naming nothing there: the absolute path, and what a relative one was
+        resolved against."""
+        from dlrun.spec.paths import missing
+
+        return self.error(loc, missing(what, path, self._origins.get(tuple(loc))))
 
     def resolved(self) -> dict:
         """The spec with every default, as a run records it: data keys that do not apply to

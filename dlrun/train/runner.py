@@ -216,7 +216,7 @@ def _resume(
             f"{run.path}: {store.CONFIG} was edited after the run started; "
             "pass --force to resume with the edited config"
         )
-    spec = load_spec(store.config_of(run.path))
+    spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
     done = completed_epoch(run)
     if epochs is not None:
         if epochs <= max(done, run.epochs_done()):
