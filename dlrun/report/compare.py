@@ -90,9 +90,19 @@ def short_names(paths: list[str], taken: set[str] = frozenset()) -> dict[str, st
     return names
 
 
+def shown_name(run: Run) -> str:
+    """A run's name in a comparison: a sweep's refit run by its sweep (`refit` alone says
+    nothing among other runs)."""
+    from dlrun.report.listing import SWEEP_FILE, SWEEP_REFIT
+
+    if run.path.name == SWEEP_REFIT and (run.path.parent / SWEEP_FILE).is_file():
+        return f"{run.path.parent.name}/refit"
+    return run.name
+
+
 def _result_row(run: Run) -> dict[str, Any]:
     metrics = run.metrics
-    row: dict[str, Any] = {"run": run.name, "status": run.status}
+    row: dict[str, Any] = {"run": shown_name(run), "status": run.status}
     value = metrics.get("best_value")
     row[f"best_{metrics.get('monitor', 'value')}"] = value
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
@@ -554,12 +564,12 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         except (OSError, ValueError, KeyError, RunError):
             continue
         if rows:
-            histories[run.name] = rows
+            histories[shown_name(run)] = rows
     if not histories:
         raise RunError("--plot: none of the runs shown has a history.csv")
     columns = _panels(histories.values())
     names = comparison.short_names()
-    shown = [run for run in runs if run.name in histories]
+    shown = [run for run in runs if shown_name(run) in histories]
     by_run = {row["run"]: row for row in comparison.rows}
     plt = pyplot()
     with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
@@ -568,7 +578,7 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         for position, column in enumerate(columns):
             axis = figure.add_subplot(grid[0, position])
             for index, run in enumerate(shown):
-                rows = [r for r in histories[run.name] if column in r]
+                rows = [r for r in histories[shown_name(run)] if column in r]
                 axis.plot(
                     [r["epoch"] for r in rows],
                     [r[column] for r in rows],
@@ -584,8 +594,8 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
         keys = comparison.differing
         cells = [
             [
-                _plain(run.name),
-                *(_plain(config_cell(by_run.get(run.name, {}).get(k))) for k in keys),
+                _plain(shown_name(run)),
+                *(_plain(config_cell(by_run.get(shown_name(run), {}).get(k))) for k in keys),
             ]
             for run in shown
         ]
