@@ -325,3 +325,85 @@ def test_the_shipped_csv_config_trains_from_any_folder(tmp_path, monkeypatch):
         ["validate", str(CONFIGS / "cancer_callbacks.yaml")],
     )
     assert result.exit_code == 0, result.output
+
+
+# --- sweeps you can follow, results you can read -----------------------------------------------
+
+SWEEP = """\
+base: penguins.yaml
+name: penguin-sweep
+grid:
+  model.layers.0.units: [8, 16]
+cv: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def csv_sweep(tmp_path_factory) -> tuple[Path, Path, str]:
+    """A grid sweep with folds on the penguins csv: (its folder, the runs folder, output)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    penguins(folder / "penguins.csv")
+    penguin_spec(folder, "  drop: [year]\n  missing: fill\n")
+    (folder / "sweep.yaml").write_text(SWEEP)
+    runs = folder / "runs"
+    result = runner.invoke(app, ["sweep", str(folder / "sweep.yaml"), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    (sweep_dir,) = run_dirs(runs)
+    return sweep_dir, runs, result.output
+
+
+def test_validate_checks_a_sweep_file_and_builds_every_setting(tmp_path):
+    penguins(tmp_path / "penguins.csv")
+    penguin_spec(tmp_path, "  drop: [year]\n  missing: fill\n")
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    result = runner.invoke(app, ["validate", str(tmp_path / "sweep.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "a valid grid sweep of base penguins.yaml: 2 settings built (107 to 211" in result.output
+    assert "up to 4 fits, 2-fold cross-validation, scored on accuracy" in result.output
+    assert "unknown key" not in result.output
+    # a setting whose model cannot be built is named
+    (tmp_path / "sweep.yaml").write_text(SWEEP.replace("[8, 16]", "[8, 0]"))
+    result = runner.invoke(app, ["validate", str(tmp_path / "sweep.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "model.layers.0.units" in result.output
+
+
+def test_evaluate_a_sweep_folder_evaluates_its_refit_run(csv_sweep):
+    sweep_dir, _, _ = csv_sweep
+    result = runner.invoke(app, ["evaluate", str(sweep_dir), "--no-save"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{sweep_dir} is a sweep; evaluating its refit run {sweep_dir / 'refit'}" in result.output
+    )
+    assert "Test accuracy: " in result.output
+
+
+def test_compare_shows_a_sweep_as_its_refit_and_trials_on_request(csv_sweep):
+    sweep_dir, runs, _ = csv_sweep
+    result = runner.invoke(app, ["compare", str(runs), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split(",")[0] for line in result.stdout.splitlines()[1:] if line]
+    assert rows == [f"{sweep_dir.name}/refit"]
+    assert "4 sweep trial runs not compared: --trials adds them" in result.output
+    result = runner.invoke(app, ["compare", str(runs), "--trials", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.stdout.splitlines()[1:] if line]) == 5
+
+
+def test_best_yaml_writes_only_the_data_keys_that_apply(csv_sweep):
+    import yaml
+
+    sweep_dir, _, _ = csv_sweep
+    best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
+    for key in ("image_size", "color_mode", "cache"):
+        assert key not in best["data"]
+    assert best["data"]["missing"] == "fill" and best["data"]["drop"] == ["year"]
+    config = yaml.safe_load((sweep_dir / "refit" / "config.yaml").read_text())
+    assert set(best["data"]) == set(config["data"])
+
+
+def test_a_sweep_prints_each_fit_counted(csv_sweep):
+    _, _, output = csv_sweep
+    assert "fit 1/4 (setting 1/2, fold 1/2) val_accuracy " in output
+    assert "fit 4/4 (setting 2/2, fold 2/2) val_accuracy " in output
+    assert "· best so far " in output

@@ -276,7 +276,6 @@ def compare(
         typer.echo(f"wrote {plot}", err=True)
     elif plot:
         from dlrun.errors import RunError
-
         from dlrun.report.compare import shown_name
 
         shown = {row["run"] for row in comparison.rows}
