@@ -407,3 +407,29 @@ def test_a_sweep_prints_each_fit_counted(csv_sweep):
     assert "fit 1/4 (setting 1/2, fold 1/2) val_accuracy " in output
     assert "fit 4/4 (setting 2/2, fold 2/2) val_accuracy " in output
     assert "· best so far " in output
+
+
+# --- 17. a Ray address with nothing there ----------------------------------------------------
+
+
+def test_a_ray_address_with_nothing_listening_is_one_error_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a free loopback port: bound, then released
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    penguins(tmp_path / "penguins.csv")
+    penguin_spec(tmp_path, "  drop: [year]\n  missing: fill\n")
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    command = [sys.executable, "-m", "dlrun", "sweep", "sweep.yaml", "--executor", "ray"]
+    command += ["--address", f"127.0.0.1:{port}", "--runs-dir", "runs"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --address 127.0.0.1:"), result.stderr
+    assert "no Ray cluster answers there" in lines[0]
+    assert f"ray start --head --port {port}" in lines[0]
+    assert not (tmp_path / "runs").exists() or run_dirs(tmp_path / "runs") == []

@@ -359,9 +359,10 @@ def sweep(
     if address and executor != "ray":
         raise SpecError("--address is a Ray cluster's; add --executor ray")
     if executor == "ray":
-        from dlrun.sweep.ray import ray_module
+        from dlrun.sweep.ray import check_address, ray_module
 
         ray_module()  # installed? Said before any folder is made
+        check_address(address)  # something listening there? Before Ray's reconnect loop
     if resume is not None:
         held = sweeps.lock(resume)  # before anything is read: a second resume stops here
         found, sweep_dir = sweeps.reopen(resume), resume
