@@ -433,3 +433,27 @@ def test_a_ray_address_with_nothing_listening_is_one_error_line(tmp_path):
     assert "no Ray cluster answers there" in lines[0]
     assert f"ray start --head --port {port}" in lines[0]
     assert not (tmp_path / "runs").exists() or run_dirs(tmp_path / "runs") == []
+
+
+# --- 11. numbers that read -----------------------------------------------------------------------
+
+
+def test_compare_shows_four_significant_digits_and_small_rates_in_e_notation(tmp_path):
+    penguins(tmp_path / "penguins.csv", blanks=False)
+    spec = penguin_spec(tmp_path, "  drop: [year]\n")
+    for rate in ("0.000115", "0.0001150000001"):  # differ in the tenth decimal
+        rates = ["--set", f"compile.optimizer={{type: adam, learning_rate: {rate}}}"]
+        assert train(spec, tmp_path / "runs", *rates, "--set", "seed=1").exit_code == 0
+    result = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| 1.15e-04 |" in result.stdout
+    numbers = [cell.strip() for line in result.stdout.splitlines()[2:] for cell in line.split("|")]
+    decimals = [len(n.split(".")[1]) for n in numbers if n.replace(".", "").isdigit() and "." in n]
+    assert decimals and max(decimals) <= 6, result.stdout  # 4 significant digits, at most 6
+    grouped = runner.invoke(
+        app, ["compare", str(tmp_path / "runs"), "--group", "seed", "--format", "markdown"]
+    )
+    assert grouped.exit_code == 0, grouped.output
+    header, _, *rows = grouped.stdout.splitlines()
+    epochs = header.split("|").index(" epochs_done ")
+    assert rows and all(row.split("|")[epochs].strip() == "1 ± 0" for row in rows), grouped.stdout

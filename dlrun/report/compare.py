@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +41,7 @@ class Spread:
     std: float
     count: int
 
-    def __str__(self) -> str:
-        if self.std == 0 and float(self.mean).is_integer():  # the same count in every run
-            return str(int(self.mean))
+    def __str__(self) -> str:  # always both, even for a count the same in every run
         return f"{_number_text(self.mean)} ± {_number_text(self.std)}"
 
 
@@ -340,23 +339,48 @@ def config_cell(value: Any) -> str:
         return "null"
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
+    if isinstance(value, float) and value == value and 0 < abs(value) < SMALL:
+        return _small(value, DIGITS)  # a learning rate as 1.15e-04, not 0.000115
     return str(value)
 
 
-def _number_text(value: float, decimals: int = 4) -> str:
+DIGITS = 4  # significant digits of a number in a table
+MAX_DIGITS = 6  # more only where two values would read the same, and never past this
+SMALL = 1e-3  # below this, numbers read in scientific notation: 1.15e-04
+
+
+def _small(value: float, digits: int) -> str:
+    """A small number in scientific notation with as few digits as show it (up to
+    `digits`): 1e-04, 1.15e-04, 1.153e-04."""
+    for size in range(digits):
+        text = f"{value:.{size}e}"
+        if float(text) == value:
+            return text
+    return f"{value:.{digits - 1}e}"
+
+
+def _number_text(value: float, digits: int = DIGITS) -> str:
+    """A number to `digits` significant digits: 0.9812, 2.902, 1.15e-04, 12346."""
     if value != value:
         return ""
-    return f"{value:.{decimals}f}" if abs(value) < 1e5 else f"{value:.{decimals}g}"
+    if value == 0 or not math.isfinite(value):
+        return str(value) if value else "0"
+    if abs(value) < SMALL:
+        return _small(value, digits)
+    if abs(value) >= 10**digits:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
 
 
 def decimals_for(values: list) -> int:
-    """Decimals that tell a column's numbers apart: 4, or more where two different values
-    would read the same (learning rates 0.0001 and 0.00012)."""
+    """Significant digits that tell a column's numbers apart: 4, more only where two
+    different values would read the same, up to 6 (not ten decimals for trials that differ in
+    the tenth)."""
     numbers = {v for v in values if isinstance(v, float) and v == v}
-    decimals = 4
-    while decimals < 12 and len({_number_text(v, decimals) for v in numbers}) < len(numbers):
-        decimals += 1
-    return decimals
+    digits = DIGITS
+    while digits < MAX_DIGITS and len({_number_text(v, digits) for v in numbers}) < len(numbers):
+        digits += 1
+    return digits
 
 
 def result_cell(value: Any, decimals: int = 4) -> str:
