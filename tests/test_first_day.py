@@ -457,3 +457,32 @@ def test_compare_shows_four_significant_digits_and_small_rates_in_e_notation(tmp
     header, _, *rows = grouped.stdout.splitlines()
     epochs = header.split("|").index(" epochs_done ")
     assert rows and all(row.split("|")[epochs].strip() == "1 ± 0" for row in rows), grouped.stdout
+
+
+# --- 6. the script form of a csv with text columns and blanks ---------------------------------
+
+
+@pytest.mark.parametrize("missing", ["fill", "drop"])
+def test_a_csv_with_text_and_blanks_exports_as_a_script_that_trains_alike(tmp_path, missing):
+    import re
+    import subprocess
+    import sys
+
+    penguins(tmp_path / "penguins.csv")
+    spec = penguin_spec(tmp_path, f"  drop: [year]\n  missing: {missing}\n")
+    spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 2\n  deterministic: true"))
+    assert train(spec, tmp_path / "runs").exit_code == 0
+    (run,) = run_dirs(tmp_path / "runs")
+    out = tmp_path / "plain.py"
+    result = runner.invoke(app, ["export", str(run), "--format", "script", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "OneHotEncoder(" in text
+    assert ("SimpleImputer(" in text) == (missing == "fill")
+    ran = subprocess.run(
+        [sys.executable, str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    loss = float(re.search(r"^test loss: (\S+)$", ran.stdout, re.M)[1])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert loss == pytest.approx(metrics["test"]["loss"], abs=1e-3)
