@@ -12,8 +12,9 @@ A graph (model.inputs, blocks, `inputs:` references) is written with Keras' func
 one statement per layer, blocks copied out as dlrun expands them. What has no plain form here
 yet is refused in one line: a pretrained base (model.base) and its finetuning stage,
 adversarial training, training.distribute, Keras callbacks and class weights, augmentation
-layers, a sweep's cross-validation fold, validation or test data of the data's own, csv text
-columns and autoencoder targets.
+layers, a sweep's cross-validation fold, validation or test data of the data's own and
+autoencoder targets. A csv's text columns and blanks are encoded by scikit-learn's
+OneHotEncoder and SimpleImputer, fitted on the training split as dlrun's csvfile does.
 """
 
 from __future__ import annotations
