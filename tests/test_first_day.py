@@ -486,3 +486,27 @@ def test_a_csv_with_text_and_blanks_exports_as_a_script_that_trains_alike(tmp_pa
     loss = float(re.search(r"^test loss: (\S+)$", ran.stdout, re.M)[1])
     metrics = json.loads((run / "metrics.json").read_text())
     assert loss == pytest.approx(metrics["test"]["loss"], abs=1e-3)
+
+
+# --- 13. attack's picture of an image folder ----------------------------------------------------
+
+
+def test_attack_on_an_image_folder_pictures_several_classes(tmp_path):
+    import shutil
+
+    grey_digits(tmp_path / "pngs", per_class=10)
+    for label in ("0", "1", "2"):  # a test/ folder, listed class by class
+        (tmp_path / "pngs" / "test" / label).mkdir(parents=True)
+        for index in range(6):
+            shutil.move(
+                tmp_path / "pngs" / label / f"{index}.png", tmp_path / "pngs" / "test" / label
+            )
+        shutil.move(tmp_path / "pngs" / label, tmp_path / "pngs" / "train" / label)
+    assert train(image_spec(tmp_path), tmp_path / "runs").exit_code == 0
+    (run,) = run_dirs(tmp_path / "runs")
+    result = runner.invoke(app, ["attack", str(run), "--method", "fgsm", "--eps", "0,0.1"])
+    assert result.exit_code == 0, result.output
+    (record,) = (run / "attacks").glob("*.json")
+    pictured = json.loads(record.read_text())["plotted_classes"]
+    assert len(pictured) == 6 and len(set(pictured)) == 3, pictured
+    assert list((run / "plots").glob("adversarial-*.png"))
