@@ -510,3 +510,20 @@ def test_attack_on_an_image_folder_pictures_several_classes(tmp_path):
     pictured = json.loads(record.read_text())["plotted_classes"]
     assert len(pictured) == 6 and len(set(pictured)) == 3, pictured
     assert list((run / "plots").glob("adversarial-*.png"))
+
+
+# --- 12. compare --plot names each curve's run --------------------------------------------------
+
+
+def test_compare_plot_has_a_legend_naming_each_run(filled_run, tmp_path):
+    from dlrun import store
+    from dlrun.report.compare import compare_table, curves_plot
+
+    out = tmp_path / "curves.png"
+    result = runner.invoke(app, ["compare", str(filled_run.parent), "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG")
+    runs, _ = store.list_runs([filled_run.parent])
+    figure = curves_plot(runs, compare_table(runs), tmp_path / "again.png")
+    legend = figure.axes[0].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == [filled_run.name]

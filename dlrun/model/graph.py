@@ -210,9 +210,7 @@ def taps(nodes: list[Node]) -> dict[str, tuple]:
     return found
 
 
-def build_graph(
-    spec: Spec, input_shape, taken: dict, given: set, classes, base=None, augment=None
-):
+def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=None, augment=None):
     """keras.Model(inputs, outputs) from the expanded nodes; every problem is a SpecError.
 
     input_shape: the data's sample shape, or {input name: shape} for several inputs.

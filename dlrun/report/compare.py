@@ -571,8 +571,8 @@ def _figure(plt, panels: int, table_rows: int) -> tuple:
 
 
 def curves_plot(runs: list[Run], comparison: Comparison, path):
-    """Validation curves of the runs shown, one colour per run, labelled by run name; the
-    config values that differ among them are a table under the plot, not a legend over it.
+    """Validation curves of the runs shown, one colour per run, the first panel's legend naming
+    each curve's run; the config values that differ among them are a table under the plot.
 
     Returns the (closed) matplotlib Figure.
     """
@@ -609,7 +609,10 @@ def curves_plot(runs: list[Run], comparison: Comparison, path):
                     marker="o",
                     markersize=3,
                     color=colours[index % len(colours)],
+                    label=_plain(shown_name(run)),
                 )
+            if position == 0:  # the legend names each curve's run, whole
+                axis.legend(fontsize=7, loc="best")
             axis.set_title(column)
             axis.set_xlabel("epoch")
             axis.grid(alpha=0.3)
