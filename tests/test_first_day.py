@@ -527,3 +527,45 @@ def test_compare_plot_has_a_legend_naming_each_run(filled_run, tmp_path):
     figure = curves_plot(runs, compare_table(runs), tmp_path / "again.png")
     legend = figure.axes[0].get_legend()
     assert [text.get_text() for text in legend.get_texts()] == [filled_run.name]
+
+
+# --- 14. dlrun tensorboard without TensorFlow's C++ log lines -----------------------------------
+
+
+def test_tensorboard_passes_no_cpp_log_lines(filled_run, tmp_path):
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import default_sigint
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "tensorboard", str(filled_run.parent), "--port", str(port)],
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert "TensorBoard" in err, err  # its own line: where it serves
+    assert not re.search(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog", err, re.M), err
