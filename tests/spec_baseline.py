@@ -84,6 +84,13 @@ def measure(text: str, root: Path) -> dict:
     overrides = list(OVERRIDES)
     if dataset in OFFLINE:
         overrides.append(f"data.dataset={OFFLINE[dataset]}")
+    # The specs were recorded when a relative data path was relative to the working folder
+    # (the project named); it is now relative to the spec file, which is measured from a
+    # temporary folder: given with --set, a path is relative to the working folder still.
+    data = yaml.safe_load(text).get("data") or {}
+    for key in ("path", "validation_path", "test_path"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            overrides.append(f"data.{key}={data[key]}")
     with tempfile.TemporaryDirectory() as folder:
         spec = Path(folder) / "spec.yaml"
         spec.write_text(text)

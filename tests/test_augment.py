@@ -223,7 +223,9 @@ def test_a_resumed_run_draws_as_an_uninterrupted_one(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_augment_beside_a_graph_is_one_line(folder, tmp_path):
+def test_augment_goes_in_front_of_a_graphs_input(folder, tmp_path):
+    """Issue 34: a graph takes model.augment in front of its input, as a stack does (it was
+    refused); every entry reading the input reads the augmented images."""
     model = (
         "  augment: [{type: RandomFlip}]\n"
         "  layers:\n"
@@ -231,5 +233,14 @@ def test_augment_beside_a_graph_is_one_line(folder, tmp_path):
         "    - {type: Flatten, inputs: conv}\n"
         "    - {type: Dense, units: 2, activation: softmax}\n"
     )
-    line = one_line_error(tmp_path, spec_file(folder, model, tmp_path / "graph.yaml"))
-    assert "model.augment: augment goes before a stack of layers or a base; in a graph" in line
+    path = spec_file(folder, model, tmp_path / "graph.yaml")
+    result = runner.invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    trained = load_model(run / "checkpoints" / "last.keras")
+    assert [type(layer).__name__ for layer in trained.layers[:3]] == [
+        "InputLayer",
+        "RandomFlip",
+        "Conv2D",
+    ]
+    assert_random_in_training_only(trained, decoded_test_images(run))

@@ -1,6 +1,7 @@
 """Malformed specs: each exits 2 with its exact one-line error, no traceback, no run folder.
 
-Each file in bad_specs/ ends with `# expect: <the error line>`, {spec} standing for its path.
+Each file in bad_specs/ ends with `# expect: <the error line>`, {spec} standing for its path
+and {folder} for its folder.
 """
 
 from pathlib import Path
@@ -19,7 +20,8 @@ CORPUS = sorted((Path(__file__).parent / "bad_specs").glob("*.yaml"))
 def expected_line(path: Path) -> str:
     last = path.read_text().rstrip("\n").splitlines()[-1]
     assert last.startswith("# expect: "), f"{path.name} has no expectation"
-    return last.removeprefix("# expect: ").replace("{spec}", str(path))
+    expected = last.removeprefix("# expect: ").replace("{spec}", str(path))
+    return expected.replace("{folder}", str(path.parent))  # a relative path, resolved
 
 
 def test_the_corpus_is_large():

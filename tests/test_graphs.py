@@ -605,14 +605,15 @@ def test_the_two_input_config_adapts_each_input_on_its_own_columns(tmp_path, mon
     from dlrun.data.arrays import load_data
     from dlrun.spec.loading import load_spec
 
-    monkeypatch.chdir(CONFIGS.parent)  # the config names its csvs from the project's root
-    config = CONFIGS / "cancer_two_inputs.yaml"
+    monkeypatch.chdir(CONFIGS.parent)
+    config = CONFIGS / "cancer_two_inputs.yaml"  # names its csvs relative to itself
     # Normalization (mean, variance, count) and Dense per input, then Dense 16 -> 1
     expected = (6 + 6 + 1) + (6 * 8 + 8) + (8 + 8 + 1) + (8 * 8 + 8) + (16 + 1)
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith(f"valid; {expected:,} parameters")
-    run = train(tmp_path, config.read_text(), "cancer", "--set", "training.epochs=1")
+    copied = config.read_text().replace("data/cancer_", f"{CONFIGS}/data/cancer_")  # elsewhere
+    run = train(tmp_path, copied, "cancer", "--set", "training.epochs=1")
     assert params_of(run) == expected
     spec = load_spec(config)
     data = load_data(spec)

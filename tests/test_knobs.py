@@ -360,7 +360,7 @@ def test_text_columns_are_named_or_one_hot_encoded_and_recorded(tmp_path):
     ],
 )
 def test_the_example_configs_validate_and_train(name, params, tmp_path, monkeypatch):
-    monkeypatch.chdir(CONFIGS.parent)  # the configs name their csvs from the project's root
+    monkeypatch.chdir(CONFIGS.parent)  # any folder: the configs name their csvs from theirs
     result = runner.invoke(app, ["validate", str(CONFIGS / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith(f"valid; {params:,} parameters")

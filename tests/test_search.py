@@ -141,6 +141,24 @@ def pruned_sweep(tmp_path_factory):
     return sweep_dir, pd.read_csv(sweep_dir / "cv_results.csv"), result.output
 
 
+def test_the_sweep_log_counts_the_fits_with_their_scores(pruned_sweep):
+    """Issue 34: `fit 2/6 (setting 1/3, fold 2/2) val_accuracy 0.4 · best so far 0.5`, not
+    `fit000-fold1: completed`."""
+    _, frame, output = pruned_sweep
+    lines = [line for line in output.splitlines() if line.startswith("fit ")]
+    assert len(lines) == 6, output
+    pattern = (
+        r"fit (\d)/6 \(setting [1-3]/3, fold [12]/2\) "
+        r"(val_accuracy [0-9.e-]+|pruned at epoch \d \(pruned by asha .*\))"
+        r" · best so far [0-9.e-]+"
+    )
+    import re
+
+    counts = [int(re.fullmatch(pattern, line)[1]) for line in lines]
+    assert counts == [1, 2, 3, 4, 5, 6]
+    assert "fit000-fold0: completed" not in output and "fit000-fold0: pruned" not in output
+
+
 def test_a_pruned_fit_has_its_own_status_folder_and_row(pruned_sweep):
     sweep_dir, frame, output = pruned_sweep
     assert len(frame) == 3 and set(frame["status"]) == {"completed", "pruned"}, frame
@@ -170,7 +188,8 @@ def test_a_pruned_fit_has_its_own_status_folder_and_row(pruned_sweep):
             metrics = json.loads((fold / "metrics.json").read_text())
             assert metrics["pruned"] == {"epoch": stopped, "message": message}
             assert (fold / "checkpoints" / "last.keras").exists()
-            assert f"fit{number:03d}-fold{fold.name[-1]}: pruned ({message})" in output
+            where = f"(setting {number + 1}/3, fold {int(fold.name[-1]) + 1}/2)"
+            assert f"{where} pruned at epoch {stopped} ({message})" in output
     # Pruned settings rank after every setting that trained in full.
     completed = frame[frame["status"] == "completed"]
     assert set(completed["rank_test_score"]) == set(range(1, len(completed) + 1))

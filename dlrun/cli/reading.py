@@ -46,6 +46,31 @@ def _collect(paths: list[Path] | None, runs_dir: Path | None = None):
     return runs
 
 
+def _without_trials(runs: list, roots: list[Path]) -> tuple[list, int]:
+    """The runs less the fits of sweeps (each sweep stays as its refit run), unless a root
+    given is that sweep or inside it; and how many were left out."""
+    from dlrun.report.listing import SWEEP_FILE, SWEEP_TRIALS
+
+    def sweep_of(run) -> Path | None:
+        folder = run.path.parent
+        if folder.name == SWEEP_TRIALS and (folder.parent / SWEEP_FILE).is_file():
+            return folder.parent
+        return None
+
+    inside = [root.resolve() for root in roots]
+    kept, hidden = [], 0
+    for run in runs:
+        sweep = sweep_of(run)
+        asked = sweep is not None and any(
+            root == sweep.resolve() or sweep.resolve() in root.parents for root in inside
+        )
+        if sweep is None or asked:
+            kept.append(run)
+        else:
+            hidden += 1
+    return kept, hidden
+
+
 def _default_root_missing(paths: list[Path] | None, runs_dir: Path | None) -> bool:
     """Nothing asked for and no ./runs yet: an empty listing, not a mistake."""
     import os
@@ -185,8 +210,14 @@ def compare(
         ),
     ] = None,
     force: ForceOption = False,
+    trials: Annotated[
+        bool, typer.Option(help="Also compare each sweep's trial runs (as `runs --trials`).")
+    ] = False,
 ) -> None:
     """Compare runs side by side: their results, then the config keys that differ among them.
+
+    A sweep is its refit run (named SWEEP/refit); --trials adds every fit of it, and a sweep
+    folder given by itself shows its fits.
 
     --group seed: runs that differ only in their seed are one row, each result as mean ± std
     over them (numpy's std, ddof 0) with their count; --plot then draws each group's mean
@@ -212,6 +243,10 @@ def compare(
         store.output.check_suffix(plot, "png", "--plot")
         store.output.check(plot, option="--plot", force=force)
     runs = _readable_configs(_collect(paths, runs_dir))
+    if not trials:
+        runs, hidden = _without_trials(runs, _roots(paths, runs_dir))
+        if hidden:
+            typer.echo(f"{hidden} sweep trial runs not compared: --trials adds them", err=True)
     comparison = compare_table(
         runs,
         show_all=show_all,
@@ -243,8 +278,10 @@ def compare(
         group_curves(comparison, plot, force)
         typer.echo(f"wrote {plot}", err=True)
     elif plot:
+        from dlrun.report.compare import shown_name
+
         shown = {row["run"] for row in comparison.rows}
-        curves_plot([r for r in runs if r.name in shown], comparison, plot, force)
+        curves_plot([r for r in runs if shown_name(r) in shown], comparison, plot, force)
         typer.echo(f"wrote {plot}", err=True)
 
 

@@ -57,9 +57,9 @@ def evaluate(
         raise SpecError(f"--checkpoint: expected best or last, got {checkpoint!r}")
     from dlrun import store
 
-    path = run_path(run, runs_dir)
+    path = _refit_of_sweep(run_path(run, runs_dir))
     if out is not None:
-        if not out.parent.is_dir():
+        if not out.parent.is_dir() or out.is_dir():
             raise SpecError(f"--out {out}: expected a file name in an existing folder")
         store.output.check_suffix(out, "json")
         store.output.check(out, force=force, inputs=[path])
@@ -95,6 +95,26 @@ def evaluate(
     for path in result["written"]:
         typer.echo(f"wrote {path}")
     report_unsaved(result)
+
+
+def _refit_of_sweep(path: Path) -> Path:
+    """A sweep folder stands for its refit run (said on stderr); without one, one line
+    naming what there is to evaluate."""
+    from dlrun import store
+    from dlrun.errors import RunError
+    from dlrun.sweep.schema import REFIT, SWEEP_FILE, TRIALS
+    from dlrun.textsafe import clean
+
+    if (path / store.META).exists() or not (path / SWEEP_FILE).is_file():
+        return path
+    refit = path / REFIT
+    if (refit / store.META).is_file() and not refit.is_symlink():
+        typer.echo(clean(f"Note: {path} is a sweep; evaluating its refit run {refit}"), err=True)
+        return refit
+    raise RunError(
+        f"{path} is a sweep folder, and it has no refit run (refit: false, or the sweep has not "
+        f"finished); evaluate one of its fits in {path / TRIALS}, or train its best.yaml"
+    )
 
 
 @fails_cleanly
@@ -243,7 +263,7 @@ def predict(
     from dlrun.report.predict import predict as score_inputs
     from dlrun.textsafe import clean
 
-    path = run_path(run, runs_dir)
+    path = _refit_of_sweep(run_path(run, runs_dir))
     found = store.open_run(path)
     if found.status == store.RUNNING:
         typer.echo(

@@ -288,14 +288,33 @@ def _report(console, outcome) -> None:
 
 @fails_cleanly
 def validate(
-    spec_file: Annotated[Path, typer.Argument(help="The YAML spec.")],
+    spec_file: Annotated[Path, typer.Argument(help="The YAML spec, or a sweep file.")],
     set_: SetOption = None,
 ) -> None:
     """Check a spec and print the model summary; trains nothing, writes nothing.
 
+    A sweep file (base: and grid:, random:, tpe: or cmaes:) is checked as `dlrun sweep` would
+    plan it, and every setting's model is built.
+
     Example: dlrun validate configs/mnist_cnn.yaml
     """
+    if _is_sweep(spec_file):
+        _validate_sweep(spec_file, set_ or [])
+        return
     spec = _load(spec_file, set_ or [])
+    model = _built(spec, echo=True)
+    from dlrun.model.builder import summary_text
+
+    typer.echo(summary_text(model), nl=False)
+    if spec.model.is_graph:
+        from dlrun.model.builder import graph_text
+
+        typer.echo(graph_text(model), nl=False)
+    typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
+
+
+def _built(spec, echo: bool):
+    """The spec's model, built and compiled on its data's shape; every problem at once."""
     from dlrun.backend import load, use
 
     use(spec.backend, spec.training.device)
@@ -306,11 +325,16 @@ def validate(
     usercode.add_base_code(spec)
     usercode.use_spec(spec)  # the spec's own code files, before anything is built
     from dlrun.errors import SpecError
-    from dlrun.model.builder import build_model, summary_text
+    from dlrun.model.builder import build_model
     from dlrun.model.compiling import compile_model
     from dlrun.train.knobs import make_callbacks
 
-    input_shape, num_classes, target_shape = signature(spec)
+    notes: list[str] = []
+    input_shape, num_classes, target_shape = signature(spec, notes)
+    from dlrun.textsafe import clean
+
+    for note in notes if echo else ():  # what loading decided: rows dropped, an input shape
+        typer.echo(clean(note, newlines=False))
     model = build_model(spec, input_shape)
     problems = []  # every problem at once: one round of fixes
     try:
@@ -323,12 +347,56 @@ def validate(
         problems += exc.problems
     if problems:
         raise SpecError(problems)
-    typer.echo(summary_text(model), nl=False)
-    if spec.model.is_graph:
-        from dlrun.model.builder import graph_text
+    return model
 
-        typer.echo(graph_text(model), nl=False)
-    typer.echo(f"{spec_file}: valid; {model.count_params():,} parameters")
+
+def _is_sweep(path: Path) -> bool:
+    """A sweep file: a base spec and a search, no model of its own."""
+    from dlrun.errors import SpecError
+    from dlrun.spec.loading import load_raw
+    from dlrun.sweep.schema import SEARCHES
+
+    try:
+        raw, _ = load_raw(path)
+    except SpecError:
+        return False  # the spec's own loading says what is wrong
+    return (
+        isinstance(raw, dict)
+        and "base" in raw
+        and "model" not in raw
+        and any(search in raw for search in SEARCHES)
+    )
+
+
+def _validate_sweep(path: Path, overrides: list[str]) -> None:
+    """A sweep file checked as `dlrun sweep` plans it (sweep.load_sweep), then every planned
+    setting's model built (tpe and cmaes: each value and end of the space)."""
+    from dlrun.errors import SpecError
+    from dlrun.sweep import load_sweep
+    from dlrun.sweep.plan import candidates
+    from dlrun.sweep.schema import EPOCHS
+
+    found = load_sweep(path, overrides)
+    spec = found.spec
+    settings = found.settings or [
+        {key: value} for key, rule in spec.space.items() for value in candidates(rule)
+    ]
+    sizes = []
+    for setting in settings:
+        params = {k: v for k, v in setting.items() if k != EPOCHS}
+        trial = found.trial_spec(params, 0 if spec.cv else None, setting.get(EPOCHS))
+        try:
+            sizes.append(_built(trial, echo=not sizes).count_params())
+        except SpecError as exc:
+            shown = ", ".join(f"{k}={v!r}" for k, v in setting.items())
+            raise SpecError([f"setting {shown}: {problem}" for problem in exc.problems]) from None
+    planned = "settings" if found.settings else "values of the space"
+    folds = f", {spec.cv}-fold cross-validation" if spec.cv else ""
+    typer.echo(
+        f"{path}: a valid {spec.search} sweep of base {spec.base}: {len(settings)} {planned} "
+        f"built ({min(sizes):,} to {max(sizes):,} parameters), up to {found.planned_fits} "
+        f"fits{folds}, scored on {spec.scoring}"
+    )
 
 
 @fails_cleanly
@@ -371,9 +439,10 @@ def sweep(
     if address and executor != "ray":
         raise SpecError("--address is a Ray cluster's; add --executor ray")
     if executor == "ray":
-        from dlrun.sweep.ray import ray_module
+        from dlrun.sweep.ray import check_address, ray_module
 
         ray_module()  # installed? Said before any folder is made
+        check_address(address)  # something listening there? Before Ray's reconnect loop
     from dlrun.sweep import tracking
 
     if resume is not None:

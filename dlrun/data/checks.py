@@ -100,7 +100,7 @@ def csv_frame(spec: Spec, path: Path, frame, column: str) -> None:
             ("data", "label_column"),
             f"{name(path)}: column {name(column)!r} has no value on line(s) "
             f"{shown(lines)} ({len(blank)} of {len(frame)} rows); fill in the labels "
-            "or remove those rows",
+            "or remove those rows (data.missing: drop leaves them out)",
         )
 
 
@@ -132,9 +132,24 @@ def finite_features(spec: Spec, path: Path, x: np.ndarray, key: str = "", column
     else:
         problem = f"{key} has missing (NaN) or infinite values in feature(s) "
         problem += f"{shown(cells.tolist())}, row(s) {shown(rows.tolist())}"
+    missing = " (or set data.missing: drop or fill)" if columns is not None else ""
     raise spec.error(
-        ("data", "path"), f"{name(path)}: {problem}; fill them in or remove those rows"
+        ("data", "path"), f"{name(path)}: {problem}; fill them in or remove those rows{missing}"
     )
+
+
+def blank_text(spec: Spec, path: Path, frame, columns: list[str]) -> None:
+    """A blank cell in a text column is refused (data.missing: refuse), never a category of
+    its own."""
+    for column in columns:
+        rows = np.flatnonzero(frame[column].isna().to_numpy())
+        if len(rows):
+            raise spec.error(
+                ("data", "missing"),
+                f"{name(path)}: column {name(column)!r} is blank on line(s) "
+                f"{shown([int(r) + 2 for r in rows], len(rows))}; fill them in, or set "
+                "data.missing: drop (leave those rows out) or fill (the most frequent value)",
+            )
 
 
 # --- npz ---------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 Numeric columns are features as they are. Text columns must be named in `data.categorical`:
 they are one-hot encoded by scikit-learn's OneHotEncoder fitted on the training split (a
 category it never saw encodes as all zeros), and the categories are recorded in the run so that
-evaluate encodes new data the same way. A second csv (`data.validation_path`) must have the
-same columns.
+evaluate encodes new data the same way. A second csv (`data.validation_path`,
+`data.test_path`) must have the same columns. `data.columns` or `data.drop` choose the features;
+`data.missing` says what a blank cell does: refused, its row dropped, or filled with the
+training split's median or most frequent value (`fill`, recorded like the categories).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
 
-def read_frame(spec: Spec, path: Path, loc: tuple):
-    """The csv as a DataFrame: a readable file with rows and the label column."""
+def read_frame(spec: Spec, path: Path, loc: tuple, notes: list[str] | None = None):
+    """The csv as a DataFrame of the chosen feature columns and the label column: a readable
+    file with rows; with data.missing: drop, rows with a blank cell removed (told in notes)."""
     import pandas as pd
 
     if not path.is_file():
-        raise spec.error(loc, f"no such file: {path}")
+        raise spec.missing(loc, path)
     checks.csv_header(spec, path)  # a column named twice, before pandas renames it
     try:
         frame = pd.read_csv(path)
@@ -38,8 +41,39 @@ def read_frame(spec: Spec, path: Path, loc: tuple):
             ("data", "label_column"),
             f"{path} has no column {column!r}; found {', '.join(map(str, frame.columns[:10]))}",
         )
+    frame = frame[[*chosen_columns(spec, [str(c) for c in frame.columns], path), column]]
+    if spec.data.missing == "drop":
+        blank = frame.isna().any(axis=1).to_numpy()
+        if blank.all():
+            raise spec.error(loc, f"{path}: every row has a blank cell; nothing is left to use")
+        if blank.any():
+            frame = frame[~blank]
+            if notes is not None:
+                notes.append(
+                    f"{checks.name(path)}: dropped {int(blank.sum())} of {len(blank)} rows "
+                    "with a blank cell (data.missing: drop)"
+                )
     checks.csv_frame(spec, path, frame, column)  # blank labels, no features, one class
     return frame
+
+
+def chosen_columns(spec: Spec, found: list[str], path: Path) -> list[str]:
+    """The feature columns: data.columns in its order, or every column but the label and
+    data.drop."""
+    data = spec.data
+    features = [c for c in found if c != data.label_column]
+    for key in ("columns", "drop"):
+        named = getattr(data, key) or []
+        unknown = [c for c in named if c not in features]
+        if unknown:
+            raise spec.error(
+                ("data", key),
+                f"{checks.name(path)} has no column {unknown[0]!r}; its feature columns are "
+                f"{', '.join(features[:10])}" + did_you_mean(unknown[0], features),
+            )
+    if data.columns:
+        return list(data.columns)
+    return [c for c in features if c not in (data.drop or [])]
 
 
 def features(spec: Spec, frame, path: Path, loc: tuple) -> tuple[np.ndarray, list[str]]:
@@ -65,8 +99,13 @@ def features(spec: Spec, frame, path: Path, loc: tuple) -> tuple[np.ndarray, lis
             f"{path}: columns {loose} hold text, not numbers; list them in data.categorical "
             "to one-hot encode them, or remove them",
         )
+    if spec.data.missing == "refuse":
+        checks.blank_text(spec, path, x, categorical)
     numbers = [c for c in x.columns if c not in categorical]
-    checks.finite_features(spec, path, x[numbers].to_numpy(np.float32), columns=numbers)
+    values = x[numbers].to_numpy(np.float32)
+    if spec.data.missing == "fill":  # filled after the split; infinity is still refused
+        values = np.where(np.isnan(values), 0, values)
+    checks.finite_features(spec, path, values, columns=numbers)
     if not categorical:
         return x.to_numpy(np.float32), list(map(str, x.columns))
     return x.to_numpy(dtype=object), list(map(str, x.columns))
@@ -91,12 +130,15 @@ def per_input(spec: Spec, x: np.ndarray, columns: list[str], path: Path):
     return arrays
 
 
-def same_columns(spec: Spec, columns: list[str], other: list[str], path: Path) -> None:
+def same_columns(
+    spec: Spec, columns: list[str], other: list[str], path: Path, key: str = "validation_path"
+) -> None:
     if other != columns:
+        what = "validation" if key == "validation_path" else "test"
         raise spec.error(
-            ("data", "validation_path"),
+            ("data", key),
             f"{path} has columns {other[:10]}, the training csv {columns[:10]}; give the "
-            "validation csv the same columns in the same order",
+            f"{what} csv the same columns in the same order",
         )
 
 
@@ -147,3 +189,49 @@ def encode(
         c: [str(v) for v in values] for c, values in zip(wanted, encoder.categories_, strict=True)
     }
     return one(x_train), [one(x) for x in others], categories
+
+
+def fill(
+    spec: Spec,
+    columns: list[str],
+    x_train: np.ndarray,
+    others: list[np.ndarray | None],
+    known: dict | None = None,
+) -> tuple[np.ndarray, list[np.ndarray | None], dict]:
+    """data.missing: fill: blank cells take their column's median (numbers) or most frequent
+    value (text) in x_train, or the values a trained run recorded (`known`), so that evaluate
+    and predict fill new data as the training data was. Returns the arrays and {column: value}."""
+    import pandas as pd
+
+    text = set(spec.data.categorical or [])
+    train = pd.DataFrame(x_train, columns=columns)
+    values: dict = {}
+    for column in columns:
+        if known and column in known:
+            values[column] = known[column]
+            continue
+        present = train[column].dropna()
+        if present.empty:
+            raise spec.error(
+                ("data", "missing"),
+                f"column {column!r} is blank in every row of the training split; nothing "
+                "to fill it with: drop the column (data.drop) or fill it in",
+            )
+        if column in text:
+            values[column] = str(present.astype(str).mode().iloc[0])
+        else:
+            values[column] = float(pd.to_numeric(present).median())
+
+    def one(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else filled(x, columns, values)
+
+    return one(x_train), [one(x) for x in others], values
+
+
+def filled(x: np.ndarray, columns: list[str], values: dict) -> np.ndarray:
+    """x with each blank cell of a column replaced by values[column], dtype kept."""
+    import pandas as pd
+
+    frame = pd.DataFrame(x, columns=columns)
+    frame = frame.fillna({c: v for c, v in values.items() if c in frame.columns})
+    return frame.to_numpy(dtype=x.dtype)

@@ -47,7 +47,7 @@ def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
     "test" when given."""
     root = Path(spec.data.path)
     if not root.is_dir():
-        raise spec.error(("data", "path"), f"no such folder: {root}")
+        raise spec.missing(("data", "path"), root, "folder")
     names = _subfolders(root)
     splits = [name for name in names if name in SPLIT_FOLDERS]
     folders = {"train": root}
@@ -74,7 +74,7 @@ def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
     if spec.data.test_path:
         test = Path(spec.data.test_path)
         if not test.is_dir():
-            raise spec.error(("data", "test_path"), f"no such folder: {test}")
+            raise spec.missing(("data", "test_path"), test, "folder")
         folders["test"] = test
     return folders
 
@@ -163,11 +163,71 @@ def list_images(sources: list[Path]) -> tuple[list[str], list[str | None]]:
     return paths, classes
 
 
-def folder_signature(spec: Spec) -> tuple[tuple[int, ...], int]:
-    """(input shape, number of classes) from the folder's listing; no image is read."""
-    checks.image_size(spec)
+# Without data.image_size, a pretrained base takes what keras.applications' models take.
+BASE_GEOMETRY = ((224, 224), "rgb")
+# PIL's modes of one channel: such images decode as grayscale.
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def own_geometry(spec: Spec, paths, notes: list[str] | None = None) -> None:
+    """data.image_size and data.color_mode when the spec leaves them unset: the images' own
+    size and colour when they all agree (a pretrained base: 224x224 rgb), written into the
+    spec so that the run records them; else one line asking for them. Reads image headers."""
+    data = spec.data
+    if data.image_size is not None and data.color_mode is not None:
+        return
+    if spec.model.base is not None:
+        size, colour = BASE_GEOMETRY
+    else:
+        sizes, colours = _headers(paths)
+        size = sizes.pop() if len(sizes) == 1 else None
+        colour = colours.pop() if len(colours) == 1 else None
+        if data.image_size is None and size is None:
+            shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3])
+            raise spec.error(
+                ("data", "image_size"),
+                f"the images are of {len(sizes)} sizes ({shown}...); give data.image_size: "
+                "[height, width] to resize them all to",
+            )
+        if data.color_mode is None and colour is None:
+            raise spec.error(
+                ("data", "color_mode"),
+                "the images are grey and colour mixed; give data.color_mode: rgb or grayscale",
+            )
+    data.image_size = data.image_size or (size[1], size[0]) if size else data.image_size
+    data.color_mode = data.color_mode or colour
+    if notes is not None:
+        shape = (*data.image_size, 1 if data.color_mode == "grayscale" else 3)
+        origin = "a pretrained base's default" if spec.model.base else "the images' own"
+        notes.append(
+            f"input shape {shape}: {origin} size and colour (data.image_size "
+            f"{list(data.image_size)}, data.color_mode {data.color_mode})"
+        )
+
+
+def _headers(paths) -> tuple[set, set]:
+    """The (width, height) sizes and colour modes the image files hold: headers only."""
+    from PIL import Image
+
+    sizes, colours = set(), set()
+    for path in paths:
+        try:
+            with checks.open_image(str(path)) as image:
+                sizes.add(image.size)
+                colours.add("grayscale" if image.mode in GREY_MODES else "rgb")
+        except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError, EOFError):
+            continue  # check_images names it
+    return sizes, colours
+
+
+def folder_signature(spec: Spec, notes: list[str] | None = None) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) from the folder's listing; images are read only for
+    their size and colour, when the spec leaves them unset."""
     folders = split_folders(spec)
     _check_validation(spec, folders)
+    if spec.data.image_size is None or spec.data.color_mode is None:
+        own_geometry(spec, _listed(spec, folders["train"], ("data", "path"))[0], notes)
+    checks.image_size(spec)
     names = _class_names(spec, folders["train"], ("data", "path"))
     classes = len(spec.data.classes) if spec.data.classes else len(names)
     return FolderSource(spec).input_shape, classes
@@ -205,7 +265,6 @@ def load_folder(spec: Spec):
     from dlrun.data import subsets
     from dlrun.data.splits import SPLIT_SEED, Data, fold_indices, validation_share
 
-    checks.image_size(spec)
     folders = split_folders(spec)
     _check_validation(spec, folders)
     paths, labels, names = _listed(spec, folders["train"], ("data", "path"))
@@ -213,7 +272,11 @@ def load_folder(spec: Spec):
     for split, loc in (("val", ("data", "path")), ("test", _test_loc(spec))):
         if split in folders:
             listed[split] = _listed(spec, folders[split], loc, names, least=1)[:2]
-    check_images(np.concatenate([found[0] for found in listed.values()]))
+    every = np.concatenate([found[0] for found in listed.values()])
+    check_images(every)
+    notes: list[str] = []
+    own_geometry(spec, every, notes)
+    checks.image_size(spec)
     if "test" in listed:  # the test folder is the test split; the training images are shuffled
         order = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
         x_train, y_train = paths[order], labels[order]
@@ -267,7 +330,7 @@ def load_folder(spec: Spec):
         y_val = eye[y_val] if y_val is not None else None
     source = FolderSource(spec)
     data = Data(x_train, y_train, x_val, y_val, x_test, y_test, len(names), names, source)
-    data.validation = validation
+    data.validation, data.notes = validation, notes
     return data
 
 

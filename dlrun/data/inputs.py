@@ -47,6 +47,7 @@ class Preprocessing:
     recorded_columns: bool  # meta.json says which columns (runs trained since it does)
     image: tuple[tuple[int, int], int] | None  # (size, channels) that images are decoded to
     categories: dict[str, list[str]] | None = None  # csv text columns: the recorded categories
+    fills: dict | None = None  # csv, data.missing: fill: {column: the value a blank takes}
 
     @property
     def data(self) -> DataSpec:
@@ -61,6 +62,8 @@ class Preprocessing:
             colour = "grayscale" if channels == 1 else "rgb"
             steps.append(f"image files: decode as {colour}, resize to {height}x{width} (bilinear)")
         if data.dataset == "csv":
+            if self.fills:
+                steps.append("csv: a blank cell takes its column's value in fill")
             steps.append("csv: the feature_columns, in this order, as float32")
             if self.categories:
                 steps.append(
@@ -84,6 +87,7 @@ class Preprocessing:
             },
             "feature_columns": self.feature_columns,
             "categorical": self.categories,
+            "fill": self.fills,
             "label_column": data.label_column if data.dataset == "csv" else None,
             "task": self.task,
             "class_names": self.class_names,
@@ -114,6 +118,7 @@ def preprocessing(spec: Spec, input_shape: tuple[int, ...], meta: dict, task: st
     recorded = isinstance(columns, list) and all(isinstance(c, str) for c in columns)
     encoding = meta.get("data_encoding")
     categories = encoding.get("categorical") if isinstance(encoding, dict) else None
+    fills = encoding.get("fill") if isinstance(encoding, dict) else None
     return Preprocessing(
         spec=spec,
         input_shape=tuple(input_shape),
@@ -123,6 +128,7 @@ def preprocessing(spec: Spec, input_shape: tuple[int, ...], meta: dict, task: st
         recorded_columns=recorded,
         image=_image_geometry(data, tuple(input_shape)),
         categories=categories if isinstance(categories, dict) else None,
+        fills=fills if isinstance(fills, dict) else None,
     )
 
 
@@ -287,6 +293,7 @@ def _csv(source, name: str, prep: Preprocessing, batch_size: int, labels: bool) 
         chunk = first
         while chunk is not None:
             _numeric(chunk, columns, prep, name)
+            _blanks(chunk, columns, prep, name, row)
             x = prepared(_encoded(chunk[columns], columns, prep), prep, name, row)
             y = chunk[label].to_numpy() if labels else None
             yield Batch(list(range(row, row + len(chunk))), x, y)
@@ -336,9 +343,31 @@ def _numeric(frame, columns: list[str], prep: Preprocessing, name: str) -> None:
         raise DataError(f"{name}: column(s) {_shown(bad)} are not numeric")
 
 
+def _blanks(frame, columns: list[str], prep: Preprocessing, name: str, row: int) -> None:
+    """A blank cell is refused unless the run fills them (data.missing: fill): never scored as
+    zeros or as a category of its own."""
+    if prep.fills:
+        return
+    blank = frame[columns].isna().to_numpy()
+    if blank.any():
+        first, column = np.argwhere(blank)[0]
+        raise DataError(
+            f"{name}: row {row + int(first)}: column {columns[int(column)]!r} is blank; the run "
+            "fills no blanks (it was trained with data.missing: refuse or drop): fill it in"
+        )
+
+
 def _encoded(frame, columns: list[str], prep: Preprocessing) -> np.ndarray:
-    """The feature columns as the model took them: data.categorical one-hot over the
-    categories the run recorded (csvfile.encode, as evaluate does)."""
+    """The feature columns as the model took them: blanks filled with the values the run
+    recorded, data.categorical one-hot over the categories it recorded (csvfile.encode and
+    csvfile.filled, as evaluate does)."""
+    if prep.fills:
+        import pandas as pd
+
+        from dlrun.data.csvfile import filled
+
+        values = frame.to_numpy(dtype=object if prep.data.categorical else np.float32)
+        frame = pd.DataFrame(filled(values, columns, prep.fills), columns=columns)
     if not prep.data.categorical:
         return frame.to_numpy(np.float32)
     from dlrun.data import csvfile

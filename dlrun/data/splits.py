@@ -74,6 +74,7 @@ class Data:
     recorded: dict = field(default_factory=dict)
     validation: str = "split"  # split (validation_split), own (the data's), cv, or none
     feature_columns: list[str] | None = None  # a csv's feature columns, in training order
+    notes: list[str] = field(default_factory=list)  # told to the user (rows dropped, ...)
 
     @property
     def input_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:

@@ -86,12 +86,6 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     if spec.model.function is not None:
         return _from_function(spec, input_shape)
     if spec.model.is_graph:
-        if spec.model.augment and spec.model.base is None:
-            raise spec.error(
-                ("model", "augment"),
-                "augment goes before a stack of layers or a base; in a graph, put the "
-                "augmentation layers first among its layers",
-            )
         return _graph(spec, input_shape)
     try:
         layers = make_layers(spec)
@@ -184,9 +178,19 @@ def _graph(spec: Spec, input_shape: tuple[int, ...]):
         def base(taps: dict):
             return base_below(spec, input_shape, make_layers(spec, ("augment",)), taps)
 
+    augment = None
+    if spec.model.augment and base is None:  # in front of the graph's one input
+        if isinstance(input_shape, dict) or len(input_shape) != 3:
+            found = input_shape if isinstance(input_shape, dict) else tuple(input_shape)
+            raise spec.error(
+                ("model", "augment"),
+                "augmentation layers go in front of one image input (height, width, channels); "
+                f"the graph's data gives {found}",
+            )
+        augment = make_layers(spec, ("augment",))
     given = {entry.kwargs().get("name") for entry in spec.model.layers}
     try:
-        return build_graph(spec, input_shape, {}, given, layer_classes(), base)
+        return build_graph(spec, input_shape, {}, given, layer_classes(), base, augment)
     except SpecError as exc:
         raise SpecError(exc.problems + _lookup_problems(spec)) from None
 

@@ -212,13 +212,15 @@ def taps(nodes: list[Node]) -> dict[str, tuple]:
     return found
 
 
-def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=None):
+def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=None, augment=None):
     """keras.Model(inputs, outputs) from the expanded nodes; every problem is a SpecError.
 
     input_shape: the data's sample shape, or {input name: shape} for several inputs.
     base: with model.base, a function of the taps (see `taps`) giving the image input and the
     base's outputs (its own, then each tap's): the graph reads them as `base` and `base.NAME`,
-    and an entry without `inputs:` at the start reads `base`."""
+    and an entry without `inputs:` at the start reads `base`.
+    augment: model.augment's layers, put in front of the one input: every entry that reads the
+    input (by name or as the first entry) reads the augmented images."""
     import keras
 
     from dlrun.model.layers import arguments, layer_name
@@ -249,6 +251,11 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
             if name in aliases:
                 raise spec.error(("model", "inputs", name), f"{name!r} names an input and an entry")
         first = model_inputs[0]
+        if augment:
+            name = next(iter(declared))
+            for layer in augment:
+                first = layer(first)
+            tensors[name] = first
     tensors[DEFAULT_INPUT_MARK] = first
     later = {node.name: node.loc for node in nodes if node.name}
     previous = first

@@ -98,7 +98,7 @@ def _application(spec: Spec, size: tuple[int, int]):
         )
     options = {"include_top": False, **base.options}
     if base.weights not in (None, "imagenet") and not Path(base.weights).is_file():
-        raise spec.error(("model", "base", "weights"), f"no such file: {base.weights}")
+        raise spec.missing(("model", "base", "weights"), base.weights)
     try:
         size = _minimum_size(build, options, size) or size
         if base.weights == "imagenet":
@@ -130,7 +130,7 @@ def _saved(spec: Spec):
     if base.file is not None:
         path = Path(base.file)
         if not path.is_file():
-            raise spec.error(("model", "base", "file"), f"no such file: {path}")
+            raise spec.missing(("model", "base", "file"), path)
         return _load(spec, ("model", "base", "file"), path, load_model)
     try:
         run = store.open_run(Path(base.run))

@@ -107,7 +107,7 @@ def check_run(run_path: Path, checkpoint: str = "best", overrides=()) -> tuple:
     model_path = checkpoint_path(run, checkpoint, " to attack", AttackError)
     for folder in (store.ATTACKS, store.PLOTS):
         _safe_folder(run.path, folder)
-    spec = load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides, run.relative_to)
     one_input_and_output(spec, run.path, "attack", AttackError)
     if (run.metrics.get("task") or spec.task) == "regression":
         raise AttackError(
@@ -189,7 +189,7 @@ def attack(
     correct = np.zeros(len(eps), dtype=np.int64)
     hits = np.zeros(len(eps), dtype=np.int64)  # predicted as the target
     largest_change = np.zeros(len(eps))
-    shown = None
+    shown: dict = {}  # examples for the plot, by class, across batches
     strongest = int(np.argmax(eps))
     with Progress(console, -(-len(x) // batch), f"{method} on {len(x)} samples") as advance:
         starts = range(0, len(x), batch)
@@ -206,8 +206,8 @@ def attack(
                     hits[index] += int(np.sum(predicted == target))
                 change = float(np.max(np.abs(adversarial - xb))) if len(xb) else 0.0
                 largest_change[index] = max(largest_change[index], change)
-                if shown is None and index == strongest:
-                    shown = _examples(xb, adversarial, clean, scores, tb)
+                if index == strongest:
+                    _collect(shown, xb, adversarial, clean, scores, tb)
             advance()
 
     total = len(x)
@@ -224,6 +224,7 @@ def attack(
             row["target_success_rate"] = int(hits[index]) / total
         results.append(row)
     created = datetime.now()
+    pictured, pictured_classes = _examples(shown)
     result = {
         "run": run.name,
         "checkpoint": checkpoint,
@@ -240,6 +241,7 @@ def attack(
         "input_range": [low, high],
         "data": spec.data.model_dump(mode="json"),
         "results": results,
+        "plotted_classes": [names[label] for label in pictured_classes],  # the plot's rows
     }
     written: list[str] = []
     with store.saving(result, run.path):
@@ -257,15 +259,44 @@ def attack(
                 f", aimed at {names[target]}" if target is not None else ""
             )
             adversarial_plot(
-                *shown, eps=eps[strongest], low=low, high=high, names=names, path=plot, title=title
+                *pictured,
+                eps=eps[strongest],
+                low=low,
+                high=high,
+                names=names,
+                path=plot,
+                title=title,
             )
             written.append(str(plot))
     result["written"] = written
     return result
 
 
-def _examples(x, adversarial, clean, scores, truth) -> tuple:
-    """A few samples for the plot, those the attack fooled first."""
+def _collect(shown: dict, x, adversarial, clean, scores, truth) -> None:
+    """Candidates for the plot, up to PLOT_EXAMPLES of each of up to PLOT_EXAMPLES classes,
+    those the attack fooled preferred: a test split ordered class by class (an image folder's
+    test/) still shows several classes, not six of its first."""
     fooled = (predicted_classes(clean) == truth) & (predicted_classes(scores) != truth)
-    order = np.concatenate([np.flatnonzero(fooled), np.flatnonzero(~fooled)])[:PLOT_EXAMPLES]
-    return x[order], adversarial[order], clean[order], scores[order]
+    for i, label in enumerate(np.asarray(truth).tolist()):
+        if label not in shown and len(shown) >= PLOT_EXAMPLES:
+            continue
+        kept = shown.setdefault(label, [])
+        entry = (bool(fooled[i]), x[i], adversarial[i], clean[i], scores[i], label)
+        if len(kept) < PLOT_EXAMPLES:
+            kept.append(entry)
+        elif entry[0]:  # a fooled one replaces one that was not
+            others = [j for j, old in enumerate(kept) if not old[0]]
+            if others:
+                kept[others[0]] = entry
+
+
+def _examples(shown: dict) -> tuple:
+    """A few samples for the plot: one class after another, the fooled ones of each first.
+    -> (originals, adversarials, clean scores, adversarial scores), and their classes."""
+    ranked = {label: sorted(kept, key=lambda e: not e[0]) for label, kept in shown.items()}
+    order = []
+    for rank in range(PLOT_EXAMPLES):
+        order += [kept[rank] for kept in ranked.values() if rank < len(kept)]
+    order = sorted(order[:PLOT_EXAMPLES], key=lambda e: not e[0])  # the fooled ones first
+    arrays = tuple(np.stack([entry[part] for entry in order]) for part in range(1, 5))
+    return arrays, [int(entry[5]) for entry in order]

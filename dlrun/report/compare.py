@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +41,7 @@ class Spread:
     std: float
     count: int
 
-    def __str__(self) -> str:
-        if self.std == 0 and float(self.mean).is_integer():  # the same count in every run
-            return str(int(self.mean))
+    def __str__(self) -> str:  # always both, even for a count the same in every run
         return f"{_number_text(self.mean)} ± {_number_text(self.std)}"
 
 
@@ -90,9 +89,19 @@ def short_names(paths: list[str], taken: set[str] = frozenset()) -> dict[str, st
     return names
 
 
+def shown_name(run: Run) -> str:
+    """A run's name in a comparison: a sweep's refit run by its sweep (`refit` alone says
+    nothing among other runs)."""
+    from dlrun.report.listing import SWEEP_FILE, SWEEP_REFIT
+
+    if run.path.name == SWEEP_REFIT and (run.path.parent / SWEEP_FILE).is_file():
+        return f"{run.path.parent.name}/refit"
+    return run.name
+
+
 def _result_row(run: Run) -> dict[str, Any]:
     metrics = run.metrics
-    row: dict[str, Any] = {"run": run.name, "status": run.status}
+    row: dict[str, Any] = {"run": shown_name(run), "status": run.status}
     value = metrics.get("best_value")
     row[f"best_{metrics.get('monitor', 'value')}"] = value
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
@@ -330,23 +339,48 @@ def config_cell(value: Any) -> str:
         return "null"
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
+    if isinstance(value, float) and value == value and 0 < abs(value) < SMALL:
+        return _small(value, DIGITS)  # a learning rate as 1.15e-04, not 0.000115
     return str(value)
 
 
-def _number_text(value: float, decimals: int = 4) -> str:
+DIGITS = 4  # significant digits of a number in a table
+MAX_DIGITS = 6  # more only where two values would read the same, and never past this
+SMALL = 1e-3  # below this, numbers read in scientific notation: 1.15e-04
+
+
+def _small(value: float, digits: int) -> str:
+    """A small number in scientific notation with as few digits as show it (up to
+    `digits`): 1e-04, 1.15e-04, 1.153e-04."""
+    for size in range(digits):
+        text = f"{value:.{size}e}"
+        if float(text) == value:
+            return text
+    return f"{value:.{digits - 1}e}"
+
+
+def _number_text(value: float, digits: int = DIGITS) -> str:
+    """A number to `digits` significant digits: 0.9812, 2.902, 1.15e-04, 12346."""
     if value != value:
         return ""
-    return f"{value:.{decimals}f}" if abs(value) < 1e5 else f"{value:.{decimals}g}"
+    if value == 0 or not math.isfinite(value):
+        return str(value) if value else "0"
+    if abs(value) < SMALL:
+        return _small(value, digits)
+    if abs(value) >= 10**digits:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
 
 
 def decimals_for(values: list) -> int:
-    """Decimals that tell a column's numbers apart: 4, or more where two different values
-    would read the same (learning rates 0.0001 and 0.00012)."""
+    """Significant digits that tell a column's numbers apart: 4, more only where two
+    different values would read the same, up to 6 (not ten decimals for trials that differ in
+    the tenth)."""
     numbers = {v for v in values if isinstance(v, float) and v == v}
-    decimals = 4
-    while decimals < 12 and len({_number_text(v, decimals) for v in numbers}) < len(numbers):
-        decimals += 1
-    return decimals
+    digits = DIGITS
+    while digits < MAX_DIGITS and len({_number_text(v, digits) for v in numbers}) < len(numbers):
+        digits += 1
+    return digits
 
 
 def result_cell(value: Any, decimals: int = 4) -> str:
@@ -537,8 +571,8 @@ def _figure(plt, panels: int, table_rows: int) -> tuple:
 
 
 def curves_plot(runs: list[Run], comparison: Comparison, path, force: bool = False):
-    """Validation curves of the runs shown, one colour per run, labelled by run name; the
-    config values that differ among them are a table under the plot, not a legend over it.
+    """Validation curves of the runs shown, one colour per run, the first panel's legend naming
+    each curve's run; the config values that differ among them are a table under the plot.
 
     Returns the (closed) matplotlib Figure.
     """
@@ -554,12 +588,12 @@ def curves_plot(runs: list[Run], comparison: Comparison, path, force: bool = Fal
         except (OSError, ValueError, KeyError, RunError):
             continue
         if rows:
-            histories[run.name] = rows
+            histories[shown_name(run)] = rows
     if not histories:
         raise RunError("--plot: none of the runs shown has a history.csv")
     columns = _panels(histories.values())
     names = comparison.short_names()
-    shown = [run for run in runs if run.name in histories]
+    shown = [run for run in runs if shown_name(run) in histories]
     by_run = {row["run"]: row for row in comparison.rows}
     plt = pyplot()
     with warnings.catch_warnings():  # layout notes are for us, not for the user's terminal
@@ -568,14 +602,17 @@ def curves_plot(runs: list[Run], comparison: Comparison, path, force: bool = Fal
         for position, column in enumerate(columns):
             axis = figure.add_subplot(grid[0, position])
             for index, run in enumerate(shown):
-                rows = [r for r in histories[run.name] if column in r]
+                rows = [r for r in histories[shown_name(run)] if column in r]
                 axis.plot(
                     [r["epoch"] for r in rows],
                     [r[column] for r in rows],
                     marker="o",
                     markersize=3,
                     color=colours[index % len(colours)],
+                    label=_plain(shown_name(run)),
                 )
+            if position == 0:  # the legend names each curve's run, whole
+                axis.legend(fontsize=7, loc="best")
             axis.set_title(column)
             axis.set_xlabel("epoch")
             axis.grid(alpha=0.3)
@@ -584,8 +621,8 @@ def curves_plot(runs: list[Run], comparison: Comparison, path, force: bool = Fal
         keys = comparison.differing
         cells = [
             [
-                _plain(run.name),
-                *(_plain(config_cell(by_run.get(run.name, {}).get(k))) for k in keys),
+                _plain(shown_name(run)),
+                *(_plain(config_cell(by_run.get(shown_name(run), {}).get(k))) for k in keys),
             ]
             for run in shown
         ]

@@ -37,7 +37,7 @@ def evaluate(
     run = store.open_run(run_path)
     check_reading_overrides("evaluate", overrides, ("data.", "backend="))
     model_path = checkpoint_path(run, checkpoint)
-    spec = load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides, run.relative_to)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
     usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     data, scored = _scored_data(run, spec)
@@ -149,14 +149,24 @@ def _plot(report: dict, task: str, x_test, y_test, outputs, out: Path, output: s
 
 def _scored_data(run, spec) -> tuple:
     """The data to score and what it is: the run's test split, or, for another image folder
-    than the run's, all of it (its test/ where it has one), in the run's class order."""
+    or csv file than the run's, all of it (a folder's test/ where it has one), in the run's
+    class order."""
     from dlrun.data.arrays import load_data
 
-    def folders(data) -> tuple:  # one folder however it is spelt (relative, with ./, ...)
+    def files(data) -> tuple:  # one file however it is spelt (relative, with ./, ...)
         return tuple(Path(path).resolve() if path else None for path in (data.path, data.test_path))
 
-    own = load_spec(store.config_of(run.path)).data
-    if spec.data.dataset != "directory" or folders(spec.data) == folders(own):
+    own = load_spec(store.config_of(run.path), relative_to=run.relative_to).data
+    other = files(spec.data)[0] != files(own)[0]
+    if spec.data.dataset == "csv" and other:
+        from dlrun.data.arrays import load_scored_csv
+
+        columns = run.meta.get("feature_columns")
+        if spec.data.columns is None and spec.data.drop is None and isinstance(columns, list):
+            spec.data.columns = [str(column) for column in columns]  # the run's, by name
+        data = load_scored_csv(spec, run.data_record())
+        return data, f"every row of {spec.data.path}"
+    if spec.data.dataset != "directory" or files(spec.data) == files(own):
         return load_data(spec, run.data_record()), "the test split"
     from dlrun.data.images import load_scored_folder
 

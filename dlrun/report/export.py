@@ -104,7 +104,7 @@ def export(
         )
     check_out(out, force, fmt, run.path)
     rules = _rules(out, force, fmt, run.path)
-    spec = load_spec(store.config_of(run.path))
+    spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
     one_input_and_output(spec, run.path, "export")
     result = {"run": run.name, "format": fmt, "out": str(out), "checkpoint": checkpoint}
     if fmt == "script":

@@ -82,7 +82,7 @@ def extract(
     run = store.open_run(run_path)
     check_reading_overrides("features", overrides, ("data.",))
     model_path = checkpoint_path(run, checkpoint)
-    spec = load_spec(store.config_of(run.path), overrides)
+    spec = load_spec(store.config_of(run.path), overrides, run.relative_to)
     one_input_and_output(spec, run.path, "features")
     if classifier and spec.task == "regression":
         raise SpecError(

@@ -76,7 +76,7 @@ def predict(
     fmt = check_arguments(fmt, out, top, force, sources)
     run = store.open_run(run_path)
     model_path = checkpoint_path(run, checkpoint, " to predict with")
-    spec = load_spec(store.config_of(run.path))
+    spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
     use(spec.backend)
     usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     task = run.metrics.get("task") or spec.task

@@ -12,8 +12,9 @@ A graph (model.inputs, blocks, `inputs:` references) is written with Keras' func
 one statement per layer, blocks copied out as dlrun expands them. What has no plain form here
 yet is refused in one line: a pretrained base (model.base) and its finetuning stage,
 adversarial training, training.distribute, Keras callbacks and class weights, augmentation
-layers, a sweep's cross-validation fold, validation or test data of the data's own, csv text
-columns and autoencoder targets.
+layers, a sweep's cross-validation fold, validation or test data of the data's own and
+autoencoder targets. A csv's text columns and blanks are encoded by scikit-learn's
+OneHotEncoder and SimpleImputer, fitted on the training split as dlrun's csvfile does.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ NOT_SCRIPTED = {
     "training.callbacks": "Keras callbacks",
     "training.class_weight": "class weights",
     "data.validation_path": "a validation csv of its own",
-    "data.categorical": "one-hot encoded csv text columns",
     "data.targets": "an autoencoder's targets",
     "data.path": "a validation or test set of the data's own (npz x_val, train/ val/ test/ "
     "folders)",
@@ -56,7 +56,6 @@ def check_scriptable(spec: Spec) -> None:
         "training.callbacks": spec.training.callbacks or None,
         "training.class_weight": spec.training.class_weight,
         "data.validation_path": spec.data.validation_path,
-        "data.categorical": spec.data.categorical,
         "data.targets": None if spec.data.targets == "labels" else spec.data.targets,
         "data.path": _own_splits(spec),
         "data.test_path": spec.data.test_path,
@@ -86,6 +85,40 @@ def _own_splits(spec: Spec) -> bool | None:
             return "x_val.npy" in archive.namelist() or None
     except (OSError, zipfile.BadZipFile):
         return None
+
+
+def _encoded(spec: Spec) -> bool:
+    """A csv whose text columns are one-hot encoded or whose blanks are filled: encoded by a
+    ColumnTransformer fitted on the training split, as dlrun's csvfile does."""
+    data = spec.data
+    return data.dataset == "csv" and (bool(data.categorical) or data.missing == "fill")
+
+
+def _encoding(spec: Spec) -> list[str]:
+    """The feature columns as dlrun encoded them: numbers first (blanks: the training split's
+    median), then each text column one-hot (blanks: its most frequent value)."""
+    data = spec.data
+    numbers = 'SimpleImputer(strategy="median")' if data.missing == "fill" else '"passthrough"'
+    lines = [
+        "# data.categorical one-hot, data.missing: fill by the training split's median / most",
+        "# frequent value, as dlrun encodes: numeric columns first, then each text column",
+        "NUMERIC = [i for i, c in enumerate(FEATURES) if c not in CATEGORICAL]",
+        "TEXT = [FEATURES.index(c) for c in CATEGORICAL]",
+    ]
+    if data.categorical:
+        lines.append("text = make_pipeline(")
+        if data.missing == "fill":
+            lines.append('    SimpleImputer(strategy="most_frequent"),')
+        lines += ['    OneHotEncoder(handle_unknown="ignore", sparse_output=False),', ")"]
+    lines += [f'parts = [("numbers", {numbers}, NUMERIC)]']
+    if data.categorical:
+        lines.append('parts.append(("text", text, TEXT))')
+    lines += [
+        "encoder = ColumnTransformer(parts).fit(x_train)",
+        "x_train = encoder.transform(x_train).astype(np.float32)",
+        "x_test = encoder.transform(x_test).astype(np.float32)",
+    ]
+    return lines
 
 
 def code_folder(out: Path) -> Path:
@@ -241,8 +274,16 @@ def _header(spec: Spec, run: store.Run) -> str:
     if spec.data.dataset == "digits":
         lines.append("from sklearn.datasets import load_digits")
     lines.append("from sklearn.model_selection import train_test_split")
+    if _encoded(spec):
+        lines.append("from sklearn.compose import ColumnTransformer")
+        if spec.data.missing == "fill":
+            lines.append("from sklearn.impute import SimpleImputer")
+        if spec.data.categorical:
+            lines.append("from sklearn.pipeline import make_pipeline")
     if spec.task == "classification" and not spec.data.classes and spec.data.dataset != "directory":
         lines.append("from sklearn.preprocessing import LabelEncoder")
+    if spec.data.categorical:
+        lines.append("from sklearn.preprocessing import OneHotEncoder")
     lines += [
         "",
         f"SEED = {spec.seed}  # seed",
@@ -329,6 +370,8 @@ def _data(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
             "y_train = encoder.transform(np.ravel(y_train))",
             "y_test = encoder.transform(np.ravel(y_test))",
         ]
+    if _encoded(spec):
+        lines += _encoding(spec)
     shape = ", ".join(map(str, input_shape))
     shown = shape + ("," if len(input_shape) == 1 else "")
     if data.dataset == "directory":
@@ -427,6 +470,14 @@ def _raw(spec: Spec, run: store.Run, lines: list[str]) -> bool | str:
             lines += _wrapped("FEATURES", columns)
         else:
             lines.append(f"FEATURES = [c for c in rows[0] if c != {_py(label)}]")
+        if _encoded(spec):
+            lines += _wrapped("CATEGORICAL", list(data.categorical or []))
+        if data.missing == "drop":
+            lines += [
+                "# data.missing: drop: rows with a blank feature or label are left out",
+                f"rows = [row for row in rows if all(row[c] != '' for c in [*FEATURES, "
+                f"{_py(label)}])]",
+            ]
         lines += [
             "",
             "",
@@ -440,9 +491,20 @@ def _raw(spec: Spec, run: store.Run, lines: list[str]) -> bool | str:
             "    return np.array(cells)",
             "",
             "",
-            "x = np.array([[float(row[c]) for c in FEATURES] for row in rows], dtype=np.float32)",
+            "x = np.array([[float(row[c]) for c in FEATURES] for row in rows], dtype=np.float32)"
+            if not _encoded(spec)
+            else "x = np.array([[cell(row[c], c in CATEGORICAL) for c in FEATURES] for row in "
+            "rows], dtype=object)",
             f"y = as_read([row[{_py(label)}] for row in rows])",
         ]
+        if _encoded(spec):
+            lines[-2:-2] = [
+                "def cell(text, is_text):",
+                '    """A blank is missing (NaN); text columns stay text, the others numbers."""',
+                "    return np.nan if text == '' else text if is_text else float(text)",
+                "",
+                "",
+            ]
         return False
     return _folder(spec, lines)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from dlrun.errors import SpecError
 from dlrun.spec.overrides import apply_override
+from dlrun.spec.paths import resolve_keys
 from dlrun.spec.problems import OVERRIDDEN, Loc, did_you_mean, format_problem
 from dlrun.spec.schema import CompileSpec, DataSpec, ModelSpec, Spec
 from dlrun.spec.yamlfile import parse_yaml, read_spec_file
@@ -86,16 +87,24 @@ def validate_model(model: type[Model], raw: dict, source: str, lines: dict[Loc, 
         raise SpecError(problems) from None
 
 
-def validate(raw: Any, source: str, lines: dict[Loc, int] | None = None) -> Spec:
-    """Raw mapping -> Spec, or a SpecError listing every problem found."""
+def validate(
+    raw: Any,
+    source: str,
+    lines: dict[Loc, int] | None = None,
+    written_in: str | Path | None = None,
+) -> Spec:
+    """Raw mapping -> Spec, or a SpecError listing every problem found. `written_in`: the
+    file the spec was read from; its relative paths are relative to that file's folder
+    (paths.resolve), and without it to the working folder."""
     lines = lines or {}
     if not isinstance(raw, dict):
         raise SpecError(
             f"{source}: expected a mapping with data, model, compile and training; "
             f"got {type(raw).__name__ if raw is not None else 'an empty file'}"
         )
+    origins = resolve_keys(raw, written_in, lines)
     spec = validate_model(Spec, raw, source, lines)
-    spec._source, spec._lines = source, lines
+    spec._source, spec._lines, spec._origins = source, lines, origins
     problems = _cross_checks(spec)
     if problems:
         raise SpecError([line for error in problems for line in error.problems])
@@ -200,6 +209,10 @@ SINGLE_INPUT_ONLY = {
     ("training", "adversarial"): (
         lambda spec: spec.training.adversarial is not None,
         "adversarial training attacks one input; remove training.adversarial",
+    ),
+    ("data", "missing"): (
+        lambda spec: spec.data.missing == "fill",
+        "blank cells are not filled per input yet; use data.missing: drop or refuse",
     ),
 }
 
@@ -315,10 +328,17 @@ def load_raw(
     return raw, lines
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Read a spec file, apply `--set` overrides and validate it."""
+def load_spec(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    relative_to: str | Path | None = None,
+) -> Spec:
+    """Read a spec file, apply `--set` overrides and validate it; its relative paths are
+    relative to its own folder (`relative_to`: to that folder instead, e.g. the working folder
+    a run recorded for a config.yaml written before runs recorded absolute paths)."""
     raw, lines = load_raw(path, overrides)
-    return validate(raw, str(Path(path)), lines)
+    written_in = Path(relative_to) / "spec" if relative_to is not None else Path(path)
+    return validate(raw, str(Path(path)), lines, written_in)
 
 
 def valid_sections(raw: Any, source: str, lines: dict[Loc, int]) -> Spec | None:

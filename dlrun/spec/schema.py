@@ -31,7 +31,7 @@ FOLDER_DATASETS = ("directory",)  # one subfolder of images per class
 # Data keys that mean something for these sources only: a run of another source neither
 # records nor shows them (Spec.resolved).
 DATA_KEYS_FOR = {
-    "test_path": FOLDER_DATASETS,
+    "test_path": (*FOLDER_DATASETS, "csv"),
     "image_size": FOLDER_DATASETS,
     "color_mode": FOLDER_DATASETS,
     "cache": FOLDER_DATASETS,
@@ -40,6 +40,9 @@ DATA_KEYS_FOR = {
     "categorical": ("csv",),
     "function": ("function",),
     "args": ("function",),
+    "columns": ("csv",),
+    "drop": ("csv",),
+    "missing": ("csv",),
 }
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -89,20 +92,24 @@ class DataSpec(_Section):
         "function",
     ] = "mnist"
     path: str | None = Field(None, validate_default=True)  # the file (npz, csv) or folder
-    # directory only: a folder of class folders to test on instead of a test_split share
+    # directory: a folder of class folders to test on instead of a test_split share; csv: a
+    # second csv with the same columns, the test split (with test_split: 0)
     test_path: str | None = None
     label_column: str = "label"  # csv only
     flatten: bool = False  # true: images -> vectors for dense nets; false: keep (H, W, C)
     scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
     one_hot: bool = True  # labels through keras.utils.to_categorical
-    test_split: float = Field(0.2, gt=0, lt=1)  # only for data without a test split of its own
+    # only for data without a test split of its own; 0: none cut (the test is data.test_path)
+    test_split: float = Field(0.2, ge=0, lt=1)
     # classification: labels are classes (encoded, stratified splits); regression: numbers.
     # Unset: regression when the loss is a regression loss (mse, mae, huber, ...).
     task: Literal["classification", "regression"] | None = None
     cv: FoldSpec | None = None  # validate on a k-fold split instead of validation_split
-    # directory only: every image is decoded and resized to this, as rgb or grayscale
-    image_size: tuple[int, int] = Field((224, 224), validate_default=True)
-    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    # directory only: every image is decoded and resized to this, as rgb or grayscale. Unset:
+    # the images' own size and colour when they all agree (with a pretrained base: 224x224
+    # rgb); the run records what was chosen.
+    image_size: tuple[int, int] | None = Field(None, validate_default=True)
+    color_mode: Literal["rgb", "grayscale"] | None = None
     cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
     classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
     limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
@@ -114,6 +121,14 @@ class DataSpec(_Section):
     validation_path: str | None = None
     # csv only: text columns one-hot encoded (categories from the training split)
     categorical: list[str] | None = Field(None, min_length=1)
+    # csv only: the feature columns, in this order (default: every column but the label)...
+    columns: list[str] | None = Field(None, min_length=1)
+    # ...or every column but the label and these
+    drop: list[str] | None = Field(None, min_length=1)
+    # csv only: a blank cell (text or number) is refused, its row dropped (the count is
+    # reported), or filled with the training split's median (numbers) or most frequent value
+    # (text), recorded in the run and filled in again by evaluate and predict
+    missing: Literal["refuse", "drop", "fill"] = "refuse"
     # labels: learn the label column (or y); inputs: reproduce x itself (an autoencoder)
     targets: Literal["labels", "inputs"] = "labels"
     # A function of a code file (spec `code:`) returning the npz keys as a mapping of arrays;
@@ -144,9 +159,26 @@ class DataSpec(_Section):
 
     @model_validator(mode="after")
     def _csv_only(self) -> DataSpec:
-        for key in ("validation_path", "categorical"):
+        for key in ("validation_path", "categorical", "columns", "drop"):
             if getattr(self, key) is not None and self.dataset != "csv":
                 raise ValueError(f"{key} is only used with dataset csv, not '{self.dataset}'")
+        if self.missing != "refuse" and self.dataset != "csv":
+            raise ValueError(f"missing is only used with dataset csv, not '{self.dataset}'")
+        if self.columns is not None and self.drop is not None:
+            raise ValueError("give data.columns (the features to keep) or data.drop, not both")
+        for key in ("columns", "drop"):
+            picked = getattr(self, key) or []
+            if self.label_column in picked:
+                raise ValueError(
+                    f"{key} names the label column {self.label_column!r}; list features only"
+                )
+            if len(set(picked)) != len(picked):
+                raise ValueError(f"{key} names a column twice: {picked!r}")
+        if self.test_split == 0 and not (self.test_path and self.dataset in ("csv", "directory")):
+            raise ValueError(
+                "test_split 0 leaves no test data; give data.test_path (a csv or a folder) "
+                "or a test_split between 0 and 1"
+            )
         return self
 
     @field_validator("path")
@@ -167,13 +199,17 @@ class DataSpec(_Section):
     @field_validator("test_path")
     @classmethod
     def _test_folder(cls, path: str | None, info) -> str | None:
-        if path is not None and info.data.get("dataset") not in FOLDER_DATASETS:
-            raise ValueError("test_path is only used with dataset directory (a test folder)")
+        if path is not None and info.data.get("dataset") not in (*FOLDER_DATASETS, "csv"):
+            raise ValueError(
+                "test_path is only used with dataset directory (a test folder) or csv (a file)"
+            )
         return path
 
     @field_validator("image_size", mode="before")
     @classmethod
     def _size(cls, size: Any) -> Any:
+        if size is None:
+            return size
         if isinstance(size, list):  # YAML has lists, not tuples
             size = tuple(size)
         if isinstance(size, int) and not isinstance(size, bool):
@@ -748,6 +784,9 @@ class Spec(_Section):
         distribute = self.training.distribute
         return distribute.processes if isinstance(distribute, ProcessesSpec) else 1
 
+    # {loc: (the path as written, what it is relative to)} of relative paths (spec.paths)
+    _origins: dict = PrivateAttr(default_factory=dict)
+
     @property
     def has_validation(self) -> bool:
         """Whether the run can have validation data (what the data holds is known later)."""
@@ -792,6 +831,13 @@ class Spec(_Section):
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
         return SpecError(format_problem(self._source, self._lines, loc, message))
+
+    def missing(self, loc: Loc, path, what: str = "file") -> SpecError:
+        """A path key naming nothing there: the absolute path, and what a relative one was
+        resolved against."""
+        from dlrun.spec.paths import missing
+
+        return self.error(loc, missing(what, path, self._origins.get(tuple(loc))))
 
     def resolved(self) -> dict:
         """The spec with every default, as a run records it: data keys that do not apply to

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,24 @@ def link_runs(runs_dir: Path, logdir: Path) -> int:
     return made
 
 
+# TensorFlow's C++ logging (absl): `E0000 00:00:1733 ... cuInit failed`, and the notice before
+# absl is set up. dlrun train hides it at import; TensorBoard's process prints it on stderr.
+CPP_LOG = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl::InitializeLog)"
+)
+
+
+def _forward(stream, out) -> None:
+    """TensorBoard's stderr to ours, less TensorFlow's C++ log lines."""
+    for line in iter(stream.readline, b""):
+        text = line.decode("utf-8", "replace")
+        if not CPP_LOG.match(text):
+            with contextlib.suppress(ValueError, OSError):  # our stderr closed: drop it
+                out.write(text)
+                out.flush()
+    stream.close()
+
+
 class _Terminated(KeyboardInterrupt):
     pass
 
@@ -108,11 +127,21 @@ def run(command: list[str], runs_dir: Path) -> int:
                 link_runs(runs_dir, logdir)
 
     link_runs(runs_dir, logdir)
-    process = subprocess.Popen([*command, "--logdir", str(logdir)], preexec_fn=_die_with_parent)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    process = subprocess.Popen(
+        [*command, "--logdir", str(logdir)],
+        preexec_fn=_die_with_parent,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    forward = threading.Thread(target=_forward, args=(process.stderr, sys.stderr), daemon=True)
+    forward.start()
     threading.Thread(target=relink, name="relink", daemon=True).start()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return process.wait()
+        code = process.wait()
+        forward.join(timeout=5)  # its last lines, before the exit status
+        return code
     except KeyboardInterrupt as exc:
         process.send_signal(signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
         try:

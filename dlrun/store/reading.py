@@ -94,6 +94,13 @@ class Run:
         except ValueError:
             return status
 
+    @property
+    def relative_to(self) -> str:
+        """What a relative path in config.yaml is relative to: the working folder the run was
+        started in (runs record absolute paths since issue 34; older ones did not)."""
+        cwd = self.meta.get("cwd")
+        return cwd if isinstance(cwd, str) and cwd else os.getcwd()
+
     def data_record(self) -> dict:
         """What the run recorded of its data (csv categories, class names, the input shape), so
         that other data is encoded as its training data was; anything malformed is left out."""

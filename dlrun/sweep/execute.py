@@ -21,7 +21,6 @@ import yaml
 from dlrun import store
 from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.model.metrics import higher_is_better
-from dlrun.spec.uris import config_without_credentials
 from dlrun.sweep.plan import Fit, Sweep
 from dlrun.sweep.results import refit, refit_data, results_table
 from dlrun.sweep.schema import BEST_SPEC, EPOCHS, IMPORTANCES, RESULTS, SEARCH_PLOT, TRIALS
@@ -275,7 +274,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
                     if status != store.PRUNED and score is not None and math.isfinite(score):
                         if best is None or (score > best if higher else score < best):
                             best = score
-                    line = f"{folder}: {status}" + (f" ({message})" if message else "")
+                    done = len(outcomes) + len(plan.skipped)
+                    line = fit_line(sweep, fit, (done, plan.total), outcomes[folder], best)
                     if not console.is_terminal:
                         console.print(line, highlight=False, markup=False)
                 plan.watch(running)
@@ -332,8 +332,8 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
     best_spec = sweep.trial_spec(
         {k: v for k, v in params.items() if k != EPOCHS}, None, params.get(EPOCHS)
     )
-    # best.yaml holds no tracking password (nor a `tracking` key naming nothing)
-    best_raw = config_without_credentials(best_spec.model_dump(mode="json"))
+    # only the data keys that apply, as config.yaml, and no tracking password
+    best_raw = best_spec.resolved()
     best_raw["name"] = sweep.base["name"]
     store.write_text(sweep_dir / BEST_SPEC, yaml.safe_dump(best_raw, sort_keys=False))
     summary["best"] = {
@@ -345,6 +345,28 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
         summary["refit"] = refit(best_raw, sweep_dir, console)
         summary["refit_data"] = refit_data(best_raw)
     return {"frame": frame, **summary}
+
+
+def fit_line(sweep: Sweep, fit: Fit, count: tuple[int, int], outcome: tuple, best) -> str:
+    """One finished fit for a log: `fit 12/72 (setting 4/12, fold 1/3) val_accuracy 0.981 ·
+    best so far 0.989`, a pruned fit `pruned at epoch k`, a failed one its status and why."""
+    status, history, message = outcome
+    per_setting = len(sweep.folds) * len(sweep.seeds)
+    where = [f"setting {fit.number + 1}/{max(sweep.planned_fits // per_setting, 1)}"]
+    if fit.fold is not None:
+        where.append(f"fold {fit.fold + 1}/{len(sweep.folds)}")
+    if fit.seed is not None:
+        where.append(f"seed {fit.seed - sweep.base['seed'] + 1}/{len(sweep.seeds)}")
+    line = f"fit {count[0]}/{count[1]} ({', '.join(where)})"
+    scoring = f"val_{sweep.spec.scoring}"
+    score = history[-1].get(scoring) if history else None
+    if status == store.PRUNED:
+        line += f" pruned at epoch {len(history)}" + (f" ({message})" if message else "")
+    elif status == store.COMPLETED and isinstance(score, float) and math.isfinite(score):
+        line += f" {scoring} {score:.4g}"
+    else:
+        line += f" {status}" + (f" ({message})" if message else "")
+    return line + (f" · best so far {best:.4g}" if best is not None else "")
 
 
 def _pruned(frame):

@@ -32,6 +32,38 @@ def ray_module():
     return ray
 
 
+# How long a cluster's address has to answer a TCP connection before the sweep says so (Ray's
+# own reconnect loop retries for minutes, printing warnings).
+CONNECT_SECONDS = 5
+
+
+def check_address(address: str | None) -> None:
+    """--address (or $RAY_ADDRESS) HOST:PORT answers, or one line naming it and how to start a
+    cluster there; `auto`, `local` and no address are Ray's to resolve."""
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address in ("auto", "local"):
+        return
+    given = address.removeprefix("ray://")
+    host, colon, port = given.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        raise RunError(
+            f"--address {address}: expected HOST:PORT of a Ray cluster's head, e.g. "
+            "10.0.0.5:6379 (or ray://HOST:10001 for Ray Client)"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS):
+            return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    raise RunError(
+        f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+        f"`ray start --head --port {port}` on {host} (workers: `ray start --address "
+        f"{host}:{port}`), or leave out --address for a Ray on this machine"
+    )
+
+
 class RayWorkers:
     """Fits as Ray tasks, each reserving `cpus` and `gpus` of a node."""
 
@@ -45,6 +77,7 @@ class RayWorkers:
     ):
         ray = self._ray = ray_module()
         address = address or os.environ.get("RAY_ADDRESS") or None
+        check_address(address)
         try:
             ray.init(
                 address=address,

@@ -70,6 +70,7 @@ def train(
     code = usercode.use_spec(spec)  # the user's own files, before anything is built
     role = cluster.join(spec.processes)  # several processes: all meet before the model is built
     prepared = prepare(spec)
+    _tell(console, prepared.data)
     if spec.training.validation_split is None:  # the run describes itself: resolved
         own = prepared.data.validation == "own"
         spec.training.validation_split = validation_share(spec, own)
@@ -92,6 +93,14 @@ def train(
     if role is not None and not role.leader:
         cluster.remove_scratch(run_dir)
     return outcome
+
+
+def _tell(console, data) -> None:
+    """What loading decided for the user: rows dropped, an input shape taken from the data."""
+    from dlrun.textsafe import clean
+
+    for note in getattr(data, "notes", []):
+        console.print(clean(note, newlines=False), markup=False)
 
 
 def _pin_base(spec: Spec) -> dict | None:
@@ -244,7 +253,7 @@ def _resume(
             f"{run.path}: {store.CONFIG} was edited after the run started; "
             "pass --force to resume with the edited config"
         )
-    spec = load_spec(store.config_of(run.path))
+    spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
     tracker = tracking.tracker(spec, run.path.parent, track, console)
     done = completed_epoch(run)
     if epochs is not None:
