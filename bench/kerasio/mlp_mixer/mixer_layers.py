@@ -1,0 +1,81 @@
+"""keras.io "Image classification with modern MLP models" (vision/mlp_image_classification),
+its MLP-Mixer: the Patches and MLPMixerLayer layers, and CIFAR-100-shaped synthetic data."""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="kerasio_mixer")
+class Patches(layers.Layer):
+    """(batch, height, width, channels) -> (batch, patches, patch_size * patch_size * channels)."""
+
+    def __init__(self, patch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = patch_size
+
+    def call(self, images):
+        cut = ops.image.extract_patches(images, size=self.patch_size)
+        return ops.reshape(cut, (-1, cut.shape[1] * cut.shape[2], cut.shape[3]))
+
+    def get_config(self):
+        return {**super().get_config(), "patch_size": self.patch_size}
+
+
+@keras.saving.register_keras_serializable(package="kerasio_mixer")
+class MLPMixerLayer(layers.Layer):
+    """One mixer block: an MLP across patches (token mixing), then one across channels, each
+    after the block's one LayerNormalization and with a skip connection."""
+
+    def __init__(self, num_patches, hidden_units, dropout_rate=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.num_patches = num_patches
+        self.hidden_units = hidden_units
+        self.dropout_rate = dropout_rate
+        self.token_mlp = keras.Sequential(
+            [
+                layers.Dense(num_patches),
+                layers.Activation("gelu"),
+                layers.Dense(num_patches),
+                layers.Dropout(dropout_rate),
+            ]
+        )
+        self.channel_mlp = keras.Sequential(
+            [
+                layers.Dense(num_patches),
+                layers.Activation("gelu"),
+                layers.Dense(hidden_units),
+                layers.Dropout(dropout_rate),
+            ]
+        )
+        self.norm = layers.LayerNormalization(epsilon=1e-6)
+
+    def build(self, input_shape):
+        self.norm.build(input_shape)
+        self.token_mlp.build((None, input_shape[-1], input_shape[-2]))
+        self.channel_mlp.build(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        mixed = ops.transpose(self.token_mlp(ops.transpose(self.norm(inputs), (0, 2, 1))), (0, 2, 1))
+        x = inputs + mixed
+        return x + self.channel_mlp(self.norm(x))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_patches": self.num_patches,
+            "hidden_units": self.hidden_units,
+            "dropout_rate": self.dropout_rate,
+        }
+
+
+def load(n=600, classes=100, seed=0):
+    """CIFAR-100's shape (32x32x3, 0..255, 100 classes), synthetic: a random picture per class
+    plus noise; 80% train, 20% test."""
+    rng = np.random.default_rng(seed)
+    pictures = rng.uniform(0, 255, (classes, 32, 32, 3))
+    y = rng.permutation(np.arange(n) % classes)
+    x = np.clip(pictures[y] + rng.normal(0, 60, (n, 32, 32, 3)), 0, 255).astype("float32")
+    cut = int(n * 0.8)
+    return {"x_train": x[:cut], "y_train": y[:cut], "x_test": x[cut:], "y_test": y[cut:]}
