@@ -67,6 +67,18 @@ class DamagedRun(RunError):
     exit_code = 2
 
 
+class CodeError(DlrunError):
+    """A code file a spec names cannot be used: missing, not a file, or failing at import."""
+
+    exit_code = 2
+
+
+class UntrustedCode(DlrunError):
+    """A run's code files are not among those this user trained with: nothing was imported."""
+
+    exit_code = 2
+
+
 class BackendError(DlrunError):
     """The Keras backend or device a spec asks for is not available on this machine."""
 

@@ -54,6 +54,9 @@ def fails_cleanly(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from dlrun.usercode.trust import set_trust_given
+
+        set_trust_given(bool(kwargs.get("trust_code")))  # this command's --trust-code only
         try:
             return command(*args, **kwargs)
         except DlrunError as exc:
@@ -68,6 +71,15 @@ def fails_cleanly(command):
 
     return wrapper
 
+
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Import the run's code files even though you did not train with them (a run "
+        "from someone else, or edited code): read them first. Not remembered.",
+    ),
+]
 
 NoSaveOption = Annotated[
     bool, typer.Option("--no-save", help="Print the results only; write nothing into the run.")

@@ -12,6 +12,7 @@ from dlrun.cli.common import (
     NoSaveOption,
     ReadRunsDirOption,
     SetOption,
+    TrustCodeOption,
     fails_cleanly,
     make_console,
     report_unsaved,
@@ -23,6 +24,7 @@ from dlrun.cli.common import (
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder, or a run's name in the runs folder.")],
     runs_dir: ReadRunsDirOption = None,
+    trust_code: TrustCodeOption = False,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     set_: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
@@ -120,6 +122,7 @@ def attack(
     ] = False,
     no_save: NoSaveOption = False,
     runs_dir: ReadRunsDirOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Fool runs' models with adversarial examples (FGSM or PGD); accuracy per eps.
 
@@ -183,6 +186,7 @@ def features(
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     runs_dir: ReadRunsDirOption = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Write a layer's activations on the train and test splits to an .npz file.
 
@@ -220,6 +224,7 @@ def predict(
         bool, typer.Option(help="Where the inputs have labels, print evaluate's scores too.")
     ] = False,
     runs_dir: ReadRunsDirOption = None,
+    trust_code: TrustCodeOption = False,
     unsafe_load: Annotated[
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
@@ -291,6 +296,7 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace an earlier export at --out.")] = False,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     runs_dir: ReadRunsDirOption = None,
+    trust_code: TrustCodeOption = False,
     unsafe_load: Annotated[
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,

@@ -11,6 +11,7 @@ import typer
 from dlrun.cli.common import (
     RunsDirOption,
     SetOption,
+    TrustCodeOption,
     fails_cleanly,
     make_console,
 )
@@ -26,6 +27,7 @@ def train(
         typer.Option(help="Continue this interrupted, crashed or failed run instead."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Resume even if config.yaml was edited.")] = False,
+    trust_code: TrustCodeOption = False,
     unsafe_load: Annotated[
         bool, typer.Option(help="Resume from a checkpoint that Keras' safe_mode refuses.")
     ] = False,

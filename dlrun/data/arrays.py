@@ -22,7 +22,7 @@ from dlrun.data.splits import (
     take,
     validation_share,
 )
-from dlrun.errors import DataError, SpecError
+from dlrun.errors import DataError, SpecError, first_line
 from dlrun.spec.schema import KERAS_DATASETS, DataSpec, Spec
 
 # Image shape of the offline data sets, which ship as flat vectors.
@@ -76,6 +76,40 @@ def _npz(spec: Spec) -> tuple:
     except (OSError, ValueError, EOFError) as exc:
         raise spec.error(("data", "path"), f"{path} is not a readable npz file ({exc})") from None
     checks.npz_arrays(spec, path, arrays)
+    return _pairs(spec, arrays)
+
+
+def _function(spec: Spec) -> tuple:
+    """data.function: a code file's function returning the npz keys as a mapping of arrays;
+    checked and split as an npz is."""
+    from collections.abc import Mapping
+
+    from dlrun import usercode
+
+    loc = ("data", "function")
+    name = spec.data.function
+    what = "a mapping of the npz keys (x_train, y_train, ...) to arrays"
+    returned = usercode.call_function(spec, loc, name, dict(spec.data.args), what)
+    if not isinstance(returned, Mapping):
+        raise spec.error(loc, f"{name}() returned {type(returned).__name__}; expected {what}")
+    label = Path(f"{name}()")
+    keys = checks.npz_keys(spec, label, [str(key) for key in returned])
+    arrays = {}
+    for key in keys:
+        try:
+            arrays[key] = np.asarray(returned[key])
+        except Exception as exc:  # noqa: BLE001  whatever the function put there
+            message = f"{name}() returned {key} that is not an array ({first_line(exc)})"
+            raise spec.error(loc, message) from None
+        if arrays[key].dtype.kind == "O":
+            message = f"{name}() returned {key} of Python objects; expected an array of numbers"
+            raise spec.error(loc, message)
+    checks.npz_arrays(spec, label, arrays)
+    return _pairs(spec, arrays)
+
+
+def _pairs(spec: Spec, arrays: dict) -> tuple:
+    """(train, test or None, validation or None, None) of an npz's arrays by key."""
     if spec.data.targets == "inputs":  # an autoencoder: the labels, if any, are not used
         for x_key in ("x_train", "x_val", "x_test"):
             if x_key in arrays:
@@ -130,6 +164,10 @@ def _raw(spec: Spec) -> tuple:
     ]
     key = (data.dataset, data.path, data.label_column, data.validation_path, data.targets)
     key += (tuple(data.categorical or ()), *stamps)
+    if data.function is not None:  # the same function of the same code with the same args
+        from dlrun import usercode
+
+        key += (data.function, repr(sorted(data.args.items())), *map(id, usercode.active()))
     if key not in _READ:
         _READ.clear()
         _READ[key] = _read(spec)
@@ -152,6 +190,8 @@ def _read(spec: Spec) -> tuple:
         return (digits.data, digits.target), None, None, None
     if name == "npz":
         return _npz(spec)
+    if name == "function":
+        return _function(spec)
     return _csv(spec)
 
 

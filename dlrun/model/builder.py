@@ -12,7 +12,7 @@ from typing import Any
 from dlrun.backend import load
 from dlrun.errors import SpecError, first_line
 from dlrun.model.compiling import _lookup_problems
-from dlrun.model.layers import arguments, layer_classes, layer_name
+from dlrun.model.layers import arguments, layer_classes, layer_name, unknown_layer
 from dlrun.spec.problems import did_you_mean
 from dlrun.spec.schema import Spec
 
@@ -43,14 +43,8 @@ def make_layers(spec: Spec, keys: tuple = ("augment", "layers")) -> list[Any]:
             continue
         named.add(name)
         cls = classes.get(entry.type)
-        if cls is None:
-            problems.append(
-                spec.error(
-                    (*loc, "type"),
-                    f"unknown layer {entry.type!r}; expected a keras.layers class"
-                    + did_you_mean(entry.type, sorted(classes)),
-                )
-            )
+        if not isinstance(cls, type):
+            problems.append(spec.error((*loc, "type"), unknown_layer(entry.type, classes)))
             continue
         accepted = arguments(cls)
         unknown = [key for key in entry.kwargs() if accepted is not None and key not in accepted]
@@ -89,6 +83,8 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
     """
     keras = load()
 
+    if spec.model.function is not None:
+        return _from_function(spec, input_shape)
     if spec.model.is_graph:
         if spec.model.augment and spec.model.base is None:
             raise spec.error(
@@ -127,6 +123,35 @@ def build_model(spec: Spec, input_shape: tuple[int, ...]):
             )
             raise SpecError(problem.problems + _lookup_problems(spec)) from None
         shape = model.output_shape
+    return model
+
+
+def _from_function(spec: Spec, input_shape: tuple[int, ...]):
+    """model.function: the keras.Model a code file's function returns, built on the data's
+    shape when it is not built yet (a subclassed model builds on its first call)."""
+    import numpy as np
+
+    from dlrun import usercode
+
+    keras = load()
+    loc = ("model", "function")
+    model = usercode.call_function(
+        spec, loc, spec.model.function, dict(spec.model.args), "a keras.Model"
+    )
+    if not isinstance(model, keras.Model):
+        raise spec.error(
+            loc,
+            f"{spec.model.function}() returned {type(model).__name__}; expected a keras.Model",
+        )
+    if not model.built:
+        try:
+            model(np.zeros((1, *input_shape), dtype="float32"))
+        except Exception as exc:
+            raise spec.error(
+                loc,
+                f"the model of {spec.model.function}() cannot be built on input shape "
+                f"{(None, *input_shape)}: {first_line(exc)}",
+            ) from None
     return model
 
 
@@ -176,7 +201,7 @@ def keras_problems(path, overrides: list[str] | tuple[str, ...] = ()) -> list[st
     except SpecError:
         return []
     spec = valid_sections(raw, str(path), lines)
-    if spec is None:
+    if spec is None or raw.get("code"):  # a code file's names are found once it is imported
         return []
     load()
     try:

@@ -68,11 +68,15 @@ def load_model(
     check_archive(path, params)
 
     keras = load()
+    from dlrun import usercode
     from dlrun.model.frozen import custom_objects
 
+    # The run's code files are imported before (usercode.use_run): their classes and
+    # functions are found by name; safe_mode still refuses a Lambda.
+    known = {**usercode.custom_objects(), **custom_objects()}
     try:
         return keras.models.load_model(
-            path, custom_objects=custom_objects(), safe_mode=not unsafe_load, compile=compile
+            path, custom_objects=known, safe_mode=not unsafe_load, compile=compile
         )
     except ValueError as exc:
         reason = first_line(exc)

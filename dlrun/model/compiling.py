@@ -25,6 +25,73 @@ def _identifier(value: Any, name: str | None = None) -> Any:
     return {"class_name": value["type"], "config": arguments}
 
 
+# Which way a metric is better, as Keras marks its metric classes (`_direction`).
+DIRECTIONS = {"max": "up", "min": "down"}
+
+
+def _code_kind(field: str):
+    """What a code file's object must be to serve as this field."""
+    import inspect
+
+    import keras
+
+    base = {
+        "optimizer": keras.optimizers.Optimizer,
+        "loss": keras.losses.Loss,
+        "metric": keras.metrics.Metric,
+    }[field]
+
+    def accept(value) -> bool:
+        if isinstance(value, type):
+            return issubclass(value, base)
+        return field != "optimizer" and inspect.isfunction(value)
+
+    return accept
+
+
+def _from_code(spec: Spec, loc: tuple, field: str, value: Any):
+    """A loss, metric or optimizer a code file defines (None: none by that name)."""
+    import keras
+
+    from dlrun import usercode
+
+    name = value if isinstance(value, str) else value["type"]
+    module = {"optimizer": keras.optimizers, "loss": keras.losses, "metric": keras.metrics}
+    keras_names = {n for n in dir(module[field]) if not n.startswith("_")}
+    found = usercode.find(name, keras_names, _code_kind(field))
+    where = loc if isinstance(value, str) else (*loc, "type")
+    if found is None:
+        return None
+    if isinstance(found, usercode.Ambiguous):
+        raise spec.error(where, found.message)
+    arguments = {} if isinstance(value, str) else {k: v for k, v in value.items() if k != "type"}
+    direction = arguments.pop("direction", None) if field == "metric" else None
+    try:
+        if isinstance(found, type):
+            if field == "metric":
+                arguments.setdefault("name", entry_name(value))
+            made = found(**arguments)
+        elif arguments:
+            raise spec.error(
+                loc,
+                f"{name} is a function and takes no arguments here; write a "
+                f"keras.{field}s class to give it some",
+            )
+        elif field == "metric":
+            import keras
+
+            made = keras.metrics.MeanMetricWrapper(found, name=entry_name(value))
+        else:
+            made = found
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise spec.error(loc, f"{name} refused its arguments: {first_line(exc)}") from None
+    if direction is not None:
+        made._direction = DIRECTIONS[direction]
+    return made
+
+
 def _named(spec: Spec, loc: tuple, field: str, getter, value: Any, candidates: list[str]):
     try:
         return getter(_identifier(value, field == "metric" and entry_name(value) or None))
@@ -58,13 +125,19 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     found: dict = {"metrics": {out: [] for out in metrics} if per_output else []}
     found["loss"] = {}
     problems: list[str] = []
+    if spec.compile.loss is None and spec.model.function is None:
+        message = "a loss is needed; null is for a model.function whose train_step computes it"
+        problems += spec.error(("compile", "loss"), message).problems
     optimizer, schedule_problems = _with_schedule(spec, spec.compile.optimizer)
     problems += schedule_problems
     given = spec.compile.loss if per_output else {None: spec.compile.loss}
     lookups = [
         ("loss", ("compile", "loss", *([out] if per_output else [])), keras.losses.get, value, out)
         for out, value in given.items()
+        if value is not None  # the model's own train_step computes its loss
     ]
+    if not per_output and spec.compile.loss is None:
+        found["loss"] = None
     if not schedule_problems:  # else the optimizer would only repeat the schedule's problem
         lookups.insert(
             0, ("optimizer", ("compile", "optimizer"), keras.optimizers.get, optimizer, None)
@@ -80,17 +153,42 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
             continue
         candidates = {"optimizer": optimizers, "loss": losses}.get(field, known_metrics)
         try:
-            made = _named(spec, loc, field, getter, value, candidates)
+            made = _from_code(spec, loc, field, value)
+            from_code = made is not None
+            if not from_code:
+                made = _named(spec, loc, field, getter, value, candidates)
         except SpecError as exc:
             problems += exc.problems
             continue
         if field == "metric":
-            listed.append(made if not isinstance(value, str) else value)
+            listed.append(made if from_code or not isinstance(value, str) else value)
+            if from_code and getattr(made, "_direction", None) is None:
+                found.setdefault("undirected", []).append(entry_name(value))
         elif field == "loss" and per_output:
             found["loss"][out] = made
         else:
             found[field] = made
+    problems += _monitor_directions(spec, found.get("undirected", []))
     return found, problems
+
+
+def _monitor_directions(spec: Spec, undirected: list[str]) -> list[str]:
+    """A monitor on a metric whose direction nobody can tell (a code file's function without
+    `direction:`) is refused: dlrun never guesses which way is better."""
+    watched = [(("training", "checkpoint"), spec.training.checkpoint)]
+    if spec.training.early_stopping:
+        watched.append((("training", "early_stopping"), spec.training.early_stopping))
+    problems = []
+    for loc, settings in watched:
+        base = settings.monitor.removeprefix("val_")
+        if settings.mode == "auto" and base in undirected:
+            problems += spec.error(
+                (*loc, "monitor"),
+                f"cannot tell whether a higher or a lower {base} is better; add direction: max "
+                f"or min to it in compile.metrics ({{type: {base}, direction: max}}), or set "
+                f"{'.'.join(loc)}.mode",
+            ).problems
+    return problems
 
 
 def _with_schedule(spec: Spec, optimizer: Any) -> tuple[Any, list[str]]:
@@ -108,6 +206,24 @@ def _with_schedule(spec: Spec, optimizer: Any) -> tuple[Any, list[str]]:
         if isinstance(v, type) and n != "LearningRateSchedule"
     ]
     kind = rate.get("type")
+    from dlrun import usercode
+
+    def is_schedule(value) -> bool:
+        return isinstance(value, type) and issubclass(
+            value, keras.optimizers.schedules.LearningRateSchedule
+        )
+
+    own = usercode.find(kind, set(names), is_schedule) if isinstance(kind, str) else None
+    if isinstance(own, usercode.Ambiguous):
+        return optimizer, spec.error((*loc, "type"), own.message).problems
+    if own is not None:
+        arguments = {k: v for k, v in rate.items() if k != "type"}
+        try:
+            return {**optimizer, "learning_rate": own(**arguments)}, []
+        except Exception as exc:
+            return optimizer, spec.error(
+                loc, f"{kind} refused its arguments: {first_line(exc)}"
+            ).problems
     if not isinstance(kind, str) or kind not in names:
         message = (
             f"unknown learning rate schedule {kind!r}; expected one of {', '.join(sorted(names))}"
@@ -136,7 +252,8 @@ def compile_model(
     shape of one regression target, when the data is known."""
 
     found, problems = _lookups(spec)
-    if not spec.model.several_outputs:  # the labels and the last layer, of one output
+    # A model.function's model is the user's own: its outputs and steps are its business.
+    if not spec.model.several_outputs and spec.model.function is None:
         problems += [
             line
             for error in _check_labels(model, spec, num_classes, target_shape)
@@ -183,7 +300,10 @@ def _vector_metrics(
 ) -> list[str]:
     """Metrics that score one number per class (F1Score's default average=None) break the
     history after epoch 1: refuse them before training, each on its own line."""
+    import keras
     from keras.src.trainers.compile_utils import get_metric
+
+    from dlrun import usercode
 
     y_true, y_pred = _dummy_labels(model, spec, num_classes, target_shape)
     problems = []
@@ -192,7 +312,8 @@ def _vector_metrics(
         try:
             metric = get_metric(identifier, y_true, y_pred)
             if hasattr(metric, "get_config") and not isinstance(identifier, str):
-                metric = type(metric).from_config(metric.get_config())  # a fresh, unused copy
+                with keras.saving.custom_object_scope(usercode.custom_objects()):
+                    metric = type(metric).from_config(metric.get_config())  # a fresh copy
             metric.update_state(y_true, y_pred)
             shape = tuple(metric.result().shape)
         except Exception as exc:

@@ -255,14 +255,10 @@ def build_graph(spec: Spec, input_shape, taken: dict, given: set, classes, base=
     for node in nodes:
         args = _resolve(node, previous, tensors, later, spec, used)
         cls = classes.get(node.type)
-        if cls is None:
-            problems.append(
-                spec.error(
-                    (*node.loc, "type"),
-                    f"unknown layer {node.type!r}; expected a keras.layers class"
-                    + did_you_mean(node.type, sorted(classes)),
-                )
-            )
+        if not isinstance(cls, type):
+            from dlrun.model.layers import unknown_layer
+
+            problems.append(spec.error((*node.loc, "type"), unknown_layer(node.type, classes)))
             continue
         kwargs = {k: v for k, v in node.kwargs.items() if v is not None or k != "name"}
         accepted = arguments(cls)

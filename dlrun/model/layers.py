@@ -22,13 +22,33 @@ BASE_LAYER_ARGUMENTS = {
 
 
 def layer_classes() -> dict[str, type]:
+    """keras.layers' classes by name, and the code files' Layer subclasses (usercode.merged:
+    an ambiguous bare name maps to a usercode.Ambiguous)."""
     import keras
 
-    return {
-        name: value
-        for name, value in vars(keras.layers).items()
-        if isinstance(value, type) and issubclass(value, keras.layers.Layer)
-    }
+    from dlrun import usercode
+
+    def is_layer(value) -> bool:
+        return isinstance(value, type) and issubclass(value, keras.layers.Layer)
+
+    own = {name: value for name, value in vars(keras.layers).items() if is_layer(value)}
+    return usercode.merged(own, is_layer)
+
+
+def unknown_layer(name: str, classes: dict) -> str:
+    """Why `name` names no layer class: ambiguous between code files and Keras, or unknown."""
+    from dlrun import usercode
+    from dlrun.spec.problems import did_you_mean
+
+    found = classes.get(name)
+    if isinstance(found, usercode.Ambiguous):
+        return found.message
+    return (
+        f"unknown layer {name!r}; expected a keras.layers class or a code file's layer"
+        + did_you_mean(
+            name, sorted(k for k, v in classes.items() if not isinstance(v, usercode.Ambiguous))
+        )
+    )
 
 
 def arguments(cls: type) -> set[str] | None:

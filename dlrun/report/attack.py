@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun import store
+from dlrun import store, usercode
 from dlrun.adversarial.attacks import Threat, batches, data_range, perturb, predict
 from dlrun.adversarial.gradients import model_loss
 from dlrun.errors import AttackError, RunError
@@ -143,6 +143,7 @@ def attack(
     from dlrun.backend import use
 
     use(spec.backend)  # the run's own, or another: a .keras file loads on every backend
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     from dlrun.data.arrays import load_data
     from dlrun.model.builder import build_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun import store
+from dlrun import store, usercode
 from dlrun.data.splits import count, each
 from dlrun.errors import DataError, RunError
 from dlrun.model.checkpoints import checkpoint_path, load_model
@@ -39,6 +39,7 @@ def evaluate(
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides)
     use(spec.backend)  # the run's own, or another one: a .keras file loads on every backend
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     data, scored = _scored_data(run, spec)
     trained_on = run.metrics.get("input_shape")  # recorded at train time
     if isinstance(trained_on, list | dict):  # several inputs: {input name: shape}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun import store
+from dlrun import store, usercode
 from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.graph import one_input_and_output
@@ -117,6 +117,7 @@ def export(
 
     use("tensorflow")  # Keras' exporters and tf.data; a .keras file loads on every backend
     load()
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     model = _model(spec, run, model_path, unsafe_load, fmt)
     samples = _test_samples(spec, run.meta.get("data_encoding"))
     expected = np.asarray(model.predict(samples, batch_size=len(samples), verbose=0))
@@ -147,6 +148,7 @@ def _script(spec, run: store.Run, out: Path) -> dict:
     script.check_scriptable(spec)  # before Keras is imported
     use(spec.backend)
     load()
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     shape = run.metrics.get("input_shape")
     if isinstance(shape, list):
         input_shape = tuple(shape)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun import store
+from dlrun import store, usercode
 from dlrun.errors import RunError, SpecError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.graph import one_input_and_output
@@ -90,9 +90,12 @@ def extract(
             f"--classifier {classifier}: {run.name} is a regression run; a classifier needs "
             "classes (leave --classifier out to write the features only)"
         )
+    from dlrun.backend import use
     from dlrun.data.arrays import load_data
     from dlrun.model.builder import build_model
 
+    use(spec.backend)
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     data = load_data(spec, run.data_record())  # new data encoded as the run's was
     # A transfer model's base comes from elsewhere: the archive's plain size bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()

@@ -18,7 +18,7 @@ from typing import IO
 
 import numpy as np
 
-from dlrun import store
+from dlrun import store, usercode
 from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes
@@ -69,6 +69,7 @@ def predict(
     model_path = checkpoint_path(run, checkpoint, " to predict with")
     spec = load_spec(store.config_of(run.path))
     use(spec.backend)
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     task = run.metrics.get("task") or spec.task
     model = _model(spec, run, model_path, unsafe_load)
     if len(model.inputs) != 1 or len(model.outputs) != 1:

@@ -36,6 +36,8 @@ DATA_KEYS_FOR = {
     "label_column": ("csv",),
     "validation_path": ("csv",),
     "categorical": ("csv",),
+    "function": ("function",),
+    "args": ("function",),
 }
 # Layers that run code named in the file: a spec is data, never a program.
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -48,6 +50,8 @@ STEPS_PER_EXECUTION_GPU = 8
 # blend the images and keep the first image's label.
 LABEL_MIXING_LAYERS = ("MixUp", "CutMix")
 REFUSED_LAYERS = ("Lambda", "TFSMLayer", "JaxLayer", "FlaxLayer", "TorchModuleWrapper")
+# A Keras name, or a code file's (spec `code:`) object by its name or as module.Name.
+CODE_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?"
 
 # Bounds far beyond any real run, so that 2**63 is refused here and not by Keras after a run
 # folder exists.
@@ -72,6 +76,7 @@ class DataSpec(_Section):
         "npz",
         "csv",
         "directory",
+        "function",
     ] = "mnist"
     path: str | None = Field(None, validate_default=True)  # the file (npz, csv) or folder
     # directory only: a folder of class folders to test on instead of a test_split share
@@ -101,6 +106,31 @@ class DataSpec(_Section):
     categorical: list[str] | None = Field(None, min_length=1)
     # labels: learn the label column (or y); inputs: reproduce x itself (an autoencoder)
     targets: Literal["labels", "inputs"] = "labels"
+    # A function of a code file (spec `code:`) returning the npz keys as a mapping of arrays;
+    # dataset is then `function`.
+    function: str | None = None
+    args: dict[str, Any] = {}  # its keyword arguments
+
+    @model_validator(mode="before")
+    @classmethod
+    def _function_source(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("function") is not None:
+            if value.get("dataset", "function") != "function":
+                raise ValueError(
+                    f"function loads the data itself; remove dataset: {value['dataset']}"
+                )
+            value = {**value, "dataset": "function"}
+        return value
+
+    @model_validator(mode="after")
+    def _function_given(self) -> DataSpec:
+        if self.dataset == "function" and not self.function:
+            raise ValueError("dataset 'function' needs a function from a code file; add function")
+        if self.function is not None and not re.fullmatch(CODE_NAME, self.function):
+            raise ValueError(f"function: expected a function's name, got {self.function!r}")
+        if self.args and self.function is None:
+            raise ValueError("args are the arguments of data.function; add a function")
+        return self
 
     @model_validator(mode="after")
     def _csv_only(self) -> DataSpec:
@@ -202,8 +232,11 @@ class LayerSpec(BaseModel):
             return name
         if name in REFUSED_LAYERS:
             raise ValueError(f"{name} layers run code from the file and are refused")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"expected a keras.layers class name such as Dense, got {name!r}")
+        if not re.fullmatch(CODE_NAME, name):
+            raise ValueError(
+                f"expected a keras.layers class name such as Dense (or a code file's layer, "
+                f"module.Name), got {name!r}"
+            )
         return name
 
     @model_validator(mode="after")
@@ -317,8 +350,34 @@ class ModelSpec(_Section):
     # The graph's input, named; default: one input shaped like the data, named `input`
     inputs: dict[str, InputSpec] | None = None
     blocks: dict[str, BlockSpec] = {}  # reusable sub-graphs, used as {block: NAME}
-    layers: list[LayerSpec] = Field(min_length=1)  # the input shape comes from the data
+    layers: list[LayerSpec] = []  # the input shape comes from the data
     outputs: list[str] | str | None = None  # default: the last entry's output
+    # Instead of layers: a function of a code file (spec `code:`) returning a keras.Model,
+    # called with args; built on the data's shape when it is not built yet.
+    function: str | None = None
+    args: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _layers_or_function(self) -> ModelSpec:
+        if self.function is None:
+            if not self.layers:
+                raise ValueError("a model needs layers (or a function from a code file)")
+            if self.args:
+                raise ValueError("args are the arguments of model.function; add a function")
+            return self
+        if not re.fullmatch(CODE_NAME, self.function):
+            raise ValueError(f"function: expected a function's name, got {self.function!r}")
+        given = [
+            key
+            for key in ("layers", "augment", "base", "inputs", "blocks", "outputs")
+            if getattr(self, key)
+        ]
+        if given:
+            raise ValueError(
+                f"give layers or a function, not both: the function's model is the whole "
+                f"model; remove {', '.join(given)}"
+            )
+        return self
 
     @property
     def several_outputs(self) -> list[str] | None:
@@ -334,7 +393,7 @@ class ModelSpec(_Section):
     @property
     def is_graph(self) -> bool:
         """Anything beyond a plain stack: built with Keras' functional API."""
-        return (
+        return self.function is None and (
             self.inputs is not None
             or bool(self.blocks)
             or self.outputs is not None
@@ -358,6 +417,20 @@ def _named(value: Any) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and isinstance(value.get("type"), str):
+        direction = value.get("direction", "max")
+        if direction not in ("max", "min"):
+            raise ValueError(f"direction: expected max or min, got {direction!r}")
+        return value
+    raise ValueError(f"expected a name or a mapping with a type, got {value!r}")
+
+
+def _loss(value: Any) -> Any:
+    """A loss: a name, {type: name, ...}, or null for a model whose train_step computes its own."""
+    if value is None:
+        return value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value
     raise ValueError(f"expected a name or a mapping with a type, got {value!r}")
 
@@ -375,6 +448,8 @@ def by_output(value: Any) -> bool:
 
 def loss_task(loss: Any) -> str:
     """regression for a regression loss (mse, mae, huber, ...), else classification."""
+    if loss is None:  # the model's own train_step: classification unless data.task says
+        return "classification"
     name = (loss if isinstance(loss, str) else loss["type"]).lower().replace("_", "")
     return "regression" if name in REGRESSION_LOSSES else "classification"
 
@@ -397,8 +472,8 @@ class CompileSpec(_Section):
     @classmethod
     def _check_loss(cls, loss: Any) -> Any:
         if by_output(loss):
-            return {output: _named(entry) for output, entry in loss.items()}
-        return _named(loss)
+            return {output: _loss(entry) for output, entry in loss.items()}
+        return _loss(loss)
 
     @field_validator("metrics")
     @classmethod
@@ -511,7 +586,7 @@ class CallbackSpec(BaseModel):
             raise ValueError(f"{name} is dlrun's own: use {OWNED_CALLBACKS[name]}")
         if name in CODE_CALLBACKS:
             raise ValueError(f"{name} is refused: {CODE_CALLBACKS[name]}")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if not re.fullmatch(CODE_NAME, name):
             raise ValueError(f"expected a keras.callbacks class name, got {name!r}")
         return name
 
@@ -546,6 +621,9 @@ class Spec(_Section):
     name: str = Field("run", pattern=NAME_PATTERN, max_length=NAME_MAX)
     backend: Literal[BACKENDS] = "tensorflow"  # Keras' backend, fixed before Keras is imported
     seed: int = Field(0, ge=0, lt=2**32)  # initial weights, shuffling, the validation split
+    # Python files whose layers, losses, metrics, callbacks, optimizers, schedules and model
+    # or data functions the spec uses by name; relative to the spec file
+    code: list[str] = []
     data: DataSpec
     model: ModelSpec
     compile: CompileSpec = CompileSpec()
@@ -563,7 +641,8 @@ class Spec(_Section):
             or split is None
             or split > 0
             or self.data.validation_path is not None
-            or self.data.dataset in ("npz", "directory")  # x_val in the file, a val/ folder
+            or self.data.dataset
+            in ("npz", "directory", "function")  # x_val in the file, a val/ folder
         )
 
     @property
@@ -600,8 +679,21 @@ class Spec(_Section):
         for key, sources in DATA_KEYS_FOR.items():
             if self.data.dataset not in sources:
                 config["data"].pop(key, None)
+        # A spec without code files records none of their keys (its config reads as before).
+        if not self.code:
+            config.pop("code")
+        if self.model.function is None:
+            config["model"].pop("function")
+            config["model"].pop("args")
+        else:  # the function's model is the whole model: no layer keys to show
+            for key in ("augment", "base", "inputs", "blocks", "layers", "outputs"):
+                config["model"].pop(key)
         return config
 
-    def dump(self) -> str:
-        """The resolved spec as YAML: `dlrun train` on it alone reproduces the run."""
-        return yaml.safe_dump(self.resolved(), sort_keys=False)
+    def dump(self, code: list[str] | None = None) -> str:
+        """The resolved spec as YAML: `dlrun train` on it alone reproduces the run. `code`:
+        the run's copies of the code files, in place of the files the spec names."""
+        config = self.resolved()
+        if code is not None:
+            config["code"] = code
+        return yaml.safe_dump(config, sort_keys=False)

@@ -38,6 +38,7 @@ from dlrun.store.layout import (  # noqa: F401
     ATTACKS,
     BEST,
     CHECKPOINTS,
+    CODE,
     COMPLETED,
     CONFIG,
     CONFUSION_PLOT,

@@ -30,6 +30,7 @@ CONFUSION_PLOT = "plots/confusion_matrix.png"
 PREDICTED_PLOT = "plots/predicted_vs_true.png"
 EVALUATIONS = "evaluations"
 ATTACKS = "attacks"
+CODE = "code"  # copies of the spec's code files, as trained (config.yaml names them)
 
 
 def adversarial_plot(attack_json: str, eps: float, target: int | None) -> str:
@@ -44,7 +45,7 @@ LOCK = ".lock"  # held (flock) by the process that trains, for as long as it tra
 # while the sweep's process holds the folder's lock, the sweep is running whatever it says).
 SWEEP_STATE = "state.json"
 # Folders a run writes into: each must be a real folder of the run, never a symlink out of it.
-WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS)
+WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS, CODE)
 # Files read back from a run folder are small; anything bigger is not ours.
 MAX_READ_BYTES = 16 * 1024 * 1024
 

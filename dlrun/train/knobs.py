@@ -25,15 +25,19 @@ STATE = "callback_state"  # the meta.json key
 
 
 def _classes() -> dict[str, type]:
+    """keras.callbacks' classes dlrun allows, and the code files' Callback subclasses."""
     import keras
 
+    from dlrun import usercode
+
     base = keras.callbacks.Callback
-    return {
+    own = {
         name: value
         for name, value in vars(keras.callbacks).items()
         if isinstance(value, type) and issubclass(value, base) and value is not base
         if name not in OWNED_CALLBACKS and name not in CODE_CALLBACKS and name != "CallbackList"
     }
+    return usercode.merged(own, lambda v: isinstance(v, type) and issubclass(v, base))
 
 
 def make_callbacks(spec: Spec) -> list:
@@ -46,8 +50,10 @@ def make_callbacks(spec: Spec) -> list:
     for index, entry in enumerate(spec.training.callbacks):
         loc = ("training", "callbacks", index)
         cls = classes.get(entry.type)
-        if cls is None:
-            message = f"unknown callback {entry.type!r}" + did_you_mean(entry.type, list(classes))
+        if not isinstance(cls, type):
+            message = getattr(cls, "message", None) or (
+                f"unknown callback {entry.type!r}" + did_you_mean(entry.type, list(classes))
+            )
             problems += spec.error((*loc, "type"), message).problems
             continue
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dlrun import store
+from dlrun import store, usercode
 from dlrun.data.splits import count, validation_share
 from dlrun.errors import RunError
 from dlrun.spec.loading import load_spec
@@ -59,6 +59,7 @@ def train(
 
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
+    code = usercode.use_spec(spec)  # the user's own files, before anything is built
     prepared = prepare(spec)
     if spec.training.validation_split is None:  # the run describes itself: resolved
         own = prepared.data.validation == "own"
@@ -67,7 +68,7 @@ def train(
     run = store.RunFolder.create(runs_root, spec.name, folder)
     run_dir = run.path
     try:
-        _start(run, spec, prepared, command, base)
+        _start(run, spec, prepared, command, base, code)
     except OSError as exc:  # a full disk or a file size limit before the run began
         run.close()
         shutil.rmtree(run_dir, ignore_errors=True)  # the folder this process just made
@@ -99,11 +100,16 @@ def _start(
     prepared: Prepared,
     command: list[str] | None,
     base: dict | None = None,
+    code: list | None = None,
 ) -> None:
-    """config.yaml and the first meta.json (status running) of a new run."""
+    """config.yaml (naming the run's copies of the code files) and the first meta.json
+    (status running) of a new run."""
     from dlrun.backend import versions
 
-    run.write_text(store.CONFIG, spec.dump())
+    copies = usercode.copy_into_run(run, code) if code else None
+    if code:
+        usercode.remember([file.sha256 for file in code])  # code this user trained with
+    run.write_text(store.CONFIG, spec.dump(copies))
     run.start(
         {
             "name": spec.name,
@@ -129,6 +135,8 @@ def _start(
             "validation": prepared.data.validation,  # split, own, cv or none
             # What `dlrun predict` needs beyond config.yaml: the csv columns, by name and order.
             "feature_columns": prepared.data.feature_columns,
+            # The code files as trained: {code/NAME.py: sha256} (config.yaml names the copies)
+            **({"code": usercode.digests(code)} if code else {}),
             **_recorded(prepared),
         }
     )
@@ -221,6 +229,7 @@ def _resume(
         folder.write_text(store.CONFIG, spec.dump())  # the run describes itself
     use(spec.backend, spec.training.device)
     load()
+    usercode.use_run(spec, run.path)  # the run's copies, if trusted; before anything is built
     prepared = prepare(spec)
     from dlrun.model.checkpoints import check_run_checkpoints, load_model
 
