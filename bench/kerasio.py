@@ -35,6 +35,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLES_DIR = HERE / "kerasio"
+STAMP = "%Y-%m-%d %H:%M UTC"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -47,32 +48,74 @@ class Example:
 
 
 EXAMPLES = {
-    "vit": Example("vit", "examples/vision/image_classification_with_vision_transformer.py",
-                   "layers Patches, PatchEncoder; data function"),
-    "mlp_mixer": Example("mlp_mixer", "examples/vision/mlp_image_classification.py",
-                         "layers Patches, MLPMixerLayer; data function"),
-    "cct": Example("cct", "examples/vision/cct.py",
-                   "layers CCTTokenizer, PositionEmbedding, StochasticDepth, SequencePooling; "
-                   "data function"),
-    "eanet": Example("eanet", "examples/vision/eanet.py",
-                     "layers PatchExtract, PatchEmbedding, ExternalAttention; data function"),
-    "vit_detection": Example("vit_detection",
-                             "examples/vision/object_detection_using_vision_transformer.py",
-                             "layers Patches, PatchEncoder; data function"),
-    "vivit": Example("vivit", "examples/vision/vivit.py",
-                     "layers TubeletEmbedding, PositionalEncoder; data function"),
-    "traffic": Example("traffic", "examples/timeseries/timeseries_traffic_forecasting.py",
-                       "layers GraphConv inside LSTMGC; data function"),
-    "movielens": Example("movielens",
-                         "examples/structured_data/collaborative_filtering_movielens.py",
-                         "model function (a keras.Model subclass); data function"),
-    "vit_small_ds": Example("vit_small_ds", "examples/vision/vit_small_ds.py",
-                            "model function (constant attention mask, MultiHeadAttention "
-                            "subclass); data function", cheap=False),
-    "perceiver": Example("perceiver", "examples/vision/perceiver_image_classification.py",
-                         "model function (a keras.Model subclass); data function", cheap=False),
-    "pointnet": Example("pointnet", "examples/vision/pointnet.py",
-                        "model function (its own activity regularizer); data function"),
+    "vit": Example(
+        "vit",
+        "examples/vision/image_classification_with_vision_transformer.py",
+        "layers Patches, PatchEncoder; data function",
+    ),
+    "mlp_mixer": Example(
+        "mlp_mixer",
+        "examples/vision/mlp_image_classification.py",
+        "layers Patches, MLPMixerLayer; data function",
+    ),
+    "cct": Example(
+        "cct",
+        "examples/vision/cct.py",
+        "layers CCTTokenizer, PositionEmbedding, StochasticDepth, SequencePooling; data function",
+    ),
+    "eanet": Example(
+        "eanet",
+        "examples/vision/eanet.py",
+        "layers PatchExtract, PatchEmbedding, ExternalAttention; data function",
+    ),
+    "vit_detection": Example(
+        "vit_detection",
+        "examples/vision/object_detection_using_vision_transformer.py",
+        "layers Patches, PatchEncoder; data function",
+    ),
+    "vivit": Example(
+        "vivit",
+        "examples/vision/vivit.py",
+        "layers TubeletEmbedding, PositionalEncoder; data function",
+    ),
+    "traffic": Example(
+        "traffic",
+        "examples/timeseries/timeseries_traffic_forecasting.py",
+        "layers GraphConv inside LSTMGC; data function",
+    ),
+    "movielens": Example(
+        "movielens",
+        "examples/structured_data/collaborative_filtering_movielens.py",
+        "model function (a keras.Model subclass); data function",
+    ),
+    "vit_small_ds": Example(
+        "vit_small_ds",
+        "examples/vision/vit_small_ds.py",
+        "model function (constant attention mask, MultiHeadAttention subclass); data function",
+        cheap=False,
+    ),
+    "perceiver": Example(
+        "perceiver",
+        "examples/vision/perceiver_image_classification.py",
+        "model function (a keras.Model subclass); data function",
+        cheap=False,
+    ),
+    "swin": Example(
+        "swin",
+        "examples/vision/swin_transformers.py",
+        "layers PatchExtract, PatchEmbedding, SwinTransformer (WindowAttention, DropPath), "
+        "PatchMerging; data function",
+    ),
+    "involution": Example(
+        "involution",
+        "examples/vision/involution.py",
+        "model function (a layer returning a pair); data function",
+    ),
+    "pointnet": Example(
+        "pointnet",
+        "examples/vision/pointnet.py",
+        "model function (its own activity regularizer); data function",
+    ),
 }
 
 
@@ -280,6 +323,31 @@ def plain_perceiver(m):
     return model
 
 
+def plain_swin(m):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((32, 32, 3))
+    x = m.PatchEmbedding(256, 64)(m.PatchExtract((2, 2))(inputs))
+    for shift in (0, 1):
+        x = m.SwinTransformer(
+            64,
+            (16, 16),
+            8,
+            window_size=2,
+            shift_size=shift,
+            num_mlp=256,
+            qkv_bias=True,
+            drop_rate=0.01,
+        )(x)
+    x = layers.GlobalAveragePooling1D()(m.PatchMerging((16, 16), embed_dim=64)(x))
+    return keras.Model(inputs, layers.Dense(100, activation="softmax")(x))
+
+
+def plain_involution(m):
+    return m.build()
+
+
 def plain_pointnet(m):
     return m.build(2048, 10)
 
@@ -302,7 +370,10 @@ def dlrun_params(name: str) -> int:
     path, _ = spec_of(name)
     done = subprocess.run(
         [sys.executable, "-m", "dlrun", "validate", str(path)],
-        capture_output=True, text=True, env=ENV, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
     )
     if done.returncode != 0:
         raise RuntimeError(f"dlrun validate {path}: {(done.stderr or done.stdout).strip()[-800:]}")
@@ -315,9 +386,21 @@ def dlrun_train(name: str, epochs: int, runs_dir: Path) -> dict:
     before = set(runs_dir.glob("*"))
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "dlrun", "train", str(path), "--set", f"training.epochs={epochs}",
-         "--runs-dir", str(runs_dir)],
-        capture_output=True, text=True, env=ENV, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "dlrun",
+            "train",
+            str(path),
+            "--set",
+            f"training.epochs={epochs}",
+            "--runs-dir",
+            str(runs_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
     )
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -423,8 +506,13 @@ def main(argv: list[str] | None = None) -> int:
                 problem = ""
             except RuntimeError as exc:
                 ours, problem = None, str(exc).splitlines()[-1]
-            row = {"name": name, "example": example, "plain": plain, "dlrun": ours,
-                   "problem": problem}
+            row = {
+                "name": name,
+                "example": example,
+                "plain": plain,
+                "dlrun": ours,
+                "problem": problem,
+            }
             if args.train and example.cheap and ours is not None:
                 row["plain_fit"] = plain_train(name, args.epochs)
                 row["dlrun_fit"] = dlrun_train(name, args.epochs, Path(tmp))
@@ -441,7 +529,7 @@ def report(rows: list[dict], args) -> str:
         "# keras.io examples through dlrun with their own code (issue 28)",
         "",
         f"`python bench/kerasio.py{' --train --epochs ' + str(args.epochs) if args.train else ''}`"
-        f" on {platform.node() or 'this machine'}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},"
+        f" on {platform.node() or 'this machine'}, {time.strftime(STAMP, time.gmtime())},"
         f" load {load[0]:.2f}. Plain Keras: the example's model composed in Python as its script"
         " does, with the example's classes from the code file; dlrun: the spec, built by"
         " `dlrun validate`.",
@@ -455,13 +543,15 @@ def report(rows: list[dict], args) -> str:
         equal = "yes" if row["dlrun"] == row["plain"] else f"NO {row['problem']}".strip()
         line = (
             f"| {row['name']} (`{ex.source}`) | {ex.what} | {row['plain']:,} | "
-            f"{row['dlrun']:,} | {equal} |" if row["dlrun"] is not None else
-            f"| {row['name']} (`{ex.source}`) | {ex.what} | {row['plain']:,} | - | {equal} |"
+            f"{row['dlrun']:,} | {equal} |"
+            if row["dlrun"] is not None
+            else f"| {row['name']} (`{ex.source}`) | {ex.what} | {row['plain']:,} | - | {equal} |"
         )
         if args.train:
             if "plain_fit" in row:
-                line += (f" {_score(row['plain_fit']['test'])} |"
-                         f" {_score(row['dlrun_fit']['test'])} |")
+                line += (
+                    f" {_score(row['plain_fit']['test'])} | {_score(row['dlrun_fit']['test'])} |"
+                )
             else:
                 line += " not trained | not trained |"
         lines.append(line)

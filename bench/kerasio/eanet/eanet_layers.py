@@ -42,7 +42,12 @@ class ExternalAttention(layers.Layer):
     over num_heads * dim_coefficient heads, softmax over patches then double normalisation."""
 
     def __init__(
-        self, dim, num_heads, dim_coefficient=4, attention_dropout=0.0, projection_dropout=0.0,
+        self,
+        dim,
+        num_heads,
+        dim_coefficient=4,
+        attention_dropout=0.0,
+        projection_dropout=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -57,8 +57,8 @@ class MLPMixerLayer(layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        mixed = ops.transpose(self.token_mlp(ops.transpose(self.norm(inputs), (0, 2, 1))), (0, 2, 1))
-        x = inputs + mixed
+        across_patches = ops.transpose(self.norm(inputs), (0, 2, 1))
+        x = inputs + ops.transpose(self.token_mlp(across_patches), (0, 2, 1))
         return x + self.channel_mlp(self.norm(x))
 
     def get_config(self):

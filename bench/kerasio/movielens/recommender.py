@@ -18,19 +18,24 @@ class RecommenderNet(keras.Model):
         self.num_movies = num_movies
         self.embedding_size = embedding_size
         self.user_embedding = layers.Embedding(
-            num_users, embedding_size, embeddings_initializer="he_normal",
+            num_users,
+            embedding_size,
+            embeddings_initializer="he_normal",
             embeddings_regularizer=keras.regularizers.l2(1e-6),
         )
         self.user_bias = layers.Embedding(num_users, 1)
         self.movie_embedding = layers.Embedding(
-            num_movies, embedding_size, embeddings_initializer="he_normal",
+            num_movies,
+            embedding_size,
+            embeddings_initializer="he_normal",
             embeddings_regularizer=keras.regularizers.l2(1e-6),
         )
         self.movie_bias = layers.Embedding(num_movies, 1)
 
     def call(self, inputs):
         user, movie = inputs[:, 0], inputs[:, 1]
-        score = ops.sum(self.user_embedding(user) * self.movie_embedding(movie), axis=1, keepdims=True)
+        both = self.user_embedding(user) * self.movie_embedding(movie)
+        score = ops.sum(both, axis=1, keepdims=True)
         return ops.sigmoid(score + self.user_bias(user) + self.movie_bias(movie))
 
     def get_config(self):
@@ -58,7 +63,10 @@ def load(n=5000, seed=0):
     y = ((rating - 0.5) / 4.5).astype("float32")[:, None]
     cut = int(n * 0.9)
     return {
-        "x_train": x[:cut], "y_train": y[:cut],
-        "x_val": x[cut:], "y_val": y[cut:],
-        "x_test": x[cut:], "y_test": y[cut:],
+        "x_train": x[:cut],
+        "y_train": y[:cut],
+        "x_val": x[cut:],
+        "y_val": y[cut:],
+        "x_test": x[cut:],
+        "y_test": y[cut:],
     }

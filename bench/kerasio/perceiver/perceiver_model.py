@@ -77,10 +77,22 @@ def latent_transformer(latent_dim, projection_dim, num_heads, blocks, ffn_units,
 
 @keras.saving.register_keras_serializable(package="kerasio_perceiver")
 class Perceiver(keras.Model):
-    def __init__(self, patch_size=2, data_dim=1024, latent_dim=256, projection_dim=256,
-                 num_heads=4, num_transformer_blocks=4, ffn_units=(256, 256), dropout_rate=0.1,
-                 num_iterations=2, classifier_units=(256, 100), image_size=64,
-                 input_shape=(32, 32, 3), **kwargs):
+    def __init__(
+        self,
+        patch_size=2,
+        data_dim=1024,
+        latent_dim=256,
+        projection_dim=256,
+        num_heads=4,
+        num_transformer_blocks=4,
+        ffn_units=(256, 256),
+        dropout_rate=0.1,
+        num_iterations=2,
+        classifier_units=(256, 100),
+        image_size=64,
+        input_shape=(32, 32, 3),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.options = {
             "patch_size": patch_size,

@@ -24,6 +24,29 @@ class OrthogonalRegularizer(keras.regularizers.Regularizer):
         return {"num_features": self.num_features, "l2reg": self.l2reg}
 
 
+@keras.saving.register_keras_serializable(package="kerasio_pointnet")
+class PointJitter(layers.Layer):
+    """The example's tf.data augmentation as a layer, in training only: every coordinate moved
+    by uniform(-amount, amount). (Its other step, shuffling the points' order, changes nothing
+    a PointNet computes: every layer is per point up to the max pooling.)"""
+
+    def __init__(self, amount, **kwargs):
+        super().__init__(**kwargs)
+        self.amount = amount
+        self.seed_generator = keras.random.SeedGenerator(0)
+
+    def call(self, points, training=None):
+        if not training:
+            return points
+        noise = keras.random.uniform(
+            ops.shape(points), -self.amount, self.amount, seed=self.seed_generator
+        )
+        return points + noise
+
+    def get_config(self):
+        return {**super().get_config(), "amount": self.amount}
+
+
 def conv_bn(x, filters):
     x = layers.Conv1D(filters, kernel_size=1, padding="valid")(x)
     return layers.Activation("relu")(layers.BatchNormalization(momentum=0.0)(x))
@@ -51,9 +74,11 @@ def tnet(inputs, num_features):
     return layers.Dot(axes=(2, 1))([inputs, transform])
 
 
-def build(num_points=2048, num_classes=10):
+def build(num_points=2048, num_classes=10, jitter=0.0):
+    """The example's model; jitter > 0 puts its training-time jitter in front as a layer."""
     inputs = keras.Input((num_points, 3))
-    x = tnet(inputs, 3)
+    x = PointJitter(jitter)(inputs) if jitter else inputs
+    x = tnet(x, 3)
     x = conv_bn(x, 32)
     x = conv_bn(x, 32)
     x = tnet(x, 32)

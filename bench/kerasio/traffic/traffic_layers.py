@@ -26,8 +26,15 @@ class GraphConv(layers.Layer):
     """Each node's features times W, beside (concat) or plus (add) the mean of its neighbours'
     features times the same W."""
 
-    def __init__(self, in_feat, out_feat, aggregation_type="mean", combination_type="concat",
-                 activation=None, **kwargs):
+    def __init__(
+        self,
+        in_feat,
+        out_feat,
+        aggregation_type="mean",
+        combination_type="concat",
+        activation=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.options = {
             "in_feat": in_feat,
@@ -109,7 +116,10 @@ def load(n=400, steps=12, horizon=3, seed=0):
     y = np.stack([speeds[i + steps : i + steps + horizon] for i in range(n)])
     a, b = int(n * 0.6), int(n * 0.8)
     return {
-        "x_train": x[:a], "y_train": y[:a],
-        "x_val": x[a:b], "y_val": y[a:b],
-        "x_test": x[b:], "y_test": y[b:],
+        "x_train": x[:a],
+        "y_train": y[:a],
+        "x_val": x[a:b],
+        "y_val": y[a:b],
+        "x_test": x[b:],
+        "y_test": y[b:],
     }

@@ -14,8 +14,15 @@ class ShiftedPatchTokenization(layers.Layer):
     """The image beside four copies shifted diagonally by half a patch, cut into patches,
     layer-normalised and projected (vanilla: the plain image, projected)."""
 
-    def __init__(self, image_size=72, patch_size=6, num_patches=144, projection_dim=64,
-                 vanilla=False, **kwargs):
+    def __init__(
+        self,
+        image_size=72,
+        patch_size=6,
+        num_patches=144,
+        projection_dim=64,
+        vanilla=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.options = {
             "image_size": image_size,
@@ -32,9 +39,7 @@ class ShiftedPatchTokenization(layers.Layer):
     def _shifted(self, images, crop_h, crop_w, shift_h, shift_w):
         size, half = self.options["image_size"], self.half
         crop = images[:, crop_h : crop_h + size - half, crop_w : crop_w + size - half, :]
-        return ops.pad(
-            crop, ((0, 0), (shift_h, half - shift_h), (shift_w, half - shift_w), (0, 0))
-        )
+        return ops.pad(crop, ((0, 0), (shift_h, half - shift_h), (shift_w, half - shift_w), (0, 0)))
 
     def call(self, images):
         half = self.half
@@ -86,7 +91,8 @@ class MultiHeadAttentionLSA(layers.MultiHeadAttention):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.tau = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(math.sqrt(float(self._key_dim))),
+            shape=(),
+            initializer=keras.initializers.Constant(math.sqrt(float(self._key_dim))),
             name="tau",
         )
 
@@ -96,8 +102,16 @@ class MultiHeadAttentionLSA(layers.MultiHeadAttention):
         return super()._compute_attention(query, key, value, *args, **kwargs)
 
 
-def build(vanilla=False, image_size=72, patch_size=6, projection_dim=64, num_heads=4,
-          transformer_layers=8, mlp_head_units=(2048, 1024), num_classes=100):
+def build(
+    vanilla=False,
+    image_size=72,
+    patch_size=6,
+    projection_dim=64,
+    num_heads=4,
+    transformer_layers=8,
+    mlp_head_units=(2048, 1024),
+    num_classes=100,
+):
     """The example's create_vit_classifier, with its augmentation model in front."""
     num_patches = (image_size // patch_size) ** 2
     inputs = keras.Input((32, 32, 3))
@@ -111,9 +125,9 @@ def build(vanilla=False, image_size=72, patch_size=6, projection_dim=64, num_hea
         ],
         name="data_augmentation",
     )
-    tokens = ShiftedPatchTokenization(
-        image_size, patch_size, num_patches, projection_dim, vanilla
-    )(augmentation(inputs))
+    tokens = ShiftedPatchTokenization(image_size, patch_size, num_patches, projection_dim, vanilla)(
+        augmentation(inputs)
+    )
     encoded = PatchEncoder(num_patches, projection_dim)(tokens)
     mask = ops.cast(ops.expand_dims(1 - ops.eye(num_patches), 0), "int8")
     for _ in range(transformer_layers):

@@ -56,7 +56,10 @@ def load(n=300, classes=11, seed=0):
     x = np.clip(volumes[y] + rng.normal(0, 0.3, (n, 28, 28, 28, 1)), 0, 1).astype("float32")
     a, b = int(n * 0.7), int(n * 0.8)
     return {
-        "x_train": x[:a], "y_train": y[:a],
-        "x_val": x[a:b], "y_val": y[a:b],
-        "x_test": x[b:], "y_test": y[b:],
+        "x_train": x[:a],
+        "y_train": y[:a],
+        "x_val": x[a:b],
+        "y_val": y[a:b],
+        "x_test": x[b:],
+        "y_test": y[b:],
     }
