@@ -111,7 +111,6 @@ class Perceiver(keras.Model):
         self.augmentation = keras.Sequential(  # given its input, so built here, outside call
             [
                 keras.Input(tuple(input_shape)),
-                layers.Normalization(),
                 layers.Resizing(image_size, image_size),
                 layers.RandomFlip("horizontal"),
                 layers.RandomRotation(factor=0.02),
@@ -145,8 +144,18 @@ class Perceiver(keras.Model):
         return dict(self.options)
 
 
+@keras.saving.register_keras_serializable(package="kerasio_perceiver")
+class LAMB(keras.optimizers.Lamb):
+    """The example's tfa.optimizers.LAMB is Keras 3's Lamb. Named here because dlrun's
+    optimizer lookup goes through keras.optimizers.get, which does not know "lamb"."""
+
+
 def build(**options):
-    return Perceiver(**options)
+    """The example's Preceiver with the first layer of its data_augmentation, Normalization,
+    moved in front of it: the same computation, and a Normalization at the model's top level
+    is adapted on the training images by dlrun as the example adapts it."""
+    inputs = keras.Input(tuple(options.get("input_shape", (32, 32, 3))))
+    return keras.Model(inputs, Perceiver(**options)(layers.Normalization()(inputs)))
 
 
 def load(n=600, classes=100, seed=0):

@@ -112,22 +112,25 @@ def build(
     mlp_head_units=(2048, 1024),
     num_classes=100,
 ):
-    """The example's create_vit_classifier, with its augmentation model in front."""
+    """The example's create_vit_classifier, with its augmentation in front."""
     num_patches = (image_size // patch_size) ** 2
     inputs = keras.Input((32, 32, 3))
-    augmentation = keras.Sequential(
-        [
-            layers.Normalization(),
-            layers.Resizing(image_size, image_size),
-            layers.RandomFlip("horizontal"),
-            layers.RandomRotation(factor=0.02),
-            layers.RandomZoom(height_factor=0.2, width_factor=0.2),
-        ],
-        name="data_augmentation",
+    # The example's data_augmentation Sequential, its layers called one by one: the same
+    # computation, and its Normalization is then a layer of the model that dlrun adapts on
+    # the training images as the example does (data_augmentation.layers[0].adapt(x_train)).
+    x = inputs
+    for layer in (
+        layers.Normalization(),
+        layers.Resizing(image_size, image_size),
+        layers.RandomFlip("horizontal"),
+        layers.RandomRotation(factor=0.02),
+        layers.RandomZoom(height_factor=0.2, width_factor=0.2),
+    ):
+        x = layer(x)
+    tokenizer = ShiftedPatchTokenization(
+        image_size, patch_size, num_patches, projection_dim, vanilla
     )
-    tokens = ShiftedPatchTokenization(image_size, patch_size, num_patches, projection_dim, vanilla)(
-        augmentation(inputs)
-    )
+    tokens = tokenizer(x)
     encoded = PatchEncoder(num_patches, projection_dim)(tokens)
     mask = ops.cast(ops.expand_dims(1 - ops.eye(num_patches), 0), "int8")
     for _ in range(transformer_layers):
