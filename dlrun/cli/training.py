@@ -227,7 +227,11 @@ def validate(
 
     use(spec.backend, spec.training.device)
     load()
+    from dlrun import usercode
     from dlrun.data.arrays import signature
+
+    usercode.add_base_code(spec)
+    usercode.use_spec(spec)  # the spec's own code files, before anything is built
     from dlrun.errors import SpecError
     from dlrun.model.builder import build_model, summary_text
     from dlrun.model.compiling import compile_model

@@ -93,6 +93,16 @@ def load_model(
         raise RunError(f"{path}: cannot be loaded ({reason})") from None
 
 
+def functional(model, input_shape):
+    """A subclassed model (a model.function's) wrapped as a functional one with inputs and
+    outputs, for what reads its shapes (predict, export); any other model as it is."""
+    if getattr(model, "inputs", None) or not isinstance(input_shape, (list, tuple)):
+        return model
+    keras = load()
+    inputs = keras.Input(shape=tuple(input_shape))
+    return keras.Model(inputs, model(inputs), name=model.name)
+
+
 def checkpoint_path(run: store.Run, checkpoint: str, purpose: str = "", error=RunError) -> Path:
     """best or last of a run, inside the run (no symlink out of it); `error` when it is
     missing (`purpose` says what it was wanted for, e.g. " to attack")."""

@@ -4,6 +4,7 @@ labels, the last layer and the metrics fit together, all reported at once.  [Ten
 from __future__ import annotations
 
 import math
+from types import FunctionType
 from typing import Any
 
 from dlrun.errors import SpecError, first_line
@@ -77,17 +78,13 @@ def _from_code(spec: Spec, loc: tuple, field: str, value: Any):
                 f"{name} is a function and takes no arguments here; write a "
                 f"keras.{field}s class to give it some",
             )
-        elif field == "metric":
-            import keras
-
-            made = keras.metrics.MeanMetricWrapper(found, name=entry_name(value))
-        else:
+        else:  # a function: Keras wraps a metric function itself, named as the function
             made = found
     except SpecError:
         raise
     except Exception as exc:
         raise spec.error(loc, f"{name} refused its arguments: {first_line(exc)}") from None
-    if direction is not None:
+    if direction is not None and isinstance(made, keras.metrics.Metric):
         made._direction = DIRECTIONS[direction]
     return made
 
@@ -162,7 +159,8 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
             continue
         if field == "metric":
             listed.append(made if from_code or not isinstance(value, str) else value)
-            if from_code and getattr(made, "_direction", None) is None:
+            directed = getattr(made, "_direction", None) or "direction" in value
+            if from_code and not directed:
                 found.setdefault("undirected", []).append(entry_name(value))
         elif field == "loss" and per_output:
             found["loss"][out] = made
@@ -300,10 +298,7 @@ def _vector_metrics(
 ) -> list[str]:
     """Metrics that score one number per class (F1Score's default average=None) break the
     history after epoch 1: refuse them before training, each on its own line."""
-    import keras
     from keras.src.trainers.compile_utils import get_metric
-
-    from dlrun import usercode
 
     y_true, y_pred = _dummy_labels(model, spec, num_classes, target_shape)
     problems = []
@@ -311,9 +306,9 @@ def _vector_metrics(
         loc = ("compile", "metrics", index)
         try:
             metric = get_metric(identifier, y_true, y_pred)
-            if hasattr(metric, "get_config") and not isinstance(identifier, str):
-                with keras.saving.custom_object_scope(usercode.custom_objects()):
-                    metric = type(metric).from_config(metric.get_config())  # a fresh copy
+            # A fresh, unused copy of a metric object (a function is wrapped afresh anyway).
+            if hasattr(metric, "get_config") and not isinstance(identifier, str | FunctionType):
+                metric = type(metric).from_config(metric.get_config())  # a fresh copy
             metric.update_state(y_true, y_pred)
             shape = tuple(metric.result().shape)
         except Exception as exc:

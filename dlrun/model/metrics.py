@@ -46,6 +46,8 @@ def compiled(model: Any) -> dict[str, str]:
                     if of_metric(metric):
                         found[f"{output}_{metric.name}"] = of_metric(metric)
             continue
+        if of_metric(container):  # a subclassed model's own metric (its `metrics` property)
+            found[container.name] = of_metric(container)
         # compile()'s metrics sit in one container metric that lists them (Keras'
         # CompileMetrics); the loss tracker beside it lists none.
         inner = getattr(container, "metrics", None)
@@ -54,6 +56,20 @@ def compiled(model: Any) -> dict[str, str]:
                 direction = of_metric(metric)
                 if direction:
                     found[metric.name] = direction
+    return {**found, **{f"val_{name}": value for name, value in found.items()}}
+
+
+def given(metrics: Any) -> dict[str, str]:
+    """`direction: max|min` written beside compile.metrics entries (a code file's metric that
+    Keras cannot tell the direction of), by logged name, with their val_ twins."""
+    from dlrun.spec.names import entry_name
+
+    entries = [e for es in metrics.values() for e in es] if isinstance(metrics, dict) else metrics
+    found = {
+        entry_name(entry): entry["direction"]
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("direction") in (MAX, MIN)
+    }
     return {**found, **{f"val_{name}": value for name, value in found.items()}}
 
 

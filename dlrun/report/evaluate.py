@@ -50,7 +50,8 @@ def evaluate(
     # to count parameters could fail where the checkpoint loads; the archive's plain bound holds.
     params = None if spec.model.base else build_model(spec, data.input_shape).count_params()
     model = load_model(model_path, unsafe_load, params)
-    check_shape(model_input_shape(model), data.input_shape, run.path)
+    if getattr(model, "inputs", None):  # a subclassed model has none: trained_on says it
+        check_shape(model_input_shape(model), data.input_shape, run.path)
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
     scores = model.evaluate(**test, verbose=0, return_dict=True)
     outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)

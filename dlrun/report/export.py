@@ -164,7 +164,12 @@ def _model(spec, run: store.Run, model_path: Path, unsafe_load: bool, fmt: str):
     params = run.metrics.get("params")
     params = params if isinstance(params, int) and not isinstance(params, bool) else None
     # keras: the checkpoint whole, compiled as trained; the others need only the network.
-    return load_model(model_path, unsafe_load, params, compile=fmt == "keras")
+    model = load_model(model_path, unsafe_load, params, compile=fmt == "keras")
+    if fmt == "keras":
+        return model
+    from dlrun.model.checkpoints import functional
+
+    return functional(model, run.metrics.get("input_shape"))
 
 
 def _test_samples(spec, encoding) -> np.ndarray:

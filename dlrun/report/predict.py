@@ -131,7 +131,10 @@ def _model(spec, run, model_path: Path, unsafe_load: bool):
     params = run.metrics.get("params")
     if not isinstance(params, int) or isinstance(params, bool):
         params = None
-    return load_model(model_path, unsafe_load, params, compile=False)
+    from dlrun.model.checkpoints import functional
+
+    model = load_model(model_path, unsafe_load, params, compile=False)
+    return functional(model, run.metrics.get("input_shape"))
 
 
 def _class_names(names: list[str] | None, model, task: str) -> list[str] | None:

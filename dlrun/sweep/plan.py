@@ -299,7 +299,12 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
     base_path = (path.parent / spec.base).resolve()
     if not base_path.is_file():
         raise SpecError(format_problem(str(path), lines, ("base",), f"no such file: {base_path}"))
-    base = load_spec(base_path, overrides).model_dump(mode="json")
+    base_spec = load_spec(base_path, overrides)
+    base = base_spec.model_dump(mode="json")
+    if base_spec.code:  # the fits' specs name the code files whole (relative to no file)
+        from dlrun.usercode import code_paths
+
+        base["code"] = [str(code.resolve()) for code in code_paths(base_spec)]
     space = spec.space
     loc_of = (
         (lambda key: ("grid", key))
@@ -434,7 +439,14 @@ def _check_folds(sweep: Sweep, path: Path, lines, settings: list[dict]) -> None:
         raw["training"]["validation_split"] = 0.0
         raw["training"]["checkpoint"]["monitor"] = "loss"
         raw["training"]["early_stopping"] = None
-        loaded = load_data(validate(raw, sweep.source))
+        checked = validate(raw, sweep.source)
+        if checked.code:  # a data.function's data: its code first
+            from dlrun import usercode
+            from dlrun.backend import use
+
+            use(checked.backend)
+            usercode.use_spec(checked)
+        loaded = load_data(checked)
         if loaded.task == "regression":  # plain k-fold: any count up to the samples works
             continue
         labels = true_classes(lead(loaded.y_train))  # several outputs: the first one's folds
@@ -464,7 +476,18 @@ def start(
     if sweep.spec.prune is not None:  # as given: median takes no reduction_factor
         resolved["prune"] = sweep.spec.prune.model_dump(mode="json", exclude_unset=True)
     store.write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
-    store.write_text(sweep_dir / BASE_FILE, yaml.safe_dump(sweep.base, sort_keys=False))
+    base = dict(sweep.base)
+    if base.get("code"):
+        # The sweep keeps its own copy of the code; every fit, local or on Ray, imports that
+        # copy (named whole in the fits' specs, relative to base.yaml in the sweep's own).
+        from dlrun import usercode
+
+        files = usercode.read_files([Path(code) for code in base["code"]])
+        copies = usercode.copy_into_run(sweep_dir, files)
+        usercode.remember([file.sha256 for file in files])
+        base["code"] = copies
+        sweep.base["code"] = [str((sweep_dir / copy).resolve()) for copy in copies]
+    store.write_text(sweep_dir / BASE_FILE, yaml.safe_dump(base, sort_keys=False))
     return sweep, sweep_dir
 
 
@@ -474,4 +497,8 @@ def reopen(sweep_dir: Path) -> Sweep:
         from dlrun.errors import RunError
 
         raise RunError(f"{sweep_dir}: not a sweep folder ({SWEEP_FILE} is missing)")
+    if (sweep_dir / store.CODE).is_dir():  # its copies run in every fit: trusted first
+        from dlrun import usercode
+
+        usercode.check_trusted(sweep_dir, sorted((sweep_dir / store.CODE).glob("*.py")))
     return load_sweep(sweep_dir / SWEEP_FILE)

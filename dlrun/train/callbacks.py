@@ -38,9 +38,15 @@ class RunRecorder(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, run: store.RunFolder, monitor: str, mode: str, rows: list[dict] | None = None
+        self,
+        run: store.RunFolder,
+        monitor: str,
+        mode: str,
+        rows: list[dict] | None = None,
+        given: dict[str, str] | None = None,
     ):
         super().__init__()
+        self.given = dict(given or {})  # the spec's `direction:` of code files' metrics
         self.run = run
         self.run_dir = run.path
         self.monitor = monitor
@@ -71,7 +77,7 @@ class RunRecorder(keras.callbacks.Callback):
     def read_directions(self) -> None:
         # Keras builds the compile metrics as it traces the first step, so their directions
         # are known only at the end of the first epoch (where its own EarlyStopping reads them).
-        self.directions = directions_of.compiled(self.model)
+        self.directions = {**directions_of.compiled(self.model), **self.given}
         self.is_better = directions_of.better(self.mode, self.monitor, self.directions)
         self.best_value, self.best_epoch = best_of(self.rows, self.monitor, self.is_better)
 

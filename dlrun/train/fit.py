@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from dlrun import store
+from dlrun.model import metrics as directions_of
 from dlrun.train import knobs
 from dlrun.train.life import RunLife
 from dlrun.train.prepared import Outcome, Prepared, adapt, start_finetune, total_epochs
@@ -56,7 +57,8 @@ def fit(
             if rows:  # a resumed run: history.csv back to the epoch its checkpoint ends
                 run.record_epoch(rows)
             checkpoint = spec.training.checkpoint
-            recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows)
+            given = directions_of.given(spec.compile.metrics)
+            recorder = RunRecorder(run, checkpoint.monitor, checkpoint.mode, rows, given)
             # The spec's own callbacks run before dlrun records the epoch, so what they
             # change (a learning rate) is in its checkpoint, and their state in meta.json.
             own = list(prepared.callbacks)
@@ -177,7 +179,11 @@ def _callbacks(
     training = prepared.spec.training
     callbacks = [recorder]
     if training.early_stopping:
-        stopping = EarlyStopping(**training.early_stopping.model_dump())
+        settings = training.early_stopping.model_dump()
+        given = directions_of.given(prepared.spec.compile.metrics)
+        if settings["mode"] == "auto" and settings["monitor"] in given:  # Keras cannot tell
+            settings["mode"] = given[settings["monitor"]]
+        stopping = EarlyStopping(**settings)
         same = (training.early_stopping.monitor, training.early_stopping.mode) == (
             training.checkpoint.monitor,
             training.checkpoint.mode,

@@ -59,6 +59,7 @@ def train(
 
     use(spec.backend, spec.training.device)
     load()  # first, so that TensorFlow's start-up chatter is silenced
+    usercode.add_base_code(spec)  # a base run's code, if trusted
     code = usercode.use_spec(spec)  # the user's own files, before anything is built
     prepared = prepare(spec)
     if spec.training.validation_split is None:  # the run describes itself: resolved
@@ -106,7 +107,7 @@ def _start(
     (status running) of a new run."""
     from dlrun.backend import versions
 
-    copies = usercode.copy_into_run(run, code) if code else None
+    copies = usercode.copy_into_run(run.path, code) if code else None
     if code:
         usercode.remember([file.sha256 for file in code])  # code this user trained with
     run.write_text(store.CONFIG, spec.dump(copies))

@@ -39,6 +39,12 @@ MAX_CODE_BYTES = 4 * 1024 * 1024  # a code file far bigger than any hand-written
 MARK = "__dlrun_code__"  # set on the modules dlrun made, so that one may replace another
 
 
+class CodeInterrupted(CodeError):
+    """Ctrl-C while a code file was being imported (one that loops at import)."""
+
+    exit_code = 130
+
+
 @dataclass(frozen=True)
 class CodeFile:
     path: Path  # where it was read
@@ -74,12 +80,13 @@ def _read(path: Path, follow: bool) -> bytes:
         if not follow and os.path.islink(path):
             raise CodeError(f"{path}: is a symlink; refusing to read it") from None
         raise CodeError(f"{path}: cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise CodeError(f"{path}: is a folder; expected a Python file")
-        if not stat.S_ISREG(info.st_mode):
-            raise CodeError(f"{path}: is not a regular file (a FIFO or a device); refused unread")
+        raise CodeError(f"{path}: is not a regular file (a FIFO or a device); refused unread")
+    with os.fdopen(fd, "rb") as handle:
         if info.st_size > MAX_CODE_BYTES:
             raise CodeError(
                 f"{path}: is {info.st_size / 2**20:.1f} MiB; a code file is at most "
@@ -88,29 +95,55 @@ def _read(path: Path, follow: bool) -> bytes:
         return handle.read(MAX_CODE_BYTES + 1)
 
 
-def _files(spec: Spec, paths: list[Path], follow: bool) -> list[CodeFile]:
+def _files(spec: Spec | None, paths: list[Path], follow: bool) -> list[CodeFile]:
+    """The files read and hashed; every problem at once (SpecError on the spec's `code`
+    entries, or CodeError lines without a spec)."""
     found, problems, stems = [], [], {}
+
+    def problem(index: int, message: str) -> None:
+        problems.extend(spec.error(("code", index), message).problems if spec else [message])
+
     for index, path in enumerate(paths):
-        loc = ("code", index)
         stem = path.stem
         if path.suffix != ".py" or not stem.isidentifier() or keyword.iskeyword(stem):
-            message = f"{path.name}: expected a Python file named like a module (layers.py)"
-            problems += spec.error(loc, message).problems
+            problem(index, f"{path.name}: expected a Python file named like a module (layers.py)")
             continue
         if stem in stems:
-            message = f"{path.name}: a second code file named {stem}; rename one of them"
-            problems += spec.error(loc, message).problems
+            problem(index, f"{path.name}: a second code file named {stem}; rename one of them")
             continue
         stems[stem] = index
         try:
             text = _read(path, follow)
         except CodeError as exc:
-            problems += spec.error(loc, str(exc)).problems
+            problem(index, str(exc))
             continue
         found.append(CodeFile(path, stem, text, hashlib.sha256(text).hexdigest()))
     if problems:
-        raise SpecError(problems)
+        raise SpecError(problems) if spec else CodeError("; ".join(problems))
     return found
+
+
+def read_files(paths: list[Path]) -> list[CodeFile]:
+    """Code files read and hashed, not imported (a sweep copies them into its folder)."""
+    return _files(None, paths, follow=True)
+
+
+def check_trusted(folder: Path, paths: list[Path]) -> list[CodeFile]:
+    """A run's or sweep's copies of code, read from inside it; UntrustedCode unless this user
+    trained with every one of them or passed --trust-code."""
+    for path in paths:
+        store.within(folder, str(path.relative_to(folder)))  # no symlink on the way
+    files = _files(None, paths, follow=False)
+    unknown = [f for f in files if not trust.known(f.sha256)]
+    if unknown and not trust.given():
+        from dlrun.errors import UntrustedCode
+
+        names = ", ".join(f"{CODE_FOLDER}/{f.path.name}" for f in unknown)
+        raise UntrustedCode(
+            f"{folder}: its code ({names}) is not code you trained with (edited, or it came "
+            "from someone else); nothing was imported: read it, then pass --trust-code to run it"
+        )
+    return files
 
 
 def _taken(stem: str) -> bool:
@@ -157,7 +190,7 @@ def _import(spec: Spec, files: list[CodeFile]) -> list[types.ModuleType]:
                 exec(code, module.__dict__)  # noqa: S102  the user's own code, by choice
         except KeyboardInterrupt:
             _forget(files)
-            raise CodeError(
+            raise CodeInterrupted(
                 f"{file.path}: interrupted while it was being imported (does it loop at import?); "
                 "nothing was written"
             ) from None
@@ -224,16 +257,10 @@ def use_run(spec: Spec, run_dir: Path) -> list[CodeFile]:
                 f"a run's code file lives in its {CODE_FOLDER}/ folder; got {entry!r}",
             )
         paths.append(store.within(run_dir, entry))
-    files = _files(spec, paths, follow=False)
-    unknown = [f for f in files if not trust.known(f.sha256)]
-    if unknown and not trust.given():
-        from dlrun.errors import UntrustedCode
-
-        names = ", ".join(f"{CODE_FOLDER}/{f.path.name}" for f in unknown)
-        raise UntrustedCode(
-            f"{run_dir}: its code ({names}) is not code you trained with (edited, or the run "
-            "came from someone else); read it, then pass --trust-code to run it"
-        )
+    try:
+        files = check_trusted(run_dir, paths)
+    except CodeError as exc:
+        raise spec.error(("code",), str(exc)) from None
     return _activate(spec, files)
 
 
@@ -242,12 +269,37 @@ def digests(files: list[CodeFile]) -> dict[str, str]:
     return {f"{CODE_FOLDER}/{f.path.name}": f.sha256 for f in files}
 
 
-def copy_into_run(run, files: list[CodeFile]) -> list[str]:
-    """The code files copied into the run's code/ folder as trained; their names there."""
+def copy_into_run(folder: Path, files: list[CodeFile]) -> list[str]:
+    """The code files copied into a run's (or sweep's) code/ folder as they were imported;
+    their names there, relative to the folder."""
     names = []
     for file in files:
         relative = f"{CODE_FOLDER}/{file.path.name}"
-        with store.atomic_path(run.file(relative)) as tmp:
+        with store.atomic_path(store.inside(folder, relative)) as tmp:
             Path(tmp).write_bytes(file.text)
         names.append(relative)
     return names
+
+
+def add_base_code(spec: Spec) -> None:
+    """A head on a run's checkpoint (model.base.run) needs the classes of that run's code: its
+    copies, if trusted, join the spec's own code files (and so the new run's code/)."""
+    base = spec.model.base
+    if base is None or base.run is None:
+        return
+    run_dir = Path(base.run)
+    config = run_dir / store.CONFIG
+    if not config.is_file():
+        return  # model.transfer says what is wrong with the base
+    from dlrun.spec.loading import load_spec
+
+    base_spec = load_spec(store.config_of(run_dir))
+    if not base_spec.code:
+        return
+    paths = [store.within(run_dir, entry) for entry in base_spec.code]
+    try:
+        check_trusted(run_dir, paths)
+    except CodeError as exc:
+        raise spec.error(("model", "base", "run"), str(exc)) from None
+    own = [str(path.resolve()) for path in code_paths(spec)]
+    spec.code = [*own, *(str(path.resolve()) for path in paths)]
