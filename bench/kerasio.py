@@ -52,6 +52,7 @@ EXAMPLES = {
         "vit",
         "examples/vision/image_classification_with_vision_transformer.py",
         "layers Patches, PatchEncoder; data function",
+        cheap=False,
     ),
     "mlp_mixer": Example(
         "mlp_mixer",
@@ -379,6 +380,7 @@ def dlrun_params(name: str) -> int:
 
 
 def dlrun_train(name: str, epochs: int, runs_dir: Path) -> dict:
+    """`dlrun train` with --epochs; the code's hashes are remembered in a folder of its own."""
     path, _ = spec_of(name)
     before = set(runs_dir.glob("*"))
     start = time.perf_counter()
@@ -396,13 +398,13 @@ def dlrun_train(name: str, epochs: int, runs_dir: Path) -> dict:
         ],
         capture_output=True,
         text=True,
-        env=ENV,
+        env={**ENV, "XDG_DATA_HOME": str(runs_dir / "data-home")},
         cwd=ROOT,
     )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"dlrun train {path}: {(done.stderr or done.stdout).strip()[-800:]}")
-    (run,) = set(runs_dir.glob("*")) - before
+    (run,) = set(runs_dir.glob(f"{spec_of(name)[1]['name']}-*")) - before
     metrics = json.loads((run / "metrics.json").read_text())
     return {"test": metrics.get("test", {}), "seconds": wall, "run": run.name}
 
