@@ -59,6 +59,16 @@ EXAMPLES = {
         "examples/vision/mlp_image_classification.py",
         "layers Patches, MLPMixerLayer; data function",
     ),
+    "fnet": Example(
+        "fnet",
+        "examples/vision/mlp_image_classification.py",
+        "layers Patches, PositionEmbedding, FNetLayer (the example's second model); data function",
+    ),
+    "gmlp": Example(
+        "gmlp",
+        "examples/vision/mlp_image_classification.py",
+        "layers Patches, gMLPLayer (the example's third model); data function",
+    ),
     "cct": Example(
         "cct",
         "examples/vision/cct.py",
@@ -194,7 +204,8 @@ def plain_vit(m):
     return keras.Model(inputs, layers.Dense(100)(x))
 
 
-def plain_mlp_mixer(m):
+def _mlp_classifier(m, blocks, positional_encoding=False):
+    """The example's build_classifier(blocks, positional_encoding)."""
     import keras
     from keras import layers
 
@@ -209,9 +220,23 @@ def plain_mlp_mixer(m):
         name="data_augmentation",
     )
     x = layers.Dense(256)(m.Patches(8)(augmentation(inputs)))
-    x = keras.Sequential([m.MLPMixerLayer(64, 256, 0.2) for _ in range(4)])(x)
+    if positional_encoding:
+        x = m.PositionEmbedding(64, 256)(x)
+    x = keras.Sequential(blocks)(x)
     x = layers.Dropout(0.2)(layers.GlobalAveragePooling1D()(x))
     return keras.Model(inputs, layers.Dense(100)(x))
+
+
+def plain_mlp_mixer(m):
+    return _mlp_classifier(m, [m.MLPMixerLayer(64, 256, 0.2) for _ in range(4)])
+
+
+def plain_fnet(m):
+    return _mlp_classifier(m, [m.FNetLayer(256, 0.2) for _ in range(4)], positional_encoding=True)
+
+
+def plain_gmlp(m):
+    return _mlp_classifier(m, [m.gMLPLayer(64, 256, 0.2) for _ in range(4)])
 
 
 def plain_cct(m):
