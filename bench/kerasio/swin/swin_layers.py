@@ -21,13 +21,18 @@ def _unwindow(windows, size, height, width, channels):
 
 @keras.saving.register_keras_serializable(package="kerasio_swin")
 class DropPath(layers.Layer):
-    def __init__(self, drop_prob=0.0, **kwargs):
+    """Drops a sample's residual branch with probability drop_prob. As in the example, whose
+    DropPath takes no `training` argument, it does so in inference too, unless
+    training_only is set."""
+
+    def __init__(self, drop_prob=0.0, training_only=False, **kwargs):
         super().__init__(**kwargs)
         self.drop_prob = drop_prob
+        self.training_only = training_only
         self.seed_generator = keras.random.SeedGenerator(0)
 
     def call(self, x, training=None):
-        if not training or not self.drop_prob:
+        if not self.drop_prob or (self.training_only and not training):
             return x
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
         keep = 1 - self.drop_prob
@@ -35,7 +40,11 @@ class DropPath(layers.Layer):
         return x / keep * mask
 
     def get_config(self):
-        return {**super().get_config(), "drop_prob": self.drop_prob}
+        return {
+            **super().get_config(),
+            "drop_prob": self.drop_prob,
+            "training_only": self.training_only,
+        }
 
 
 @keras.saving.register_keras_serializable(package="kerasio_swin")
