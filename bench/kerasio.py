@@ -14,6 +14,7 @@ data (the code file's `load`) with the spec's optimizer, loss, metrics, batch si
 validation, and reports the test accuracy (or loss) of each. Writes bench/kerasio_results.md.
 
 Usage: python bench/kerasio.py [--train] [--epochs 1] [--only vit,cct] [--out FILE]
+       python bench/kerasio.py --rows LOG [--train --epochs N]   (re-render a run's report)
 """
 
 from __future__ import annotations
@@ -475,6 +476,10 @@ def plain_train(name: str, epochs: int) -> dict:
     code = code_of(name)
     data = code.load(**spec["data"].get("args", {}))
     model = plain_model(name)
+    scale = float(spec["data"].get("scale", 255))  # dlrun divides the inputs by data.scale
+    for key in ("x_train", "x_val", "x_test"):
+        if key in data and scale != 1:
+            data[key] = data[key].astype("float32") / scale
     x_train, y_train = data["x_train"], data["y_train"]
     if spec["data"].get("one_hot", True) and spec["data"].get("task") != "regression":
         classes = int(max(y_train.max(), data["y_test"].max())) + 1
