@@ -44,7 +44,8 @@ def unknown_layer(name: str, classes: dict) -> str:
     if isinstance(found, usercode.Ambiguous):
         return found.message
     return (
-        f"unknown layer {name!r}; expected a keras.layers class or a code file's layer"
+        f"unknown layer {name!r}; expected a keras.layers class"
+        + (" or a code file's layer" if usercode.active() else "")
         + did_you_mean(
             name, sorted(k for k, v in classes.items() if not isinstance(v, usercode.Ambiguous))
         )

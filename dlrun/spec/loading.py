@@ -127,6 +127,7 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
             "regression loss (mse, mae, ...) or data.task: regression"
         )
         problems.append(spec.error(("data", "targets"), message))
+    problems += _dotted_names(spec)
     problems += _input_checks(spec)
     problems += _output_checks(spec)
     logged = ["loss", *spec.compile.metric_names]
@@ -152,6 +153,37 @@ def _cross_checks(spec: Spec) -> list[SpecError]:
                 f"set training.validation_split above 0 or monitor {base!r}"
             )
             problems.append(spec.error(loc, message))
+    return problems
+
+
+def _dotted_names(spec: Spec) -> list[SpecError]:
+    """`module.Name` names a code file's class: without code files it names nothing."""
+    if spec.code:
+        return []
+    entries = [
+        (("model", key, index), entry.type)
+        for key in ("augment", "layers")
+        for index, entry in enumerate(getattr(spec.model, key))
+    ]
+    entries += [
+        (("model", "blocks", block, "layers", index), entry.type)
+        for block, body in spec.model.blocks.items()
+        for index, entry in enumerate(body.layers)
+    ]
+    what = "a keras.layers class name such as Dense"
+    problems = [
+        spec.error((*loc, "type"), f"expected {what}, got {name!r}")
+        for loc, name in entries
+        if name and "." in name
+    ]
+    problems += [
+        spec.error(
+            ("training", "callbacks", index, "type"),
+            f"expected a keras.callbacks class name, got {entry.type!r}",
+        )
+        for index, entry in enumerate(spec.training.callbacks)
+        if "." in entry.type
+    ]
     return problems
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from dlrun.errors import SpecError
 from dlrun.spec.names import NAME_MAX, NAME_PATTERN, entry_name
@@ -350,18 +351,28 @@ class ModelSpec(_Section):
     # The graph's input, named; default: one input shaped like the data, named `input`
     inputs: dict[str, InputSpec] | None = None
     blocks: dict[str, BlockSpec] = {}  # reusable sub-graphs, used as {block: NAME}
-    layers: list[LayerSpec] = []  # the input shape comes from the data
-    outputs: list[str] | str | None = None  # default: the last entry's output
     # Instead of layers: a function of a code file (spec `code:`) returning a keras.Model,
     # called with args; built on the data's shape when it is not built yet.
     function: str | None = None
     args: dict[str, Any] = {}
+    # the input shape comes from the data; required unless a function makes the model
+    layers: list[LayerSpec] = Field(None, validate_default=True)
+    outputs: list[str] | str | None = None  # default: the last entry's output
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _needed(cls, layers: Any, info) -> Any:
+        if info.data.get("function") is not None:
+            return [] if layers is None else layers
+        if layers is None:
+            raise PydanticCustomError("missing", "Field required")
+        if isinstance(layers, list) and not layers:
+            raise PydanticCustomError("too_short", "too short", {"min_length": 1})
+        return layers
 
     @model_validator(mode="after")
     def _layers_or_function(self) -> ModelSpec:
         if self.function is None:
-            if not self.layers:
-                raise ValueError("a model needs layers (or a function from a code file)")
             if self.args:
                 raise ValueError("args are the arguments of model.function; add a function")
             return self
