@@ -566,7 +566,7 @@ def _cell(row: dict, who: str) -> str:
     fit = row.get(f"{who}_fit")
     if not fit:
         return "not trained"
-    return f"{_score(fit['test'])} ({fit['seconds']:.0f} s)"
+    return _score(fit["test"])
 
 
 def report(rows: list[dict], args) -> str:
@@ -574,11 +574,12 @@ def report(rows: list[dict], args) -> str:
     trained = trained or (args.epochs if args.train else 0)  # rows of an older run
     loads = [row["load"] for row in rows if "load" in row]
     first = rows[0] if rows else {}
+    today = time.strftime("%Y-%m-%d", time.gmtime())
     lines = [
         "# keras.io examples through dlrun with their own code (issue 28)",
         "",
         f"Made by `python bench/kerasio.py{' --train --epochs ' + str(trained) if trained else ''}`"
-        f" on {first.get('machine', 'this machine')} from {first.get('started', '?')}"
+        f" on {first.get('machine', 'this machine')}, {first.get('started', today)}"
         + (f", load average {min(loads):.1f} to {max(loads):.1f} (2 shared cores)" if loads else "")
         + ". **Plain Keras**: the example's model composed in Python the way its script does it,"
         " with the example's classes from the code file (bench/kerasio.py, PLAIN). **dlrun**: the"
