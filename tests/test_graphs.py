@@ -628,6 +628,37 @@ def test_the_two_input_config_adapts_each_input_on_its_own_columns(tmp_path, mon
     assert evaluated(run)["samples"] == len(data.x_test["size"])
 
 
+GRAPH_NORMALIZED = """\
+name: graph-normalized
+seed: 0
+data: {dataset: digits, scale: 16, flatten: true}
+model:
+  layers:
+    - {type: Normalization, name: first}                 # reads the input itself
+    - {type: Dense, units: 8, activation: relu, name: h}
+    - {type: Dense, units: 8, name: side, inputs: first}
+    - {type: Normalization, name: later, inputs: side}   # reads a layer's output
+    - {type: Concatenate, inputs: [h, later]}
+    - {type: Dense, units: 10, activation: softmax}
+training: {epochs: 1, batch_size: 64, tensorboard: null}
+"""
+
+
+def test_a_one_input_graph_adapts_its_normalizations_on_what_reaches_them(tmp_path):
+    """keras.io's ViT and EANet normalise first in a graph: a functional model lists its
+    InputLayer among its layers, which once made adapting a graph's Normalization fail."""
+    from dlrun.data.arrays import load_data
+    from dlrun.spec.loading import load_spec
+
+    run = train(tmp_path, GRAPH_NORMALIZED, "normalized")
+    data = load_data(load_spec(tmp_path / "normalized.yaml"))
+    model = keras.models.load_model(run / store.LAST)
+    first = model.get_layer("first")
+    np.testing.assert_allclose(np.ravel(first.mean), data.x_train.mean(axis=0), atol=1e-4)
+    later = model.get_layer("later")
+    assert np.ravel(later.mean).shape == (8,) and np.any(np.ravel(later.mean) != 0)
+
+
 # --- several outputs ---------------------------------------------------------------------------
 
 TWO_OUTPUTS = """\

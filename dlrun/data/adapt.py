@@ -29,10 +29,14 @@ def adapt_layers(model, x_train, batch_size: int) -> list[str]:
             continue
         inputs = x_train
         # What this layer sees: the training split through the layers before it.
-        if isinstance(x_train, dict):  # a graph of several inputs: up to what the layer reads
+        several = isinstance(x_train, dict)
+        graph = several or not isinstance(model, keras.Sequential)
+        if graph and (several or layer.input is not model.inputs[0]):
+            # a graph (a functional model lists its InputLayer among its layers, so the
+            # layers before this one are no stack): up to what the layer reads
             before = keras.Model(model.input, layer.input)
             inputs = before.predict(x_train, batch_size=batch_size, verbose=0)
-        elif index:
+        elif not graph and index:
             before = keras.Sequential([keras.Input(model.input_shape[1:]), *model.layers[:index]])
             inputs = before.predict(x_train, batch_size=batch_size, verbose=0)
         layer.adapt(inputs)
