@@ -270,6 +270,11 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_fit(server, client, tmp_path, 
     assert synced.exit_code == 0, synced.output
     assert "updated" in synced.output
     assert len(client.search_runs([experiment], max_results=100)) == 1 + 4 + 1
+    # and so does resuming it: the same parent run
+    resumed = runner.invoke(app, ["sweep", "--resume", str(sweep_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert store.read_json(sweep_dir / store.SWEEP_STATE)["mlflow"] == state["mlflow"]
+    assert len(client.search_runs([experiment], max_results=100)) == 1 + 4 + 1
 
 
 def test_sync_sends_existing_runs_once(server, client, trained, tmp_path, monkeypatch):

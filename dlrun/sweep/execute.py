@@ -76,6 +76,10 @@ def recorded(sweep: Sweep, sweep_dir: Path) -> Iterator[None]:
     the block runs, then completed, interrupted (a stop) or failed (with the one-line error).
     """
     state = {"status": str(store.RUNNING), "message": None, "fits_planned": sweep.planned_fits}
+    with contextlib.suppress(FileNotFoundError, DlrunError):  # a resumed sweep's MLflow run
+        record = store.read_json(sweep_dir / store.SWEEP_STATE, sweep_dir).get("mlflow")
+        if isinstance(record, dict):
+            state["mlflow"] = record
     store.write_json(sweep_dir / store.SWEEP_STATE, state)
     try:
         yield
