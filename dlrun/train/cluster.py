@@ -81,11 +81,6 @@ def role_from_env(environ=os.environ) -> Role | None:
     return Role(process, count, addresses[0].strip())
 
 
-def current() -> Role | None:
-    """This process' part once join() has run (None: it trains alone)."""
-    return _role
-
-
 def join(processes: int) -> Role | None:
     """Meet the other processes of a run before anything JAX computes (the model is built).
 

@@ -212,11 +212,29 @@ def _ray_address() -> str:
 
 
 def _ray_process(command: list[str], extra: dict[str, str]) -> int:
-    """One process of the run, in its bundle: the command with Keras' variables set."""
+    """One process of the run, in its bundle: the command with Keras' variables set. Cancelled
+    (the driver's Ctrl-C), it stops the command as Ctrl-C would, and kills it if it lingers."""
     import os
+    import signal
     import subprocess
 
-    return subprocess.run(command, env=dict(os.environ, **extra)).returncode
+    def default_sigint() -> None:  # Ray's workers ignore Ctrl-C; the command must not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    child = subprocess.Popen(command, env=dict(os.environ, **extra), preexec_fn=default_sigint)
+    try:
+        while True:  # in short waits: Ray's cancel arrives between them, as KeyboardInterrupt
+            try:
+                return child.wait(0.5)
+            except subprocess.TimeoutExpired:
+                continue
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        try:
+            return child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
 
 
 def run_ray(arguments: list[str], count: int, resources, address: str | None) -> int:
@@ -261,7 +279,17 @@ def run_ray(arguments: list[str], count: int, resources, address: str | None) ->
             )
             for index in range(count)
         ]
-        codes = ray.get(runs)
+        try:
+            codes = ray.get(runs)
+        # Process 0 first, so that it can record `interrupted`; where Ray's cancel does not
+        # reach it, removing the placement group below ends it and the run shows as crashed.
+        except KeyboardInterrupt:
+            ray.cancel(runs[0])
+            ray.wait(runs[:1], timeout=RECORD_SECONDS)
+            for ref in runs[1:]:
+                ray.cancel(ref)
+            ray.wait(runs[1:], num_returns=len(runs) - 1, timeout=KILL_SECONDS)
+            return 130
         return codes[0] or next((code for code in codes if code), 0)
     finally:
         remove_placement_group(group)
