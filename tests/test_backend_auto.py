@@ -194,3 +194,19 @@ def test_the_lecture_nets_split_as_measured():
         spec = load_spec(ROOT / "configs" / f"{config}.yaml", ["backend=tensorflow"])
         assert ("jax" if _needs_tensorflow(spec) is None else "tensorflow") == backend, config
     assert {"Dense", "Dropout", "BatchNormalization"} <= FAST_ON_JAX
+
+
+def test_steps_per_execution_auto_groups_only_small_dense_nets_on_jax():
+    # bench/speed.py: 8 made the dense net 1.7x faster on JAX on the CPU; the dropout and
+    # batch-norm nets no faster, the CNN slower (bench/steps_per_execution.md).
+    def resolved(config: str, backend: str, params: int, on_gpu: bool = False) -> int:
+        spec = load_spec(ROOT / "configs" / f"{config}.yaml", [f"backend={backend}"])
+        return spec.steps_per_execution(on_gpu, params)
+
+    assert resolved("mnist_dense", "jax", 25_450) == 8
+    assert resolved("mnist_dropout", "jax", 669_706) == 1
+    assert resolved("mnist_cnn", "jax", 61_482) == 1
+    assert resolved("mnist_dense", "tensorflow", 25_450) == 1
+    assert resolved("mnist_cnn", "jax", 61_482, on_gpu=True) == 8
+    spec = load_spec(ROOT / "configs" / "mnist_dense.yaml", ["compile.steps_per_execution=3"])
+    assert spec.steps_per_execution(False, 25_450) == 3  # a number in the spec always wins

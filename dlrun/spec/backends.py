@@ -70,11 +70,17 @@ def _needs_tensorflow(spec) -> str | None:
         return "compile.jit_compile: false (JAX runs compiled)"
     if training.device == "gpu" or (training.device == "auto" and _gpu_visible()):
         return "a GPU (auto picks JAX on the CPU, where it was measured)"
-    entries = [*model.layers, *(e for block in model.blocks.values() for e in block.layers)]
-    slower = sorted({e.type for e in entries if e.type is not None} - FAST_ON_JAX)
+    slower = slower_on_jax(spec)
     if slower:
         return f"{', '.join(slower[:3])} (JAX's CPU convolutions and the rest: TensorFlow)"
     return None
+
+
+def slower_on_jax(spec) -> list[str]:
+    """The spec's layer types outside FAST_ON_JAX (convolutions, pooling, recurrent...)."""
+    model = spec.model
+    entries = [*model.layers, *(e for block in model.blocks.values() for e in block.layers)]
+    return sorted({e.type for e in entries if e.type is not None} - FAST_ON_JAX)
 
 
 def _gpu_visible() -> bool:

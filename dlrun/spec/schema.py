@@ -52,9 +52,10 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 # both (shared/GPU.md). TensorFlow keeps 1: its shuffled epochs are one stream that a group must
 # not straddle (data.check_steps_per_execution).
 STEPS_PER_EXECUTION_GPU = 8
-# And on JAX on the CPU for a net under SMALL_NET_PARAMS parameters, whose steps are mostly
-# dispatch: 8 made dlrun's dense 784-32-10 (25k parameters) 1.7x faster there, and the
-# dropout and batch-norm nets (670k, 471k) no faster (bench/speed.py, docs/performance.md).
+# And on JAX on the CPU for a dense-type net (spec.backends.FAST_ON_JAX) under SMALL_NET_PARAMS
+# parameters, whose steps are mostly dispatch: 8 made dlrun's dense 784-32-10 (25k parameters)
+# 1.7x faster there, the dropout and batch-norm nets (670k, 471k) no faster, and the CNN
+# slower (bench/speed.py, bench/steps_per_execution.md, docs/performance.md).
 SMALL_NET_PARAMS = 100_000
 # Keras' augmentation layers that blend two samples and their labels: inside a model they would
 # blend the images and keep the first image's label.
@@ -825,8 +826,11 @@ class Spec(_Section):
             return 1
         if on_gpu:
             return STEPS_PER_EXECUTION_GPU
+        from dlrun.spec.backends import slower_on_jax
+
         small = params is not None and params < SMALL_NET_PARAMS
-        return STEPS_PER_EXECUTION_GPU if self.backend == "jax" and small else 1
+        dense = self.backend == "jax" and small and not slower_on_jax(self)
+        return STEPS_PER_EXECUTION_GPU if dense else 1
 
     def error(self, loc: Loc, message: str) -> SpecError:
         """A SpecError for a problem found after validation (by Keras, or in the data)."""
