@@ -59,7 +59,7 @@ def evaluate(
 
     path = _refit_of_sweep(run_path(run, runs_dir))
     if out is not None:
-        if not out.parent.is_dir() or out.is_dir():
+        if not out.parent.is_dir():
             raise SpecError(f"--out {out}: expected a file name in an existing folder")
         store.output.check_suffix(out, "json")
         store.output.check(out, force=force, inputs=[path])
