@@ -227,20 +227,6 @@ class PlainProgress(keras.callbacks.Callback):
         self.console, self.epochs = console, epochs
         self._started = 0.0
 
-    def _record_seeds(self, epoch: int) -> None:
-        """The seed generators' state after `epoch`, in meta.json before the epoch's
-        checkpoint: a resume from that checkpoint (or from the one before, if a kill lands
-        in between) puts them back. The last two epochs are kept."""
-        states = seed_states(self.model) if self.seeds else []
-        if not states:
-            return
-        kept = self.run.meta.get(SEED_STATES)
-        kept = (
-            {k: v for k, v in kept.items() if k == str(epoch - 1)} if isinstance(kept, dict) else {}
-        )
-        kept[str(epoch)] = [keras.ops.convert_to_numpy(state).tolist() for state in states]
-        self.run.update(**{SEED_STATES: kept})
-
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
