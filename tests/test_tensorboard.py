@@ -105,10 +105,9 @@ def test_a_constant_weight_of_large_values_has_a_histogram(value):
     images) or a seed generator's state: np.histogram's own float32 bins were too narrow to
     exist ("Too many bins for data range") and failed the run at its first epoch."""
     import numpy as np
+    from tensorboard.util import tensor_util
 
     from dlrun.store.events import histograms
-
-    from tensorboard.util import tensor_util
 
     summary = histograms({"count": np.full((1,), value, np.float32)})
     (entry,) = summary.value
