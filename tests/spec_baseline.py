@@ -40,6 +40,8 @@ SKIPPED = {
     # Graphs and several inputs: there was nothing to compare them with before.
     "configs/mnist_resnet.yaml": "a graph (residual adds): new with graphs",
     "configs/cancer_two_inputs.yaml": "a graph of two inputs: new with graphs",
+    # Code files (docs/code.md): new with them, and they live beside configs/code/ only.
+    "docs:name: vit-digits": "imports its code files (configs/code/): new with code files",
 }
 
 

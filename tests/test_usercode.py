@@ -332,6 +332,32 @@ def test_a_run_from_another_user_is_refused_though_unedited(vit_run, tmp_path):
     assert "code/vit.py, code/extras.py" in result.output and "--trust-code" in result.output
 
 
+HEAD_SPEC = """\
+name: head
+data: {{function: load, args: {{n: 300}}, scale: 16}}
+model:
+  base: {{run: {base}}}
+  layers: [{{type: Dense, units: 10, activation: softmax}}]
+compile: {{loss: focal}}
+training: {{epochs: 1, batch_size: 64, tensorboard: null}}
+"""
+
+
+def test_a_head_on_a_run_imports_that_runs_code_if_trusted(vit_run, tmp_path):
+    copy, marker = received(vit_run, tmp_path)
+    spec = tmp_path / "head.yaml"
+    spec.write_text(HEAD_SPEC.format(base=copy))
+    result, runs = train(spec, tmp_path / "refused")
+    assert result.exit_code == 2 and runs == [] and not marker.exists()
+    assert "model.base.run" in result.output and "--trust-code" in result.output
+    spec.write_text(HEAD_SPEC.format(base=vit_run))  # a run of this user's: its code is known
+    result, runs = train(spec, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (runs[0] / "code").iterdir()) == ["extras.py", "vit.py"]
+    result = runner.invoke(app, ["evaluate", str(runs[0]), "--no-save"])
+    assert result.exit_code == 0, result.output
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -438,3 +464,59 @@ def test_a_code_file_that_loops_at_import_stops_on_ctrl_c_with_one_line(tmp_path
     assert len(errors) == 1 and "loop.py: interrupted while it was being imported" in errors[0]
     assert "Traceback" not in err
     assert run_dirs(tmp_path / "runs") == []
+
+
+# --- export --format script ---------------------------------------------------------------
+
+
+def run_script(script: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=script.parent,
+        env={**DLRUN_ENV, "CUDA_VISIBLE_DEVICES": "-1"},
+        timeout=600,
+    )
+
+
+def test_a_script_of_custom_layers_imports_the_runs_code_copied_beside_it(tmp_path):
+    result, runs = train(write_project(tmp_path / "project", LOSS_ONLY), tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "vit_script.py"
+    out.parent.mkdir()
+    result = runner.invoke(app, ["export", str(runs[0]), "--format", "script", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "vit_script_code" / "code" / "vit.py").read_text() == VIT
+    text = out.read_text()
+    assert "import vit" in text and "vit.PatchEncoder(" in text and "extras.load(n=600)" in text
+    ran = run_script(out)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    params = json.loads((runs[0] / "metrics.json").read_text())["params"]
+    assert f"Total params: {params:,}" in ran.stdout or str(params) in ran.stdout
+
+
+def test_a_script_of_a_model_function_calls_the_same_build_and_fit(own_run, tmp_path):
+    out = tmp_path / "own_script.py"
+    result = runner.invoke(app, ["export", str(own_run), "--format", "script", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "model = own.build(units=12)" in text and "loss=None" in text
+    ran = run_script(out)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+
+
+# --- the documentation's example ------------------------------------------------------------
+
+
+def test_the_documented_example_is_the_shipped_one_and_trains(tmp_path):
+    from conftest import ROOT, docs_text
+
+    spec = ROOT / "configs" / "code" / "vit_digits.yaml"
+    assert f"```yaml\n{spec.read_text()}```" in docs_text()
+    result = runner.invoke(
+        app, ["train", str(spec), "--runs-dir", str(tmp_path), "--set", "training.epochs=1"]
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path)
+    assert sorted(p.name for p in (run / "code").iterdir()) == ["focal.py", "vit.py"]

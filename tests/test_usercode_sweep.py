@@ -65,7 +65,14 @@ def test_killed_after_two_epochs_and_resumed_to_the_uninterrupted_history(tmp_pa
     (reference,) = run_dirs(tmp_path / "whole")
     broken = tmp_path / "broken"
     process = start_dlrun("train", spec, "--runs-dir", broken)
-    wait_until(lambda: run_dirs(broken) and epochs_in(run_dirs(broken)[0]) >= 2, process)
+
+    def two_epochs_done() -> bool:  # counted in meta.json once their checkpoints are saved
+        found = run_dirs(broken)
+        if not found or epochs_in(found[0]) < 2 or not (found[0] / "meta.json").exists():
+            return False
+        return json.loads((found[0] / "meta.json").read_text()).get("epochs_done", 0) >= 2
+
+    wait_until(two_epochs_done, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     (run,) = run_dirs(broken)

@@ -54,9 +54,10 @@ def fails_cleanly(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from dlrun.usercode.trust import set_trust_given
+        if "trust_code" in kwargs:  # a command that may import a run's code (none else loads it)
+            from dlrun.usercode.trust import set_trust_given
 
-        set_trust_given(bool(kwargs.get("trust_code")))  # this command's --trust-code only
+            set_trust_given(bool(kwargs["trust_code"]))  # this command's --trust-code only
         try:
             return command(*args, **kwargs)
         except DlrunError as exc:

@@ -273,6 +273,7 @@ def sweep(
         str | None,
         typer.Option(help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray]."),
     ] = None,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Grid, random, TPE or CMA-ES search with k-fold cross-validation; every fit is a run.
 
@@ -306,8 +307,11 @@ def sweep(
     else:
         found, sweep_dir = sweeps.start(sweep_file, store.runs_root(runs_dir), set_ or [])
         held = sweeps.lock(sweep_dir)
+    from dlrun.usercode import trust
+
     try:
-        result = _run_sweep(found, sweep_dir, executor, address)
+        with trust.passed_on(trust_code):  # --resume: its local workers trust it too
+            result = _run_sweep(found, sweep_dir, executor, address)
     finally:
         os.close(held)
     console = make_console()

@@ -156,8 +156,20 @@ def _script(spec, run: store.Run, out: Path) -> dict:
         from dlrun.data.arrays import signature
 
         input_shape = signature(spec)[0]
-    script.write(out, script.render(spec, run, input_shape))
-    return {"artifact": str(out)}
+    folder = script.code_folder(out)
+    if spec.code:  # the run's code files beside the script, which imports them
+        files = usercode.check_trusted(run.path, [run.path / entry for entry in spec.code])
+        if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
+            raise UsageError(
+                f"{folder}: is a symlink or not a folder; the script's code goes there"
+            )
+        folder.mkdir(exist_ok=True)
+        usercode.copy_into_run(folder, files)  # into <script>_code/code/
+    script.write(out, script.render(spec, run, input_shape, f"{folder.name}/{store.CODE}"))
+    result = {"artifact": str(out)}
+    if spec.code:
+        result["code"] = str(folder)
+    return result
 
 
 def _model(spec, run: store.Run, model_path: Path, unsafe_load: bool, fmt: str):

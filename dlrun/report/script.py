@@ -88,20 +88,29 @@ def _own_splits(spec: Spec) -> bool | None:
         return None
 
 
-def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...]) -> str:
-    """The script's text. Keras must be importable: layer names come from dlrun's builder."""
+def code_folder(out: Path) -> Path:
+    """Where a script's copies of the run's code files go: a folder of its own beside it."""
+    return out.with_name(f"{out.stem}_code")
+
+
+def render(spec: Spec, run: store.Run, input_shape: tuple[int, ...], code: str = "") -> str:
+    """The script's text. Keras must be importable: layer names come from dlrun's builder.
+    `code`: the folder beside the script holding the run's code files (spec `code:`), which
+    must be imported (usercode.use_run) before this is called."""
     check_scriptable(spec)
     from dlrun.model.builder import make_layers
 
-    if spec.model.is_graph:
+    if spec.model.function is not None:
+        model = _function_model(spec, input_shape)
+    elif spec.model.is_graph:
         model = _graph(spec, input_shape)
     else:
         model = _model(spec, run, make_layers(spec), input_shape)
     parts = [
-        _header(spec, run),
+        _header(spec, run) + _imports(spec, code),
         _data(spec, run, input_shape),
         model,
-        _fit(spec, _draws(spec, input_shape)),
+        _fit(spec, _draws(spec, input_shape), run.metrics.get("directions")),
         _evaluate(),
     ]
     return "\n\n".join(part.strip("\n") for part in parts) + "\n"
@@ -140,6 +149,62 @@ def _call(name: str, arguments: dict) -> str:
 
 
 # --- the parts -------------------------------------------------------------------------------
+
+
+def _code_modules(spec: Spec) -> list[str]:
+    return [Path(entry).stem for entry in spec.code]
+
+
+def _imports(spec: Spec, folder: str) -> str:
+    """The run's code files, imported from the folder beside the script, their classes and
+    functions known to Keras by name (as dlrun finds them)."""
+    if not spec.code:
+        return ""
+    modules = _code_modules(spec)
+    lines = [
+        "",
+        "",
+        f"# code: the run's code files, copied beside this script into {folder}/",
+        "import sys  # noqa: E402",
+        "",
+        f"sys.path.insert(0, str(Path(__file__).parent / {_py(folder)}))",
+        *(f"import {module}  # noqa: E402" for module in modules),
+        "",
+        "keras.saving.get_custom_objects().update(",
+        "    {",
+        "        name: value",
+        f"        for module in ({', '.join(modules)},)",
+        "        for name, value in vars(module).items()",
+        '        if callable(value) and getattr(value, "__module__", None) == module.__name__',
+        "    }",
+        ")",
+    ]
+    return "\n".join(lines)
+
+
+def _class_ref(cls: type, keras_name: str) -> str:
+    """A layer class as the script names it: a code file's as module.Name."""
+    from dlrun import usercode
+
+    stems = {module.__name__ for module in usercode.active()}
+    return f"{cls.__module__}.{cls.__name__}" if cls.__module__ in stems else keras_name
+
+
+def _function_model(spec: Spec, input_shape: tuple[int, ...]) -> str:
+    """model.function: the same function called with the same arguments, then compiled."""
+    from dlrun import usercode
+
+    found = usercode.merged({}, callable).get(spec.model.function)
+    where = f"{found.__module__}.{found.__name__}" if callable(found) else spec.model.function
+    shape = ", ".join(map(str, input_shape)) + ("," if len(input_shape) == 1 else "")
+    lines = [
+        "# --- model " + "-" * 85,
+        f"# model.function: {spec.model.function}, model.args",
+        f"model = {_call(where, dict(spec.model.args))}",
+        "if not model.built:",
+        f"    model(np.zeros((1, {shape}), dtype=np.float32))",
+    ]
+    return "\n".join(lines + _compile(spec))
 
 
 def _header(spec: Spec, run: store.Run) -> str:
@@ -326,6 +391,20 @@ def _raw(spec: Spec, run: store.Run, lines: list[str]) -> bool | str:
             "x, y = digits.data, digits.target",
         ]
         return False
+    if name == "function":
+        from dlrun import usercode
+
+        found = usercode.merged({}, callable).get(data.function)
+        where = f"{found.__module__}.{found.__name__}" if callable(found) else data.function
+        lines += [
+            f"# data.function: {data.function}, data.args (x_train, y_train[, x_test, y_test])",
+            f"arrays = {_call(where, dict(data.args))}",
+            'x_train, y_train = np.asarray(arrays["x_train"]), np.asarray(arrays["y_train"])',
+            'has_test = "x_test" in arrays',
+            "if has_test:",
+            '    x_test, y_test = np.asarray(arrays["x_test"]), np.asarray(arrays["y_test"])',
+        ]
+        return "maybe"
     if name == "npz":
         lines += [
             f"# data.dataset: npz, data.path: {data.path} (x_train, y_train[, x_test, y_test])",
@@ -431,7 +510,7 @@ def _model(spec: Spec, run: store.Run, layers: list, input_shape: tuple[int, ...
         arguments["name"] = layer.name
         if spec.training.mixed_precision and index == len(layers) - 1:
             arguments.setdefault("dtype", "float32")
-        call = _call(f"keras.layers.{entry.type}", arguments)
+        call = _call(_class_ref(type(layer), f"keras.layers.{entry.type}"), arguments)
         lines.append(f"model.add({call})  # model.layers.{index}")
     for index, layer in enumerate(layers):
         if type(layer).__name__ not in ADAPTED or _given(layer):
@@ -537,7 +616,8 @@ def _graph(spec: Spec, input_shape: tuple[int, ...]) -> str:
             reads = ", ".join(f"{k}={variable(name)}" for k, name in reference.items())
         output = variable(node.name) if node.name is not None else "h"
         where = ".".join(map(str, node.loc))
-        lines.append(f"{output} = {_call(f'keras.layers.{node.type}', kwargs)}({reads})  # {where}")
+        made = _class_ref(classes[node.type], f"keras.layers.{node.type}")
+        lines.append(f"{output} = {_call(made, kwargs)}({reads})  # {where}")
         previous = output
     outputs = spec.model.outputs
     if outputs is not None:
@@ -552,9 +632,11 @@ def _lookup(module: str, value, name: str | None = None) -> str:
     """A name as it is, or {type: X, ...} as the Keras class it names with its arguments."""
     import keras
 
+    if value is None:  # compile.loss: null, the model's own train_step
+        return "None"
     if isinstance(value, str):
-        return _py(value)
-    arguments = {k: v for k, v in value.items() if k != "type"}
+        return _code_name(value) or _py(value)
+    arguments = {k: v for k, v in value.items() if k not in ("type", "direction")}
     if name is not None:
         arguments.setdefault("name", name)
     keras_module = getattr(keras, module)
@@ -566,17 +648,37 @@ def _lookup(module: str, value, name: str | None = None) -> str:
             _call(f"keras.optimizers.schedules.{rate['type']}", schedule)
         )
         return _call(f"keras.{module}.{type(made).__name__}", arguments)
-    made = keras_module.get({"class_name": value["type"], "config": arguments})
+    from dlrun import usercode
+
+    with keras.saving.custom_object_scope(usercode.custom_objects()):
+        made = keras_module.get({"class_name": value["type"], "config": arguments})
     cls = type(made).__name__
+    code = _code_name(value["type"])
+    if code:  # a code file's class with its arguments, or its function as it is
+        return _call(code, arguments) if _is_class(code) else code
     if getattr(keras_module, cls, None) is type(made):
         return _call(f"keras.{module}.{cls}", arguments)
     config = {"class_name": value["type"], "config": arguments}
     return f"keras.{module}.get({_py(config)})"
 
 
+def _is_class(where: str) -> bool:
+    from dlrun import usercode
+
+    return isinstance(usercode.find(where, set(), callable), type)
+
+
+def _code_name(name: str) -> str | None:
+    """A code file's class or function named in the spec, as module.name (None: Keras')."""
+    from dlrun import usercode
+
+    found = usercode.find(name, set(), callable)
+    return f"{found.__module__}.{found.__name__}" if callable(found) else None
+
+
 def _metric(value) -> str:
     if isinstance(value, str):
-        return _py(value)
+        return _code_name(value) or _py(value)
     return _lookup("metrics", value, entry_name(value))
 
 
@@ -614,7 +716,22 @@ EPOCH_SEEDS = [
 ]
 
 
-def _fit(spec: Spec, draws: bool = False) -> str:
+def _mode(spec: Spec, directions: dict | None) -> str:
+    """The checkpoint's mode; auto as the run decided it where Keras cannot tell (a code
+    file's metric, a subclassed model's own metrics)."""
+    from dlrun.model.metrics import given, mode
+
+    checkpoint = spec.training.checkpoint
+    recorded = {**(directions if isinstance(directions, dict) else {})}
+    recorded.update(given(spec.compile.metrics))
+    if checkpoint.mode != "auto" or checkpoint.monitor.removeprefix("val_") not in {
+        name.removeprefix("val_") for name in recorded
+    }:
+        return checkpoint.mode
+    return mode(checkpoint.monitor, "auto", recorded)
+
+
+def _fit(spec: Spec, draws: bool = False, directions: dict | None = None) -> str:
     training = spec.training
     checkpoint = training.checkpoint
     from dlrun.data.splits import validation_share
@@ -624,7 +741,7 @@ def _fit(spec: Spec, draws: bool = False) -> str:
         "# --- training " + "-" * 82,
         "# training.checkpoint: keep the best epoch on its monitor",
         "checkpoint = keras.callbacks.ModelCheckpoint(",
-        f"    CHECKPOINT, monitor={_py(checkpoint.monitor)}, mode={_py(checkpoint.mode)}, "
+        f"    CHECKPOINT, monitor={_py(checkpoint.monitor)}, mode={_py(_mode(spec, directions))}, "
         "save_best_only=True, save_weights_only=True",
         ")",
         "callbacks = [checkpoint]",

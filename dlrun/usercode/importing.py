@@ -151,10 +151,20 @@ def _taken(stem: str) -> bool:
     existing = sys.modules.get(stem)
     if existing is not None:
         return not getattr(existing, MARK, False)
+    if stem in sys.stdlib_module_names:
+        return True
     try:
-        return importlib.util.find_spec(stem) is not None
+        found = importlib.util.find_spec(stem)
     except (ImportError, ValueError):
         return True
+    if found is None:
+        return False
+    # An installed package; a loose file of that name on the path is the user's own (a Ray
+    # worker has the driver's folder, the spec's, on its path).
+    origin = found.origin or ""
+    return origin in ("", "built-in", "frozen") or any(
+        part in ("site-packages", "dist-packages") for part in Path(origin).parts
+    )
 
 
 def _where(exc: BaseException, files: list[CodeFile]) -> str:
@@ -297,9 +307,11 @@ def add_base_code(spec: Spec) -> None:
     if not base_spec.code:
         return
     paths = [store.within(run_dir, entry) for entry in base_spec.code]
+    from dlrun.errors import UntrustedCode
+
     try:
         check_trusted(run_dir, paths)
-    except CodeError as exc:
+    except (CodeError, UntrustedCode) as exc:
         raise spec.error(("model", "base", "run"), str(exc)) from None
     own = [str(path.resolve()) for path in code_paths(spec)]
     spec.code = [*own, *(str(path.resolve()) for path in paths)]

@@ -9,6 +9,7 @@ is in this file, or when the user passes --trust-code for that command (not reme
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 FILE = "trusted-code.txt"
 MAX_BYTES = 16 * 1024 * 1024  # far beyond any user's number of code versions
 _GIVEN = False  # --trust-code for this process
+PASSED_ON = "DLRUN_TRUST_CODE_PASSED_ON"  # a sweep's --trust-code, in its workers
 
 
 def folder() -> Path:
@@ -37,7 +39,21 @@ def set_trust_given(given: bool) -> None:
 
 
 def given() -> bool:
-    return _GIVEN
+    return _GIVEN or os.environ.get(PASSED_ON) == "1"
+
+
+@contextlib.contextmanager
+def passed_on(given: bool):
+    """--trust-code of a sweep, passed on to the worker processes it starts (their environment)
+    for as long as it runs."""
+    if not given:
+        yield
+        return
+    os.environ[PASSED_ON] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(PASSED_ON, None)
 
 
 def _known() -> set[str]:
