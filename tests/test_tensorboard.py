@@ -97,3 +97,21 @@ def test_tensorboard_on_a_missing_folder(tmp_path):
     result = runner.invoke(app, ["tensorboard", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert result.stderr == f"Error: {tmp_path / 'none'}: no such runs folder\n"
+
+
+@pytest.mark.parametrize("value", [8.0, 1.0e6, 3.0e9])
+def test_a_constant_weight_of_large_values_has_a_histogram(value):
+    """A float32 constant such as a Normalization's sample count (1e6 pixels of a few hundred
+    images) or a seed generator's state: np.histogram's own float32 bins were too narrow to
+    exist ("Too many bins for data range") and failed the run at its first epoch."""
+    import numpy as np
+    from tensorboard.util import tensor_util
+
+    from dlrun.store.events import histograms
+
+    summary = histograms({"count": np.full((1,), value, np.float32)})
+    (entry,) = summary.value
+    table = tensor_util.make_ndarray(entry.tensor)  # rows of [left, right, count]
+    assert table.shape == (30, 3) and table[:, 2].sum() == 1
+    (bucket,) = table[table[:, 2] == 1]
+    assert bucket[0] <= value <= bucket[1]

@@ -72,7 +72,15 @@ def histograms(values: dict[str, np.ndarray], buckets: int = 30) -> summary_pb2.
         data = data[np.isfinite(data)]
         if data.size == 0:
             continue
-        counts, edges = np.histogram(data, bins=buckets)
+        try:
+            counts, edges = np.histogram(data, bins=buckets)
+        except ValueError:  # float32 cannot split a narrow range of large values into buckets
+            # (a constant such as a Normalization's sample count, or a seed generator's state)
+            low, high = float(data.min()), float(data.max())
+            margin = max(0.5, abs(low) * 1e-6, abs(high) * 1e-6)
+            counts, edges = np.histogram(
+                data.astype(np.float64), bins=buckets, range=(low - margin, high + margin)
+            )
         table = np.stack([edges[:-1], edges[1:], counts]).T.astype(np.float64)
         summary.value.add(tag=tag, metadata=metadata, tensor=tensor_util.make_tensor_proto(table))
     return summary
