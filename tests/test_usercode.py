@@ -520,3 +520,65 @@ def test_the_documented_example_is_the_shipped_one_and_trains(tmp_path):
     assert result.exit_code == 0, result.output
     (run,) = run_dirs(tmp_path)
     assert sorted(p.name for p in (run / "code").iterdir()) == ["focal.py", "vit.py"]
+
+
+OPTIMIZERS = """\
+import keras
+
+
+class PlainSGD(keras.optimizers.SGD):
+    \"\"\"The user's own optimizer: SGD under another name, no momentum.\"\"\"
+
+
+class Halving(keras.optimizers.schedules.LearningRateSchedule):
+    \"\"\"The rate halves every `every` steps.\"\"\"
+
+    def __init__(self, start=0.2, every=5):
+        self.start, self.every = start, every
+
+    def __call__(self, step):
+        return self.start * 0.5 ** keras.ops.floor(keras.ops.cast(step, "float32") / self.every)
+
+    def get_config(self):
+        return {"start": self.start, "every": self.every}
+"""
+
+OPTIMIZER_SPEC = """\
+name: own-optimizer
+code: [optimizers.py]
+data: {dataset: digits, scale: 16, flatten: true, limit: 320}
+model:
+  layers:
+    - {type: Dense, units: 8, activation: relu}
+    - {type: Dense, units: 10, activation: softmax}
+compile:
+  optimizer: {type: PlainSGD, learning_rate: {type: Halving, start: 0.2, every: 3}}
+training:
+  epochs: 3
+  batch_size: 64
+  validation_split: 0.2
+  tensorboard: null
+"""
+
+
+def test_an_optimizer_and_a_schedule_of_a_code_file_train_and_resume(tmp_path):
+    """The code file's optimizer class and learning-rate schedule are the ones used (every
+    recorded rate is one of Halving's values, 0.2 / 2**k, falling), and a run of two epochs
+    continued to three has the uninterrupted run's history."""
+    spec = write_project(tmp_path / "project", OPTIMIZER_SPEC, **{"optimizers.py": OPTIMIZERS})
+    result, (whole,) = train(spec, tmp_path / "whole")
+    assert result.exit_code == 0, result.output
+    result, (run,) = train(spec, tmp_path / "runs", "--set", "training.epochs=2")
+    assert result.exit_code == 0, result.output
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3"])
+    assert resumed.exit_code == 0, resumed.output
+    rates = [float(rate) for rate in history(whole)["learning_rate"]]
+    assert len(rates) == 3
+    assert rates[0] < 0.2 and np.all(np.diff(rates) < 0)
+    for rate in rates:  # Halving's values, not a constant rate nor one of Keras' schedules
+        k = np.log2(0.2 / rate)
+        assert k == pytest.approx(round(k), abs=1e-5)
+    columns = ["loss", "val_loss", "learning_rate"]
+    np.testing.assert_allclose(history(run)[columns], history(whole)[columns], atol=1e-5)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["compile"]["optimizer"]["type"] == "PlainSGD"
