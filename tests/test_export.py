@@ -284,8 +284,8 @@ model:
   layers:
     - {type: Dense, units: 16, activation: relu}
     - {block: residual, repeat: 2, name: features}
-    - {type: Dropout, rate: 0.1}
-    - {type: Dense, units: 10, activation: softmax, inputs: features}
+    - {type: Dropout, rate: 0.1, inputs: features}
+    - {type: Dense, units: 10, activation: softmax}
 training: {batch_size: 64, epochs: 3, validation_split: 0.2, deterministic: true}
 """
 

@@ -78,9 +78,9 @@ def extract(
         raise SpecError(f"--out {out}: expected a file name ending in .npz")
     if not out.parent.is_dir():
         raise SpecError(f"--out {out}: no such folder {out.parent}")
-    store.output.check(out, force=force, inputs=[run_path])
     run = store.open_run(run_path)
     check_reading_overrides("features", overrides, ("data.",))
+    store.output.check(out, force=force, inputs=[run_path])  # before anything is loaded
     model_path = checkpoint_path(run, checkpoint)
     spec = load_spec(store.config_of(run.path), overrides, run.relative_to)
     one_input_and_output(spec, run.path, "features")

@@ -70,8 +70,8 @@ def _check_number(event: yaml.ScalarEvent, source: str) -> None:
     value = event.value
     if not event.style and len(value) > MAX_NUMBER_CHARS and _NUMBER.fullmatch(value):
         raise SpecError(
-            f"{source}:{event.start_mark.line + 1}: a number of {len(value):,} characters; "
-            f"at most {MAX_NUMBER_CHARS} (write a smaller one)"
+            f"{source}:{event.start_mark.line + 1}: a number longer than {MAX_NUMBER_CHARS} "
+            f"characters ({len(value):,}); write a smaller one"
         )
 
 
