@@ -402,3 +402,25 @@ def test_the_cancer_csvs_are_what_their_script_writes(tmp_path):
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     for name in ("cancer_train.csv", "cancer_val.csv"):
         assert (tmp_path / name).read_text() == (CONFIGS / "data" / name).read_text()
+
+
+@pytest.mark.parametrize("optimizer", ["lamb", "{type: Lamb, learning_rate: 0.002}"])
+def test_every_optimizer_dlrun_lists_compiles(tmp_path, optimizer):
+    """`lamb` is among the names dlrun suggests, yet Keras' own `optimizers.get` table leaves
+    it out: it must compile, with its arguments, not be refused as "did you mean 'lamb'"."""
+    from dlrun.model.builder import build_model
+    from dlrun.model.compiling import compile_model
+    from dlrun.spec.loading import load_spec
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        "data: {dataset: digits, flatten: true}\n"
+        "model: {layers: [{type: Dense, units: 10, activation: softmax}]}\n"
+        f"compile: {{optimizer: {optimizer}}}\n"
+    )
+    spec = load_spec(spec_file)
+    model = build_model(spec, (64,))
+    compile_model(model, spec, 10)
+    assert type(model.optimizer) is keras.optimizers.Lamb
+    expected = 0.002 if "0.002" in optimizer else keras.optimizers.Lamb().learning_rate
+    assert float(model.optimizer.learning_rate) == pytest.approx(float(expected))

@@ -102,6 +102,28 @@ def _named(spec: Spec, loc: tuple, field: str, getter, value: Any, candidates: l
         raise spec.error(loc, f"{name} refused its arguments: {first_line(exc)}") from None
 
 
+def _optimizer(identifier):
+    """keras.optimizers.get, and the optimizers its table leaves out (Lamb, Muon...) by their
+    lowercase names, as dlrun lists them: every Optimizer class keras.optimizers exports."""
+    import keras
+
+    try:
+        return keras.optimizers.get(identifier)
+    except ValueError:
+        name = identifier if isinstance(identifier, str) else None
+        config = {}
+        if isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
+            name, config = identifier["class_name"], identifier.get("config") or {}
+        classes = {
+            key.lower(): value
+            for key, value in vars(keras.optimizers).items()
+            if isinstance(value, type) and issubclass(value, keras.optimizers.Optimizer)
+        }
+        if name is None or name.lower() not in classes:
+            raise
+        return classes[name.lower()](**config)
+
+
 def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     """Optimizer, loss and metric objects by Keras' lookups, and every problem found."""
     import keras
@@ -137,7 +159,7 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
         found["loss"] = None
     if not schedule_problems:  # else the optimizer would only repeat the schedule's problem
         lookups.insert(
-            0, ("optimizer", ("compile", "optimizer"), keras.optimizers.get, optimizer, None)
+            0, ("optimizer", ("compile", "optimizer"), _optimizer, optimizer, None)
         )
     for out, entries in metrics.items():
         for index, entry in enumerate(spec.compile.metrics if out is None else entries):
