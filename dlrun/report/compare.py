@@ -331,6 +331,14 @@ def _std(values: list[float]) -> float:
     return float(np.std(values))
 
 
+MISSING_CELL = "\u2014"  # a missing value in a table (an absent key, a null, no result): an em dash
+
+
+def shown_config_cell(value: Any) -> str:
+    """A config value as a table shows it: a null and an absent key both read as MISSING_CELL."""
+    return MISSING_CELL if value is None else config_cell(value)
+
+
 def config_cell(value: Any) -> str:
     """A config value as it reads in YAML: 32, 0.001, adam, true, null."""
     if isinstance(value, bool):
@@ -385,7 +393,7 @@ def decimals_for(values: list) -> int:
 
 def result_cell(value: Any, decimals: int = 4) -> str:
     if value is None or (isinstance(value, float) and value != value):
-        return ""
+        return MISSING_CELL
     if isinstance(value, Spread):
         return str(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -414,7 +422,7 @@ def comparison_cells(comparison: Comparison) -> tuple[list[str], list[list[str]]
         cells.append(
             [
                 clean(
-                    ("" if c not in row else config_cell(row[c]))
+                    shown_config_cell(row.get(c))
                     if c in config
                     else result_cell(row.get(c), decimals[c]),
                     newlines=False,
@@ -622,7 +630,7 @@ def curves_plot(runs: list[Run], comparison: Comparison, path, force: bool = Fal
         cells = [
             [
                 _plain(shown_name(run)),
-                *(_plain(config_cell(by_run.get(shown_name(run), {}).get(k))) for k in keys),
+                *(_plain(shown_config_cell(by_run.get(shown_name(run), {}).get(k))) for k in keys),
             ]
             for run in shown
         ]
@@ -701,7 +709,7 @@ def group_curves(comparison: Comparison, path, force: bool = False):
             [
                 str(order + 1),
                 str(comparison.rows[index]["count"]),
-                *(_plain(config_cell(comparison.rows[index].get(k))) for k in keys),
+                *(_plain(shown_config_cell(comparison.rows[index].get(k))) for k in keys),
             ]
             for order, index in enumerate(shown)
         ]
