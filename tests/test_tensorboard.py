@@ -77,7 +77,7 @@ def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
             assert any(t.endswith("kernel/histogram") for t in histograms[f"{name}/train"])
         experiment = fetch(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"model.layers.0.units", "training.epochs", "compile.optimizer"} <= hparams
+        assert hparams == {"model.layers.0.units"}  # the one key the two runs differ in (issue 34)
     finally:
         process.send_signal(signal.SIGINT)
         try:
