@@ -179,6 +179,9 @@ def link_runs(runs_dir: Path, logdir: Path, linked: dict | None = None) -> int:
         while key in linked and linked[key]["path"] != run.path:  # two trials of one setting
             folder, key = folder.with_name(folder.name + "+"), key + "+"
         entry = linked.get(key)
+        if entry is None and os.path.lexists(folder):  # linked by an earlier call
+            written = any(folder.glob("events.out.tfevents.*"))
+            entry = linked[key] = {"path": run.path, "hparams": written}
         if entry is None:
             folder.mkdir(parents=True, exist_ok=True)
             for part in sorted((run.path / TENSORBOARD).iterdir()):
