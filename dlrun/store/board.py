@@ -65,6 +65,7 @@ RELINK_SECONDS = 5.0
 SWEEP_FILE, SWEEP_TRIALS = "sweep.yaml", "trials"  # a sweep folder's (dlrun.sweep names them)
 FIT_FOLDER = re.compile(r"fit(\d+)(?:-(fold\d+))?(?:-(seed\d+))?")
 SEARCHES = ("grid", "random", "tpe", "cmaes")
+MAX_NAME = 200  # bytes of a setting's name; a longer one is named by its fit number
 
 
 def _leaves(config: dict) -> dict[str, Any]:
@@ -113,7 +114,9 @@ def shown_name(run: Run, runs_dir: Path) -> Path:
     short = {key: key.rsplit(".", 1)[-1] for key in keys}
     if len(set(short.values())) < len(short):  # two keys end alike: their full names
         short = {key: key for key in keys}
-    setting = ",".join(f"{short[k]}={_cell(values[k])}" for k in keys if k in values)
+    setting = ",".join(f"{_cell(short[k])}={_cell(values[k])}" for k in keys if k in values)
+    if len(setting.encode()) > MAX_NAME:  # a folder name the file system takes
+        setting = ""
     parts = [part for part in match.groups()[1:] if part]
     leaf = Path(setting or f"fit{match[1]}")
     return name.parent.parent / leaf / "-".join(parts) if parts else name.parent.parent / leaf
