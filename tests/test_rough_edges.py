@@ -266,3 +266,23 @@ def test_tensorboard_links_name_runs_and_pick_up_new_ones(trained, tmp_path):
         runs / "sweep" / "trials" / "trial-1" / "tensorboard" / "train"
     ).resolve()
     assert not os.path.lexists(logdir / "received")
+
+
+def test_tensorboard_names_a_trial_by_its_setting_within_a_file_name(trained, tmp_path):
+    """Issue 34: a sweep's trial shows as SWEEP/<key>=<value>/fold0; a value with a / stays
+    one folder, and a setting too long for a file name falls back to its fit number."""
+    from dlrun.store.board import link_runs
+
+    runs, logdir = tmp_path / "runs", tmp_path / "links"
+    logdir.mkdir()
+    (runs / "sw").mkdir(parents=True)
+    (runs / "sw" / "sweep.yaml").write_text("base: b.yaml\ngrid:\n  name: [a]\ncv: 2\n")
+    for fit, name in (("fit000-fold0", "a/b"), ("fit001-fold1", "x" * 300)):
+        trial = runs / "sw" / "trials" / fit
+        shutil.copytree(trained, trial)
+        config = yaml.safe_load((trial / "config.yaml").read_text())
+        config["name"] = name
+        (trial / "config.yaml").write_text(yaml.safe_dump(config))
+    assert link_runs(runs, logdir) == 2
+    assert (logdir / "sw" / "name=a_b" / "fold0" / "train").is_dir()
+    assert (logdir / "sw" / "fit001" / "fold1" / "train").is_dir()
