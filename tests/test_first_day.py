@@ -459,6 +459,28 @@ def test_compare_shows_four_significant_digits_and_small_rates_in_e_notation(tmp
     assert rows and all(row.split("|")[epochs].strip() == "1 ± 0" for row in rows), grouped.stdout
 
 
+def test_compare_spells_a_null_and_an_absent_key_alike(tmp_path):
+    penguins(tmp_path / "penguins.csv", blanks=False)
+    spec = penguin_spec(tmp_path, "  drop: [year]\n")
+    assert train(spec, tmp_path / "runs").exit_code == 0  # training.early_stopping: null
+    stopping = ["--set", "training.early_stopping={patience: 1}"]
+    assert train(spec, tmp_path / "runs", *stopping).exit_code == 0
+    result = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    header, _, *rows = result.stdout.splitlines()
+    names = [cell.strip() for cell in header.split("|")]
+    table = [dict(zip(names, (c.strip() for c in row.split("|")), strict=True)) for row in rows]
+    (without,) = [row for row in table if row["patience"] != "1"]
+    # a null (early_stopping) and an absent key (patience) read alike
+    assert without["early_stopping"] == without["patience"] == "\u2014", result.stdout
+    assert "null" not in result.stdout and "||" not in result.stdout.replace(" ", "")
+    raw = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--format", "json"])
+    records = json.loads(raw.stdout)  # csv and json keep the raw forms
+    assert sorted(r["training.early_stopping.patience"] or 0 for r in records) == [0, 1]
+    assert all(r["training.early_stopping"] is None for r in records)
+    assert "\u2014" not in raw.stdout
+
+
 # --- 6. the script form of a csv with text columns and blanks ---------------------------------
 
 

@@ -241,26 +241,48 @@ def test_the_keras_internals_dlrun_uses_are_still_there():
 
 
 def test_tensorboard_links_name_runs_and_pick_up_new_ones(trained, tmp_path):
-    """The folder TensorBoard reads: <run> -> the run's tensorboard/, a sweep's trials as
-    <sweep>/<trial>, runs started later linked on the next pass, a symlinked tensorboard/ of a
-    received run never linked."""
+    """The folder TensorBoard reads: <run>/train -> the run's tensorboard/train (and each of
+    its folders), beside the run's HParams, a sweep's trials as <sweep>/<trial>, runs started
+    later linked on the next pass, a symlinked tensorboard/ of a received run never linked."""
     from dlrun.store.board import link_runs
 
     runs, logdir = tmp_path / "runs", tmp_path / "links"
     logdir.mkdir()
     shutil.copytree(trained, runs / "first")
     assert link_runs(runs, logdir) == 1
-    assert (logdir / "first").resolve() == (runs / "first" / "tensorboard").resolve()
-    assert sorted(p.name for p in (logdir / "first").iterdir()) == sorted(
-        p.name for p in (runs / "first" / "tensorboard").iterdir()
-    )
+    board = runs / "first" / "tensorboard"
+    parts = sorted(p.name for p in board.iterdir() if p.is_dir())
+    assert parts and sorted(p.name for p in (logdir / "first").iterdir() if p.is_dir()) == parts
+    for part in parts:
+        assert (logdir / "first" / part).resolve() == (board / part).resolve()
+    assert list((logdir / "first").glob("events.out.tfevents.*"))  # its HParams, written here
     shutil.copytree(trained, runs / "sweep" / "trials" / "trial-1")
     hostile = runs / "received"
     shutil.copytree(trained, hostile)
     shutil.rmtree(hostile / "tensorboard")
     (hostile / "tensorboard").symlink_to(tmp_path)
     assert link_runs(runs, logdir) == 1  # the new trial; first is linked already
-    assert (logdir / "sweep" / "trials" / "trial-1").resolve() == (
-        runs / "sweep" / "trials" / "trial-1" / "tensorboard"
+    assert (logdir / "sweep" / "trials" / "trial-1" / "train").resolve() == (
+        runs / "sweep" / "trials" / "trial-1" / "tensorboard" / "train"
     ).resolve()
     assert not os.path.lexists(logdir / "received")
+
+
+def test_tensorboard_names_a_trial_by_its_setting_within_a_file_name(trained, tmp_path):
+    """Issue 34: a sweep's trial shows as SWEEP/<key>=<value>/fold0; a value with a / stays
+    one folder, and a setting too long for a file name falls back to its fit number."""
+    from dlrun.store.board import link_runs
+
+    runs, logdir = tmp_path / "runs", tmp_path / "links"
+    logdir.mkdir()
+    (runs / "sw").mkdir(parents=True)
+    (runs / "sw" / "sweep.yaml").write_text("base: b.yaml\ngrid:\n  name: [a]\ncv: 2\n")
+    for fit, name in (("fit000-fold0", "a/b"), ("fit001-fold1", "x" * 300)):
+        trial = runs / "sw" / "trials" / fit
+        shutil.copytree(trained, trial)
+        config = yaml.safe_load((trial / "config.yaml").read_text())
+        config["name"] = name
+        (trial / "config.yaml").write_text(yaml.safe_dump(config))
+    assert link_runs(runs, logdir) == 2
+    assert (logdir / "sw" / "name=a_b" / "fold0" / "train").is_dir()
+    assert (logdir / "sw" / "fit001" / "fold1" / "train").is_dir()

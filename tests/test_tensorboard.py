@@ -10,10 +10,12 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from conftest import TINY_SPEC, default_sigint
 from dlrun.cli import app
+from dlrun.spec.keys import flatten
 from dlrun.store.board import exposed
 
 runner = CliRunner()
@@ -75,7 +77,7 @@ def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
             assert any(t.endswith("kernel/histogram") for t in histograms[f"{name}/train"])
         experiment = fetch(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparams = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"model.layers.0.units", "training.epochs", "compile.optimizer"} <= hparams
+        assert hparams == {"model.layers.0.units"}  # the one key the two runs differ in (issue 34)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -115,3 +117,82 @@ def test_a_constant_weight_of_large_values_has_a_histogram(value):
     assert table.shape == (30, 3) and table[:, 2].sum() == 1
     (bucket,) = table[table[:, 2] == 1]
     assert bucket[0] <= value <= bucket[1]
+
+
+def serve(runs, until) -> tuple[subprocess.Popen, str]:
+    """`dlrun tensorboard runs` on a free port, once until(base url) holds (at most 90 s)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if until(base):
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return process, base
+
+
+def test_a_sweeps_trials_show_by_setting_with_only_the_keys_that_vary(tmp_path):
+    """Issue 34: SWEEP/units=8,learning_rate=0.01/fold0 (not fit000-fold0), HParams columns
+    only for the keys that vary (not the 80-odd keys of every config), 8 as 8 (not 8.0)."""
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    (tmp_path / "sweep.yaml").write_text(
+        "base: tiny.yaml\nname: sw\ngrid:\n  model.layers.0.units: [8, 16]\n"
+        "  compile.optimizer.learning_rate: [0.01]\ncv: 2\n"
+    )
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    (sweep,) = (p.name for p in runs.iterdir())
+    process, base = serve(
+        runs, lambda base: len([r for r in fetch(f"{base}/data/runs") if "valid" in r]) == 5
+    )
+    try:
+        served = set(fetch(f"{base}/data/runs"))
+        settings = [
+            f"{sweep}/units={u},learning_rate=0.01/fold{f}" for u in (8, 16) for f in (0, 1)
+        ]
+        expected = {
+            f"{name}{part}"
+            for name in [*settings, f"{sweep}/refit"]
+            for part in ("", "/train", "/validation")
+        }
+        assert served == expected
+        experiment = fetch(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        columns = {h["name"] for h in experiment["hparamInfos"]}
+        configs = [flatten(yaml.safe_load(path.read_text())) for path in runs.rglob("config.yaml")]
+        differ = {k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1}
+        assert len(configs) == 5 and "model.layers.0.units" in columns
+        assert columns == differ and len(columns) < 10, columns  # refit vs trials: cv, name...
+        assert not columns & {"training.batch_size", "compile.loss", "seed"}
+        groups = fetch(
+            f"{base}/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+                "colParams": [],
+                "startIndex": 0,
+                "sliceSize": 20,
+            },
+        )["sessionGroups"]
+        units = {g["name"]: g["hparams"]["model.layers.0.units"] for g in groups}
+        assert units[settings[0]] == "8" and units[settings[2]] == "16", units
+        assert all(any(m for m in g["metricValues"]) for g in groups)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0

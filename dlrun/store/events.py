@@ -9,6 +9,7 @@ TensorFlow (for tf.io.gfile) wherever it is installed, also on the JAX and torch
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 import time
@@ -99,3 +100,14 @@ def keras_graph(model_json: str) -> summary_pb2.Summary:
 
 def hparams(values: dict, trial_id: str) -> summary_pb2.Summary:
     return hparams_pb(values, trial_id=trial_id)
+
+
+def hparams_scores(metrics: dict) -> dict[str, float]:
+    """A run's HParams metrics: its final_ and test_ values that are finite numbers."""
+    scores = {f"final_{k}": v for k, v in (metrics.get("final") or {}).items()}
+    scores.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
+    return {
+        k: v
+        for k, v in scores.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }

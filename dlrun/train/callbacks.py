@@ -405,9 +405,7 @@ def write_hparams(run_dir: Path, config: dict, metrics: dict) -> None:
         for key, value in config_columns(config).items()
         if isinstance(value, (bool, int, float, str))
     }
-    scores = {f"final_{k}": v for k, v in (metrics.get("final") or {}).items()}
-    scores.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
-    finite = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    finite = events.hparams_scores(metrics)
     writer = events.EventWriter(store.safe_folder(run_dir, store.TENSORBOARD))
     writer.write(0, events.hparams(values, run_dir.name))
     writer.write(0, events.scalars(finite))
