@@ -158,9 +158,7 @@ def _lookups(spec: Spec) -> tuple[dict, list[str]]:
     if not per_output and spec.compile.loss is None:
         found["loss"] = None
     if not schedule_problems:  # else the optimizer would only repeat the schedule's problem
-        lookups.insert(
-            0, ("optimizer", ("compile", "optimizer"), _optimizer, optimizer, None)
-        )
+        lookups.insert(0, ("optimizer", ("compile", "optimizer"), _optimizer, optimizer, None))
     for out, entries in metrics.items():
         for index, entry in enumerate(spec.compile.metrics if out is None else entries):
             loc = ("compile", "metrics", *([out] if out is not None else []), index)
