@@ -66,10 +66,17 @@ def chosen_columns(spec: Spec, found: list[str], path: Path) -> list[str]:
         named = getattr(data, key) or []
         unknown = [c for c in named if c not in features]
         if unknown:
+            # Scoring another file on a run's recorded columns: say how the shapes differ too.
+            sizes = (
+                f"; data.columns names {len(named)} features, shape ({len(named)},), and the "
+                f"file has {len(features)}, shape ({len(features)},)"
+                if key == "columns" and len(named) != len(features)
+                else ""
+            )
             raise spec.error(
                 ("data", key),
-                f"{checks.name(path)} has no column {unknown[0]!r}; its feature columns are "
-                f"{', '.join(features[:10])}" + did_you_mean(unknown[0], features),
+                f"{checks.name(path)} has no column {unknown[0]!r}{sizes}; its feature columns "
+                f"are {', '.join(features[:10])}" + did_you_mean(unknown[0], features),
             )
     if data.columns:
         return list(data.columns)
