@@ -368,8 +368,8 @@ def fit_line(sweep: Sweep, fit: Fit, count: tuple[int, int], outcome: tuple, bes
         line += f" pruned at epoch {len(history)}" + (f" ({message})" if message else "")
     elif status == store.COMPLETED and isinstance(score, float) and math.isfinite(score):
         line += f" {scoring} {score:.4g}"
-    else:
-        line += f" {status}" + (f" ({message})" if message else "")
+    else:  # a fit that failed or crashed: its folder, where its meta.json says the rest
+        line += f" {fit.folder}: {status}" + (f" ({message})" if message else "")
     return line + (f" · best so far {best:.4g}" if best is not None else "")
 
 
