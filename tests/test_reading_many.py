@@ -322,7 +322,11 @@ def test_curves_plot_table_holds_the_differing_values(lab, tmp_path):
 
     runs = [store.open_run(p) for p in plain_runs(lab)]
     figure = compare.curves_plot(runs, compare.compare_table(runs), tmp_path / "c.png")
-    assert all(axis.get_legend() is None for axis in figure.axes)
+    # issue 34: the first panel's legend names each curve's run; the differing values stay in
+    # the table under the plot, never in a legend
+    legends = [axis.get_legend() for axis in figure.axes if axis.get_legend() is not None]
+    assert len(legends) == 1
+    assert sorted(t.get_text() for t in legends[0].get_texts()) == sorted(r.name for r in runs)
     (table,) = [t for axis in figure.axes for t in axis.tables]
     cells = {key: cell.get_text().get_text() for key, cell in table.get_celld().items()}
     assert [cells[0, c] for c in range(3)] == ["run", "layers.0.units", "epochs"]

@@ -84,10 +84,11 @@ def test_numbers_in_a_column_show_the_digits_that_tell_them_apart(two_runs):
     result = runner.invoke(app, ["compare", str(root), "--format", "markdown"])
     assert result.exit_code == 0, result.output
     assert "0.85701" in result.stdout and "0.85704" in result.stdout
-    # A sweep's table: two learning rates that read 0.0001 at four decimals.
+    # A sweep's table: two learning rates that read 0.0001 at four decimals, in e notation at
+    # four significant digits (issue 34), still told apart.
     frame = pd.DataFrame({"learning_rate": [0.0001, 0.00012], "mean_test_score": [0.5, 0.75]})
     text = render(frame, "markdown")
-    assert "| 0.00010 | 0.5000 |" in text and "| 0.00012 | 0.7500 |" in text
+    assert "| 1e-04 | 0.5 |" in text and "| 1.2e-04 | 0.75 |" in text
 
 
 def test_the_run_name_is_never_cut_in_80_columns(two_runs):
