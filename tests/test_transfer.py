@@ -324,7 +324,8 @@ BAD = {
         "model.layers.0.type: unknown layer 'Dens'; expected a keras.layers class; "
         "did you mean 'Dense'?",
     ),
-    "no-such-run": ("{run: NOWHERE}", "", "model.base.run: NOWHERE"),
+    # a path in a spec is relative to the spec's folder (TMP: the test's), named whole
+    "no-such-run": ("{run: NOWHERE}", "", "model.base.run: TMP/NOWHERE: no such run folder"),
     "until-names-no-layer": (
         "{run: RUN, until: flaten}",
         "",
@@ -376,7 +377,8 @@ BAD = {
     "missing-weights-file": (
         "{application: MobileNetV2, weights: nothing.h5, options: {alpha: 0.35}}",
         "",
-        "model.base.weights: no such file: nothing.h5",
+        "model.base.weights: no such file: TMP/nothing.h5 ('nothing.h5' is relative to the "
+        "folder of TMP/transfer.yaml)",
     ),
 }
 
@@ -391,7 +393,7 @@ def test_bad_transfer_input_gives_one_line(pretrained, tmp_path, case):
     if base is None:
         spec.write_text(spec.read_text().replace("  base: null\n", ""))
     line = one_line_error(tmp_path, spec)
-    assert expected.replace("RUN", str(pretrained)) in line
+    assert expected.replace("RUN", str(pretrained)).replace("TMP", str(tmp_path)) in line
 
 
 def test_a_base_run_without_its_checkpoint_is_refused(pretrained, tmp_path):
