@@ -37,6 +37,8 @@ PROCESS = "KERAS_DISTRIBUTION_PROCESS_ID"
 HEARTBEAT_SECONDS = 15
 # How long the processes wait for each other to start (JAX's default: 300 s).
 START_SECONDS = 120
+# How long process 0 outlives the others at the end (they exit at once after the last barrier).
+LEAVE_SECONDS = 3
 _KEY = "dlrun/process/"
 # Set by the local launcher: this process' rank on its host, so that each takes its own GPU.
 LOCAL_RANK = "DLRUN_LOCAL_RANK"
@@ -212,15 +214,12 @@ def leave(ok: bool, exit_code: int = 0) -> None:
         client = _client()
         try:
             client.wait_at_barrier("dlrun/end", START_SECONDS * 1000)
+            # The others exit right after the barrier without a word to the service: a
+            # shutdown() still talking to it when process 0 had seen them leave and gone was
+            # aborted by JAX under load. Process 0 outlives them by LEAVE_SECONDS, far below
+            # the heartbeat timeout after which the service would call them lost.
             if _role.leader:
-                others = set(range(1, _role.count))
-                deadline = time.monotonic() + START_SECONDS
-                while others & set(client.get_live_nodes(list(range(_role.count)))):
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.05)
-            else:
-                client.shutdown()
+                time.sleep(LEAVE_SECONDS)
         except Exception:  # another process is gone: nothing left to wait for
             pass
     sys.stdout.flush()
