@@ -205,8 +205,8 @@ def leave(ok: bool, exit_code: int = 0) -> None:
     """The end of a process of a run: all meet once more, then each exits at once.
 
     Process 0 holds the coordination service, and JAX terminates a process that still talks
-    to it once it is gone: the others disconnect first, and process 0 waits for them. After a
-    fault nobody waits for processes that will never arrive.
+    to it once it is gone: the others exit first, and process 0 outlives them. After a fault
+    nobody waits for processes that will never arrive.
     """
     if _role is None:
         return
