@@ -877,8 +877,3 @@ def _evaluate() -> str:
             '    print(f"test {name}: {value:.4f}")',
         ]
     )
-
-
-def write(out: Path, text: str) -> None:
-    """The script, written atomically (a replaced one is swapped in whole)."""
-    store.write_text(out, text)
