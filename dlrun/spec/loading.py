@@ -47,6 +47,7 @@ def _describe(error: dict) -> str:
         "missing": "required key is missing",
         "int_type": f"expected a whole number, {found}",
         "float_type": f"expected a number, {found}",
+        "finite_number": f"expected a finite number, {found}",
         "bool_type": f"expected true or false, {found}",
         "string_type": f"expected a string, {found}",
         "list_type": f"expected a list, {found}",

@@ -6,8 +6,9 @@ optimizer exists is Keras' business and is checked in model/, with the same erro
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -71,12 +72,29 @@ MAX_BATCH = 2**31 - 1
 LAYER_NAME = r"[!-.0-~]{1,100}"  # printable ASCII but '/' (Keras' separator); no space
 MAX_BLOCK_REPEAT = 1000  # copies of a block in a graph; each copy is layers built in memory
 MAX_PROCESSES = 4096  # training.distribute.processes: a large cluster, not a typo's 10**9
+# Every other number of a spec, a sweep file or `--set` has its bounds here too (docs/spec.md
+# "Bounds"; tests/test_hostile_numbers.py walks the models for a field without them).
+MAX_SAMPLES = 2**31 - 1  # data.limit: more samples than any array held in memory
+MAX_SCALE = 2.0**32  # data.scale: a uint32 sensor's range; the inputs are divided by it
+# data.image_size, each side: a 32768 x 32768 grayscale float32 image is already the 4 GiB a
+# batch may take (data.checks.MAX_BATCH_BYTES, checked with the batch size once data is read)
+MAX_IMAGE_SIDE = 2**15
+MAX_DIM = 2**31 - 1  # model.inputs.*.shape, each axis: what an int32 shape holds
+MAX_FOLDS = 10_000  # data.cv.folds and a sweep's cv (a sweep's fits are MAX_FITS at most)
+MAX_LAYERS = 100_000  # model.base.until, training.finetune.unfreeze: layers of a base
+MAX_WEIGHT = 1e6  # compile.loss_weights and training.class_weight values
+MAX_STEPS_PER_EXECUTION = 100_000  # batches in one compiled call: more than an epoch has
+MAX_ATTACK_STEPS = 1000  # training.adversarial.steps: PGD gradients per batch
+MAX_FINETUNE_RATE = 1.0  # training.finetune.learning_rate: small steps keep pretrained weights
+MAX_CPUS = 1024  # resources.cpu of a process or a sweep's fit on a Ray node
+MAX_GPUS = 64  # resources.gpu, likewise; Ray waits for ever on more than its nodes have
 
 
 class _Section(BaseModel):
     # strict: `yes` (a YAML boolean) is not a number and "3" is not an integer;
     # forbid: a misspelt key is an error, never silently dropped.
-    model_config = ConfigDict(strict=True, extra="forbid")
+    # allow_inf_nan=False: .inf and .nan are no setting; every float is finite.
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Section):
@@ -98,7 +116,8 @@ class DataSpec(_Section):
     test_path: str | None = None
     label_column: str = "label"  # csv only
     flatten: bool = False  # true: images -> vectors for dense nets; false: keep (H, W, C)
-    scale: float = Field(255.0, gt=0)  # inputs are divided by this: pixels 0..255 -> 0..1
+    # inputs are divided by this: pixels 0..255 -> 0..1
+    scale: float = Field(255.0, gt=0, le=MAX_SCALE)
     one_hot: bool = True  # labels through keras.utils.to_categorical
     # only for data without a test split of its own; 0: none cut (the test is data.test_path)
     test_split: float = Field(0.2, ge=0, lt=1)
@@ -113,7 +132,8 @@ class DataSpec(_Section):
     color_mode: Literal["rgb", "grayscale"] | None = None
     cache: Literal["none", "memory", "disk"] = "none"  # decoded images: streamed by default
     classes: list[int | str] | None = Field(None, min_length=2)  # keep these labels, in order
-    limit: int | None = Field(None, ge=1)  # keep this many training samples, stratified
+    # keep this many training samples, stratified
+    limit: int | None = Field(None, ge=1, le=MAX_SAMPLES)
     # A 3-D array (samples, a, b) gets a channel axis only when it is images: auto adds one
     # for Keras' and the offline image sets and uint8 npz pixels, and keeps float arrays as
     # sequences (samples, steps, features); add: always; none: never.
@@ -221,6 +241,8 @@ class DataSpec(_Section):
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
         ):
             raise ValueError(f"expected [height, width] in pixels, got {size!r}")
+        if max(size) > MAX_IMAGE_SIDE:
+            raise ValueError(f"expected sides of at most {MAX_IMAGE_SIDE} pixels, got {size!r}")
         return size
 
     @field_validator("classes")
@@ -234,8 +256,8 @@ class DataSpec(_Section):
 class FoldSpec(_Section):
     """One cross-validation fold (what `dlrun sweep` writes into each trial's spec)."""
 
-    folds: int = Field(ge=2)  # stratified k-fold on the training split
-    index: int = Field(ge=0)  # validate on this fold, train on the others
+    folds: int = Field(ge=2, le=MAX_FOLDS)  # stratified k-fold on the training split
+    index: int = Field(ge=0, le=MAX_FOLDS)  # validate on this fold, train on the others
 
     @model_validator(mode="after")
     def _index_in_range(self) -> FoldSpec:
@@ -355,7 +377,7 @@ class InputSpec(_Section):
     """One named input of a graph."""
 
     # Without the batch axis; default: the shape of the data's array for this input.
-    shape: list[int | None] | None = Field(None, min_length=1)
+    shape: list[Annotated[int, Field(ge=1, le=MAX_DIM)] | None] | None = Field(None, min_length=1)
     # A csv's columns this input reads (several inputs); an npz has x_train_<input> instead.
     columns: list[str] | None = Field(None, min_length=1)
 
@@ -377,9 +399,24 @@ class BaseSpec(_Section):
     file: str | None = None  # a .keras model file
     weights: str | None = "imagenet"  # applications only: imagenet | null | path to weights
     options: dict[str, Any] = {}  # applications only: keyword arguments, e.g. {alpha: 0.35}
-    until: str | int | None = None  # keep the base up to this layer (name or index)
+    # keep the base up to this layer (name or index; -1 is the last)
+    until: str | int | None = None
     trainable: bool = False  # false: frozen and in inference mode while the head trains
     preprocess: Literal["auto", "none"] = "auto"  # auto: the application's preprocess_input
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _index(cls, until: Any) -> Any:
+        # before the union: one line, not one per form until takes
+        index = isinstance(until, int) and not isinstance(until, bool)
+        if not (until is None or isinstance(until, str) or index) or (
+            index and not -MAX_LAYERS <= until < MAX_LAYERS
+        ):
+            raise ValueError(
+                f"expected a layer's name or index from {-MAX_LAYERS} to {MAX_LAYERS - 1}, "
+                f"got {until!r}"
+            )
+        return until
 
     @model_validator(mode="after")
     def _one_source(self) -> BaseSpec:
@@ -526,7 +563,8 @@ class CompileSpec(_Section):
     loss: Any = "categorical_crossentropy"
     # names or {type: F1Score, average: macro}; several outputs: a list per output name
     metrics: Any = ["accuracy"]
-    loss_weights: dict[str, float] | None = None  # several outputs: each one's share of the loss
+    # several outputs: each one's share of the loss
+    loss_weights: dict[str, Annotated[float, Field(ge=0, le=MAX_WEIGHT)]] | None = None
     # XLA compilation: Keras' "auto" compiles where the backend supports it.
     jit_compile: Literal["auto"] | bool = "auto"
     # Batches per compiled call: fewer Python round trips per step; auto: see above.
@@ -562,17 +600,22 @@ class CompileSpec(_Section):
         """The outputs a per-output loss names (none for one loss)."""
         return list(self.loss) if by_output(self.loss) else []
 
-    @field_validator("steps_per_execution")
+    @field_validator("steps_per_execution", mode="before")
     @classmethod
-    def _positive(cls, value: str | int) -> str | int:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"expected auto or a whole number >= 1, got {value}")
+    def _positive(cls, value: Any) -> Any:
+        # before the union: one line, not one per form steps_per_execution takes
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value != "auto" and not (whole and 1 <= value <= MAX_STEPS_PER_EXECUTION):
+            raise ValueError(
+                f"expected auto or a whole number from 1 to {MAX_STEPS_PER_EXECUTION:,}, "
+                f"got {value}"
+            )
         return value
 
 
 class EarlyStoppingSpec(_Section):
     monitor: str = "val_loss"
-    patience: int = Field(3, ge=0)
+    patience: int = Field(3, ge=0, le=MAX_EPOCHS)
     min_delta: float = Field(0.0, ge=0)
     mode: Literal["auto", "min", "max"] = "auto"
     restore_best_weights: bool = True
@@ -584,7 +627,8 @@ class CheckpointSpec(_Section):
 
 
 class TensorBoardSpec(_Section):
-    histogram_freq: int = Field(1, ge=0)  # weight histograms every N epochs; 0 = none
+    # weight histograms every N epochs; 0 = none
+    histogram_freq: int = Field(1, ge=0, le=MAX_EPOCHS)
     write_graph: bool = True
 
 
@@ -594,7 +638,7 @@ class AdversarialSpec(_Section):
     method: Literal["fgsm", "pgd"] = "pgd"  # pgd: stronger, `steps` gradients per batch
     eps: float = Field(0.1, ge=0, le=1)  # L-infinity radius, as a fraction of the input range
     ratio: float = Field(0.5, gt=0, le=1)  # share of each batch made adversarial
-    steps: int = Field(3, ge=1)  # pgd steps (fgsm always takes one)
+    steps: int = Field(3, ge=1, le=MAX_ATTACK_STEPS)  # pgd steps (fgsm always takes one)
 
 
 class FinetuneSpec(_Section):
@@ -602,13 +646,18 @@ class FinetuneSpec(_Section):
 
     epochs: int = Field(ge=1, le=MAX_EPOCHS)
     unfreeze: Literal["all"] | int = "all"  # or how many of the base's top layers
-    learning_rate: float = Field(1e-5, gt=0)  # small: large steps wreck the pretrained weights
+    # small: large steps wreck the pretrained weights
+    learning_rate: float = Field(1e-5, gt=0, le=MAX_FINETUNE_RATE)
 
-    @field_validator("unfreeze")
+    @field_validator("unfreeze", mode="before")
     @classmethod
-    def _positive(cls, unfreeze: str | int) -> str | int:
-        if isinstance(unfreeze, int) and unfreeze < 1:
-            raise ValueError(f"expected all or a number of layers >= 1, got {unfreeze}")
+    def _positive(cls, unfreeze: Any) -> Any:
+        # before the union: one line, not one per form unfreeze takes
+        whole = isinstance(unfreeze, int) and not isinstance(unfreeze, bool)
+        if unfreeze != "all" and not (whole and 1 <= unfreeze <= MAX_LAYERS):
+            raise ValueError(
+                f"expected all or a number of layers from 1 to {MAX_LAYERS:,}, got {unfreeze}"
+            )
         return unfreeze
 
 
@@ -663,8 +712,8 @@ class CallbackSpec(BaseModel):
 class ResourcesSpec(_Section):
     """What each process of a run reserves on a Ray node (--executor ray), as a sweep's fits."""
 
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, le=MAX_CPUS)
+    gpu: float = Field(0, ge=0, le=MAX_GPUS)
 
 
 class ProcessesSpec(_Section):
@@ -696,6 +745,18 @@ class TrainingSpec(_Section):
     callbacks: list[CallbackSpec] = []
     # balanced (scikit-learn's, on the training split) or {class name: weight}; classification
     class_weight: Literal["balanced"] | dict[str | int, float | int] | None = None
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _weights(cls, weights: Any) -> Any:
+        # before the union: one line naming the class, not one per form class_weight takes
+        for label, weight in weights.items() if isinstance(weights, dict) else ():
+            number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            if not (number and math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
+                raise ValueError(
+                    f"class {label!r}: expected a weight from 0 to {MAX_WEIGHT:g}, got {weight!r}"
+                )
+        return weights
 
     @field_validator("distribute", mode="wrap")
     @classmethod

@@ -36,6 +36,7 @@ from dlrun.sweep.schema import (
     DISTRIBUTIONS,
     EPOCHS,
     MAX_FITS,
+    MAX_SPACE_NUMBER,
     SEED,
     STOPPING,
     SWEEP_FILE,
@@ -209,7 +210,7 @@ def _check_rule(path: str, rule: Any, numeric: bool = False) -> str | None:
     if isinstance(rule, list):
         if numeric:
             return "cmaes searches numbers only: give {uniform|loguniform|randint: [low, high]}"
-        return None if rule else "expected at least one value, got []"
+        return _check_values(rule) if rule else "expected at least one value, got []"
     if not isinstance(rule, dict) or len(rule) != 1:
         return (
             f"expected a list of values or one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {rule!r}"
@@ -222,18 +223,92 @@ def _check_rule(path: str, rule: Any, numeric: bool = False) -> str | None:
     if numeric and kind == "choice":
         return "cmaes searches numbers only (uniform, loguniform, randint); use tpe for a choice"
     if kind == "choice":
-        return None if isinstance(bounds, list) and bounds else "choice needs a non-empty list"
+        if not (isinstance(bounds, list) and bounds):
+            return "choice needs a non-empty list"
+        return _check_values(bounds)
     if not (
         isinstance(bounds, list)
         and len(bounds) == 2
         and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
-        and bounds[0] < bounds[1]
     ):
+        return f"{kind} needs [low, high] with low < high, got {bounds!r}"
+    if message := _check_values(bounds):
+        return message
+    if not bounds[0] < bounds[1]:
         return f"{kind} needs [low, high] with low < high, got {bounds!r}"
     if kind == "loguniform" and bounds[0] <= 0:
         return f"loguniform needs low > 0, got {bounds[0]}"
     if kind == "randint" and not all(isinstance(b, int) for b in bounds):
         return f"randint needs whole numbers, got {bounds!r}"
+    return None
+
+
+def _check_values(values: list) -> str | None:
+    """A list of values (a grid's, a choice's, a distribution's ends): every number in them
+    finite and within MAX_SPACE_NUMBER, and no two kinds a YAML reader takes for one (true and
+    1, 1 and 1.0), which would search the same setting twice or a bool where a count is meant."""
+    for value in values:
+        if message := _bad_number(value):
+            return message
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    flags = [v for v in values if isinstance(v, bool)]
+    if numbers and flags:
+        return (
+            f"{json.dumps(values)} mixes true/false with numbers; YAML's true is not 1: give "
+            "numbers only (or true and false only)"
+        )
+    for index, number in enumerate(numbers):
+        same = [other for other in numbers[index + 1 :] if other == number]
+        if same and type(same[0]) is not type(number):
+            return (
+                f"{json.dumps(values)} gives {number!r} and {same[0]!r}, one value as a whole "
+                "number and as a float; give it once, as the kind the setting takes"
+            )
+    return None
+
+
+def _bad_number(value: Any) -> str | None:
+    """A number in a value (or nested in a mapping or list of one) that is not finite or is
+    beyond MAX_SPACE_NUMBER, as a message."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"{item!r} is no setting: every number in a search space is finite"
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            if abs(item) > MAX_SPACE_NUMBER:
+                return (
+                    f"{item!r} is beyond the {MAX_SPACE_NUMBER:,} a number in a search space "
+                    "may be (no count, size or rate a fit can train with)"
+                )
+    return None
+
+
+def _base_kind(base: dict, key: str, values: list) -> str | None:
+    """A value that is a bool where the base spec has a number at `key`, or the reverse: a
+    layer's units: true is 1 to Python and a mistake to anyone writing it."""
+    node: Any = base
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None  # a Keras argument the base leaves at its default
+    if node is None or not isinstance(node, (bool, int, float)):
+        return None
+    for value in values:
+        if value is None or not isinstance(value, (bool, int, float)):
+            continue
+        if isinstance(value, bool) != isinstance(node, bool):
+            kind = "true or false" if isinstance(node, bool) else "a number"
+            return (
+                f"value {json.dumps(value)}: the base spec's {key} is {kind} ({json.dumps(node)})"
+            )
     return None
 
 
@@ -353,6 +428,8 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
             )
         elif message := _check_rule(key, rule, numeric=search == "cmaes"):
             problems.append(format_problem(str(path), lines, loc_of(key), message))
+        elif message := _base_kind(base, key, candidates(rule)):
+            problems.append(format_problem(str(path), lines, loc_of(key), message))
     logged = ["loss", *validate(base, str(base_path)).compile.metric_names]
     if base["training"].get("adversarial"):  # validation only: its train score stays empty
         logged.append("adversarial_accuracy")
@@ -390,12 +467,11 @@ def load_sweep(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep
     else:  # tpe, cmaes: asked for one by one as the sweep runs (sweep.search)
         settings = []
     sweep = Sweep(spec, base, str(path), settings)
-    # Each value must make a valid spec, named by its sweep key: every planned setting, or
-    # the values and ends of an adaptive search's space.
-    checked = settings or [
-        {key: value} for key, rule in space.items() for value in candidates(rule)
-    ]
-    for setting in checked:
+    # Each value must make a valid spec, named by its sweep key: every value and both ends of
+    # the space (what a random, tpe or cmaes search may draw), then every planned setting.
+    ends = [{key: value} for key, rule in space.items() for value in candidates(rule)]
+    checked = settings or ends
+    for setting in (ends if spec.grid is None else []) + settings:
         for key, value in setting.items():
             try:
                 sweep.trial_spec({key: value}, None)

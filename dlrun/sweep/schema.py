@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dlrun.spec.names import NAME_MAX, NAME_PATTERN
-from dlrun.spec.schema import MAX_EPOCHS
+from dlrun.spec.schema import MAX_CPUS, MAX_EPOCHS, MAX_FOLDS, MAX_GPUS, MAX_PROCESSES
 
 SWEEP_FILE, BASE_FILE = "sweep.yaml", "base.yaml"
 RESULTS, BEST_SPEC, TRIALS, REFIT = "cv_results.csv", "best.yaml", "trials", "refit"
@@ -24,11 +24,16 @@ EPOCHS, SEED = "training.epochs", "seed"
 STOPPING = "training.early_stopping"
 MAX_FITS = 10_000  # grid combinations (or n_iter) x folds x repeats
 MAX_REPEATS = 100
+# Every number in a search space (a grid's values, a choice's, a distribution's ends): finite
+# and at most this in size. The ends are also put into the base spec and checked against its
+# bounds before any fit (sweep.plan.load_sweep); this one bounds the values the spec passes
+# to Keras as they are (a layer's units, a rate), and keeps randint's draws within int64.
+MAX_SPACE_NUMBER = 2**31 - 1
 MAX_REDUCTION = 100  # a pruner keeping the best 1/100 of each rung already keeps almost none
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class RandomSpec(_Strict):
@@ -69,8 +74,8 @@ class PruneSpec(_Strict):
 class ResourcesSpec(_Strict):
     """What each fit reserves on a Ray node (the local executor uses `workers` instead)."""
 
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, le=MAX_CPUS)
+    gpu: float = Field(0, ge=0, le=MAX_GPUS)
 
 
 class SweepSpec(_Strict):
@@ -82,9 +87,11 @@ class SweepSpec(_Strict):
     cmaes: RandomSpec | None = None  # Optuna's CMA-ES: numeric spaces only
     prune: PruneSpec | None = None  # tpe and cmaes: stop hopeless fits after a few epochs
     repeats: int = Field(1, ge=1, le=MAX_REPEATS)  # each fit with seeds seed, seed+1, ...
-    cv: int = Field(3, ge=0)  # stratified k-fold on the training split; 0 = validation split
+    # stratified k-fold on the training split; 0 = validation split
+    cv: int = Field(3, ge=0, le=MAX_FOLDS)
     scoring: str = "accuracy"  # a logged metric; its Keras direction says which way is better
-    workers: int = Field(1, ge=1)  # trials in parallel processes, at most one per core
+    # trials in parallel processes, at most one per core of this machine (_cores)
+    workers: int = Field(1, ge=1, le=MAX_PROCESSES)
     refit: bool = True  # retrain the best on the whole training split, score the test split
     # GridSearchCV's return_train_score: each fit's model scored on its own training split
     # after every epoch (an inference pass over it, so off unless asked for, as there).
