@@ -605,10 +605,11 @@ class CompileSpec(_Section):
     def _positive(cls, value: Any) -> Any:
         # before the union: one line, not one per form steps_per_execution takes
         whole = isinstance(value, int) and not isinstance(value, bool)
-        if value != "auto" and not (whole and 1 <= value <= MAX_STEPS_PER_EXECUTION):
+        if value != "auto" and not (whole and value >= 1):
+            raise ValueError(f"expected auto or a whole number >= 1, got {value}")
+        if value != "auto" and value > MAX_STEPS_PER_EXECUTION:
             raise ValueError(
-                f"expected auto or a whole number from 1 to {MAX_STEPS_PER_EXECUTION:,}, "
-                f"got {value}"
+                f"expected auto or a whole number <= {MAX_STEPS_PER_EXECUTION:,}, got {value}"
             )
         return value
 
@@ -654,10 +655,10 @@ class FinetuneSpec(_Section):
     def _positive(cls, unfreeze: Any) -> Any:
         # before the union: one line, not one per form unfreeze takes
         whole = isinstance(unfreeze, int) and not isinstance(unfreeze, bool)
-        if unfreeze != "all" and not (whole and 1 <= unfreeze <= MAX_LAYERS):
-            raise ValueError(
-                f"expected all or a number of layers from 1 to {MAX_LAYERS:,}, got {unfreeze}"
-            )
+        if unfreeze != "all" and not (whole and unfreeze >= 1):
+            raise ValueError(f"expected all or a number of layers >= 1, got {unfreeze}")
+        if unfreeze != "all" and unfreeze > MAX_LAYERS:
+            raise ValueError(f"expected all or at most {MAX_LAYERS:,} layers, got {unfreeze}")
         return unfreeze
 
 
