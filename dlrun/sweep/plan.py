@@ -245,8 +245,9 @@ def _check_rule(path: str, rule: Any, numeric: bool = False) -> str | None:
 
 def _check_values(values: list) -> str | None:
     """A list of values (a grid's, a choice's, a distribution's ends): every number in them
-    finite and within MAX_SPACE_NUMBER, and no two kinds a YAML reader takes for one (true and
-    1, 1 and 1.0), which would search the same setting twice or a bool where a count is meant."""
+    finite, every whole number within MAX_SPACE_NUMBER, and no two kinds a YAML reader takes
+    for one (true and 1, 1 and 1.0), which would search the same setting twice or a bool where
+    a count is meant."""
     for value in values:
         if message := _bad_number(value):
             return message
@@ -268,8 +269,9 @@ def _check_values(values: list) -> str | None:
 
 
 def _bad_number(value: Any) -> str | None:
-    """A number in a value (or nested in a mapping or list of one) that is not finite or is
-    beyond MAX_SPACE_NUMBER, as a message."""
+    """A number in a value (or nested in a mapping or list of one) that is not finite, or a
+    whole number beyond MAX_SPACE_NUMBER, as a message. A float may be large (a learning rate
+    of 1e12 makes a fit diverge on purpose): it sizes nothing."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -279,12 +281,11 @@ def _bad_number(value: Any) -> str | None:
             stack += item
         elif isinstance(item, float) and not math.isfinite(item):
             return f"{item!r} is no setting: every number in a search space is finite"
-        elif isinstance(item, (int, float)) and not isinstance(item, bool):
-            if abs(item) > MAX_SPACE_NUMBER:
-                return (
-                    f"{item!r} is beyond the {MAX_SPACE_NUMBER:,} a number in a search space "
-                    "may be (no count, size or rate a fit can train with)"
-                )
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_SPACE_NUMBER:
+            return (
+                f"{item!r} is beyond the {MAX_SPACE_NUMBER:,} a whole number in a search space "
+                "may be (no count or size a fit can train with)"
+            )
     return None
 
 
@@ -295,7 +296,7 @@ def _base_kind(base: dict, key: str, values: list) -> str | None:
     for part in key.split("."):
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part in map(str, range(len(node))):
             node = node[int(part)]
         else:
             return None  # a Keras argument the base leaves at its default

@@ -24,10 +24,11 @@ EPOCHS, SEED = "training.epochs", "seed"
 STOPPING = "training.early_stopping"
 MAX_FITS = 10_000  # grid combinations (or n_iter) x folds x repeats
 MAX_REPEATS = 100
-# Every number in a search space (a grid's values, a choice's, a distribution's ends): finite
-# and at most this in size. The ends are also put into the base spec and checked against its
-# bounds before any fit (sweep.plan.load_sweep); this one bounds the values the spec passes
-# to Keras as they are (a layer's units, a rate), and keeps randint's draws within int64.
+# Every whole number in a search space (a grid's values, a choice's, a distribution's ends) is
+# at most this in size, and every float finite. The values and ends are also put into the
+# base spec and checked against its bounds before any fit (sweep.plan.load_sweep); this one
+# bounds the counts the spec passes to Keras as they are (a layer's units, a kernel size),
+# and keeps randint's draws within int64.
 MAX_SPACE_NUMBER = 2**31 - 1
 MAX_REDUCTION = 100  # a pruner keeping the best 1/100 of each rung already keeps almost none
 
