@@ -40,19 +40,24 @@ HEAVY = (
     "rich",
 )
 # The modules left imported when the command exits, written to the file argv[1] names.
-LAUNCHER = """
+LAUNCHER = f"""
 import atexit, json, runpy, sys
 out = sys.argv[1]
-watched = {watched!r}
+watched = {HEAVY!r}
 atexit.register(lambda: open(out, "w").write(json.dumps(
     [name for name in watched if name in sys.modules])))
 sys.argv = ["dlrun", *sys.argv[2:]]
 runpy.run_module("dlrun", run_name="__main__")
-""".format(watched=HEAVY)
+"""
 
 
 def environment(checkout: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(checkout), "COLUMNS": "200", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(checkout),
+        "COLUMNS": "200",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 def once(args: list[str], cwd: Path, checkout: Path) -> tuple[float, float]:
@@ -148,7 +153,15 @@ def cases(made: dict[str, str], quick: bool) -> list[tuple[str, list[str]]]:
                 "attack fgsm 100 samples (dense)",
                 ["attack", dense, "--method", "fgsm", "--samples", "100", "--no-save"],
             ),
-            ("validate sweep", ["validate", str(HERE / "configs/sweep_hidden_epochs.yaml")]),
+            (
+                "validate sweep",
+                [
+                    "validate",
+                    str(HERE / "configs/sweep_hidden_epochs.yaml"),
+                    "--set",
+                    "data.dataset=mnist_5k",
+                ],
+            ),
         ]
     return listed
 

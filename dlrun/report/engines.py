@@ -112,8 +112,9 @@ def onnx_engine(
             f"export {run.path} --format onnx --checkpoint {checkpoint} --out FOLDER"
         )
     if not _onnxruntime():
+        extra = EXTRAS["onnx"][1]
         raise Unusable(
-            f'--engine onnx needs onnxruntime, not installed; pip install "dlrun[{EXTRAS["onnx"][1]}]"'
+            f'--engine onnx needs onnxruntime, not installed; pip install "dlrun[{extra}]"'
         )
     record = store.read_json(store.within(run.path, store.onnx_record(checkpoint)), run.path)
     name = store.onnx_record(checkpoint)
@@ -139,8 +140,7 @@ def onnx_engine(
         raise Unusable(f"{run.path}: {store.onnx_export(checkpoint)} is missing") from None
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
         raise Unusable(
-            f"{path}: its sha256 is not the one export recorded (changed since); refused "
-            "unloaded"
+            f"{path}: its sha256 is not the one export recorded (changed since); refused unloaded"
         )
     return _session(data, path, preprocessing, record)
 
@@ -156,9 +156,7 @@ def _session(data: bytes, path: Path, preprocessing: dict, record: dict) -> Engi
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
     try:
-        session = onnxruntime.InferenceSession(
-            data, options, providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own kinds for a bad model
         raise Unusable(f"{path}: onnxruntime cannot load it ({type(exc).__name__})") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()

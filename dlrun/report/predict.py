@@ -88,7 +88,7 @@ def predict(
     notes: list[str] = []
     scorer = None
     if engine == "onnx" or (engine == "auto" and engines.recorded(run.path, checkpoint)):
-        scorer = _onnx(spec, run, checkpoint, model_path, task, refuse=engine == "onnx", notes=notes)
+        scorer = _onnx(spec, run, checkpoint, model_path, task, engine == "onnx", notes)
     if scorer is None:
         scorer = _keras(spec, run, model_path, unsafe_load, checkpoint)
     prep = preprocessing(spec, scorer.input_shape, run.meta, task)
