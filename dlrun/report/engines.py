@@ -36,6 +36,9 @@ from dlrun import store
 from dlrun.errors import RunError, UsageError
 
 ENGINES = ("auto", "keras", "onnx")
+# Every export is verified within this of the checkpoint's outputs (report.export), and a copy
+# recorded with more is not used.
+TOLERANCE = 1e-4
 RECORD_VERSION = 1
 
 
@@ -103,8 +106,6 @@ def onnx_engine(
     """The run's ONNX copy of `checkpoint`, checked as the module docstring says; Unusable
     (one line saying why) otherwise. `preprocessing`: what predict applies now, as
     preprocessing.json writes it; `limit`: the most bytes a copy of this run's model takes."""
-    from dlrun.report.export import EXTRAS, TOLERANCE
-
     where = run.path / store.onnx_record(checkpoint)
     if not os.path.lexists(where):
         raise Unusable(
@@ -112,10 +113,7 @@ def onnx_engine(
             f"export {run.path} --format onnx --checkpoint {checkpoint} --out FOLDER"
         )
     if not _onnxruntime():
-        extra = EXTRAS["onnx"][1]
-        raise Unusable(
-            f'--engine onnx needs onnxruntime, not installed; pip install "dlrun[{extra}]"'
-        )
+        raise Unusable('--engine onnx needs onnxruntime, not installed; pip install "dlrun[onnx]"')
     record = store.read_json(store.within(run.path, store.onnx_record(checkpoint)), run.path)
     name = store.onnx_record(checkpoint)
     if record.get("version") != RECORD_VERSION or record.get("checkpoint") != checkpoint:

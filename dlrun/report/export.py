@@ -27,6 +27,7 @@ from dlrun import store, usercode
 from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.graph import one_input_and_output
+from dlrun.report.engines import TOLERANCE, keep_onnx
 from dlrun.spec.loading import load_spec
 
 FORMATS = ("keras", "savedmodel", "onnx", "litert", "script")
@@ -38,7 +39,6 @@ ARTIFACTS = {
 }
 PREPROCESSING = "preprocessing.json"
 SAMPLES = 64
-TOLERANCE = 1e-4
 # format -> (the modules it needs, the extra that installs them)
 EXTRAS = {
     "onnx": (("tf2onnx", "onnx", "onnxruntime"), "onnx"),
@@ -143,8 +143,6 @@ def export(
         "tolerance": TOLERANCE,
     }
     if fmt == "onnx" and save:  # predict may score with it instead of Keras (report.engines)
-        from dlrun.report.engines import keep_onnx
-
         verified = {
             "runtime": runtime,
             "samples": int(len(samples)),
