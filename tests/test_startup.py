@@ -149,16 +149,16 @@ def test_a_changed_onnx_file_is_never_loaded(exported, inputs, keras_rows, tmp_p
     assert "sha256 is not the one export recorded" in done.stderr
 
 
-def test_a_symlinked_onnx_file_is_not_followed(exported, inputs, keras_rows, tmp_path):
+def test_a_symlinked_onnx_file_is_not_followed(exported, inputs, tmp_path):
     run = copy_of(exported, tmp_path / "run")
     elsewhere = tmp_path / "elsewhere.onnx"
     shutil.copy(run / "exports" / "best.onnx", elsewhere)  # the very bytes recorded
     (run / "exports" / "best.onnx").unlink()
     (run / "exports" / "best.onnx").symlink_to(elsewhere)
-    done, modules = dlrun("predict", run, inputs, "--format", "csv")
-    assert done.returncode == 0, done.stderr
-    assert "is a symlink" in done.stderr and "onnxruntime" not in modules
-    same_rows(rows_of(done.stdout), keras_rows)
+    done, modules = dlrun("predict", run, inputs, "--engine", "onnx")
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "best.onnx: is a symlink" in done.stderr and "onnxruntime" not in modules
 
 
 def test_an_onnx_export_of_another_checkpoint_is_not_used(exported, inputs, tmp_path):
@@ -168,9 +168,9 @@ def test_an_onnx_export_of_another_checkpoint_is_not_used(exported, inputs, tmp_
     done, _ = dlrun("train", "--resume", run, "--epochs", "3")  # a new best.keras
     assert done.returncode == 0, done.stderr
     assert best.read_bytes() != before
-    done, modules = dlrun("predict", run, inputs, "--format", "csv")
-    assert done.returncode == 0, done.stderr
-    assert "made from an earlier best.keras" in done.stderr and "keras" in modules
+    done, modules = dlrun("predict", run, inputs, "--engine", "onnx")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "made from an earlier best.keras" in done.stderr and "onnxruntime" not in modules
     done, _ = dlrun("predict", exported, inputs, "--checkpoint", "last", "--engine", "onnx")
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "no ONNX export of its last checkpoint" in done.stderr

@@ -90,7 +90,7 @@ def predict(
     if engine == "onnx" or (engine == "auto" and engines.recorded(run.path, checkpoint)):
         scorer = _onnx(spec, run, checkpoint, model_path, task, engine == "onnx", notes)
     if scorer is None:
-        scorer = _keras(spec, run, model_path, unsafe_load, checkpoint)
+        scorer = _keras(spec, run, model_path, unsafe_load)
     prep = preprocessing(spec, scorer.input_shape, run.meta, task)
     names = _class_names(prep.class_names, scorer.units, task)
     if task == "regression" and top != 1:
@@ -156,7 +156,7 @@ def _onnx(spec, run, checkpoint: str, model_path: Path, task: str, refuse: bool,
         return None
 
 
-def _keras(spec, run, model_path: Path, unsafe_load: bool, checkpoint: str) -> engines.Engine:
+def _keras(spec, run, model_path: Path, unsafe_load: bool) -> engines.Engine:
     """The checkpoint, loaded by Keras on the run's backend (its code files imported first)."""
     from dlrun.backend import current, use
 
