@@ -251,6 +251,17 @@ def predict(
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
     force: ForceOption = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="keras, onnx (the run's ONNX export, kept by `dlrun export --format onnx` and "
+            "verified against this checkpoint: no Keras import), or auto: onnx where it "
+            "qualifies, else keras."
+        ),
+    ] = "auto",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say on stderr which engine scored.")
+    ] = False,
 ) -> None:
     """Score new inputs with a run's model: one row per input, classes named as in its data.
 
@@ -282,9 +293,12 @@ def predict(
         unsafe_load=unsafe_load,
         console=make_console(stderr=True),
         force=force,
+        engine=engine,
     )
     for note in result["notes"]:
         typer.echo(f"Note: {clean(note)}", err=True)
+    if verbose:
+        typer.echo(clean(f"engine: {result['engine']}: {result['engine_detail']}"), err=True)
     if result["table"] is not None:
         rows = result["table"]
         table = Table()
@@ -324,6 +338,13 @@ def export(
     unsafe_load: Annotated[
         bool, typer.Option(help="Load model files that Keras' safe_mode refuses.")
     ] = False,
+    no_save: Annotated[
+        bool,
+        typer.Option(
+            "--no-save",
+            help="onnx: keep no copy in the run (exports/), which `dlrun predict` scores with.",
+        ),
+    ] = False,
 ) -> None:
     """Export a run's model for other programs, verified in their runtime, or as a Keras script.
 
@@ -331,7 +352,8 @@ def export(
     """
     from dlrun.report.export import export as write_export
 
-    result = write_export(run_path(run, runs_dir), fmt, out, force, checkpoint, unsafe_load)
+    path = run_path(run, runs_dir)
+    result = write_export(path, fmt, out, force, checkpoint, unsafe_load, save=not no_save)
     if fmt == "script":
         typer.echo(f"wrote {result['artifact']}: {result['run']} as a plain Keras script")
         return
@@ -341,3 +363,6 @@ def export(
     )
     typer.echo(f"wrote {result['artifact']} ({fmt}, {result['checkpoint']} checkpoint)")
     typer.echo(f"wrote {result['preprocessing']}")
+    if result.get("kept"):
+        typer.echo(f"kept a copy in {result['kept']}: dlrun predict scores with it")
+    report_unsaved(result)

@@ -17,6 +17,7 @@ preprocessing.json, or for a script, a file).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dlrun import store, usercode
 from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.graph import one_input_and_output
+from dlrun.report.engines import TOLERANCE, keep_onnx
 from dlrun.spec.loading import load_spec
 
 FORMATS = ("keras", "savedmodel", "onnx", "litert", "script")
@@ -37,7 +39,6 @@ ARTIFACTS = {
 }
 PREPROCESSING = "preprocessing.json"
 SAMPLES = 64
-TOLERANCE = 1e-4
 # format -> (the modules it needs, the extra that installs them)
 EXTRAS = {
     "onnx": (("tf2onnx", "onnx", "onnxruntime"), "onnx"),
@@ -93,8 +94,11 @@ def export(
     force: bool = False,
     checkpoint: str = "best",
     unsafe_load: bool = False,
+    save: bool = True,
 ) -> dict:
-    """Export a run's checkpoint (or, `script`, its spec) to `out`; see the module docstring."""
+    """Export a run's checkpoint (or, `script`, its spec) to `out`; see the module docstring.
+    An ONNX export is also kept in the run, with what was verified (report.engines), unless
+    `save` is False."""
     check_format(fmt)
     run = store.open_run(run_path)
     if run.status == store.RUNNING:
@@ -115,6 +119,7 @@ def export(
     use("tensorflow")  # Keras' exporters and tf.data; a .keras file loads on every backend
     load()
     usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
+    checkpoint_sha256 = store.sha256(model_path)  # the file the ONNX copy is recorded against
     model = _model(spec, run, model_path, unsafe_load, fmt)
     samples = _test_samples(spec, run.meta.get("data_encoding"))
     expected = np.asarray(model.predict(samples, batch_size=len(samples), verbose=0))
@@ -126,8 +131,9 @@ def export(
                 f"{run.path}: the {fmt} export gives outputs up to {difference:.2e} away from "
                 f"Keras' on {len(samples)} test samples (tolerance {TOLERANCE:g}); nothing written"
             )
-        store.write_json(folder / PREPROCESSING, _preprocessing(spec, run, checkpoint, model))
-    return {
+        prep = _run_preprocessing(spec, run, model)
+        store.write_json(folder / PREPROCESSING, _preprocessing(spec, run, checkpoint, model, prep))
+    result = {
         **result,
         "artifact": str(out if artifact == "." else out / artifact),
         "preprocessing": str(out / PREPROCESSING),
@@ -136,6 +142,19 @@ def export(
         "max_difference": difference,
         "tolerance": TOLERANCE,
     }
+    if fmt == "onnx" and save:  # predict may score with it instead of Keras (report.engines)
+        verified = {
+            "runtime": runtime,
+            "samples": int(len(samples)),
+            "max_difference": difference,
+            "tolerance": TOLERANCE,
+            "output_units": int(model.output_shape[-1]),
+            "preprocessing": json.loads(json.dumps(prep.as_json(), default=store.jsonable)),
+        }
+        with store.saving(result, run.path):
+            kept = keep_onnx(run.path, checkpoint, checkpoint_sha256, out / artifact, verified)
+            result["kept"] = str(kept)
+    return result
 
 
 def _script(spec, run: store.Run, out: Path, rules: dict) -> dict:
@@ -195,14 +214,20 @@ def _test_samples(spec, encoding) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _preprocessing(spec, run: store.Run, checkpoint: str, model) -> dict:
-    import keras
-
-    import dlrun
+def _run_preprocessing(spec, run: store.Run, model):
+    """What predict-side code does to an input (data.inputs.preprocessing owns it)."""
     from dlrun.data.inputs import preprocessing
 
     task = run.metrics.get("task") or spec.task
-    prep = preprocessing(spec, tuple(model.input_shape[1:]), run.meta, task)
+    return preprocessing(spec, tuple(model.input_shape[1:]), run.meta, task)
+
+
+def _preprocessing(spec, run: store.Run, checkpoint: str, model, prep) -> dict:
+    import keras
+
+    import dlrun
+
+    task = prep.task
     units = int(model.output_shape[-1])
     if task == "regression":
         output = f"{units} regression value(s) per input"

@@ -1,5 +1,8 @@
 """`dlrun predict`: a run's checkpoint scores new inputs, one row per input.  [TensorFlow]
 
+The checkpoint is loaded by Keras, or, where `dlrun export --format onnx` kept a verified copy
+of that very checkpoint in the run, scored by onnxruntime without importing Keras
+(report.engines decides; --engine keras|onnx|auto).
 Inputs are read, preprocessed as in training and scored a batch at a time (data.inputs), and
 every batch's rows go straight to the output: a file (csv, json or npz, written atomically),
 csv or json on stdout, or a table on stdout while there are few rows. Classes are named as the
@@ -22,6 +25,7 @@ from dlrun import store, usercode
 from dlrun.errors import RunError, UsageError
 from dlrun.model.checkpoints import checkpoint_path, load_model
 from dlrun.model.outputs import predicted_classes
+from dlrun.report import engines
 from dlrun.spec.loading import load_spec
 from dlrun.textsafe import escaped
 
@@ -66,35 +70,29 @@ def predict(
     force: bool = False,
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
+    engine: str = "auto",
 ) -> dict:
     """Score `sources` with a run's checkpoint; rows go to `out`, or to `stdout` (csv/json with
-    `fmt`, else a table's rows returned as `table` while there are at most TABLE_ROWS)."""
-    from dlrun.backend import use
+    `fmt`, else a table's rows returned as `table` while there are at most TABLE_ROWS).
+    `engine`: keras, onnx (the run's verified ONNX export, report.engines) or auto (onnx where
+    it qualifies)."""
     from dlrun.data.inputs import open_inputs, preprocessing
     from dlrun.report.progress import Progress
 
+    engines.check_engine(engine)
     fmt = check_arguments(fmt, out, top, force, sources)
     run = store.open_run(run_path)
     model_path = checkpoint_path(run, checkpoint, " to predict with")
     spec = load_spec(store.config_of(run.path), relative_to=run.relative_to)
-    use(spec.backend)
-    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
     task = run.metrics.get("task") or spec.task
-    model = _model(spec, run, model_path, unsafe_load)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise RunError(
-            f"{run.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} "
-            "outputs; predict takes models of one input and one output"
-        )
-    input_shape = run.metrics.get("input_shape")
-    input_shape = tuple(input_shape) if isinstance(input_shape, list) else model.input_shape[1:]
-    if tuple(model.input_shape[1:]) != tuple(input_shape):
-        raise RunError(
-            f"{run.path}: the checkpoint takes inputs of shape {tuple(model.input_shape[1:])} "
-            f"but metrics.json records {tuple(input_shape)}"
-        )
-    prep = preprocessing(spec, tuple(input_shape), run.meta, task)
-    names = _class_names(prep.class_names, model, task)
+    notes: list[str] = []
+    scorer = None
+    if engine == "onnx" or (engine == "auto" and engines.recorded(run.path, checkpoint)):
+        scorer = _onnx(spec, run, checkpoint, model_path, task, engine == "onnx", notes)
+    if scorer is None:
+        scorer = _keras(spec, run, model_path, unsafe_load)
+    prep = preprocessing(spec, scorer.input_shape, run.meta, task)
+    names = _class_names(prep.class_names, scorer.units, task)
     if task == "regression" and top != 1:
         raise UsageError(f"--top: {run.name} is a regression; it has values, not classes")
     if names is not None and top > len(names):
@@ -109,7 +107,7 @@ def predict(
         stack.enter_context(sink)
         advance = stack.enter_context(Progress(console, inputs.count, description))
         for batch in inputs.batches:
-            outputs = np.asarray(model.predict_on_batch(batch.x))
+            outputs = np.asarray(scorer.score(batch.x))
             rows, classes = _rows(inputs.id_column, batch, outputs, names, top, score)
             sink.write(rows, outputs)
             count += len(rows)
@@ -123,16 +121,67 @@ def predict(
         "run": run.name,
         "run_status": run.status,
         "checkpoint": checkpoint,
+        "engine": scorer.name,
+        "engine_detail": scorer.detail,
         "task": task,
         "count": count,
         "id_column": inputs.id_column,
-        "notes": inputs.notes + sink.notes,
+        "notes": notes + inputs.notes + sink.notes,
         "table": sink.table,
         "written": str(out) if out is not None else None,
     }
     if score:
         result["score"] = _score(truth, predicted, values, names)
     return result
+
+
+def _onnx(spec, run, checkpoint: str, model_path: Path, task: str, refuse: bool, notes: list):
+    """The run's verified ONNX copy (report.engines), or None with a note on why not; with
+    `refuse` (--engine onnx), the reason as an error instead. No Keras is imported here."""
+    from dlrun.data.inputs import preprocessing
+    from dlrun.model.checkpoints import BYTES_PER_PARAM, FIXED_BYTES
+
+    shape = run.metrics.get("input_shape")
+    params = run.metrics.get("params")
+    try:
+        if not isinstance(shape, list) or not isinstance(params, int) or isinstance(params, bool):
+            raise engines.Unusable(f"{run.path}: metrics.json records no input shape or params")
+        prep = preprocessing(spec, tuple(shape), run.meta, task).as_json()
+        limit = FIXED_BYTES + BYTES_PER_PARAM * params  # as a checkpoint of this run
+        return engines.onnx_engine(run, checkpoint, model_path, prep, limit)
+    except RunError as exc:  # Unusable, and a damaged or symlinked record or file
+        if refuse:
+            raise
+        notes.append(f"{exc}; scored with Keras instead")
+        return None
+
+
+def _keras(spec, run, model_path: Path, unsafe_load: bool) -> engines.Engine:
+    """The checkpoint, loaded by Keras on the run's backend (its code files imported first)."""
+    from dlrun.backend import current, use
+
+    use(spec.backend)
+    usercode.use_run(spec, run.path)  # its code files, if trusted, before anything is built
+    model = _model(spec, run, model_path, unsafe_load)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise RunError(
+            f"{run.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; predict takes models of one input and one output"
+        )
+    input_shape = run.metrics.get("input_shape")
+    input_shape = tuple(input_shape) if isinstance(input_shape, list) else model.input_shape[1:]
+    if tuple(model.input_shape[1:]) != tuple(input_shape):
+        raise RunError(
+            f"{run.path}: the checkpoint takes inputs of shape {tuple(model.input_shape[1:])} "
+            f"but metrics.json records {tuple(input_shape)}"
+        )
+    return engines.Engine(
+        "keras",
+        lambda x: np.asarray(model.predict_on_batch(x)),
+        tuple(input_shape),
+        int(model.output_shape[-1]),
+        f"Keras on {current()} with {model_path.relative_to(run.path)}",
+    )
 
 
 def _model(spec, run, model_path: Path, unsafe_load: bool):
@@ -146,11 +195,10 @@ def _model(spec, run, model_path: Path, unsafe_load: bool):
     return functional(model, run.metrics.get("input_shape"))
 
 
-def _class_names(names: list[str] | None, model, task: str) -> list[str] | None:
+def _class_names(names: list[str] | None, units: int, task: str) -> list[str] | None:
     """The run's class names; 0..K-1 for a run that recorded none. None for a regression."""
     if task == "regression":
         return None
-    units = int(model.output_shape[-1])
     count = 2 if units == 1 else units
     if names is None or len(names) != count:
         return [str(number) for number in range(count)]

@@ -25,6 +25,7 @@ from dlrun.store.files import (  # noqa: F401
     safe_file,
     safe_folder,
     saving,
+    sha256,
     within,
     write_json,
     write_new_json,
@@ -47,6 +48,7 @@ from dlrun.store.layout import (  # noqa: F401
     CRASHED,
     DIVERGED,
     EVALUATIONS,
+    EXPORTS,
     FAILED,
     GRAPH,
     HISTORY,
@@ -73,6 +75,8 @@ from dlrun.store.layout import (  # noqa: F401
     adversarial_plot,
     check_name,
     check_runs_root,
+    onnx_export,
+    onnx_record,
     runs_root,
 )
 from dlrun.store.lock import (  # noqa: F401

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import math
@@ -113,6 +114,26 @@ def read_bytes(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
     without blocking, and must be a regular file no bigger than `limit`.
     FileNotFoundError passes through: a missing file is the caller's business.
     """
+    with _guarded(path) as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise RunError(f"{path}: larger than {limit // 1024 // 1024} MiB; not a file dlrun wrote")
+    return data
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a regular file, read as read_bytes reads (no symlink, no FIFO), in
+    chunks: a checkpoint may be far bigger than MAX_READ_BYTES."""
+    digest = hashlib.sha256()
+    with _guarded(path) as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _guarded(path: Path):
+    """`path` opened for reading if it is a regular file reached through no symlink of its own
+    (opened without blocking: a FIFO is refused, never waited on)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
@@ -122,14 +143,11 @@ def read_bytes(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
         if exc.errno == errno.ELOOP:
             raise RunError(f"{path}: is a symlink; refusing to read it") from None
         raise RunError(f"{path}: cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise RunError(f"{path}: not a regular file; refusing to read it")
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise RunError(f"{path}: larger than {limit // 1024 // 1024} MiB; not a file dlrun wrote")
-    return data
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        file.close()
+        raise RunError(f"{path}: not a regular file; refusing to read it")
+    return file
 
 
 def safe_file(path: Path) -> Path:

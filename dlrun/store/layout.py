@@ -31,6 +31,19 @@ PREDICTED_PLOT = "plots/predicted_vs_true.png"
 EVALUATIONS = "evaluations"
 ATTACKS = "attacks"
 CODE = "code"  # copies of the spec's code files, as trained (config.yaml names them)
+# `dlrun export --format onnx` keeps a copy of the verified file and its record here, which
+# `dlrun predict` may score with instead of Keras (report.engines): exports/best.onnx(.json).
+EXPORTS = "exports"
+
+
+def onnx_export(checkpoint: str) -> str:
+    """The ONNX copy of a checkpoint (best or last) that export kept in the run."""
+    return f"{EXPORTS}/{checkpoint}.onnx"
+
+
+def onnx_record(checkpoint: str) -> str:
+    """What export verified about that copy: its sha256, the checkpoint's, the samples."""
+    return f"{EXPORTS}/{checkpoint}.onnx.json"
 
 
 def adversarial_plot(attack_json: str, eps: float, target: int | None) -> str:
@@ -45,7 +58,7 @@ LOCK = ".lock"  # held (flock) by the process that trains, for as long as it tra
 # while the sweep's process holds the folder's lock, the sweep is running whatever it says).
 SWEEP_STATE = "state.json"
 # Folders a run writes into: each must be a real folder of the run, never a symlink out of it.
-WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS, CODE)
+WRITTEN_FOLDERS = (CHECKPOINTS, TENSORBOARD, PLOTS, EVALUATIONS, ATTACKS, CODE, EXPORTS)
 # Files read back from a run folder are small; anything bigger is not ours.
 MAX_READ_BYTES = 16 * 1024 * 1024
 
