@@ -58,10 +58,10 @@ def tiny_spec(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One real run (two epochs) of TINY_SPEC, trained once per module that uses it: the
-    template that hostile cases damage a copy of."""
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory) -> Path:
+    """One real run (two epochs) of TINY_SPEC, trained once per test process; never handed
+    to a test itself (see `trained`)."""
     from typer.testing import CliRunner
 
     from dlrun.cli import app
@@ -72,6 +72,20 @@ def trained(tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, ["train", str(spec), "--runs-dir", str(root / "runs")])
     assert result.exit_code == 0, result.output
     (run,) = run_dirs(root / "runs")
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained(trained_template, tmp_path_factory) -> Path:
+    """A module's own copy of the session's trained TINY_SPEC run (as a run folder someone
+    sent them): what a module writes into it or damages stays in that module. The copy sits
+    beside a copy of the spec, in a runs folder of its own, as the training left it."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("template")
+    shutil.copy2(trained_template.parent.parent / "tiny.yaml", root / "tiny.yaml")
+    run = root / "runs" / trained_template.name
+    shutil.copytree(trained_template, run, symlinks=True)
     return run
 
 

@@ -518,6 +518,7 @@ def test_readme_experiment_runs(tmp_path):
     shutil.copytree(CONFIGS, tmp_path / "configs")
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)  # as a user runs it: backend auto, JAX for the dense nets
     result = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],
         cwd=tmp_path,
@@ -527,6 +528,8 @@ def test_readme_experiment_runs(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # the dense net trained on JAX, the others on TensorFlow: one attack process scores all
+    assert "Note: the runs trained on jax are attacked on tensorflow" in result.stderr
     runs = run_dirs(tmp_path / "runs" / "robust")
     assert [run.name.rsplit("-", 2)[0] for run in runs] == [
         "mnist-cnn",

@@ -157,8 +157,20 @@ def attack(
     values = attacks.parse_eps(eps)
     attacks.check_arguments(method, values, steps, step_size, samples)
     runs = [run_path(run, runs_dir) for run in runs]
-    for run in runs:  # every run, before the first is attacked
-        attacks.check_run(run, checkpoint, set_ or [])
+    overrides = list(set_ or [])
+    # every run, before the first is attacked
+    backends = [attacks.check_run(run, checkpoint, overrides)[2].backend for run in runs]
+    if len(set(backends)) > 1 and not any(o.startswith("backend=") for o in overrides):
+        # Keras runs one backend per process: the first run's, for every run (a .keras file
+        # loads on each); said, since a run attacked alone would use its own.
+        others = sorted({b for b in backends if b != backends[0]})
+        typer.echo(
+            f"Note: the runs trained on {', '.join(others)} are attacked on {backends[0]} "
+            f"(Keras runs one backend per process); attack them alone, or give "
+            "--set backend=NAME, to choose",
+            err=True,
+        )
+        overrides.append(f"backend={backends[0]}")
     for run in runs:
         result = attacks.attack(
             run,
@@ -169,7 +181,7 @@ def attack(
             samples=samples,
             target=target,
             checkpoint=checkpoint,
-            overrides=set_ or [],
+            overrides=overrides,
             unsafe_load=unsafe_load,
             console=make_console(stderr=True),
             save=not no_save,

@@ -55,7 +55,12 @@ def history_plot(rows: list[dict], path: Path) -> None:
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
-    _save(figure, path)
+    # Margins in inches for panels of a fixed size: tight_layout's extra draw of every text
+    # doubled the time this plot took at the end of each run.
+    width = 5 * len(panels)
+    figure.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.15, top=0.9)
+    figure.subplots_adjust(wspace=0.25)
+    _save(figure, path, layout=False)
 
 
 def confusion_plot(matrix, labels: list[str], path: Path) -> None:
@@ -179,9 +184,10 @@ def adversarial_plot(
     _save(figure, path)
 
 
-def _save(figure, path: Path) -> None:
-    """Lay out, write atomically as PNG, and free the figure."""
-    figure.tight_layout()
+def _save(figure, path: Path, layout: bool = True) -> None:
+    """Lay out (unless the figure's margins are set), write atomically as PNG, and free it."""
+    if layout:
+        figure.tight_layout()
     with store.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     pyplot().close(figure)
