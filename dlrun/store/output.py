@@ -12,7 +12,8 @@ through `writing`, which promises, whatever is at the path or arrives there mean
   re-checked at that moment: without --force the move is a hard link (a folder: a rename onto
   nothing), so of two commands writing the same path at once exactly one succeeds;
 - SIGTERM and SIGHUP stop the command as Ctrl-C does: the temporary file is removed;
-- an OS error (a full disk, a file-size limit, a read-only folder, a name too long) is one
+- an OS error (a full disk, a file-size limit, a read-only folder, a name too long), raised
+  as an OSError or reported in the text of a library's own exception (TensorFlow's), is one
   line naming the path, and nothing is left behind.
 """
 
@@ -45,6 +46,13 @@ SUFFIXES = {
     ".tflite": "litert",
 }
 _TEMP_STEM = 60  # characters of the name kept in the temporary name: it must fit NAME_MAX too
+# A full disk, a size limit or a read-only folder as libraries that write on their own report
+# them (TensorFlow's SaveV2 raises OutOfRangeError "...; File too large"): in the message of
+# an exception that is not an OSError. Such an exception is a NotWritten too.
+_OS_REASONS = tuple(
+    os.strerror(code)
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
+)
 
 
 class OutputError(UsageError):
@@ -230,6 +238,13 @@ def writing(
                 _move(temporary, out, rules, earlier)
             except OSError as exc:
                 raise _not_written(out, option, exc) from None
+            except DlrunError:
+                raise
+            except Exception as exc:
+                reason = _os_reason(exc)
+                if reason is None:
+                    raise
+                raise NotWritten(f"{option} {out}: not written ({reason})", reason) from None
             finally:
                 if temporary is not None:
                     _remove(temporary)
@@ -307,6 +322,12 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink()
+
+
+def _os_reason(exc: Exception) -> str | None:
+    """The OS error a library reported in the text of its own exception, if any."""
+    text = str(exc)
+    return next((reason for reason in _OS_REASONS if reason in text), None)
 
 
 def _not_written(out: Path, option: str, exc: OSError) -> NotWritten:
