@@ -9,19 +9,16 @@ that was already there lost.
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
 from test_hostile_disk import Disk, dlrun_limited, meta_of
 from test_hostile_output import leftovers, with_input
+from test_images import folder_spec, write_folder
 from typer.testing import CliRunner
 
-from conftest import DLRUN_ENV, default_sigint, wait_until
-from dlrun import store
+from conftest import run_dirs
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -117,3 +114,119 @@ def test_a_full_disk_keeps_an_earlier_export_whole(placed, disk):
     assert_one_clean_error(result, "No space left on device", code=1)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert leftovers(out.parent) == []
+
+
+# --- hidden class folders and files: skipped, and said so ---------------------------------------
+
+HIDDEN = [".hid", "..dots", ".a\nb"]  # the last one's name holds a newline
+
+
+def with_hidden(root: Path) -> Path:
+    """Two classes, three hidden class folders full of images, a hidden image in a class."""
+    folder = write_folder(root, classes=("cat", "dog"), per_class=8)
+    for name in HIDDEN:
+        write_folder(folder / name, classes=("x",), per_class=2)
+    shutil.copy(folder / "cat" / "000.png", folder / "cat" / "._000.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("hidden")
+    spec = folder_spec(tmp, with_hidden(tmp / "animals"), classes=2)
+    spec.write_text(spec.read_text().replace("epochs: 2", "epochs: 1"))
+    result = invoke("train", spec, "--runs-dir", tmp / "runs")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp / "runs")
+    return run, result.stdout
+
+
+def hidden_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "hidden folder(s)" in line]
+
+
+def test_training_names_the_hidden_folders_it_skips_on_one_line(image_run):
+    run, stdout = image_run
+    (line,) = hidden_lines(stdout)
+    assert line.startswith("skipped 4 hidden folder(s) or image file(s)"), line
+    for name in [".hid", "..dots", ".a\\nb", "._000.png"]:
+        assert name in line, line
+    assert meta_of(run)["class_names"] == ["cat", "dog"]
+
+
+def test_the_run_records_what_was_skipped(image_run):
+    run, stdout = image_run
+    (note,) = [n for n in meta_of(run)["data_notes"] if "hidden folder(s)" in n]
+    assert note == hidden_lines(stdout)[0]
+
+
+def test_validate_names_the_hidden_folders_too(tmp_path):
+    spec = folder_spec(tmp_path, with_hidden(tmp_path / "animals"), classes=2)
+    result = invoke("validate", spec)
+    assert result.exit_code == 0, result.output
+    (line,) = hidden_lines(result.stdout)
+    assert ".hid" in line and "..dots" in line and ".a\\nb" in line
+
+
+def test_a_folder_without_hidden_entries_has_no_note(tmp_path):
+    spec = folder_spec(tmp_path, write_folder(tmp_path / "animals", ("cat", "dog"), 4), "", 2)
+    result = invoke("validate", spec)
+    assert result.exit_code == 0 and hidden_lines(result.stdout) == [], result.output
+
+
+def test_predict_over_a_folder_names_the_hidden_entries_it_skips(image_run, tmp_path):
+    run, _ = image_run
+    folder = with_hidden(tmp_path / "new")
+    result = invoke("predict", run, folder, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    (note,) = hidden_lines(result.stderr)
+    assert note.startswith("Note: skipped 4 hidden") and "..dots" in note
+    rows = result.stdout.splitlines()[1:]
+    assert len(rows) == 16 and not any("/." in row for row in rows)
+
+
+# --- predict's rows: a path with a newline or a control character ---------------------------
+
+ODD = {
+    "a\nb.png": "a\\nb.png",
+    "\x1b[2Jc.png": "\\x1b[2Jc.png",
+    "d\u202egnp.png": "d\\u202egnp.png",
+}
+
+
+@pytest.fixture
+def odd_paths(image_run, tmp_path) -> Path:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = image_run[0].parent.parent / "animals" / "cat" / "000.png"
+    for name in ODD:
+        shutil.copy(source, folder / name)
+    shutil.copy(source, folder / "a b.png")  # the path a newline must not be confused with
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_predict_escapes_odd_paths_in_every_format_on_a_terminal(image_run, odd_paths, fmt):
+    args = [] if fmt == "table" else ["--format", fmt]
+    result = invoke("predict", image_run[0], odd_paths, *args)
+    assert result.exit_code == 0, result.output
+    assert not any(c in result.stdout for c in "\x1b\u202e"), result.stdout
+    text = result.stdout if fmt != "json" else result.stdout.replace("\\\\", "\\")
+    for shown in ODD.values():
+        assert shown in text, (shown, result.stdout)
+    rows = [r for r in result.stdout.splitlines() if "png" in r]
+    assert len(rows) == 4, result.stdout  # one line each: a newline forged no row
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_predict_out_keeps_odd_paths_exact_and_readable_back(image_run, odd_paths, tmp_path, fmt):
+    import csv
+    import json
+
+    out = tmp_path / f"rows.{fmt}"
+    result = invoke("predict", image_run[0], odd_paths, "--out", out)
+    assert result.exit_code == 0, result.output
+    with open(out, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file)) if fmt == "csv" else json.load(file)
+    names = sorted(Path(row["path"]).name for row in rows)
+    assert names == sorted([*ODD, "a b.png"])

@@ -161,6 +161,9 @@ def _start(
             "class_names": prepared.data.class_names,
             "base": base,  # a transfer run's base: absolute, with the base run's config digest
             "validation": prepared.data.validation,  # split, own, cv or none
+            # What loading decided and told the user (hidden folders skipped, rows dropped):
+            # a reader of the run knows it too.
+            **({"data_notes": notes} if (notes := getattr(prepared.data, "notes", [])) else {}),
             # What `dlrun predict` needs beyond config.yaml: the csv columns, by name and order.
             "feature_columns": prepared.data.feature_columns,
             # The code files as trained: {code/NAME.py: sha256} (config.yaml names the copies)
