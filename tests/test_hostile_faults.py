@@ -7,6 +7,7 @@ documented exit code, no traceback, nothing half-written (no temporary file), an
 that was already there lost.
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from test_hostile_output import leftovers, with_input
 from test_images import folder_spec, write_folder
 from typer.testing import CliRunner
 
-from conftest import run_dirs
+from conftest import TINY_SPEC, run_dirs
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -230,3 +231,58 @@ def test_predict_out_keeps_odd_paths_exact_and_readable_back(image_run, odd_path
         rows = list(csv.DictReader(file)) if fmt == "csv" else json.load(file)
     names = sorted(Path(row["path"]).name for row in rows)
     assert names == sorted([*ODD, "a b.png"])
+
+
+# --- sweep: its study.db, its trials and its results ----------------------------------------
+
+SWEEP = """\
+base: tiny.yaml
+name: s
+tpe:
+  n_iter: 1
+  seed: 0
+  space:
+    model.layers.0.units: {randint: [4, 8]}
+cv: 0
+refit: false
+"""
+
+
+def sweep_file(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    return tmp_path / "sweep.yaml"
+
+
+@pytest.mark.parametrize("free_kib", [0, 4, 40])
+def test_a_sweep_on_a_full_disk_is_one_line(disk, tmp_path, free_kib):
+    """0 KiB: no sweep folder can be made; 4 KiB: its base.yaml or study.db does not fit;
+    40 KiB: the study fills the disk. One line, never SQLAlchemy's statement; a sweep folder
+    that was made says failed in its state.json, which is whole."""
+    pytest.importorskip("optuna")
+    runs = disk.mount / "runs"
+    runs.mkdir()
+    disk.leave_free(free_kib)
+    result = invoke("sweep", sweep_file(tmp_path), "--runs-dir", runs)
+    line = assert_one_clean_error(
+        result, "No space left on device" if free_kib == 0 else "", 2 if free_kib == 0 else 1
+    )
+    assert "SQL" not in line and "sqlalche.me" not in line
+    if free_kib:
+        assert "could not be written" in line or "cannot start the sweep" in line, line
+    for sweep_dir in run_dirs(runs):  # state.json, where it fitted, is whole
+        if (sweep_dir / "state.json").exists():
+            assert json.loads((sweep_dir / "state.json").read_text())["status"]
+        assert [n for n in leftovers(sweep_dir) if n != ".lock"] == []
+
+
+def test_a_sweep_under_a_file_size_limit_is_one_line(tmp_path):
+    pytest.importorskip("optuna")
+    runs = tmp_path / "runs"
+    done = dlrun_limited(20_000, "sweep", sweep_file(tmp_path), "--runs-dir", runs)
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = one_error_line(done.stderr, "study.db: the sweep's study could not be written")
+    assert "SQL" not in line and "sqlalche.me" not in line
+    (sweep_dir,) = run_dirs(runs)
+    state = json.loads((sweep_dir / "state.json").read_text())
+    assert state["status"] == "failed", state

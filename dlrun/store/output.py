@@ -49,10 +49,8 @@ _TEMP_STEM = 60  # characters of the name kept in the temporary name: it must fi
 # A full disk, a size limit or a read-only folder as libraries that write on their own report
 # them (TensorFlow's SaveV2 raises OutOfRangeError "...; File too large"): in the message of
 # an exception that is not an OSError. Such an exception is a NotWritten too.
-_OS_REASONS = tuple(
-    os.strerror(code)
-    for code in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
-)
+_OS_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
+_OS_REASONS = tuple(os.strerror(code) for code in _OS_ERRNOS)
 
 
 class OutputError(UsageError):
@@ -241,7 +239,7 @@ def writing(
             except DlrunError:
                 raise
             except Exception as exc:
-                reason = _os_reason(exc)
+                reason = os_reason(exc)
                 if reason is None:
                     raise
                 raise NotWritten(f"{option} {out}: not written ({reason})", reason) from None
@@ -324,8 +322,11 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _os_reason(exc: Exception) -> str | None:
-    """The OS error a library reported in the text of its own exception, if any."""
+def os_reason(exc: BaseException) -> str | None:
+    """The OS error (full, too large, read-only) an exception is, or a library reported in
+    the text of its own exception; None for any other error."""
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRNOS:
+        return exc.strerror
     text = str(exc)
     return next((reason for reason in _OS_REASONS if reason in text), None)
 
