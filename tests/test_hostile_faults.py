@@ -10,16 +10,23 @@ that was already there lost.
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
 from test_hostile_disk import Disk, dlrun_limited, meta_of
 from test_hostile_output import leftovers, with_input
 from test_images import folder_spec, write_folder
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import DLRUN_ENV, TINY_SPEC, default_sigint, run_dirs, wait_until
+from dlrun import store
 from dlrun.cli import app
 
 runner = CliRunner()
@@ -286,3 +293,105 @@ def test_a_sweep_under_a_file_size_limit_is_one_line(tmp_path):
     (sweep_dir,) = run_dirs(runs)
     state = json.loads((sweep_dir / "state.json").read_text())
     assert state["status"] == "failed", state
+
+
+# --- train --resume: what the run had stays --------------------------------------------------
+
+
+def run_copy(trained: Path, root: Path) -> tuple[Path, dict]:
+    """A copy of the trained run under root, and what must survive a failed resume."""
+    run = root / "runs" / trained.name
+    shutil.copytree(trained, run)
+    kept = {name: (run / name).read_bytes() for name in (store.HISTORY,)}
+    return run, kept
+
+
+def still_whole(run: Path, kept: dict) -> None:
+    assert meta_of(run)["status"]  # valid JSON
+    assert yaml.safe_load((run / store.CONFIG).read_text())["training"]  # whole
+    assert (run / store.HISTORY).read_bytes().startswith(kept[store.HISTORY])
+    for checkpoint in (run / "checkpoints").iterdir():
+        with zipfile.ZipFile(checkpoint) as archive:  # a whole .keras file, never half of one
+            assert archive.testzip() is None, checkpoint
+    for folder in (run, run / "checkpoints"):
+        assert [n for n in leftovers(folder) if n != ".lock"] == []
+
+
+@pytest.mark.parametrize("free_kib", [0, 40])
+def test_resume_on_a_full_disk_loses_nothing_and_resumes_later(trained, disk, free_kib):
+    """0 KiB: not even the new attempt fits in meta.json; 40 KiB: the checkpoints of the new
+    epochs fill the disk. One Error line; the run is as it was (or records the failure in a
+    whole meta.json), and once there is room it trains on."""
+    run, kept = run_copy(trained, disk.mount)
+    disk.leave_free(free_kib)
+    result = invoke("train", "--resume", run, "--epochs", "4")
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exc_info  # no traceback
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr
+    still_whole(run, kept)
+    disk.free_up()
+    again = invoke("train", "--resume", run, "--epochs", "4")
+    assert again.exit_code == 0, again.output
+    assert meta_of(run)["epochs_done"] == 4
+
+
+def test_resume_under_a_file_size_limit_loses_nothing(trained, tmp_path):
+    run, kept = run_copy(trained, tmp_path)
+    done = dlrun_limited(1400, "train", "--resume", run, "--epochs", "4")
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = one_error_line(done.stderr, "File too large")
+    still_whole(run, kept)
+    if "cannot resume the run" in line:  # meta.json does not fit: the run is as it was
+        assert meta_of(run)["status"] == "completed" and meta_of(run)["epochs_done"] == 2
+    else:
+        assert "File too large" in meta_of(run)["message"]
+
+
+# --- SIGTERM and SIGHUP while a result is being written -------------------------------------
+
+
+def stopped_while_writing(args: list, folder: Path, temporary: str, signum: int) -> str:
+    """Run dlrun ARGS, send `signum` once its temporary file or folder appears in `folder`;
+    returns stderr after checking the exit code (128 + signum) and the last line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", *map(str, args)],
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=DLRUN_ENV,
+    )
+    wait_until(lambda: [n for n in leftovers(folder) if n.startswith(temporary)], process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err
+    name = signal.Signals(signum).name
+    assert err.strip().splitlines()[-1].startswith(f"Error: stopped by {name}"), err[-3000:]
+    return err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_an_export_keeps_the_earlier_export(placed, tmp_path, signum):
+    """--force over an earlier export, stopped while the new one is written and checked:
+    the earlier export is there, every file of it, and no temporary folder is left."""
+    out = tmp_path / "model"
+    first = invoke("export", placed, "--format", "keras", "--out", out)
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = ["export", placed, "--format", "savedmodel", "--out", out, "--force"]
+    stopped_while_writing(args, tmp_path, ".model.", signum)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert leftovers(tmp_path) == []
+
+
+def test_sighup_during_predict_leaves_no_temporary_file(placed, tmp_path):
+    from sklearn import datasets
+
+    images = np.tile(datasets.load_digits().images.astype(np.uint8), (120, 1, 1))
+    np.savez(tmp_path / "many.npz", x=images)
+    out = tmp_path / "rows.json"
+    args = ["predict", placed, tmp_path / "many.npz", "--out", out]
+    stopped_while_writing(args, tmp_path, ".rows.json.", signal.SIGHUP)
+    assert not out.exists() and leftovers(tmp_path) == []
