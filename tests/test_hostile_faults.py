@@ -395,3 +395,23 @@ def test_sighup_during_predict_leaves_no_temporary_file(placed, tmp_path):
     args = ["predict", placed, tmp_path / "many.npz", "--out", out]
     stopped_while_writing(args, tmp_path, ".rows.json.", signal.SIGHUP)
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+# --- sync mlflow: the run's meta.json keeps the MLflow run id ---------------------------------
+
+
+def test_sync_to_a_full_disk_is_one_error_line_and_keeps_meta_json(trained, disk, tmp_path):
+    """The runs on a full disk, MLflow's file store elsewhere: the run id cannot be kept in
+    meta.json. The run's line says so, one Error line counts it, meta.json is as it was."""
+    pytest.importorskip("mlflow")
+    run, _ = run_copy(trained, disk.mount)
+    before = (run / store.META).read_bytes()
+    disk.leave_free(0)
+    result = invoke("sync", "mlflow", run.parent, "--uri", (tmp_path / "mlruns").as_uri())
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exc_info
+    assert "Traceback" not in result.output
+    assert result.stderr.splitlines() == ["Error: 1 of 1 not sent in full; see above"]
+    assert "No space left on device" in result.stdout, result.stdout
+    assert (run / store.META).read_bytes() == before
+    assert leftovers(run) == []

@@ -87,11 +87,14 @@ def recorded(sweep: Sweep, sweep_dir: Path) -> Iterator[None]:
         state.update(status=str(store.INTERRUPTED), message=str(exc) or "stopped")
         raise
     except OSError as exc:  # the sweep's own files (state.json, cv_results.csv, best.yaml)
+        reason = store.output.os_reason(exc)
+        if reason is None:  # not the file system refusing a write: as any other fault
+            state.update(status=str(store.FAILED), message=f"{type(exc).__name__}: {exc}"[:500])
+            raise
         fault = store.output.NotWritten(
-            f"{sweep_dir}: the sweep's files could not be written ({exc.strerror or exc}); "
-            "make room (or lift the limit) and resume with "
-            f"dlrun sweep --resume {sweep_dir}",
-            exc.strerror or "",
+            f"{sweep_dir}: the sweep's files could not be written ({reason}); make room (or "
+            f"lift the limit) and resume with dlrun sweep --resume {sweep_dir}",
+            reason,
         )
         state.update(status=str(store.FAILED), message=str(fault))
         raise fault from None
