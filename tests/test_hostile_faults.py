@@ -416,3 +416,22 @@ def test_sync_to_a_full_disk_is_one_error_line_and_keeps_meta_json(trained, disk
     assert "No space left on device" in result.stdout, result.stdout
     assert (run / store.META).read_bytes() == before
     assert [n for n in leftovers(run) if n != ".lock"] == []  # the run's lock is its own
+
+
+def test_a_signal_in_the_block_stops_it_at_a_safe_point_not_inside(tmp_path):
+    """SIGHUP inside library code (Keras' predict) came out as a TypeError or a SystemError
+    from an import, a traceback; the stop now waits for the end of the block (or a
+    stop_point between batches), and still leaves nothing."""
+    from dlrun.store import output
+
+    out, reached = tmp_path / "out.csv", []
+    with pytest.raises(output.StoppedError, match="stopped by SIGHUP") as caught:  # noqa: PT012
+        with output.writing(out) as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGHUP)
+            reached.append("the library call went on to its end")
+            output.stop_point()
+            reached.append("never: the stop point raised")
+    assert reached == ["the library call went on to its end"]
+    assert caught.value.exit_code == 129
+    assert not out.exists() and leftovers(tmp_path) == []
