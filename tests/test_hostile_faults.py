@@ -1,10 +1,12 @@
-"""Issue 30: real faults on every command that writes, beyond test_hostile_writes.
+"""Issue 30: real faults on every command that writes, beyond test_hostile_writes; and
+hidden class folders and odd paths on their way to a terminal (pattern 6).
 
 The ext4 image of test_hostile_disk fills up for real and is remounted read-only; `ulimit -f`
 (RLIMIT_FSIZE) caps the files of a dlrun subprocess (EFBIG); SIGTERM and SIGHUP reach a real
-process while its result is being written. Every case: one `Error:` line, the command's
-documented exit code, no traceback, nothing half-written (no temporary file), and nothing
-that was already there lost.
+process while its result is being written. Commands: export in every format, evaluate --out,
+sweep (its study.db, state.json and results), train --resume, sync mlflow, predict --out.
+Every case: one `Error:` line, the command's documented exit code, no traceback, nothing
+half-written (no temporary file), and nothing that was already there lost.
 """
 
 import json
