@@ -7,7 +7,9 @@ Splits are fixed and stratified over the file list, as for the other data sets.
 A file with an image extension that is not a readable image fails the run before anything is
 written, naming the files: a silently skipped file would change the splits and the counts a
 run reports. Files with other extensions (notes, .DS_Store) are ignored, as Keras'
-image_dataset_from_directory does.
+image_dataset_from_directory does. A folder or image file whose name starts with a dot
+(`.hid`, `..dots`, `._photo.jpg`) is skipped, at training as at predict, and never silently:
+a note names what was skipped (the run records it in meta.json's data_notes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from dlrun.data import checks
 from dlrun.errors import DataError
 from dlrun.spec.schema import Spec
+from dlrun.textsafe import escaped
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # What TensorFlow's decode_image reads (MPO is the JPEG variant some cameras write).
@@ -37,8 +40,30 @@ SHOWN = 5  # bad files named in an error before "and N more"
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
 
-def _subfolders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _subfolders(folder: Path, hidden: list[str] | None = None) -> list[str]:
+    """The names of `folder`'s subfolders; those whose names start with a dot are skipped,
+    and added (as paths) to `hidden` for the note that says so."""
+    names = []
+    for path in folder.iterdir():
+        if path.is_dir():
+            if not path.name.startswith("."):
+                names.append(path.name)
+            elif hidden is not None:
+                hidden.append(str(path))
+    return sorted(names)
+
+
+def hidden_note(hidden: list[str]) -> list[str]:
+    """[] or the one note that names the hidden folders and image files skipped."""
+    if not hidden:
+        return []
+    hidden = sorted(dict.fromkeys(hidden))  # a folder listed twice is named once
+    shown = ", ".join(escaped(path) for path in hidden[:SHOWN])
+    more = f" and {len(hidden) - SHOWN} more" if len(hidden) > SHOWN else ""
+    return [
+        f"skipped {len(hidden)} hidden folder(s) or image file(s), whose names start with a "
+        f"dot: {shown}{more}; rename them to use them"
+    ]
 
 
 def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
@@ -79,8 +104,10 @@ def split_folders(spec: Spec, need_train: bool = True) -> dict[str, Path]:
     return folders
 
 
-def _class_names(spec: Spec, folder: Path, loc: tuple, least: int = 2) -> list[str]:
-    names = _subfolders(folder)
+def _class_names(
+    spec: Spec, folder: Path, loc: tuple, least: int = 2, hidden: list[str] | None = None
+) -> list[str]:
+    names = _subfolders(folder, hidden)
     if len(names) < least:
         found = f" ({', '.join(names)})" if names else ""
         raise spec.error(
@@ -92,14 +119,19 @@ def _class_names(spec: Spec, folder: Path, loc: tuple, least: int = 2) -> list[s
 
 
 def _listed(
-    spec: Spec, folder: Path, loc: tuple, known: list[str] | None = None, least: int = 2
+    spec: Spec,
+    folder: Path,
+    loc: tuple,
+    known: list[str] | None = None,
+    least: int = 2,
+    hidden: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(file paths, their class names, the sorted class names) of a folder of class folders.
 
     With `known` (the training classes), a val or test folder may hold some of them only,
-    and none that training has not.
+    and none that training has not. What was skipped as hidden is added to `hidden`.
     """
-    names = _class_names(spec, folder, loc, least)
+    names = _class_names(spec, folder, loc, least, hidden)
     unknown = [name for name in names if known is not None and name not in known]
     if unknown:
         raise spec.error(
@@ -109,7 +141,7 @@ def _listed(
         )
     paths, labels = [], []
     for name in names:
-        files = _images(folder / name)
+        files = _images(folder / name, hidden)
         if not files:
             raise spec.error(
                 loc,
@@ -121,10 +153,20 @@ def _listed(
     return np.array(paths), np.array(labels), names
 
 
-def _images(folder: Path) -> list[str]:
+def _images(folder: Path, hidden: list[str] | None = None) -> list[str]:
+    """The image files below `folder`, in order; hidden folders and image files (a name that
+    starts with a dot) are skipped and added to `hidden`."""
     found = []
     for parent, dirs, files in os.walk(folder):
         dirs.sort()
+        if hidden is not None:
+            hidden += [os.path.join(parent, name) for name in dirs if name.startswith(".")]
+            hidden += [
+                os.path.join(parent, name)
+                for name in sorted(files)
+                if name.startswith(".") and name.lower().endswith(EXTENSIONS)
+            ]
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
         found += [
             os.path.join(parent, name)
             for name in sorted(files)
@@ -145,15 +187,19 @@ def check_images(paths: np.ndarray, what: str = "data.path") -> None:
         )
 
 
-def list_images(sources: list[Path]) -> tuple[list[str], list[str | None]]:
+def list_images(
+    sources: list[Path], hidden: list[str] | None = None
+) -> tuple[list[str], list[str | None]]:
     """Image files given one by one or found in folders (any nesting), in order, and the class
     folder of each: the first folder below the given one (None for a file given by itself or
-    lying in the given folder itself), as training reads a folder of class subfolders."""
+    lying in the given folder itself), as training reads a folder of class subfolders. Hidden
+    folders and files inside a given folder are skipped, as training skips them, and added to
+    `hidden`."""
     paths: list[str] = []
     classes: list[str | None] = []
     for source in sources:
         if source.is_dir():
-            for path in _images(source):
+            for path in _images(source, hidden):
                 parts = Path(path).relative_to(source).parts
                 paths.append(path)
                 classes.append(parts[0] if len(parts) > 1 else None)
@@ -225,10 +271,13 @@ def folder_signature(spec: Spec, notes: list[str] | None = None) -> tuple[tuple[
     their size and colour, when the spec leaves them unset."""
     folders = split_folders(spec)
     _check_validation(spec, folders)
+    hidden: list[str] = []
+    paths, _, names = _listed(spec, folders["train"], ("data", "path"), hidden=hidden)
+    if notes is not None:
+        notes += hidden_note(hidden)
     if spec.data.image_size is None or spec.data.color_mode is None:
-        own_geometry(spec, _listed(spec, folders["train"], ("data", "path"))[0], notes)
+        own_geometry(spec, paths, notes)
     checks.image_size(spec)
-    names = _class_names(spec, folders["train"], ("data", "path"))
     classes = len(spec.data.classes) if spec.data.classes else len(names)
     return FolderSource(spec).input_shape, classes
 
@@ -267,14 +316,15 @@ def load_folder(spec: Spec):
 
     folders = split_folders(spec)
     _check_validation(spec, folders)
-    paths, labels, names = _listed(spec, folders["train"], ("data", "path"))
+    hidden: list[str] = []
+    paths, labels, names = _listed(spec, folders["train"], ("data", "path"), hidden=hidden)
     listed = {"train": (paths, labels)}
     for split, loc in (("val", ("data", "path")), ("test", _test_loc(spec))):
         if split in folders:
-            listed[split] = _listed(spec, folders[split], loc, names, least=1)[:2]
+            listed[split] = _listed(spec, folders[split], loc, names, 1, hidden)[:2]
     every = np.concatenate([found[0] for found in listed.values()])
     check_images(every)
-    notes: list[str] = []
+    notes: list[str] = hidden_note(hidden)
     own_geometry(spec, every, notes)
     checks.image_size(spec)
     if "test" in listed:  # the test folder is the test split; the training images are shuffled

@@ -390,7 +390,7 @@ def _shown(names: list) -> str:
 
 
 def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: bool) -> Inputs:
-    from dlrun.data.images import EXTENSIONS, FolderSource, check_images, list_images
+    from dlrun.data.images import EXTENSIONS, FolderSource, check_images, hidden_note, list_images
 
     if prep.image is None:
         raise DataError(
@@ -402,7 +402,8 @@ def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: boo
                 f"{path}: not an image ({', '.join(e.lstrip('.') for e in EXTENSIONS)}), "
                 "an .npz or a .csv file"
             )
-    files, classes = list_images(paths)
+    hidden: list[str] = []
+    files, classes = list_images(paths, hidden)
     if not files:
         raise DataError(f"{', '.join(map(str, paths))}: no images found")
     # The checks training makes (regular files, decodable, at most MAX_IMAGE_PIXELS), before
@@ -426,7 +427,7 @@ def _images(paths: list[Path], prep: Preprocessing, batch_size: int, labels: boo
             yield Batch(files[start:stop], x, y)
             start = stop
 
-    return Inputs("images", "path", len(files), batches())
+    return Inputs("images", "path", len(files), batches(), hidden_note(hidden))
 
 
 # --- labels ----------------------------------------------------------------------------------

@@ -381,6 +381,7 @@ class _FileSink:
         return self
 
     def write(self, rows: list[dict], outputs: np.ndarray) -> None:
+        store.output.stop_point()  # SIGTERM or SIGHUP: stop here, between batches
         if self.fmt != "npz":
             self.rows.write(rows)
             return

@@ -11,8 +11,12 @@ through `writing`, which promises, whatever is at the path or arrives there mean
 - the result is built under a temporary name beside the path and moved into place at the end,
   re-checked at that moment: without --force the move is a hard link (a folder: a rename onto
   nothing), so of two commands writing the same path at once exactly one succeeds;
-- SIGTERM and SIGHUP stop the command as Ctrl-C does: the temporary file is removed;
-- an OS error (a full disk, a file-size limit, a read-only folder, a name too long) is one
+- SIGTERM and SIGHUP stop the command at the next safe point: the end of the block, or a
+  `stop_point` between units of work (predict's batches); never in the middle of library code,
+  where an exception raised from a signal handler can come out as another error (a TypeError
+  from a half-built structure, a SystemError from an import). The temporary file is removed;
+- an OS error (a full disk, a file-size limit, a read-only folder, a name too long), raised
+  as an OSError or reported in the text of a library's own exception (TensorFlow's), is one
   line naming the path, and nothing is left behind.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -45,6 +50,12 @@ SUFFIXES = {
     ".tflite": "litert",
 }
 _TEMP_STEM = 60  # characters of the name kept in the temporary name: it must fit NAME_MAX too
+_STOPS: list[list[int]] = []  # the signals noted by each `writing` block now running
+# A full disk, a size limit or a read-only folder as libraries that write on their own report
+# them (TensorFlow's SaveV2 raises OutOfRangeError "...; File too large"): in the message of
+# an exception that is not an OSError. Such an exception is a NotWritten too.
+_OS_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
+_OS_REASONS = tuple(os.strerror(code) for code in _OS_ERRNOS)
 
 
 class OutputError(UsageError):
@@ -227,9 +238,17 @@ def writing(
                 out.parent.mkdir(parents=True, exist_ok=True)
                 temporary = _temporary(out, folder)
                 yield temporary
+                stop_point()  # a stop that came while the block ran: before the move
                 _move(temporary, out, rules, earlier)
             except OSError as exc:
                 raise _not_written(out, option, exc) from None
+            except DlrunError:
+                raise
+            except Exception as exc:
+                reason = os_reason(exc)
+                if reason is None:
+                    raise
+                raise NotWritten(f"{option} {out}: not written ({reason})", reason) from None
             finally:
                 if temporary is not None:
                     _remove(temporary)
@@ -309,6 +328,15 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def os_reason(exc: BaseException) -> str | None:
+    """The OS error (full, too large, read-only) an exception is, or a library reported in
+    the text of its own exception; None for any other error."""
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRNOS:
+        return exc.strerror
+    text = str(exc)
+    return next((reason for reason in _OS_REASONS if reason in text), None)
+
+
 def _not_written(out: Path, option: str, exc: OSError) -> NotWritten:
     reason = exc.strerror or type(exc).__name__
     return NotWritten(f"{option} {out}: not written ({reason})", reason)
@@ -316,23 +344,35 @@ def _not_written(out: Path, option: str, exc: OSError) -> NotWritten:
 
 @contextlib.contextmanager
 def _signals_stop() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Stopped (a KeyboardInterrupt) in the main thread, so that the
-    `finally` blocks that remove temporary files run; an ignored signal stays ignored."""
+    """SIGTERM and SIGHUP noted while the block runs, for `stop_point` to raise Stopped (a
+    KeyboardInterrupt, so that the `finally` blocks that remove temporary files run); an
+    ignored signal stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stops: list[int] = []
+    _STOPS.append(stops)
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         handler = signal.getsignal(signum)
         if handler in (signal.SIG_DFL, None):
             previous[signum] = handler
-            signal.signal(signum, _raise_stopped)
+            signal.signal(signum, functools.partial(_note_stop, stops))
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        _STOPS.remove(stops)
 
 
-def _raise_stopped(signum, frame) -> None:
-    raise Stopped(signum)
+def _note_stop(stops: list[int], signum, frame) -> None:
+    stops.append(signum)
+
+
+def stop_point() -> None:
+    """Raise Stopped if SIGTERM or SIGHUP came while a result is being written: called
+    between units of work (predict's batches) and at the end of `writing`'s block."""
+    for stops in _STOPS:
+        if stops:
+            raise Stopped(stops[0])

@@ -80,12 +80,24 @@ def recorded(sweep: Sweep, sweep_dir: Path) -> Iterator[None]:
         record = store.read_json(sweep_dir / store.SWEEP_STATE, sweep_dir).get("mlflow")
         if isinstance(record, dict):
             state["mlflow"] = record
-    store.write_json(sweep_dir / store.SWEEP_STATE, state)
     try:
+        store.write_json(sweep_dir / store.SWEEP_STATE, state)
         yield
     except (KeyboardInterrupt, SweepStopped) as exc:
         state.update(status=str(store.INTERRUPTED), message=str(exc) or "stopped")
         raise
+    except OSError as exc:  # the sweep's own files (state.json, cv_results.csv, best.yaml)
+        reason = store.output.os_reason(exc)
+        if reason is None:  # not the file system refusing a write: as any other fault
+            state.update(status=str(store.FAILED), message=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        fault = store.output.NotWritten(
+            f"{sweep_dir}: the sweep's files could not be written ({reason}); make room (or "
+            f"lift the limit) and resume with dlrun sweep --resume {sweep_dir}",
+            reason,
+        )
+        state.update(status=str(store.FAILED), message=str(fault))
+        raise fault from None
     except Exception as exc:
         message = str(exc) if isinstance(exc, DlrunError) else f"{type(exc).__name__}: {exc}"
         state.update(status=str(store.FAILED), message=message.strip()[:500])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import yaml
 
 from dlrun import store
 from dlrun.data.splits import lead
-from dlrun.errors import DlrunError, SpecError
+from dlrun.errors import DlrunError, RunError, SpecError
 from dlrun.model.outputs import true_classes
 from dlrun.spec.keys import paths
 from dlrun.spec.loading import validate, validate_model
@@ -565,6 +566,19 @@ def start(
 
     check(sweep)  # a tracking server without the mlflow extra: said before the folder exists
     sweep_dir = store.create_run_dir(runs_root, sweep.spec.name)
+    try:
+        _write_folder(sweep, sweep_dir)
+    except OSError as exc:  # a full disk or a file size limit before the sweep began
+        shutil.rmtree(sweep_dir, ignore_errors=True)  # the folder this process just made
+        raise RunError(
+            f"{sweep_dir}: cannot start the sweep ({exc.strerror or exc}); nothing was "
+            "trained and the half-made folder was removed"
+        ) from None
+    return sweep, sweep_dir
+
+
+def _write_folder(sweep: Sweep, sweep_dir: Path) -> None:
+    """The sweep folder's sweep.yaml, base.yaml and code copies."""
     resolved = sweep.spec.model_dump(mode="json", exclude_none=True)
     resolved["base"] = BASE_FILE
     if sweep.spec.prune is not None:  # as given: median takes no reduction_factor
@@ -583,7 +597,6 @@ def start(
         base["code"] = copies
         sweep.base["code"] = [str((sweep_dir / copy).resolve()) for copy in copies]
     store.write_text(sweep_dir / BASE_FILE, yaml.safe_dump(base, sort_keys=False))
-    return sweep, sweep_dir
 
 
 def reopen(sweep_dir: Path) -> Sweep:

@@ -46,6 +46,18 @@ class StudyError(DamagedRun):
     """The sweep's study.db cannot be used (not its own, damaged, not a file): one line."""
 
 
+class StudyNotWritten(StudyError):
+    """The file system refused the study (full, read-only, a size limit): exit 1, as every
+    result that could not be written (store.output.NotWritten); the sweep resumes."""
+
+    exit_code = 1
+
+
+# What SQLite says when the file system refuses a write: SQLITE_FULL, SQLITE_READONLY, and
+# SQLITE_IOERR, which is what a file-size limit (EFBIG) gives.
+SQLITE_WRITE_FAULTS = ("database or disk is full", "readonly database", "disk I/O error")
+
+
 def identity(spec_dump: dict, base: dict) -> str:
     """The hash a sweep's study carries: the resolved sweep file (search, space, scoring,
     folds, repeats, pruner) and the base spec, so that a study never pairs another sweep's
@@ -74,7 +86,8 @@ def check_file(path: Path) -> None:
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
-        raise StudyError(f"{path}: cannot be opened ({exc.strerror})") from None
+        refused = StudyNotWritten if store.output.os_reason(exc) else StudyError
+        raise refused(f"{path}: cannot be opened ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             raise StudyError(f"{path}: is not a regular file; expected the sweep's study")
@@ -115,9 +128,25 @@ def _storage_errors(method):
             if not _from_storage(exc):
                 raise
             where = self.path if self.path is not None else "the study"
+            fault = _write_fault(exc)
+            if fault is not None:
+                raise StudyNotWritten(
+                    f"{where}: the sweep's study could not be written ({fault}); make room "
+                    "(or lift the limit) and resume with dlrun sweep --resume"
+                ) from None
             raise StudyError(f"{where}: the sweep's study failed ({first_line(exc)})") from None
 
     return wrapper
+
+
+def _write_fault(exc: Exception) -> str | None:
+    """The file system's refusal an exception of the storage reports, if it is one: said
+    without SQLAlchemy's statement and link."""
+    reason = store.output.os_reason(exc)
+    if reason is not None:
+        return reason
+    text = str(exc)
+    return next((fault for fault in SQLITE_WRITE_FAULTS if fault in text), None)
 
 
 def _from_storage(exc: Exception) -> bool:

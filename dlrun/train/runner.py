@@ -6,6 +6,7 @@ run folder is made, so a bad spec never leaves a half-made run behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -161,6 +162,9 @@ def _start(
             "class_names": prepared.data.class_names,
             "base": base,  # a transfer run's base: absolute, with the base run's config digest
             "validation": prepared.data.validation,  # split, own, cv or none
+            # What loading decided and told the user (hidden folders skipped, rows dropped):
+            # a reader of the run knows it too.
+            **({"data_notes": notes} if (notes := getattr(prepared.data, "notes", [])) else {}),
             # What `dlrun predict` needs beyond config.yaml: the csv columns, by name and order.
             "feature_columns": prepared.data.feature_columns,
             # The code files as trained: {code/NAME.py: sha256} (config.yaml names the copies)
@@ -168,6 +172,27 @@ def _start(
             **_recorded(prepared),
         }
     )
+
+
+def _begin_attempt(folder: store.RunFolder, config: str | None, **changes) -> None:
+    """A resume's config.yaml (with --epochs) and meta.json, both or neither: a full disk or
+    a file size limit here is one line, and the run stays as it was, resumable once there is
+    room (its config.yaml never disagrees with the digest in its meta.json)."""
+    before = dict(folder.meta)
+    old = store.read_bytes(folder.path / store.CONFIG) if config is not None else None
+    try:
+        if config is not None:
+            folder.write_text(store.CONFIG, config)  # the run describes itself
+        folder.update(config_sha256=_config_digest(folder.path), **changes)
+    except OSError as exc:
+        folder.meta = before
+        if old is not None:  # the old config.yaml's room was freed by the swap: it fits
+            with contextlib.suppress(OSError):
+                folder.write_text(store.CONFIG, old.decode())
+        raise RunError(
+            f"{folder.path}: cannot resume the run ({exc.strerror or exc}); nothing was "
+            "trained and the run is as it was"
+        ) from None
 
 
 def _processes() -> dict:
@@ -264,8 +289,7 @@ def _resume(
             )
         if spec.training.finetune:
             raise RunError(f"{run.path}: --epochs does not apply to a run with two stages")
-        spec.training.epochs = epochs
-        folder.write_text(store.CONFIG, spec.dump())  # the run describes itself
+        spec.training.epochs = epochs  # config.yaml says so once the attempt begins
     use(spec.backend, spec.training.device)
     load()
     usercode.use_run(spec, run.path)  # the run's copies, if trusted; before anything is built
@@ -300,14 +324,15 @@ def _resume(
         *_list(folder.meta.get("attempts")),
         {"started": now(), "pid": os.getpid(), "from_epoch": epoch},
     ]
-    folder.update(
+    _begin_attempt(
+        folder,
+        spec.dump() if epochs is not None else None,
         status=store.RUNNING,
         pid=os.getpid(),
         host=socket.gethostname(),
         ended=None,
         message=None,
         epochs_planned=total_epochs(spec),
-        config_sha256=_config_digest(run.path),
         attempts=attempts,
         resumed_by=command if command is not None else sys.argv,
         **_processes(),

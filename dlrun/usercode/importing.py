@@ -31,6 +31,7 @@ from pathlib import Path
 
 from dlrun import store
 from dlrun.errors import CodeError, DlrunError, SpecError, first_line
+from dlrun.spec.paths import resolve
 from dlrun.spec.schema import Spec
 from dlrun.usercode import trust
 
@@ -64,9 +65,9 @@ def active() -> list[types.ModuleType]:
 
 
 def code_paths(spec: Spec) -> list[Path]:
-    """The spec's code files, relative to the spec file (absolute paths as given)."""
-    root = Path(spec._source).parent
-    return [Path(entry) if Path(entry).is_absolute() else root / entry for entry in spec.code]
+    """The spec's code files, absolute: relative to the spec file, by the one rule of
+    spec-relative paths (spec.paths.resolve)."""
+    return [resolve(entry, spec._source) for entry in spec.code]
 
 
 def _read(path: Path, follow: bool) -> bytes:
