@@ -53,8 +53,7 @@ def evaluate(
     if getattr(model, "inputs", None):  # a subclassed model has none: trained_on says it
         check_shape(model_input_shape(model), data.input_shape, run.path)
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
-    scores = model.evaluate(**test, verbose=0, return_dict=True)
-    outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
+    outputs, scores = scored_outputs(model, test, data.y_test)
     created = datetime.now()
     result = {
         "run": run.name,
@@ -91,6 +90,39 @@ def evaluate(
             _save(result, written, run.path, created, checkpoint, spec.data, data, outputs)
     result["written"] = written
     return result
+
+
+def scored_outputs(model, test: dict, y_test) -> tuple:
+    """The model's outputs on the test data and its compiled loss and metrics, from one pass.
+
+    evaluate() and predict() each ran the model over the test set; the scores are now computed
+    from predict()'s outputs, as evaluate() computes them (the compiled loss, weighted by the
+    rows it covers, plus the weights' regularization, and the compiled metrics), equal to
+    evaluate()'s within float rounding (tests/test_epoch_costs.py). A model whose loss depends
+    on the pass itself (an activity regularizer, a layer from a code file that may add a loss)
+    is still scored by evaluate().
+    """
+    outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
+    tracker = getattr(model, "_loss_tracker", None)
+    if tracker is None or not _scored_by_outputs(model):
+        return outputs, model.evaluate(**test, verbose=0, return_dict=True)
+    model.reset_metrics()
+    loss = model.compute_loss(y=y_test, y_pred=outputs, training=False)
+    tracker.update_state(loss, sample_weight=count(y_test))
+    return outputs, model.compute_metrics(None, y_test, outputs)
+
+
+def _scored_by_outputs(model) -> bool:
+    """Whether the model's compiled scores follow from its outputs alone: Keras' own layers
+    and no activity regularizer (whose loss comes from the pass, not from the weights)."""
+    if not type(model).__module__.startswith("keras."):  # a subclass may score otherwise
+        return False
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "activity_regularizer", None) is not None:
+            return False
+        if not type(layer).__module__.startswith("keras."):
+            return False
+    return True
 
 
 def _report(task: str, y_test, outputs, num_classes: int, class_names) -> dict:

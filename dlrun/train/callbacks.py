@@ -97,8 +97,23 @@ class RunRecorder(keras.callbacks.Callback):
         self._batches = 0  # of the current epoch
 
     def on_train_begin(self, logs=None):
-        self._good_weights = self.model.get_weights()
+        # The weights to go back to if the first epoch diverges; once last.keras holds an
+        # epoch, it is where they come from (one copy of the weights kept, not two).
+        last = self.run.file(store.LAST)
+        self._good_weights = None if os.path.lexists(last) else self.model.get_weights()
         self._steps_at_epoch_end = self._optimizer_steps()
+
+    def _restore_good_weights(self) -> None:
+        """The weights of the last finite epoch back into the model: last.keras's (its
+        weights file only, with the optimizer's state of that epoch; no config is read)."""
+        if self._good_weights is not None:
+            self.model.set_weights(self._good_weights)
+            return
+        from dlrun.model.checkpoints import check_archive
+
+        last = store.within(self.run_dir, store.LAST)
+        check_archive(last, self.model.count_params())
+        self.model.load_weights(last)
 
     def _optimizer_steps(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -158,10 +173,9 @@ class RunRecorder(keras.callbacks.Callback):
         # Clipped losses can stay finite while the weights are already NaN: check both.
         if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
             self.diverged_at = epoch + 1
-            self.model.set_weights(self._good_weights)
+            self._restore_good_weights()
             self.model.stop_training = True
             return
-        self._good_weights = weights
         self._record_seeds(epoch + 1)
         value = logs.get(self.monitor)
         improved = value is not None and (
@@ -175,6 +189,7 @@ class RunRecorder(keras.callbacks.Callback):
                 shutil.copyfile(last, tmp)
         # Only now is the epoch done: an interrupt before this line leaves the previous
         # checkpoints, and the counters must agree with them.
+        self._good_weights = None  # last.keras holds them now
         self.epochs_done = epoch + 1
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
