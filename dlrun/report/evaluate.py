@@ -53,7 +53,7 @@ def evaluate(
     if getattr(model, "inputs", None):  # a subclassed model has none: trained_on says it
         check_shape(model_input_shape(model), data.input_shape, run.path)
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
-    outputs, scores = scored_outputs(model, test, data.y_test)
+    outputs, scores = scored_outputs(model, test, data.y_test, spec.training.batch_size)
     created = datetime.now()
     result = {
         "run": run.name,
@@ -92,30 +92,41 @@ def evaluate(
     return result
 
 
-def scored_outputs(model, test: dict, y_test) -> tuple:
+def scored_outputs(model, test: dict, y_test, batch_size: int) -> tuple:
     """The model's outputs on the test data and its compiled loss and metrics, from one pass.
 
     evaluate() and predict() each ran the model over the test set; the scores are now computed
-    from predict()'s outputs, as evaluate() computes them (the compiled loss, weighted by the
-    rows it covers, plus the weights' regularization, and the compiled metrics), equal to
+    from predict()'s outputs batch by batch, as evaluate() reduces them (the compiled loss
+    and the weights' regularization, the compiled metrics), equal to
     evaluate()'s within float rounding (tests/test_epoch_costs.py). A model whose loss depends
     on the pass itself (an activity regularizer, a layer from a code file that may add a loss)
-    is still scored by evaluate().
+    and a model of several outputs are still scored by evaluate().
     """
     outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
     tracker = getattr(model, "_loss_tracker", None)
     if tracker is None or not _scored_by_outputs(model):
         return outputs, model.evaluate(**test, verbose=0, return_dict=True)
     model.reset_metrics()
-    loss = model.compute_loss(y=y_test, y_pred=outputs, training=False)
-    tracker.update_state(loss, sample_weight=count(y_test))
-    return outputs, model.compute_metrics(None, y_test, outputs)
+    size, batch = count(y_test), test.get("batch_size") or batch_size
+    scores: dict = {}
+    for start in range(0, size, batch):  # batch by batch, as evaluate() reduces them
+        rows = slice(start, start + batch)
+        y = each(y_test, lambda array, rows=rows: array[rows])
+        predicted = each(outputs, lambda array, rows=rows: array[rows])
+        loss = model.compute_loss(y=y, y_pred=predicted, training=False)
+        tracker.update_state(loss, sample_weight=count(y))
+        scores = model.compute_metrics(None, y, predicted)
+    return outputs, scores
 
 
 def _scored_by_outputs(model) -> bool:
     """Whether the model's compiled scores follow from its outputs alone: Keras' own layers
     and no activity regularizer (whose loss comes from the pass, not from the weights)."""
     if not type(model).__module__.startswith("keras."):  # a subclass may score otherwise
+        return False
+    if len(getattr(model, "outputs", None) or [None]) != 1:
+        # Keras' evaluate() tracks each output's loss its own way (the outputs' losses it
+        # reports do not add up to its loss); measured apart from the outputs, they differ.
         return False
     for layer in model._flatten_layers(include_self=False):
         if getattr(layer, "activity_regularizer", None) is not None:

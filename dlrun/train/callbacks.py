@@ -95,8 +95,33 @@ class RunRecorder(keras.callbacks.Callback):
         self._good_weights = None
         self._started = 0.0
         self._batches = 0  # of the current epoch
+        from dlrun.train.checkpointing import Writer
+
+        # last.keras after the first of a fit is written from copies, in the background
+        # (train.checkpointing); the epoch it holds is counted once it is complete.
+        self._layout = None  # checkpointing.Layout; False: this model keeps Keras' save
+        self._writer = Writer()
+        self._pending: tuple | None = None  # the epoch being written: _saved's arguments
+
+    def on_train_end(self, logs=None):
+        with store.signals_held():
+            self.flush()
+
+    def close(self) -> None:
+        """fit() stopped by an exception: the epoch being written is still counted once it
+        is complete (train.fit calls this)."""
+        with store.signals_held():
+            self.flush()
+
+    def flush(self) -> None:
+        """Wait for the checkpoint being written; then count its epoch (meta.json)."""
+        pending, self._pending = self._pending, None
+        self._writer.wait()  # a failed write: its epoch is not counted, the error goes up
+        if pending is not None:
+            self._saved(*pending)
 
     def on_train_begin(self, logs=None):
+        self._layout = None if self._layout is not False else False
         # The weights to go back to if the first epoch diverges; once last.keras holds an
         # epoch, it is where they come from (one copy of the weights kept, not two).
         last = self.run.file(store.LAST)
@@ -157,6 +182,7 @@ class RunRecorder(keras.callbacks.Callback):
         raise_unrecorded_stop()  # a stop whose exception library code swallowed
 
     def _record(self, epoch, logs) -> None:
+        self.flush()  # the previous epoch's checkpoint, before anything of this one
         if not self.directions:
             self.read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -181,28 +207,49 @@ class RunRecorder(keras.callbacks.Callback):
         improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
         )
+        steps = self._optimizer_steps()
+        more = self.state() if self.state is not None else {}
+        saved = (epoch + 1, improved, value, weights, steps, steps - self._steps_at_epoch_end, more)
+        self._steps_at_epoch_end = steps
+        layout = self._layout
+        if layout and layout.current(self.model):
+            snapshot = layout.copy(self.model)  # the values now, on the training thread
+            self._pending = saved
+            self._writer.start(lambda: self._write(snapshot, improved))
+            return
+        from dlrun.train.checkpointing import Layout
+
         last = self.run.file(store.LAST)
         with store.atomic_path(last) as tmp:
-            self.model.save(tmp)
+            self._layout = Layout.learn(self.model, tmp) or False  # Keras' own save
         if improved:  # the same weights: a copy, not a second save
             with store.atomic_path(self.run.file(store.BEST)) as tmp:
                 shutil.copyfile(last, tmp)
-        # Only now is the epoch done: an interrupt before this line leaves the previous
-        # checkpoints, and the counters must agree with them.
-        self._good_weights = None  # last.keras holds them now
-        self.epochs_done = epoch + 1
+        self._saved(*saved)
+
+    def _write(self, snapshot, improved: bool) -> None:
+        """last.keras (and best.keras) from a snapshot: in the writer's thread."""
+        last = self.run.file(store.LAST)
+        with store.atomic_path(last) as tmp:
+            snapshot.write(tmp)
         if improved:
-            self.best_value, self.best_epoch = value, epoch + 1
+            with store.atomic_path(self.run.file(store.BEST)) as tmp:
+                shutil.copyfile(last, tmp)
+
+    def _saved(self, epoch, improved, value, weights, steps, per_epoch, more) -> None:
+        """The epoch's checkpoints are complete: count it. An interrupt before this leaves
+        the previous checkpoints' count, and the counters must agree with them."""
+        self._good_weights = None  # last.keras holds them now
+        self.epochs_done = epoch
+        if improved:
+            self.best_value, self.best_epoch = value, epoch
             self.best_weights = weights
         # The optimizer's step count goes with the epoch count: a kill between the checkpoint
         # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
-        steps = self._optimizer_steps()
-        more = self.state() if self.state is not None else {}
         # Which way the metrics go, in meta.json from the first epoch on: a sweep judging a
         # fit while it trains reads it there (metrics.json comes only at the end).
         self.run.meta.setdefault("directions", self.directions)
-        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end, **more)
-        self._steps_at_epoch_end = steps
+        self.run.epoch_done(self.epochs_done, steps, per_epoch, **more)
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
