@@ -37,6 +37,10 @@ class Layout:
     variables: list  # the variables, in the order of `places`
     places: list[tuple[int, int]]  # (offset, bytes) of each variable's values
     dtypes: list[np.dtype] = field(default_factory=list)
+    buffer: bytearray = field(default_factory=bytearray)  # the file, rewritten in place
+
+    def __post_init__(self):
+        self.buffer = bytearray(self.template)
 
     @classmethod
     def learn(cls, model, path: Path) -> Layout | None:
@@ -138,13 +142,15 @@ class Snapshot:
 
     def write(self, path: Path) -> None:
         """The .keras archive Keras would write, at `path` (a temporary name)."""
-        weights = bytearray(self.layout.template)
+        # One buffer for every epoch's file (the writer runs one job at a time), its variables'
+        # places overwritten: no copy of the whole file, little work that holds the GIL.
+        weights = self.layout.buffer
         for (offset, size), value in zip(self.layout.places, self.values, strict=True):
-            weights[offset : offset + size] = value.tobytes()
+            weights[offset : offset + size] = memoryview(value.reshape(-1).view(np.uint8))
         with open(path, "wb") as file, zipfile.ZipFile(file, "w") as archive:
             archive.writestr(METADATA, self.metadata)
             archive.writestr(CONFIG, self.config)
-            archive.writestr(WEIGHTS, bytes(weights))
+            archive.writestr(WEIGHTS, weights)
 
 
 class Writer:
