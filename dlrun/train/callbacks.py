@@ -565,14 +565,40 @@ class Pruning(keras.callbacks.Callback):
 
 
 class EpochShuffle(keras.callbacks.Callback):
-    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them."""
+    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them.
+
+    The next epoch's order is written while dlrun records this one: from this epoch's end
+    (its training batches are all read by then; validation reads other arrays), in a thread
+    (NumPy's take lets go of the GIL), and the next epoch begins once it is done. It must come
+    before the recorder in fit()'s callbacks (train.fit puts it first).
+    """
 
     def __init__(self, feed):
         super().__init__()
         self.feed = feed
+        self._thread: threading.Thread | None = None
+        self._ready: int | None = None  # the epoch the arrays are arranged for
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.feed.arrange(epoch)
+        self.close()
+        if self._ready != epoch:
+            self.feed.arrange(epoch)
+        self._ready = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 < (self.params or {}).get("epochs", 0):
+            self._ready = epoch + 1
+            self._thread = threading.Thread(target=self.feed.arrange, args=(epoch + 1,))
+            self._thread.start()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the reorder in progress (train.fit calls this when fit() stops)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
 
 
 def restore_seeds(model, meta: dict, epoch: int) -> bool:

@@ -15,7 +15,9 @@ dataset, a value that is not one of the variables, bfloat16): such a model keeps
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ class Layout:
     places: list[tuple[int, int]]  # (offset, bytes) of each variable's values
     dtypes: list[np.dtype] = field(default_factory=list)
     buffer: bytearray = field(default_factory=bytearray)  # the file, rewritten in place
+    _config: str = ""  # config.json, for the optimizer's config _optimizer
+    _optimizer: str | None = None
 
     def __post_init__(self):
         self.buffer = bytearray(self.template)
@@ -127,8 +131,15 @@ class Layout:
             np.array(keras.ops.convert_to_numpy(v), dtype=dtype, copy=True)
             for v, dtype in zip(self.variables, self.dtypes, strict=True)
         ]
-        config, metadata = saving_lib._serialize_model_as_json(model)
-        return Snapshot(self, values, config, metadata)
+        # The model's config changes between epochs only with the optimizer's (its learning
+        # rate): serialised again only then.
+        optimizer = repr(model.optimizer.get_config())
+        if optimizer != self._optimizer:
+            self._config = saving_lib._serialize_model_as_json(model)[0]
+            self._optimizer = optimizer
+        saved = datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")  # as Keras writes it
+        metadata = json.dumps({"keras_version": keras.__version__, "date_saved": saved})
+        return Snapshot(self, values, self._config, metadata)
 
 
 @dataclass
