@@ -179,7 +179,7 @@ def main() -> None:
                 if "records" in lines[0]
                 else ""
             )
-            ratios = [f"{hand[b] / epoch:.2f}x" if b in hand else "" for b in hand]
+            ratios = [f"{hand[b] / epoch:.2f}x" if b in hand else "" for b in ("tensorflow", "jax")]
             backend = lines[0]["backend"]
             if "steps_per_execution" in lines[0]:
                 backend += f", spe {lines[0]['steps_per_execution']}"
