@@ -24,6 +24,7 @@ from dlrun.store import events
 from dlrun.train.life import raise_unrecorded_stop
 
 SEED_STATES = "seed_states"  # meta.json: {epoch: every seed generator's state after it}
+STATES = "callback_states"  # meta.json: {epoch: the spec's callbacks' state after it}
 
 
 def _finite(logs: dict) -> bool:
@@ -164,6 +165,21 @@ class RunRecorder(keras.callbacks.Callback):
         kept[str(epoch)] = [keras.ops.convert_to_numpy(state).tolist() for state in states]
         self.run.update(**{SEED_STATES: kept})
 
+    def _record_states(self, epoch: int, more: dict) -> None:
+        """The spec's callbacks' state after `epoch`, in meta.json before the epoch's
+        checkpoint, as the seed generators' (meta.json counts the epoch only once last.keras
+        is written, so a kill can leave last.keras an epoch ahead of the count: resume then
+        takes the state of the checkpoint's epoch from here). The last two epochs are kept."""
+        from dlrun.train import knobs
+
+        if knobs.STATE not in more:
+            return
+        kept = self.run.meta.get(STATES)
+        kept = kept if isinstance(kept, dict) else {}
+        kept = {k: v for k, v in kept.items() if k == str(epoch - 1)}
+        kept[str(epoch)] = more[knobs.STATE]
+        self.run.update(**{STATES: kept})
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
         self._batches = 0
@@ -209,6 +225,7 @@ class RunRecorder(keras.callbacks.Callback):
         )
         steps = self._optimizer_steps()
         more = self.state() if self.state is not None else {}
+        self._record_states(epoch + 1, more)
         saved = (epoch + 1, improved, value, weights, steps, steps - self._steps_at_epoch_end, more)
         self._steps_at_epoch_end = steps
         layout = self._layout
