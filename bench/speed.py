@@ -10,6 +10,7 @@ to the last, the samples/s that gives, the first epoch (compilation) and the tes
 Writes bench/speed_results.md with the load average before and after.
 
 Usage: python bench/speed.py [--epochs 10] [--nets dense,dropout,batchnorm,cnn] [--rounds 1]
+       [--who "hand jax,dlrun jax,dlrun jax before"] [--baseline /work/main]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ OVERRIDES = {
     "dlrun jax spe8": ["backend=jax", "compile.steps_per_execution=8"],
 }
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+BEFORE = " before"  # a --who name ending so: dlrun of the --baseline checkout
+BASELINE = ["/work/main"]
 
 
 def child_dlrun(config: str, epochs: int, runs_dir: str, more: list[str]) -> None:
@@ -103,8 +106,10 @@ def one(net: str, who: str, epochs: int, runs_dir: str) -> dict:
     else:
         # dlrun's default: no KERAS_BACKEND in the environment, which `backend: auto` honours
         env = {k: v for k, v in ENV.items() if k != "KERAS_BACKEND"}
+        if who.endswith(BEFORE):  # the same fit by the dlrun of --baseline's checkout
+            env["PYTHONPATH"] = BASELINE[0]
         config = str(ROOT / "configs" / f"mnist_{net}.yaml")
-        more = OVERRIDES[who]
+        more = OVERRIDES[who.removesuffix(BEFORE)]
         command = [sys.executable, __file__, "--child", config, str(epochs), runs_dir, *more]
     line = run_child(command, env)
     starts, ended = line["epoch_starts"], line["train_ended"]
@@ -130,7 +135,13 @@ def main() -> None:
     parser.add_argument("--who", default=",".join(WHO))
     parser.add_argument("--rounds", type=int, default=1, help="each round runs every one once")
     parser.add_argument("--out", default=str(HERE / "speed_results.md"))
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE[0],
+        help=f"the checkout whose dlrun a --who name ending in '{BEFORE}' runs",
+    )
     args = parser.parse_args()
+    BASELINE[0] = args.baseline
     nets, who = args.nets.split(","), args.who.split(",")
     before = load_average()
     results: dict[tuple[str, str], list[dict]] = {}
@@ -168,7 +179,7 @@ def main() -> None:
                 if "records" in lines[0]
                 else ""
             )
-            ratios = [f"{hand[b] / epoch:.2f}x" if b in hand else "" for b in hand]
+            ratios = [f"{hand[b] / epoch:.2f}x" if b in hand else "" for b in ("tensorflow", "jax")]
             backend = lines[0]["backend"]
             if "steps_per_execution" in lines[0]:
                 backend += f", spe {lines[0]['steps_per_execution']}"

@@ -68,11 +68,12 @@ def shuffled_epochs(
         key = tf.stack([tf.constant(seed, tf.int64), epoch])
         order = tf.argsort(tf.random.stateless_uniform([samples], seed=key))
 
-        def gather(tensor):  # every input in the same order
-            return tf.gather(tensor, order)
+        def gather(rows):  # one batch's rows of every input, in the epoch's order
+            return tf.nest.map_structure(lambda tensor: tf.gather(tensor, rows), (features, labels))
 
-        rows = tf.nest.map_structure(gather, (features, labels))
-        return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
+        # The order is batched, not the data: each batch is gathered as it is needed, instead
+        # of a gathered copy of the whole training set every epoch (the same batches).
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(gather)
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     return _untuned(dataset.prefetch(tf.data.AUTOTUNE))

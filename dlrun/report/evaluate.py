@@ -53,8 +53,7 @@ def evaluate(
     if getattr(model, "inputs", None):  # a subclassed model has none: trained_on says it
         check_shape(model_input_shape(model), data.input_shape, run.path)
     test = evaluation_input(data.x_test, data.y_test, spec.training.batch_size, data.source)
-    scores = model.evaluate(**test, verbose=0, return_dict=True)
-    outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
+    outputs, scores = scored_outputs(model, test, data.y_test, spec.training.batch_size)
     created = datetime.now()
     result = {
         "run": run.name,
@@ -91,6 +90,50 @@ def evaluate(
             _save(result, written, run.path, created, checkpoint, spec.data, data, outputs)
     result["written"] = written
     return result
+
+
+def scored_outputs(model, test: dict, y_test, batch_size: int) -> tuple:
+    """The model's outputs on the test data and its compiled loss and metrics, from one pass.
+
+    evaluate() and predict() each ran the model over the test set; the scores are now computed
+    from predict()'s outputs batch by batch, as evaluate() reduces them (the compiled loss
+    and the weights' regularization, the compiled metrics), equal to
+    evaluate()'s within float rounding (tests/test_epoch_costs.py). A model whose loss depends
+    on the pass itself (an activity regularizer, a layer from a code file that may add a loss)
+    and a model of several outputs are still scored by evaluate().
+    """
+    outputs = model.predict(test["x"], batch_size=test.get("batch_size"), verbose=0)
+    tracker = getattr(model, "_loss_tracker", None)
+    if tracker is None or not _scored_by_outputs(model):
+        return outputs, model.evaluate(**test, verbose=0, return_dict=True)
+    model.reset_metrics()
+    size, batch = count(y_test), test.get("batch_size") or batch_size
+    scores: dict = {}
+    for start in range(0, size, batch):  # batch by batch, as evaluate() reduces them
+        rows = slice(start, start + batch)
+        y = each(y_test, lambda array, rows=rows: array[rows])
+        predicted = each(outputs, lambda array, rows=rows: array[rows])
+        loss = model.compute_loss(y=y, y_pred=predicted, training=False)
+        tracker.update_state(loss, sample_weight=count(y))
+        scores = model.compute_metrics(None, y, predicted)
+    return outputs, scores
+
+
+def _scored_by_outputs(model) -> bool:
+    """Whether the model's compiled scores follow from its outputs alone: Keras' own layers
+    and no activity regularizer (whose loss comes from the pass, not from the weights)."""
+    if not type(model).__module__.startswith("keras."):  # a subclass may score otherwise
+        return False
+    if len(getattr(model, "outputs", None) or [None]) != 1:
+        # Keras' evaluate() tracks each output's loss its own way (the outputs' losses it
+        # reports do not add up to its loss); measured apart from the outputs, they differ.
+        return False
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "activity_regularizer", None) is not None:
+            return False
+        if not type(layer).__module__.startswith("keras."):
+            return False
+    return True
 
 
 def _report(task: str, y_test, outputs, num_classes: int, class_names) -> dict:

@@ -195,24 +195,59 @@ def _no_constant(name: str) -> float:
     return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
 
 
-def history_text(rows: list[dict]) -> str:
-    """history.csv: one row per epoch, columns in first-seen order, floats at full precision."""
+def history_columns(rows: list[dict]) -> list[str]:
+    """history.csv's columns: every key of the rows, in first-seen order."""
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
+    return columns
+
+
+def history_text(rows: list[dict], columns: list[str] | None = None, header: bool = True) -> str:
+    """history.csv: one row per epoch, columns in first-seen order, floats at full precision
+    (`header` False and the columns given: the lines of these rows alone, to append)."""
+    columns = history_columns(rows) if columns is None else columns
     out = io.StringIO()
     # The csv module quotes a metric name holding a comma or a quote (a name given in the spec).
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     for row in rows:
         writer.writerow("" if row.get(c) is None else repr(row[c]) for c in columns)
     return out.getvalue()
 
 
+def append_text(path: Path, text: str, size: int) -> int:
+    """Append `text` to the file at `path` (never through a symlink) whose length is `size`,
+    in one write; a write that fails or comes out short is cut off again, so the file is
+    as it was. Returns the new length. (A kill cannot tear one write() of a line, a full disk
+    can: that is why readers of history.csv drop a last line without its newline.)"""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    try:
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"{path.name}: short write")
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    return size + len(data)
+
+
+def complete_lines(text: str) -> str:
+    """`text` without a last line that lacks its newline: a line being appended (a reader
+    came in the middle of the write) or one a full disk cut short."""
+    return text if text.endswith("\n") or "\n" not in text else text[: text.rindex("\n") + 1]
+
+
 def read_history(run_dir: Path) -> list[dict]:
     """history.csv back as rows of numbers ([] when there is none yet)."""
     try:
-        text = read_text(run_dir / HISTORY)
+        text = complete_lines(read_text(run_dir / HISTORY))
     except FileNotFoundError:
         return []
     except RunError as exc:

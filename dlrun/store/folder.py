@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dlrun.errors import RunError, SpecError
 from dlrun.store import files
-from dlrun.store.files import history_text, inside, jsonable
+from dlrun.store.files import history_columns, history_text, inside, jsonable
 from dlrun.store.layout import (
     CONFIG,
     HISTORY,
@@ -88,6 +89,15 @@ def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
     raise RunError(f"{root}: could not find a free folder name for {stem}")
 
 
+def _length(path: Path) -> int | None:
+    """The length of a regular file at `path` (None: missing, a symlink, not a file)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
 # --- a run this process writes -----------------------------------------------------------------
 
 
@@ -103,6 +113,8 @@ class RunFolder:
         self.path = Path(path)
         self.meta: dict = {}
         self._lock_fd: int | None = lock_fd
+        # history.csv as this process last wrote it: (columns, rows, length in bytes)
+        self._history: tuple[list[str], int, int] | None = None
 
     @classmethod
     def create(cls, root: Path, name: str, folder: str | None = None) -> RunFolder:
@@ -171,8 +183,23 @@ class RunFolder:
         files.write_json(self.path / META, self.meta)
 
     def record_epoch(self, rows: list[dict]) -> None:
-        """history.csv with every row so far (before the epoch's checkpoints)."""
-        self.write_text(HISTORY, history_text(rows))
+        """history.csv with every row so far (before the epoch's checkpoints).
+
+        The epoch's row is appended to the file this process wrote (one write of one line,
+        cut off again if it fails) while the columns stay the same; otherwise, and whenever
+        the file is not as it was left, it is written whole and moved into place. Rewriting
+        it every epoch cost time that grew with the epochs.
+        """
+        columns, path = history_columns(rows), self.file(HISTORY)
+        known = self._history
+        self._history = None  # until this write is done
+        if known and known[:2] == (columns, len(rows) - 1) and _length(path) == known[2]:
+            size = files.append_text(path, history_text(rows[-1:], columns, header=False), known[2])
+        else:
+            text = history_text(rows, columns)
+            self.write_text(HISTORY, text)
+            size = len(text.encode())
+        self._history = (columns, len(rows), size)
 
     def epoch_done(
         self, epochs_done: int, steps_done: int, steps_per_epoch: int, **more: Any

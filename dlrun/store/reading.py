@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from dlrun.errors import RunError, SpecError
-from dlrun.store.files import read_json, read_text
+from dlrun.store.files import complete_lines, read_json, read_text
 from dlrun.store.layout import CONFIG, CRASHED, HISTORY, META, METRICS, RUNNING, Status
 from dlrun.store.lock import lock_held
 
@@ -75,7 +75,7 @@ class Run:
         if self.meta.get("ended"):
             return int(self.meta.get("epochs_done") or 0)
         try:
-            return max(len(read_text(self.path / HISTORY).splitlines()) - 1, 0)
+            return max(len(complete_lines(read_text(self.path / HISTORY)).splitlines()) - 1, 0)
         except (FileNotFoundError, RunError):
             return int(self.meta.get("epochs_done") or 0)
 

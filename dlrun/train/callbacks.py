@@ -24,6 +24,7 @@ from dlrun.store import events
 from dlrun.train.life import raise_unrecorded_stop
 
 SEED_STATES = "seed_states"  # meta.json: {epoch: every seed generator's state after it}
+STATES = "callback_states"  # meta.json: {epoch: the spec's callbacks' state after it}
 
 
 def _finite(logs: dict) -> bool:
@@ -95,10 +96,50 @@ class RunRecorder(keras.callbacks.Callback):
         self._good_weights = None
         self._started = 0.0
         self._batches = 0  # of the current epoch
+        from dlrun.train.checkpointing import Writer
+
+        # last.keras after the first of a fit is written from copies, in the background
+        # (train.checkpointing); the epoch it holds is counted once it is complete.
+        self._layout = None  # checkpointing.Layout; False: this model keeps Keras' save
+        self._writer = Writer()
+        self._pending: tuple | None = None  # the epoch being written: _saved's arguments
+
+    def on_train_end(self, logs=None):
+        with store.signals_held():
+            self.flush()
+
+    def close(self) -> None:
+        """fit() stopped by an exception: the epoch being written is still counted once it
+        is complete (train.fit calls this)."""
+        with store.signals_held():
+            self.flush()
+
+    def flush(self) -> None:
+        """Wait for the checkpoint being written; then count its epoch (meta.json)."""
+        pending, self._pending = self._pending, None
+        self._writer.wait()  # a failed write: its epoch is not counted, the error goes up
+        if pending is not None:
+            self._saved(*pending)
 
     def on_train_begin(self, logs=None):
-        self._good_weights = self.model.get_weights()
+        self._layout = None if self._layout is not False else False
+        # The weights to go back to if the first epoch diverges; once last.keras holds an
+        # epoch, it is where they come from (one copy of the weights kept, not two).
+        last = self.run.file(store.LAST)
+        self._good_weights = None if os.path.lexists(last) else self.model.get_weights()
         self._steps_at_epoch_end = self._optimizer_steps()
+
+    def _restore_good_weights(self) -> None:
+        """The weights of the last finite epoch back into the model: last.keras's (its
+        weights file only, with the optimizer's state of that epoch; no config is read)."""
+        if self._good_weights is not None:
+            self.model.set_weights(self._good_weights)
+            return
+        from dlrun.model.checkpoints import check_archive
+
+        last = store.within(self.run_dir, store.LAST)
+        check_archive(last, self.model.count_params())
+        self.model.load_weights(last)
 
     def _optimizer_steps(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -124,6 +165,21 @@ class RunRecorder(keras.callbacks.Callback):
         kept[str(epoch)] = [keras.ops.convert_to_numpy(state).tolist() for state in states]
         self.run.update(**{SEED_STATES: kept})
 
+    def _record_states(self, epoch: int, more: dict) -> None:
+        """The spec's callbacks' state after `epoch`, in meta.json before the epoch's
+        checkpoint, as the seed generators' (meta.json counts the epoch only once last.keras
+        is written, so a kill can leave last.keras an epoch ahead of the count: resume then
+        takes the state of the checkpoint's epoch from here). The last two epochs are kept."""
+        from dlrun.train import knobs
+
+        if knobs.STATE not in more:
+            return
+        kept = self.run.meta.get(STATES)
+        kept = kept if isinstance(kept, dict) else {}
+        kept = {k: v for k, v in kept.items() if k == str(epoch - 1)}
+        kept[str(epoch)] = more[knobs.STATE]
+        self.run.update(**{STATES: kept})
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
         self._batches = 0
@@ -142,6 +198,7 @@ class RunRecorder(keras.callbacks.Callback):
         raise_unrecorded_stop()  # a stop whose exception library code swallowed
 
     def _record(self, epoch, logs) -> None:
+        self.flush()  # the previous epoch's checkpoint, before anything of this one
         if not self.directions:
             self.read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -158,36 +215,58 @@ class RunRecorder(keras.callbacks.Callback):
         # Clipped losses can stay finite while the weights are already NaN: check both.
         if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
             self.diverged_at = epoch + 1
-            self.model.set_weights(self._good_weights)
+            self._restore_good_weights()
             self.model.stop_training = True
             return
-        self._good_weights = weights
         self._record_seeds(epoch + 1)
         value = logs.get(self.monitor)
         improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
         )
+        steps = self._optimizer_steps()
+        more = self.state() if self.state is not None else {}
+        self._record_states(epoch + 1, more)
+        saved = (epoch + 1, improved, value, weights, steps, steps - self._steps_at_epoch_end, more)
+        self._steps_at_epoch_end = steps
+        layout = self._layout
+        if layout and layout.current(self.model):
+            snapshot = layout.copy(self.model)  # the values now, on the training thread
+            self._pending = saved
+            self._writer.start(lambda: self._write(snapshot, improved))
+            return
+        from dlrun.train.checkpointing import Layout
+
         last = self.run.file(store.LAST)
         with store.atomic_path(last) as tmp:
-            self.model.save(tmp)
+            self._layout = Layout.learn(self.model, tmp) or False  # Keras' own save
         if improved:  # the same weights: a copy, not a second save
             with store.atomic_path(self.run.file(store.BEST)) as tmp:
                 shutil.copyfile(last, tmp)
-        # Only now is the epoch done: an interrupt before this line leaves the previous
-        # checkpoints, and the counters must agree with them.
-        self.epochs_done = epoch + 1
+        self._saved(*saved)
+
+    def _write(self, snapshot, improved: bool) -> None:
+        """last.keras (and best.keras) from a snapshot: in the writer's thread."""
+        last = self.run.file(store.LAST)
+        with store.atomic_path(last) as tmp:
+            snapshot.write(tmp)
         if improved:
-            self.best_value, self.best_epoch = value, epoch + 1
+            with store.atomic_path(self.run.file(store.BEST)) as tmp:
+                shutil.copyfile(last, tmp)
+
+    def _saved(self, epoch, improved, value, weights, steps, per_epoch, more) -> None:
+        """The epoch's checkpoints are complete: count it. An interrupt before this leaves
+        the previous checkpoints' count, and the counters must agree with them."""
+        self._good_weights = None  # last.keras holds them now
+        self.epochs_done = epoch
+        if improved:
+            self.best_value, self.best_epoch = value, epoch
             self.best_weights = weights
         # The optimizer's step count goes with the epoch count: a kill between the checkpoint
         # and this line leaves last.keras one epoch ahead of meta.json, which resume detects.
-        steps = self._optimizer_steps()
-        more = self.state() if self.state is not None else {}
         # Which way the metrics go, in meta.json from the first epoch on: a sweep judging a
         # fit while it trains reads it there (metrics.json comes only at the end).
         self.run.meta.setdefault("directions", self.directions)
-        self.run.epoch_done(self.epochs_done, steps, steps - self._steps_at_epoch_end, **more)
-        self._steps_at_epoch_end = steps
+        self.run.epoch_done(self.epochs_done, steps, per_epoch, **more)
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
@@ -503,14 +582,40 @@ class Pruning(keras.callbacks.Callback):
 
 
 class EpochShuffle(keras.callbacks.Callback):
-    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them."""
+    """Reorders the NumPy training arrays (data.EpochFeed) before each epoch reads them.
+
+    The next epoch's order is written while dlrun records this one: from this epoch's end
+    (its training batches are all read by then; validation reads other arrays), in a thread
+    (NumPy's take lets go of the GIL), and the next epoch begins once it is done. It must come
+    before the recorder in fit()'s callbacks (train.fit puts it first).
+    """
 
     def __init__(self, feed):
         super().__init__()
         self.feed = feed
+        self._thread: threading.Thread | None = None
+        self._ready: int | None = None  # the epoch the arrays are arranged for
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.feed.arrange(epoch)
+        self.close()
+        if self._ready != epoch:
+            self.feed.arrange(epoch)
+        self._ready = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 < (self.params or {}).get("epochs", 0):
+            self._ready = epoch + 1
+            self._thread = threading.Thread(target=self.feed.arrange, args=(epoch + 1,))
+            self._thread.start()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the reorder in progress (train.fit calls this when fit() stops)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
 
 
 def restore_seeds(model, meta: dict, epoch: int) -> bool:

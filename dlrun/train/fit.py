@@ -68,8 +68,9 @@ def fit(
             own = list(prepared.callbacks)
             if own:
                 recorder.state = lambda: {knobs.STATE: knobs.state_of(prepared.callbacks)}
-                if rows and isinstance(run.meta.get(knobs.STATE), list):
-                    own.append(knobs.restorer(prepared.callbacks, run.meta[knobs.STATE]))
+                state = _callback_state(run.meta, len(rows)) if rows else None
+                if state is not None:
+                    own.append(knobs.restorer(prepared.callbacks, state))
             callbacks = [*own, *_callbacks(prepared, run, console, recorder, rows)]
             if tracker is not None:
                 from dlrun.train.callbacks import TrackEpochs
@@ -130,6 +131,17 @@ def fit(
     if tracker is not None:  # the outcome is recorded: now the server learns it
         tracker.end(run)
     return Outcome(run_dir, life.status, life.exit_code, metrics, life.message)
+
+
+def _callback_state(meta: dict, epoch: int) -> list | None:
+    """The spec's callbacks' state after `epoch`, the checkpoint's: recorded with it before
+    last.keras is written (callbacks.STATES), else meta.json's count of epochs (older runs)."""
+    from dlrun.train.callbacks import STATES
+
+    by_epoch = meta.get(STATES)
+    kept = by_epoch.get(str(epoch)) if isinstance(by_epoch, dict) else None
+    state = kept if isinstance(kept, list) else meta.get(knobs.STATE)
+    return state if isinstance(state, list) else None
 
 
 def _stages(
