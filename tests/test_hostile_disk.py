@@ -58,6 +58,13 @@ class Disk:
                     left -= filler.write(bytes(min(left, 1 << 16)))
                 except OSError:
                     break
+            # ext4 allocates late: what statvfs counted may leave a few blocks; 0 is 0.
+            while kib == 0:
+                try:
+                    filler.write(bytes(1024))
+                    os.fsync(filler.fileno())
+                except OSError:
+                    break
 
     def free_up(self) -> None:
         (self.mount / "filler").unlink()

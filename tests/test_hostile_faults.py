@@ -402,10 +402,13 @@ def test_sighup_during_predict_leaves_no_temporary_file(placed, tmp_path):
 # --- sync mlflow: the run's meta.json keeps the MLflow run id ---------------------------------
 
 
-def test_sync_to_a_full_disk_is_one_error_line_and_keeps_meta_json(trained, disk, tmp_path):
+def test_sync_to_a_full_disk_is_one_error_line_and_keeps_meta_json(
+    trained, disk, tmp_path, monkeypatch
+):
     """The runs on a full disk, MLflow's file store elsewhere: the run id cannot be kept in
     meta.json. The run's line says so, one Error line counts it, meta.json is as it was."""
     pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns
     run, _ = run_copy(trained, disk.mount)
     before = (run / store.META).read_bytes()
     disk.leave_free(0)

@@ -87,6 +87,8 @@ def predict(
     task = run.metrics.get("task") or spec.task
     notes: list[str] = []
     scorer = None
+    if spec.code:  # refused unless trusted, as on every reading command, whichever engine scores
+        usercode.check_run(spec, run.path)
     if engine == "onnx" or (engine == "auto" and engines.recorded(run.path, checkpoint)):
         scorer = _onnx(spec, run, checkpoint, model_path, task, engine == "onnx", notes)
     if scorer is None:

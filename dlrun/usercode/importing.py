@@ -259,6 +259,13 @@ def use_run(spec: Spec, run_dir: Path) -> list[CodeFile]:
     if not spec.code:
         _forget([])
         return []
+    return _activate(spec, check_run(spec, run_dir))
+
+
+def check_run(spec: Spec, run_dir: Path) -> list[CodeFile]:
+    """A run's copies of its code, read and checked as use_run does, imported by nobody: a
+    command that needs none of them (predict on the ONNX export) still refuses a run whose
+    code is not trusted, as every reading command does."""
     paths = []
     for index, entry in enumerate(spec.code):
         parts = Path(entry).parts
@@ -269,10 +276,9 @@ def use_run(spec: Spec, run_dir: Path) -> list[CodeFile]:
             )
         paths.append(store.within(run_dir, entry))
     try:
-        files = check_trusted(run_dir, paths)
+        return check_trusted(run_dir, paths)
     except CodeError as exc:
         raise spec.error(("code",), str(exc)) from None
-    return _activate(spec, files)
 
 
 def digests(files: list[CodeFile]) -> dict[str, str]:
