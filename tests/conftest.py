@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A suite started under nohup inherits SIGHUP ignored, and dlrun rightly leaves an ignored
+# SIGHUP ignored: the tests of what SIGHUP does need its default, in here and in subprocesses.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # pytest-xdist's workers inherit COLUMNS=80. Output that is not a terminal is 200 columns wide
 # unless COLUMNS says otherwise (cli.common.make_console); width tests set COLUMNS themselves.
