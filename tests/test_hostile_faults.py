@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from test_hostile_output import leftovers, with_input
 from test_images import folder_spec, write_folder
 from typer.testing import CliRunner
 
-from conftest import DLRUN_ENV, TINY_SPEC, default_sigint, run_dirs, wait_until
+from conftest import TINY_SPEC, run_dirs, start_dlrun, wait_until
 from dlrun import store
 from dlrun.cli import app
 
@@ -356,14 +354,7 @@ def test_resume_under_a_file_size_limit_loses_nothing(trained, tmp_path):
 def stopped_while_writing(args: list, folder: Path, temporary: str, signum: int) -> str:
     """Run dlrun ARGS, send `signum` once its temporary file or folder appears in `folder`;
     returns stderr after checking the exit code (128 + signum) and the last line."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", *map(str, args)],
-        preexec_fn=default_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=DLRUN_ENV,
-    )
+    process = start_dlrun(*args)
     wait_until(lambda: [n for n in leftovers(folder) if n.startswith(temporary)], process)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
