@@ -3,6 +3,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,16 @@ os.environ.pop("COLUMNS", None)
 # A developer's own MLflow server is never sent the suite's runs; tests/test_tracking.py starts
 # its own and sets the variable where it means to.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+# The JAX processes of one suite run share one compilation cache (dlrun.backend.compile_cache),
+# as a user's runs do; the developer's own ~/.cache/dlrun is never touched.
+os.environ.setdefault(
+    "DLRUN_CACHE_DIR",
+    os.path.join(
+        tempfile.gettempdir(),
+        f"dlrun-suite-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}",
+    ),
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
