@@ -6,8 +6,9 @@ the cache. Real `dlrun` processes on JAX, with TensorFlow made unimportable (tes
 import csv
 from pathlib import Path
 
-from conftest import run_dirs
 from test_backend_auto import ONE_EPOCH, dlrun, environment
+
+from conftest import run_dirs
 
 
 def entries(folder: Path) -> set[str]:
