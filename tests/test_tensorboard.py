@@ -196,3 +196,26 @@ def test_a_sweeps_trials_show_by_setting_with_only_the_keys_that_vary(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
     assert process.returncode == 0
+
+
+def test_each_epochs_histogram_is_of_that_epochs_weights(trained):
+    """The histograms are counted off the training thread, from the checkpoint's copies of
+    the weights: the last epoch's must be last.keras's weights, not a later step's."""
+    import keras
+    import numpy as np
+    from tensorboard.util import tensor_util
+    from tensorflow.compat.v1.train import summary_iterator
+
+    tables = {}
+    for path in (trained / "tensorboard" / "train").glob("events.out.tfevents.*"):
+        for event in summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.endswith("dense/kernel/histogram"):
+                    tables[event.step] = tensor_util.make_ndarray(value.tensor)
+    assert sorted(tables) == [0, 1]  # both epochs: the first saved by Keras, the second copied
+    model = keras.models.load_model(trained / "checkpoints" / "last.keras", compile=False)
+    kernel = model.layers[0].kernel.numpy().ravel()
+    counts, edges = np.histogram(kernel, bins=30)
+    assert np.allclose(tables[1][:, 0], edges[:-1]) and np.allclose(tables[1][:, 1], edges[1:])
+    assert list(tables[1][:, 2]) == list(counts)
+    assert not np.array_equal(tables[0], tables[1])
