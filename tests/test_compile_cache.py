@@ -1,5 +1,5 @@
 """JAX's persistent compilation cache (dlrun.backend.compile_cache): a second process training
-or scoring the same net on JAX compiles nothing the first compiled, and gets the same numbers;
+the same net on JAX compiles nothing the first compiled, and gets the same numbers;
 a cache folder the user names is theirs; a cache folder that cannot be made costs nothing but
 the cache. Real `dlrun` processes on JAX, with TensorFlow made unimportable (tests/blocker)."""
 
@@ -37,10 +37,6 @@ def test_a_second_run_compiles_nothing_new_and_trains_to_the_same_numbers(tmp_pa
     (b,) = run_dirs(tmp_path / "b")
     assert history(a) == history(b)
 
-    scored = dlrun("evaluate", str(b), env=env, cwd=tmp_path)
-    assert scored.returncode == 0, scored.stderr
-    assert len(entries(cache / "jax")) >= len(kept)  # evaluate adds only what it compiles
-
 
 def test_a_cache_folder_the_user_names_is_used_and_dlruns_is_not(tmp_path):
     (tmp_path / "tiny.yaml").write_text(ONE_EPOCH)
@@ -52,7 +48,8 @@ def test_a_cache_folder_the_user_names_is_used_and_dlruns_is_not(tmp_path):
         JAX_COMPILATION_CACHE_DIR=str(theirs),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     )
-    result = dlrun("train", "tiny.yaml", "--runs-dir", "runs", env=env, cwd=tmp_path)
+    # validate builds the model on JAX: its initializers compile
+    result = dlrun("validate", "tiny.yaml", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert entries(theirs)
     assert not (ours / "jax").exists()
