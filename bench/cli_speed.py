@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import timed_process  # noqa: E402
 from fake_runs import make_runs  # noqa: E402
 
 DLRUN = [sys.executable, "-m", "dlrun"]
@@ -30,22 +29,9 @@ NAN = float("nan")
 
 
 def once(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system, from wait4) of one whole process.
-
-    `cwd`: a checkout whose dlrun package `python -m dlrun` then runs (the baseline)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "200"},
-        cwd=cwd,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command} failed")
-    return wall, usage.ru_utime + usage.ru_stime
+    """Wall and CPU seconds of one whole process. `cwd`: a checkout whose dlrun package
+    `python -m dlrun` then runs (the baseline)."""
+    return timed_process(command, {**os.environ, "COLUMNS": "200"}, cwd)
 
 
 def measure(

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import load_average
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFIG = ROOT / "configs" / "mnist_resnet.yaml"
@@ -161,10 +163,6 @@ def run_child(pythonpath: str, epochs: int, runs_dir: str) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"{command} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.rsplit("BENCH ", 1)[1].splitlines()[0])
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import load_average
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NETS = ("dense", "dropout", "batchnorm", "cnn")
@@ -122,10 +124,6 @@ def one(net: str, who: str, epochs: int, runs_dir: str) -> dict:
         gaps = [a - b for a, b in zip(each, line["epoch_inside"], strict=True)]
         line["records"] = statistics.median(gaps[1:])
     return line
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:

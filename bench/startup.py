@@ -21,10 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from common import timed_process
 
 HERE = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -62,19 +62,7 @@ def environment(checkout: Path) -> dict:
 
 def once(args: list[str], cwd: Path, checkout: Path) -> tuple[float, float]:
     """Wall and CPU seconds of `python -m dlrun ARGS`, a whole process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [PYTHON, "-m", "dlrun", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=environment(checkout),
-        cwd=cwd,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"dlrun {' '.join(args)} failed")
-    return wall, usage.ru_utime + usage.ru_stime
+    return timed_process([PYTHON, "-m", "dlrun", *args], environment(checkout), cwd)
 
 
 def imported(args: list[str], cwd: Path, checkout: Path) -> list[str]:
