@@ -7,6 +7,7 @@ cannot both train, and a run whose meta says running with the lock free has cras
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,18 +25,28 @@ from dlrun.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def killed_run(tmp_path):
-    """A real run SIGKILLed after its first epoch: meta.json says running, nobody holds it."""
-    spec = tmp_path / "long.yaml"
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A real run SIGKILLed after its first epoch: meta.json says running, nobody holds it.
+    Made once by a real process; never handed to a test itself (see `killed_run`)."""
+    root = tmp_path_factory.mktemp("killed")
+    spec = root / "long.yaml"
     spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 400").replace("64", "16"))
-    runs = tmp_path / "runs"
+    runs = root / "runs"
     process = dlrun("train", spec, "--runs-dir", runs)
     run = wait_until(lambda: next((r for r in run_dirs(runs) if epochs_in(r) >= 1), None), process)
     wait_until(lambda: (run / store.LAST).exists(), process)
     process.kill()
     process.communicate()
     assert json.loads((run / "meta.json").read_text())["status"] == "running"
+    return run
+
+
+@pytest.fixture
+def killed_run(killed, tmp_path):
+    """The test's own copy of the killed run (with its free .lock), in a runs folder of its own."""
+    run = tmp_path / "runs" / killed.name
+    shutil.copytree(killed, run, symlinks=True)
     return run
 
 
@@ -243,7 +254,9 @@ def test_workers_stop_when_the_sweep_parent_is_killed(tmp_path):
 
 
 def test_a_worker_that_dies_is_a_crashed_trial_and_the_sweep_goes_on(tmp_path):
-    process, trial = start_sweep(tmp_path, epochs=25)
+    # 10 epochs: the worker is killed once the first trial has one, so nine more (hundreds of
+    # batches) must pass before the trial could finish first; the other two train all ten.
+    process, trial = start_sweep(tmp_path, epochs=10)
     (worker,) = children(process.pid)
     os.kill(worker, signal.SIGKILL)  # as the OOM killer would
     out, err = process.communicate(timeout=300)

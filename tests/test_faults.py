@@ -5,6 +5,7 @@ Real processes and real signals; each training is a tiny model on the offline di
 
 import json
 import random
+import shutil
 import signal
 import time
 
@@ -46,10 +47,13 @@ def history_rows(runs):
     return rows
 
 
-def interrupted_run(tmp_path, epochs=40):
-    """A run stopped with Ctrl-C after its first epoch."""
-    spec = write_spec(tmp_path, epochs=epochs)
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A run of 40 epochs stopped with Ctrl-C after its first epoch, by a real process; made
+    once, never handed to a test itself (see `interrupted_run`)."""
+    root = tmp_path_factory.mktemp("interrupted")
+    spec = write_spec(root, epochs=40)
+    runs = root / "runs"
     process = dlrun("train", spec, "--runs-dir", runs)
     run, _ = wait_until(lambda: (r := history_rows(runs)()) and r[1] >= 1 and r, process)
     process.send_signal(signal.SIGINT)
@@ -57,15 +61,32 @@ def interrupted_run(tmp_path, epochs=40):
     return run
 
 
+@pytest.fixture
+def interrupted_run(interrupted, tmp_path):
+    """The test's own copy of the interrupted run, to edit or damage."""
+    run = tmp_path / "runs" / interrupted.name
+    shutil.copytree(interrupted, run, symlinks=True)
+    return run
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted deterministic run of 5 epochs, trained by a real process: what a
+    resumed run must match, and what a second process must repeat exactly. Only read."""
+    root = tmp_path_factory.mktemp("reference")
+    spec = write_spec(root, epochs=5, extra="  deterministic: true\n")
+    assert finish(dlrun("train", spec, "--runs-dir", root / "runs"))[0] == 0
+    (run,) = run_dirs(root / "runs")
+    return run
+
+
 def weights(path):
     return keras.models.load_model(path, safe_mode=True).get_weights()
 
 
-def test_sigkill_in_epoch_3_then_resume_matches_an_uninterrupted_run(tmp_path):
+def test_sigkill_in_epoch_3_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
     spec = write_spec(tmp_path, epochs=5, extra="  deterministic: true\n")
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert finish(dlrun("train", spec, "--runs-dir", whole))[0] == 0
-
+    broken = tmp_path / "broken"
     process = dlrun("train", spec, "--runs-dir", broken)
     run, _ = wait_until(lambda: (r := history_rows(broken)()) and r[1] >= 2 and r, process)
     process.send_signal(signal.SIGKILL)
@@ -74,11 +95,10 @@ def test_sigkill_in_epoch_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     listing = runner.invoke(app, ["runs", str(broken)])
     assert "crashed" in listing.stdout
 
-    code, out, err = finish(dlrun("train", "--resume", run))
-    assert code == 0, err
+    resumed = runner.invoke(app, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [1, 2, 3, 4, 5]
-    (reference,) = run_dirs(whole)
     expected = pd.read_csv(reference / "history.csv")
     for column in ["loss", "accuracy", "val_loss", "val_accuracy"]:
         np.testing.assert_allclose(history[column], expected[column], atol=1e-6)
@@ -129,15 +149,15 @@ def test_sigterm_interrupts_and_the_run_resumes(tmp_path):
     done = meta["epochs_done"]
     assert done >= 1  # the epoch whose checkpoint was complete when the signal came
 
-    code, out, err = finish(dlrun("train", "--resume", run))
-    assert code == 0, err
+    resumed = runner.invoke(app, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == list(range(1, 13))
     assert json.loads((run / "meta.json").read_text())["attempts"][1]["from_epoch"] == done
 
 
-def test_resume_refuses_an_edited_config_unless_forced(tmp_path):
-    run = interrupted_run(tmp_path)
+def test_resume_refuses_an_edited_config_unless_forced(interrupted_run):
+    run = interrupted_run
     config = run / "config.yaml"
     config.write_text(config.read_text().replace("epochs: 40", "epochs: 3"))
     result = runner.invoke(app, ["train", "--resume", str(run)])
@@ -151,11 +171,9 @@ def test_resume_refuses_an_edited_config_unless_forced(tmp_path):
     assert list(pd.read_csv(run / "history.csv")["epoch"])[-1] == 3
 
 
-def test_resume_refuses_a_completed_run(tmp_path):
-    spec = write_spec(tmp_path, epochs=1)
-    runs = tmp_path / "runs"
-    assert runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs)]).exit_code == 0
-    (run,) = run_dirs(runs)
+def test_resume_refuses_a_completed_run(trained):
+    run = trained  # the session's completed TINY_SPEC run (conftest.trained): only read here
+    assert json.loads((run / "meta.json").read_text())["status"] == "completed"
     result = runner.invoke(app, ["train", "--resume", str(run)])
     assert result.exit_code == 1
     assert result.stderr == (
@@ -164,8 +182,8 @@ def test_resume_refuses_a_completed_run(tmp_path):
     )
 
 
-def test_resume_refuses_a_checkpoint_that_safe_mode_refuses(tmp_path):
-    run = interrupted_run(tmp_path)
+def test_resume_refuses_a_checkpoint_that_safe_mode_refuses(interrupted_run):
+    run = interrupted_run
     hostile = keras.Sequential([keras.Input((64,)), keras.layers.Lambda(lambda x: x + 1)])
     hostile.add(keras.layers.Dense(10, activation="softmax"))
     hostile.compile(loss="categorical_crossentropy")
@@ -247,12 +265,11 @@ def test_eight_runs_at_once_get_eight_folders_and_readers_never_fail(tmp_path):
     assert reads > 2
 
 
-def test_deterministic_runs_are_identical(tmp_path):
-    spec = write_spec(tmp_path, epochs=3, extra="  deterministic: true\n")
-    first, second = tmp_path / "a", tmp_path / "b"
-    for runs in (first, second):
-        assert finish(dlrun("train", spec, "--runs-dir", runs))[0] == 0
-    (a,), (b,) = run_dirs(first), run_dirs(second)
+def test_deterministic_runs_are_identical(tmp_path, reference):
+    # The same spec as the reference run's, trained again by a second process.
+    spec = write_spec(tmp_path, epochs=5, extra="  deterministic: true\n")
+    assert finish(dlrun("train", spec, "--runs-dir", tmp_path / "b"))[0] == 0
+    a, (b,) = reference, run_dirs(tmp_path / "b")
     timing = ["epoch_seconds"]
     pd.testing.assert_frame_equal(
         pd.read_csv(a / "history.csv").drop(columns=timing),
@@ -295,14 +312,12 @@ def test_run_names_cannot_leave_the_runs_folder(tmp_path, name):
     assert not runs.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
-def test_a_kill_between_checkpoint_and_meta_resumes_from_the_checkpoints_epoch(tmp_path):
+def test_a_kill_between_checkpoint_and_meta_resumes_from_the_checkpoints_epoch(tmp_path, reference):
     # SIGKILL can land after last.keras holds epoch 3 but before meta.json counts it: meta.json
     # then says 2. Made here exactly, by taking back meta.json's count of the third epoch.
-    extra = "  deterministic: true\n"
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    spec5 = write_spec(tmp_path, epochs=5, extra=extra, name="five.yaml")
-    spec3 = write_spec(tmp_path, epochs=3, extra=extra, name="three.yaml")
-    assert runner.invoke(app, ["train", str(spec5), "--runs-dir", str(whole)]).exit_code == 0
+    # The reference is the same spec trained uninterrupted for 5 epochs.
+    cut = tmp_path / "cut"
+    spec3 = write_spec(tmp_path, epochs=3, extra="  deterministic: true\n", name="three.yaml")
     assert runner.invoke(app, ["train", str(spec3), "--runs-dir", str(cut)]).exit_code == 0
     (run,) = run_dirs(cut)
     meta = json.loads((run / "meta.json").read_text())
@@ -318,7 +333,6 @@ def test_a_kill_between_checkpoint_and_meta_resumes_from_the_checkpoints_epoch(t
     assert result.exit_code == 0, result.output
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [1, 2, 3, 4, 5]
-    (reference,) = run_dirs(whole)
     expected = pd.read_csv(reference / "history.csv")
     for column in ["loss", "val_loss"]:
         np.testing.assert_allclose(history[column], expected[column], atol=1e-6)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
@@ -156,6 +157,51 @@ def dlrun_limited(limit_bytes: int, *args) -> subprocess.CompletedProcess:
         env=DLRUN_ENV,
         timeout=120,
     )
+
+
+# Run in one real process by dlrun_limited_each: each command as `python -m dlrun` runs it (the
+# CLI app, dlrun.cli.main), its own file size cap set just before it; an exception that would
+# have escaped as a traceback is added to its stderr, as Python would have printed it.
+_LIMITED_EACH = """\
+import json, resource, sys, traceback
+from typer.testing import CliRunner
+from dlrun.cli import app
+
+runner, unlimited = CliRunner(), (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+for name, limit, args in json.load(sys.stdin):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    result = runner.invoke(app, args)
+    resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    done = {"returncode": result.exit_code, "stdout": result.stdout, "stderr": stderr}
+    print("RESULT", json.dumps([name, done]), flush=True)
+"""
+
+
+def dlrun_limited_each(jobs: dict[str, tuple[int, list]]) -> dict[str, SimpleNamespace]:
+    """Several dlrun commands, {name: (limit_bytes, ARGS)}, in one real process, each with every
+    file it writes capped at its limit_bytes (ulimit -f, set in that process for that command):
+    the fault is as real as dlrun_limited's, and the process (its TensorFlow import) is paid
+    once. {name: its returncode, stdout and stderr}."""
+    plan = [[name, limit, [*map(str, args)]] for name, (limit, args) in jobs.items()]
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED_EACH],
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        env=DLRUN_ENV,
+        timeout=120 * len(plan),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = dict(
+        json.loads(line[len("RESULT ") :])
+        for line in done.stdout.splitlines()
+        if line.startswith("RESULT ")
+    )
+    assert sorted(results) == sorted(jobs), done.stderr[-3000:]
+    return {name: SimpleNamespace(**result) for name, result in results.items()}
 
 
 def test_a_file_size_limit_records_the_failure_in_a_valid_meta_json(spec, tmp_path):

@@ -2,9 +2,10 @@
 hidden class folders and odd paths on their way to a terminal (pattern 6).
 
 The ext4 image of test_hostile_disk fills up for real and is remounted read-only; `ulimit -f`
-(RLIMIT_FSIZE) caps the files of a dlrun subprocess (EFBIG); SIGTERM and SIGHUP reach a real
-process while its result is being written. Commands: export in every format, evaluate --out,
-sweep (its study.db, state.json and results), train --resume, sync mlflow, predict --out.
+(RLIMIT_FSIZE) caps the files of dlrun commands in a subprocess (EFBIG); SIGTERM and SIGHUP
+reach a real process while its result is being written. Commands: export in every format,
+evaluate --out, sweep (its study.db, state.json and results), train --resume, sync mlflow,
+predict --out.
 Every case: one `Error:` line, the command's documented exit code, no traceback, nothing
 half-written (no temporary file), and nothing that was already there lost.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
-from test_hostile_disk import Disk, dlrun_limited, meta_of
+from test_hostile_disk import Disk, dlrun_limited_each, meta_of
 from test_hostile_output import leftovers, with_input
 from test_images import folder_spec, write_folder
 from typer.testing import CliRunner
@@ -90,21 +91,43 @@ def test_export_to_a_read_only_folder_is_one_line(placed, disk, fmt):
     nothing_left(out)
 
 
+@pytest.fixture(scope="module")
+def limited(placed, trained, tmp_path_factory) -> dict:
+    """Every command of this file under a file size cap (ulimit -f), each with its own cap,
+    all in one real process: {name: (what it wrote to, its returncode, stdout and stderr)}."""
+    root = tmp_path_factory.mktemp("limited")
+    where, jobs = {}, {}
+    for fmt in [*FORMATS, "script"]:
+        out = root / fmt / "out" / (fmt + (".py" if fmt == "script" else ""))
+        out.parent.mkdir(parents=True)
+        where[fmt], jobs[fmt] = out, (300, ["export", placed, "--format", fmt, "--out", out])
+    out = root / "evaluate" / "out" / "metrics.json"
+    out.parent.mkdir(parents=True)
+    where["evaluate"] = out
+    jobs["evaluate"] = (100, ["evaluate", placed, "--out", out, "--no-save"])
+    (root / "sweep").mkdir()
+    runs = root / "sweep" / "runs"
+    where["sweep"] = runs
+    jobs["sweep"] = (20_000, ["sweep", sweep_file(root / "sweep"), "--runs-dir", runs])
+    (root / "resume").mkdir()
+    run, kept = run_copy(trained, root / "resume")
+    where["resume"] = (run, kept)
+    jobs["resume"] = (1400, ["train", "--resume", run, "--epochs", "4"])
+    done = dlrun_limited_each(jobs)
+    return {name: (where[name], done[name]) for name in jobs}
+
+
 @pytest.mark.parametrize("fmt", [*FORMATS, "script"])
-def test_export_under_a_file_size_limit_is_one_line(placed, tmp_path, fmt):
-    out = tmp_path / "out" / (fmt + (".py" if fmt == "script" else ""))
-    out.parent.mkdir()
-    done = dlrun_limited(300, "export", placed, "--format", fmt, "--out", out)
+def test_export_under_a_file_size_limit_is_one_line(limited, fmt):
+    out, done = limited[fmt]
     assert done.returncode == 1, done.stderr[-3000:]
     line = one_error_line(done.stderr, "File too large")
     assert str(out) in line
     nothing_left(out)
 
 
-def test_evaluate_out_under_a_file_size_limit_is_one_line(placed, tmp_path):
-    out = tmp_path / "out" / "metrics.json"
-    out.parent.mkdir()
-    done = dlrun_limited(100, "evaluate", placed, "--out", out, "--no-save")
+def test_evaluate_out_under_a_file_size_limit_is_one_line(limited):
+    out, done = limited["evaluate"]
     assert done.returncode == 1, done.stderr[-3000:]
     one_error_line(done.stderr, "File too large")
     nothing_left(out)
@@ -283,10 +306,9 @@ def test_a_sweep_on_a_full_disk_is_one_line(disk, tmp_path, free_kib):
         assert [n for n in leftovers(sweep_dir) if n != ".lock"] == []
 
 
-def test_a_sweep_under_a_file_size_limit_is_one_line(tmp_path):
+def test_a_sweep_under_a_file_size_limit_is_one_line(limited):
     pytest.importorskip("optuna")
-    runs = tmp_path / "runs"
-    done = dlrun_limited(20_000, "sweep", sweep_file(tmp_path), "--runs-dir", runs)
+    runs, done = limited["sweep"]
     assert done.returncode == 1, done.stderr[-3000:]
     line = one_error_line(done.stderr, "study.db: the sweep's study could not be written")
     assert "SQL" not in line and "sqlalche.me" not in line
@@ -336,9 +358,8 @@ def test_resume_on_a_full_disk_loses_nothing_and_resumes_later(trained, disk, fr
     assert meta_of(run)["epochs_done"] == 4
 
 
-def test_resume_under_a_file_size_limit_loses_nothing(trained, tmp_path):
-    run, kept = run_copy(trained, tmp_path)
-    done = dlrun_limited(1400, "train", "--resume", run, "--epochs", "4")
+def test_resume_under_a_file_size_limit_loses_nothing(limited):
+    (run, kept), done = limited["resume"]
     assert done.returncode == 1, done.stderr[-3000:]
     line = one_error_line(done.stderr, "File too large")
     still_whole(run, kept)

@@ -1,9 +1,9 @@
 """Issue 30, pattern 4: OS errors on every command that writes a result, as real faults.
 
 The ext4 image of test_hostile_disk fills up for real and is remounted read-only; `ulimit -f`
-(RLIMIT_FSIZE) caps the files of a dlrun subprocess; names longer than the file system takes
-are refused before any work. Every case: one `Error:` line naming the path, nothing left
-behind (no temporary file), the command's documented exit code.
+(RLIMIT_FSIZE) caps the files of dlrun commands in a subprocess; names longer than the file
+system takes are refused before any work. Every case: one `Error:` line naming the path,
+nothing left behind (no temporary file), the command's documented exit code.
 """
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_hostile import assert_one_clean_error, no_hang  # noqa: F401  (autouse)
-from test_hostile_disk import Disk, dlrun_limited
+from test_hostile_disk import Disk, dlrun_limited_each
 from test_hostile_output import SUFFIX, commands, leftovers, with_input
 from typer.testing import CliRunner
 
@@ -63,11 +63,26 @@ def test_a_read_only_file_system_is_one_line(placed, disk, command):
     one_line_not_written(result, out, "Read-only file system", 2 if command == "features" else 1)
 
 
-@pytest.mark.parametrize("command", ["predict", "features", "compare", "export keras"])
-def test_a_file_size_limit_is_one_line(placed, tmp_path, command):
-    out = tmp_path / "out" / f"result{SUFFIX[command]}"
-    out.parent.mkdir()
-    done = dlrun_limited(300, *commands(placed, out)[command])
+LIMITED = ["predict", "features", "compare", "export keras"]
+
+
+@pytest.fixture(scope="module")
+def limited(placed, tmp_path_factory) -> dict:
+    """Each of LIMITED run with its files capped at 300 bytes (ulimit -f), all in one real
+    process: {command: (its out, its returncode, stdout and stderr)}."""
+    root = tmp_path_factory.mktemp("limited")
+    outs, jobs = {}, {}
+    for command in LIMITED:
+        out = root / command.replace(" ", "-") / "out" / f"result{SUFFIX[command]}"
+        out.parent.mkdir(parents=True)
+        outs[command], jobs[command] = out, (300, commands(placed, out)[command])
+    done = dlrun_limited_each(jobs)
+    return {command: (outs[command], done[command]) for command in LIMITED}
+
+
+@pytest.mark.parametrize("command", LIMITED)
+def test_a_file_size_limit_is_one_line(limited, command):
+    out, done = limited[command]
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
