@@ -1,7 +1,8 @@
 """`dlrun attack` and `training.adversarial` on real (tiny) trainings on the digits data.
 
-One normally trained and one adversarially trained run are shared by the whole module; each
-attack reads its results back from the attacks/*.json it wrote.
+One normally trained and one adversarially trained run are shared by the whole module, and so
+is one JAX process (an attack of the normal run and an adversarial training); each attack reads
+its results back from the attacks/*.json it wrote.
 """
 
 import io
@@ -331,54 +332,73 @@ def test_input_gradient_matches_the_analytic_one(backend, capsys):
     assert result.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_the_same_attack_on_another_backend(normal_run, fgsm, backend):
-    """FGSM has no randomness: the same checkpoint attacked on another backend agrees."""
-    pytest.importorskip(BACKEND_MODULES[backend])
+OTHER_BACKEND_ATTACK = ["--method", "fgsm", "--eps", "0,0.05,0.1,0.2"]  # as `fgsm`'s
+
+# One JAX process, started without KERAS_BACKEND, runs three commands through dlrun's CLI:
+# `dlrun attack NORMAL --set backend=jax` (first, so that --set is what chooses JAX), then
+# `dlrun train SPEC` of a `backend: jax` spec and `dlrun attack` (PGD) of the run it made.
+JAX_COMMANDS = """
+import sys
+from pathlib import Path
+from dlrun.cli import app
+normal, spec, runs, *other = sys.argv[1:]
+attack = ["attack", normal, "--set", "backend=jax", *other]
+for args in (attack, ["train", spec, "--runs-dir", runs]):
+    code = app(args, standalone_mode=False)
+    assert not code, (args, code)
+(run,) = [p for p in Path(runs).iterdir() if p.is_dir()]
+code = app(["attack", str(run), "--method", "pgd", "--eps", "0,0.1"], standalone_mode=False)
+assert not code, code
+import keras
+print("ran on", keras.backend.backend())
+"""
+
+
+@pytest.fixture(scope="module")
+def jax_process(normal_run, tmp_path_factory):
+    """The JAX process's (stdout, the adversarial run it trained)."""
+    pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("jax")
+    spec = folder / "spec.yaml"
+    spec.write_text("backend: jax\n" + SPEC + ADVERSARIAL + "  tensorboard: null\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("KERAS_BACKEND", None)
-    command = [sys.executable, "-m", "dlrun", "attack", str(normal_run), "--set"]
-    command += [f"backend={backend}", "--method", "fgsm", "--eps", "0,0.05,0.1,0.2"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    runs = folder / "runs"
+    command = [sys.executable, "-c", JAX_COMMANDS, str(normal_run), str(spec), str(runs)]
+    command += OTHER_BACKEND_ATTACK
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    written = Path(result.stdout.split("wrote ", 1)[1].split()[0])
+    assert "ran on jax" in result.stdout
+    (run,) = run_dirs(runs)
+    return result.stdout, run
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_same_attack_on_another_backend(normal_run, fgsm, backend, request):
+    """FGSM has no randomness: the same checkpoint attacked on another backend agrees."""
+    pytest.importorskip(BACKEND_MODULES[backend])
+    if backend == "jax":  # the JAX process's first command
+        stdout = request.getfixturevalue("jax_process")[0]
+    else:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env.pop("KERAS_BACKEND", None)
+        command = [sys.executable, "-m", "dlrun", "attack", str(normal_run), "--set"]
+        command += [f"backend={backend}", *OTHER_BACKEND_ATTACK]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        stdout = result.stdout
+    written = Path(stdout.split("wrote ", 1)[1].split()[0])
+    assert written.parent == normal_run / "attacks"
     other = json.loads(written.read_text())
     assert other["data"] == fgsm["data"] and other["samples"] == fgsm["samples"]
     for mine, theirs in zip(other["results"], fgsm["results"], strict=True):
         assert abs(mine["adversarial_accuracy"] - theirs["adversarial_accuracy"]) <= 2 / 360
 
 
-# `dlrun train SPEC --runs-dir RUNS`, then `dlrun attack` (PGD) of the run it made, in one
-# process: the attack runs on the backend the training chose, as `dlrun attack RUN` alone does.
-TRAIN_THEN_ATTACK = """
-import sys
-from pathlib import Path
-from dlrun.cli import app
-spec, runs = sys.argv[1:]
-code = app(["train", spec, "--runs-dir", runs], standalone_mode=False)
-assert not code, code
-(run,) = [p for p in Path(runs).iterdir() if p.is_dir()]
-code = app(["attack", str(run), "--method", "pgd", "--eps", "0,0.1"], standalone_mode=False)
-assert not code, code
-import keras
-print("attacked on", keras.backend.backend())
-"""
-
-
-def test_adversarial_training_on_jax(pgd, tmp_path):
+def test_adversarial_training_on_jax(jax_process, pgd):
     """JAX's fit keeps the weights out of the model during an epoch: the attacks still see
     the current ones, and the adversarially trained net resists PGD (on JAX) better."""
-    pytest.importorskip("jax")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text("backend: jax\n" + SPEC + ADVERSARIAL + "  tensorboard: null\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("KERAS_BACKEND", None)
-    runs = tmp_path / "runs"
-    command = [sys.executable, "-c", TRAIN_THEN_ATTACK, str(spec), str(runs)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "attacked on jax" in result.stdout
-    (run,) = run_dirs(runs)
+    _, run = jax_process
     assert json.loads((run / "meta.json").read_text())["backend"] == "jax"
     history = pd.read_csv(run / "history.csv")
     assert history["val_adversarial_accuracy"].iloc[-1] > history["val_adversarial_accuracy"][0]
