@@ -242,13 +242,14 @@ print("SCRIPTS:" + json.dumps(results))
 """
 
 
-def run_scripts(*paths: Path) -> dict[Path, dict]:
-    """Each script's parameters and test accuracy, all run in one process (RUN_SCRIPTS)."""
+def run_scripts(*paths: Path, env: dict | None = None) -> dict[Path, str]:
+    """Each script's stdout, all run in one process (RUN_SCRIPTS); each must run through, on
+    the backend it asks for."""
     result = subprocess.run(
         [sys.executable, "-c", RUN_SCRIPTS, *map(str, paths)],
         capture_output=True,
         text=True,
-        env=DLRUN_ENV,
+        env=DLRUN_ENV if env is None else env,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -257,14 +258,16 @@ def run_scripts(*paths: Path) -> dict[Path, dict]:
     for path in paths:
         got = ran[str(path)]
         assert got["error"] is None, got["error"][-3000:]
-        text = path.read_text()
-        assert f'os.environ["KERAS_BACKEND"] = "{got["backend"]}"' in text  # the one it asks for
-        numbers = dict(re.findall(r"^(parameters|test accuracy): (\S+)$", got["stdout"], re.M))
-        found[path] = {
-            "params": int(numbers["parameters"]),
-            "accuracy": float(numbers["test accuracy"]),
-        }
+        backend = f'os.environ["KERAS_BACKEND"] = "{got["backend"]}"'
+        assert backend in path.read_text(), got["backend"]
+        found[path] = got["stdout"]
     return found
+
+
+def numbers(stdout: str) -> dict:
+    """A script's parameter count and test accuracy, from its last lines."""
+    found = dict(re.findall(r"^(parameters|test accuracy): (\S+)$", stdout, re.M))
+    return {"params": int(found["parameters"]), "accuracy": float(found["test accuracy"])}
 
 
 def exported_script(run: Path, out: Path) -> str:
@@ -340,7 +343,7 @@ def scripts(tmp_path_factory) -> dict[str, tuple[Path, str, dict]]:
         run = train(folder, spec, *overrides)
         made[name] = (run, exported_script(run, folder / "plain.py"), folder / "plain.py")
     got = run_scripts(*(path for _, _, path in made.values()))
-    return {name: (run, text, got[path]) for name, (run, text, path) in made.items()}
+    return {name: (run, text, numbers(got[path])) for name, (run, text, path) in made.items()}
 
 
 def test_the_quickstart_as_a_script_trains_to_the_runs_numbers(scripts):
