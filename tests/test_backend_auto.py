@@ -4,7 +4,8 @@ spec that names a backend always gets it.
 
 Runs in subprocesses without KERAS_BACKEND (this test process sets it, and runs Keras on
 TensorFlow, which auto would otherwise take); the JAX ones with TensorFlow made unimportable
-(tests/blocker), which proves they never touched it.
+(tests/blocker), which proves they never touched it. `runs` and `compare`, which only read
+run folders, run in this process.
 """
 
 import json
@@ -77,13 +78,18 @@ def test_a_dense_net_with_no_backend_trains_on_jax_and_says_why(auto_run):
 
 
 def test_runs_and_compare_show_the_backend_chosen(auto_run):
-    env = environment()
-    runs = dlrun("runs", "--runs-dir", auto_run.parent, env=env, cwd=auto_run.parent)
-    assert runs.returncode == 0, runs.stderr
+    # They only read the run (no Keras), so in this process.
+    from typer.testing import CliRunner
+
+    from dlrun.cli import app
+
+    runner = CliRunner()
+    runs = runner.invoke(app, ["runs", "--runs-dir", str(auto_run.parent)])
+    assert runs.exit_code == 0, runs.output
     header, row = runs.stdout.splitlines()[1], runs.stdout.splitlines()[3]
     assert "backend" in header and " jax " in row
-    compare = dlrun("compare", auto_run, "--format", "csv", env=env, cwd=auto_run.parent)
-    assert compare.returncode == 0, compare.stderr
+    compare = runner.invoke(app, ["compare", str(auto_run), "--format", "csv"])
+    assert compare.exit_code == 0, compare.output
     lines = compare.stdout.splitlines()
     assert lines[1].split(",")[lines[0].split(",").index("backend")] == "jax"
 

@@ -48,8 +48,9 @@ def one_error_line(result, exit_code: int = 2) -> str:
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    return train(tmp_path_factory.mktemp("digits"), TINY_SPEC)
+def digits_run(trained) -> Path:
+    """TINY_SPEC trained (this module's copy of conftest's session run)."""
+    return trained
 
 
 @pytest.fixture(scope="module")
@@ -215,59 +216,77 @@ def test_a_spec_without_a_plain_script_form_is_refused(tmp_path, extra, key):
 # --- the spec as a plain Keras script ------------------------------------------------------------
 
 
-def run_script(path: Path) -> dict:
+# Several exported scripts run one after another in one fresh Python process, each as
+# `python SCRIPT` would (its folder the working directory and first on sys.path, __main__, its
+# own globals, Keras' session cleared before it: its seed gives it the weights a process of
+# its own would), so the suite pays one TensorFlow import for them all. Each script's stdout,
+# its error (a traceback) if it failed, and the backend Keras ran it on, as JSON.
+RUN_SCRIPTS = """
+import contextlib, io, json, os, runpy, sys, traceback
+results = {}
+for path in sys.argv[1:]:
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    os.chdir(os.path.dirname(path))
+    sys.path.insert(0, os.path.dirname(path))
+    sys.argv, out, error = [path], io.StringIO(), None
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(path, run_name="__main__")
+    except BaseException:
+        error = traceback.format_exc()
+    sys.path.remove(os.path.dirname(path))
+    backend = sys.modules["keras"].backend.backend() if "keras" in sys.modules else None
+    results[path] = {"stdout": out.getvalue(), "error": error, "backend": backend}
+print("SCRIPTS:" + json.dumps(results))
+"""
+
+
+def run_scripts(*paths: Path, env: dict | None = None) -> dict[Path, str]:
+    """Each script's stdout, all run in one process (RUN_SCRIPTS); each must run through, on
+    the backend it asks for."""
     result = subprocess.run(
-        [sys.executable, str(path)],
+        [sys.executable, "-c", RUN_SCRIPTS, *map(str, paths)],
         capture_output=True,
         text=True,
-        env=DLRUN_ENV,
-        cwd=path.parent,
+        env=DLRUN_ENV if env is None else env,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    found = dict(re.findall(r"^(parameters|test accuracy): (\S+)$", result.stdout, re.M))
+    ran = json.loads(result.stdout.rpartition("SCRIPTS:")[2])
+    found = {}
+    for path in paths:
+        got = ran[str(path)]
+        assert got["error"] is None, got["error"][-3000:]
+        backend = f'os.environ["KERAS_BACKEND"] = "{got["backend"]}"'
+        assert backend in path.read_text(), got["backend"]
+        found[path] = got["stdout"]
+    return found
+
+
+def numbers(stdout: str) -> dict:
+    """A script's parameter count and test accuracy, from its last lines."""
+    found = dict(re.findall(r"^(parameters|test accuracy): (\S+)$", stdout, re.M))
     return {"params": int(found["parameters"]), "accuracy": float(found["test accuracy"])}
 
 
-def check_script(run: Path, tmp_path: Path) -> str:
-    out = tmp_path / "plain.py"
+def exported_script(run: Path, out: Path) -> str:
+    """`dlrun export RUN --format script`'s text: it imports only what a plain script may."""
     result = export(run, "script", out)
     assert result.exit_code == 0, result.output
     text = out.read_text()
     imports = set(re.findall(r"^(?:from|import) (\w+)", text, re.M))
     assert imports <= {"os", "csv", "importlib", "math", "pathlib", "keras", "numpy", "sklearn"}
-    got = run_script(out)
+    return text
+
+
+def check_script(scripted: tuple[Path, str, dict]) -> str:
+    """The script trains to the run's parameter count and test accuracy (within 0.5 points)."""
+    run, text, got = scripted
     metrics = json.loads((run / "metrics.json").read_text())
     assert got["params"] == metrics["params"]
     assert abs(got["accuracy"] - metrics["test"]["accuracy"]) <= 0.005  # within 0.5 points
     return text
-
-
-def test_the_quickstart_as_a_script_trains_to_the_runs_numbers(tmp_path):
-    # Two epochs instead of five; measured: the same test accuracy to 4 places (0.8570).
-    run = train(
-        tmp_path, CONFIGS / "quickstart.yaml", "training.epochs=2", "training.deterministic=true"
-    )
-    text = check_script(run, tmp_path)
-    assert 'model.add(keras.layers.Dense(units=32, activation="relu", name="dense"))' in text
-    assert "# model.layers.1" in text and "# training.validation_split: 0.1" in text
-
-
-def test_the_cnn_as_a_script_trains_to_the_runs_numbers(tmp_path):
-    # The lecture's CNN on 1,000 mnist_5k training images for one epoch (about 5 s to train
-    # here); bench/export_script.py runs it on all of mnist_5k for more epochs.
-    run = train(
-        tmp_path,
-        CONFIGS / "mnist_cnn.yaml",
-        "data.dataset=mnist_5k",
-        "data.limit=1000",
-        "training.epochs=1",
-        "training.deterministic=true",
-        "training.tensorboard=null",
-    )
-    text = check_script(run, tmp_path)
-    assert "keras.layers.Conv2D(filters=32, kernel_size=3" in text
-    assert "# data.limit: 1000 training samples" in text
 
 
 GRAPH = """\
@@ -290,10 +309,57 @@ training: {batch_size: 64, epochs: 3, validation_split: 0.2, deterministic: true
 """
 
 
-def test_a_graph_as_a_script_uses_the_functional_api_and_trains_to_the_runs_numbers(tmp_path):
+# What each script test trains: its spec and overrides.
+SCRIPTED = {
+    # Two epochs instead of five; measured: the same test accuracy to 4 places (0.8570).
+    "quickstart": (
+        CONFIGS / "quickstart.yaml",
+        ("training.epochs=2", "training.deterministic=true"),
+    ),
+    # The lecture's CNN on 1,000 mnist_5k training images for one epoch (about 5 s to train
+    # here); bench/export_script.py runs it on all of mnist_5k for more epochs.
+    "cnn": (
+        CONFIGS / "mnist_cnn.yaml",
+        (
+            "data.dataset=mnist_5k",
+            "data.limit=1000",
+            "training.epochs=1",
+            "training.deterministic=true",
+            "training.tensorboard=null",
+        ),
+    ),
     # bench/export_script.py does the same for configs/mnist_resnet.yaml (residual CNN blocks)
-    run = train(tmp_path, GRAPH)
-    text = check_script(run, tmp_path)
+    "graph": (GRAPH, ()),
+}
+
+
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory) -> dict[str, tuple[Path, str, dict]]:
+    """Each of SCRIPTED trained by dlrun and exported as a script, the scripts then run (in
+    one process, RUN_SCRIPTS): name -> (the run, the script's text, its numbers)."""
+    made = {}
+    for name, (spec, overrides) in SCRIPTED.items():
+        folder = tmp_path_factory.mktemp(f"script-{name}")
+        run = train(folder, spec, *overrides)
+        made[name] = (run, exported_script(run, folder / "plain.py"), folder / "plain.py")
+    got = run_scripts(*(path for _, _, path in made.values()))
+    return {name: (run, text, numbers(got[path])) for name, (run, text, path) in made.items()}
+
+
+def test_the_quickstart_as_a_script_trains_to_the_runs_numbers(scripts):
+    text = check_script(scripts["quickstart"])
+    assert 'model.add(keras.layers.Dense(units=32, activation="relu", name="dense"))' in text
+    assert "# model.layers.1" in text and "# training.validation_split: 0.1" in text
+
+
+def test_the_cnn_as_a_script_trains_to_the_runs_numbers(scripts):
+    text = check_script(scripts["cnn"])
+    assert "keras.layers.Conv2D(filters=32, kernel_size=3" in text
+    assert "# data.limit: 1000 training samples" in text
+
+
+def test_a_graph_as_a_script_uses_the_functional_api_and_trains_to_the_runs_numbers(scripts):
+    text = check_script(scripts["graph"])
     assert 'inputs = keras.Input(shape=(64,), name="input")' in text
     assert 'keras.layers.Add(name="add_1")([' in text
     assert 'model = keras.Model(inputs, h, name="tiny_graph")' in text

@@ -237,7 +237,7 @@ def test_a_stack_written_as_a_graph_is_the_same_model(tmp_path):
 RESIDUAL = """\
 name: residual
 seed: 0
-data: {dataset: digits, scale: 16}
+data: {dataset: digits, scale: 16, limit: 300}   # what is checked is the grid and the counts
 model:
   blocks:
     residual:
@@ -335,8 +335,8 @@ training: {epochs: 8, batch_size: 64, deterministic: true}
 
 
 def resumes_exactly(tmp_path, text: str, epochs: int) -> Path:
-    """Trains `text` whole, then again killed (SIGKILL) after two epochs and resumed: the
-    resumed history must be the whole one's. Returns the resumed run."""
+    """Trains `text` whole, then again killed (SIGKILL) once its first epoch is recorded, and
+    resumed: the resumed history must be the whole one's. Returns the resumed run."""
     import signal
 
     from conftest import start_dlrun, wait_until

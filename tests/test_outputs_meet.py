@@ -223,24 +223,37 @@ def test_callbacks_on_mode_auto_watch_one_outputs_metric(tmp_path):
 # --- item 4: finetuning after a learning-rate schedule ------------------------------------------
 
 
-def test_finetuning_after_a_schedule_trains_stage_two_at_its_rate_and_resumes(tmp_path):
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """tests/test_transfer.py's PRETRAIN trained once: the base this module's heads are put
+    on (they only read it)."""
+    from test_transfer import PRETRAIN
+
+    from dlrun import api
+
+    folder = tmp_path_factory.mktemp("base")
+    (folder / "pretrain.yaml").write_text(PRETRAIN)
+    outcome = api.train(folder / "pretrain.yaml", runs_dir=folder / "base", verbose=False)
+    assert outcome.status == "completed", outcome.message
+    return outcome.run_dir
+
+
+def test_finetuning_after_a_schedule_trains_stage_two_at_its_rate_and_resumes(tmp_path, base):
     """Stage 1 on an ExponentialDecay schedule, stage 2 at finetune.learning_rate: it failed at
     stage 2 (a plain rate set on a schedule); each row's rate is Keras' schedule's, and a run
     stopped in stage 2 resumes to the same weights."""
     from test_images import StopAfter, assert_same_run
-    from test_transfer import PRETRAIN, transfer_spec
+    from test_transfer import transfer_spec
 
     from dlrun import api
     from dlrun.spec.loading import load_spec
 
-    (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
-    base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
     schedule = (
         "{type: ExponentialDecay, initial_learning_rate: 0.01, decay_steps: 3, decay_rate: 0.5}"
     )
     spec = transfer_spec(
         tmp_path,
-        f"{{run: {base.run_dir}, until: flatten}}",
+        f"{{run: {base}, until: flatten}}",
         "  finetune: {epochs: 2, unfreeze: all, learning_rate: 0.002}\n",
     )
     optimizer = f"compile:\n  optimizer: {{type: adam, learning_rate: {schedule}}}\n"
@@ -420,21 +433,16 @@ def test_a_mask_the_output_does_not_keep_is_refused(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_block_in_a_head_on_a_base_trains(tmp_path):
+def test_a_block_in_a_head_on_a_base_trains(tmp_path, base):
     """validate printed a traceback and train left a failed folder (graph.txt of a base
     without taps)."""
     from test_graphs import train
-    from test_transfer import PRETRAIN
 
-    from dlrun import api
-
-    (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
-    base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
     text = f"""\
 name: head-block
 data: {{dataset: digits, scale: 16, classes: [0, 1, 2]}}
 model:
-  base: {{run: {base.run_dir}, until: norm}}
+  base: {{run: {base}, until: norm}}
   blocks:
     up:
       layers:
@@ -451,7 +459,7 @@ training: {{epochs: 1, tensorboard: null}}
         [keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, padding="same"), keras.layers.Flatten()]
     )
     head.add(keras.layers.Dense(3))
-    base_params = json.loads((base.run_dir / store.METRICS).read_text())["params"] - 1450
+    base_params = json.loads((base / store.METRICS).read_text())["params"] - 1450
     assert json.loads((run / store.METRICS).read_text())["params"] == (
         base_params + head.count_params()
     )
@@ -525,18 +533,12 @@ training: {{epochs: 1, tensorboard: null}}
     assert regression["r2"] == pytest.approx(r2_score(np.ravel(y), np.ravel(predicted)))
 
 
-def test_a_regression_head_on_a_base_is_not_called_a_classifier(tmp_path):
-    from test_transfer import PRETRAIN
-
-    from dlrun import api
-
-    (tmp_path / "pretrain.yaml").write_text(PRETRAIN)
-    base = api.train(tmp_path / "pretrain.yaml", runs_dir=tmp_path / "base", verbose=False)
+def test_a_regression_head_on_a_base_is_not_called_a_classifier(tmp_path, base):
     spec = tmp_path / "regression.yaml"
     spec.write_text(
         "name: regression-head\n"
         "data: {dataset: digits, scale: 16, task: regression}\n"
-        f"model:\n  base: {{run: {base.run_dir}, until: norm}}\n"
+        f"model:\n  base: {{run: {base}, until: norm}}\n"
         "  layers:\n    - {type: Dense, units: 1}\n"
         "compile: {loss: mse, metrics: [mae]}\n"
     )

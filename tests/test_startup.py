@@ -61,19 +61,71 @@ def dlrun(*args, block: str = "") -> tuple[subprocess.CompletedProcess, list[str
     return done, json.loads(modules)
 
 
+# Several `dlrun` commands, one after another, in one process (where what a process imports
+# is not what is checked): ARGS split at "--then"; each command's exit code and its stdout
+# and stderr, split by SEPARATOR lines.
+SEPARATOR = "--- dlrun command done ---"
+SEQUENCE = f"""
+import runpy, sys
+commands, codes = [[]], []
+for arg in sys.argv[1:]:
+    commands.append([]) if arg == "--then" else commands[-1].append(arg)
+for command in commands:
+    sys.argv = ["dlrun", *command]
+    try:
+        runpy.run_module("dlrun", run_name="__main__")
+    except SystemExit as exc:
+        codes.append(exc.code or 0)
+    else:
+        codes.append(0)
+    for stream in (sys.stdout, sys.stderr):
+        stream.write("\\n{SEPARATOR}\\n")
+        stream.flush()
+print(codes)
+"""
+
+
+def dlrun_sequence(*commands: list) -> list[tuple[int, str, str]]:
+    """Each command's (exit code, stdout, stderr), the commands run in one real process."""
+    args = [arg for command in commands for arg in ("--then", *map(str, command))][1:]
+    done = subprocess.run(
+        [sys.executable, "-c", SEQUENCE, *args],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    *outs, codes = done.stdout.split(f"\n{SEPARATOR}\n")
+    errs = done.stderr.split(f"\n{SEPARATOR}\n")[:-1]
+    return list(zip(json.loads(codes), outs, errs, strict=True))
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    """TINY_SPEC trained as a user would (backend: auto, so JAX), exported to ONNX."""
+def exports(tmp_path_factory) -> tuple[Path, tuple[int, str, str], Path]:
+    """TINY_SPEC trained as a user would (backend: auto, so JAX) and exported to ONNX; and, in
+    the export's process, a copy of the run as trained exported with --no-save: (the run, that
+    export's exit code, stdout and stderr, the copy)."""
     root = tmp_path_factory.mktemp("startup")
     (root / "tiny.yaml").write_text(TINY_SPEC)
     done, _ = dlrun("train", root / "tiny.yaml", "--runs-dir", root / "runs")
     assert done.returncode == 0, done.stderr
     (run,) = run_dirs(root / "runs")
     assert json.loads((run / "meta.json").read_text())["backend"] == "jax"
-    done, _ = dlrun("export", run, "--format", "onnx", "--out", root / "onnx")
-    assert done.returncode == 0, done.stderr
-    assert f"kept a copy in {run / 'exports' / 'best.onnx'}" in done.stdout
-    return run
+    unsaved = copy_of(run, root / "unsaved")
+    (code, out, err), no_save = dlrun_sequence(
+        ["export", run, "--format", "onnx", "--out", root / "onnx"],
+        ["export", unsaved, "--format", "onnx", "--out", root / "o", "--no-save"],
+    )
+    assert code == 0, err
+    assert f"kept a copy in {run / 'exports' / 'best.onnx'}" in out
+    return run, no_save, unsaved
+
+
+@pytest.fixture(scope="module")
+def exported(exports) -> Path:
+    """TINY_SPEC trained as a user would (backend: auto, so JAX), exported to ONNX."""
+    return exports[0]
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +238,11 @@ def test_predict_without_onnxruntime(exported, inputs, keras_rows):
     assert 'needs onnxruntime, not installed; pip install "dlrun[onnx]"' in done.stderr
 
 
-def test_export_no_save_keeps_no_copy(exported, tmp_path):
-    run = copy_of(exported, tmp_path)
-    shutil.rmtree(run / "exports")
-    done, _ = dlrun("export", run, "--format", "onnx", "--out", tmp_path / "o", "--no-save")
-    assert done.returncode == 0, done.stderr
-    assert not (run / "exports").exists() and (tmp_path / "o" / "model.onnx").is_file()
+def test_export_no_save_keeps_no_copy(exports):
+    _, (code, _, err), run = exports
+    assert code == 0, err
+    out = run.parent.parent / "o"
+    assert not (run / "exports").exists() and (out / "model.onnx").is_file()
 
 
 def test_validate_on_a_dense_spec_imports_no_tensorflow(tmp_path):

@@ -469,41 +469,42 @@ def test_a_code_file_that_loops_at_import_stops_on_ctrl_c_with_one_line(tmp_path
 # --- export --format script ---------------------------------------------------------------
 
 
-def run_script(script: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        cwd=script.parent,
-        env={**DLRUN_ENV, "CUDA_VISIBLE_DEVICES": "-1"},
-        timeout=600,
-    )
+@pytest.fixture(scope="module")
+def scripts(own_run, tmp_path_factory) -> dict[str, tuple[Path, Path, str]]:
+    """LOSS_ONLY trained and own_run, each exported as a script, the two scripts then run one
+    after the other in one fresh process (tests/test_export.py's run_scripts), as `python
+    SCRIPT` runs each: name -> (the run, the script, its stdout)."""
+    from test_export import run_scripts
+
+    folder = tmp_path_factory.mktemp("scripts")
+    result, runs = train(write_project(folder / "project", LOSS_ONLY), folder / "runs")
+    assert result.exit_code == 0, result.output
+    made = {
+        "vit": (runs[0], folder / "out" / "vit_script.py"),
+        "own": (own_run, folder / "own_script.py"),
+    }
+    made["vit"][1].parent.mkdir()
+    for run, out in made.values():
+        result = runner.invoke(app, ["export", str(run), "--format", "script", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    env = {**DLRUN_ENV, "CUDA_VISIBLE_DEVICES": "-1"}
+    ran = run_scripts(*(out for _, out in made.values()), env=env)
+    return {name: (run, out, ran[out]) for name, (run, out) in made.items()}
 
 
-def test_a_script_of_custom_layers_imports_the_runs_code_copied_beside_it(tmp_path):
-    result, runs = train(write_project(tmp_path / "project", LOSS_ONLY), tmp_path / "runs")
-    assert result.exit_code == 0, result.output
-    out = tmp_path / "out" / "vit_script.py"
-    out.parent.mkdir()
-    result = runner.invoke(app, ["export", str(runs[0]), "--format", "script", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "out" / "vit_script_code" / "code" / "vit.py").read_text() == VIT
+def test_a_script_of_custom_layers_imports_the_runs_code_copied_beside_it(scripts):
+    run, out, stdout = scripts["vit"]
+    assert (out.parent / "vit_script_code" / "code" / "vit.py").read_text() == VIT
     text = out.read_text()
     assert "import vit" in text and "vit.PatchEncoder(" in text and "extras.load(n=600)" in text
-    ran = run_script(out)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    params = json.loads((runs[0] / "metrics.json").read_text())["params"]
-    assert f"Total params: {params:,}" in ran.stdout or str(params) in ran.stdout
+    params = json.loads((run / "metrics.json").read_text())["params"]
+    assert f"Total params: {params:,}" in stdout or str(params) in stdout
 
 
-def test_a_script_of_a_model_function_calls_the_same_build_and_fit(own_run, tmp_path):
-    out = tmp_path / "own_script.py"
-    result = runner.invoke(app, ["export", str(own_run), "--format", "script", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+def test_a_script_of_a_model_function_calls_the_same_build_and_fit(scripts):
+    _, out, _ = scripts["own"]  # it ran through (run_scripts)
     text = out.read_text()
     assert "model = own.build(units=12)" in text and "loss=None" in text
-    ran = run_script(out)
-    assert ran.returncode == 0, ran.stderr[-3000:]
 
 
 # --- the documentation's example ------------------------------------------------------------
