@@ -170,11 +170,12 @@ time.sleep(24 * 3600)
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head():
-    """The address of one running Ray cluster (2 CPUs) per test process, for the tests that
-    send work to a cluster with --address: each saves starting Ray of its own (about 10 s).
-    The tests of dlrun starting and stopping its own Ray do not use it. RAY_AUTH_MODE is
+    """The address of one running Ray cluster (2 CPUs) per test module, for the tests that
+    send work to a cluster with --address (a relative --runs-dir included: the cluster's
+    workers run in another folder). Stopped at the module's end: idle, its processes still
+    use CPU. The tests of dlrun starting and stopping its own Ray do not use it. RAY_AUTH_MODE is
     disabled in the head: a client gives the same environment (one token fewer to pass)."""
     pytest.importorskip("ray")
     head = subprocess.Popen(

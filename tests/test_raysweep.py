@@ -1,7 +1,7 @@
 """dlrun sweep --executor ray: four fits as tasks on a local Ray instance (2 CPUs here), the
 same cv_results.csv as the local executor; without Ray, one line that says how to install it.
 Ctrl-C has dlrun start and stop its own Ray; the other sweeps go to a running one
-(conftest.ray_head, --address), one per test process."""
+(conftest.ray_head, --address), one for the module."""
 
 import json
 import os
