@@ -158,3 +158,38 @@ def gone(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state == "Z"
+
+
+# --- sfx-procs: shared runs ---
+RAY_HEAD = """\
+import time
+import ray
+ray.init(num_cpus=2, include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(24 * 3600)
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """The address of one running Ray cluster (2 CPUs) per test module, for the tests that
+    send work to a cluster with --address (a relative --runs-dir included: the cluster's
+    workers run in another folder). Stopped at the module's end: idle, its processes still
+    use CPU. The tests of dlrun starting and stopping its own Ray do not use it. RAY_AUTH_MODE is
+    disabled in the head: a client gives the same environment (one token fewer to pass)."""
+    pytest.importorskip("ray")
+    head = subprocess.Popen(
+        [sys.executable, "-c", RAY_HEAD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        start_new_session=True,  # the head's own group: Ray's processes stop with it
+    )
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the Ray head did not start"
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)

@@ -1,5 +1,7 @@
 """dlrun sweep --executor ray: four fits as tasks on a local Ray instance (2 CPUs here), the
-same cv_results.csv as the local executor; without Ray, one line that says how to install it."""
+same cv_results.csv as the local executor; without Ray, one line that says how to install it.
+Ctrl-C has dlrun start and stop its own Ray; the other sweeps go to a running one
+(conftest.ray_head, --address), one for the module."""
 
 import json
 import os
@@ -10,8 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from conftest import ROOT, TINY_SPEC, epochs_in, gone, run_dirs, start_dlrun, wait_until
+from dlrun.cli import app
+
+runner = CliRunner()
 
 BLOCKER = Path(__file__).resolve().parent / "blocker"
 
@@ -48,19 +54,22 @@ def sweep_file(tmp_path: Path) -> Path:
     return tmp_path / "sweep.yaml"
 
 
-def test_a_ray_sweep_gives_the_local_executors_results(sweep_file, tmp_path):
+def test_a_ray_sweep_gives_the_local_executors_results(sweep_file, tmp_path, ray_head):
     """Run from a folder holding a `dlrun/` that is not the dlrun installed (a checkout of
-    another version): Ray puts that folder first on its workers' sys.path, and they must
-    still import the sweep's own dlrun."""
-    pytest.importorskip("ray")
+    another version): Ray puts that folder first on its workers' sys.path (the driver's, on
+    a running cluster too), and they must still import the sweep's own dlrun."""
     (tmp_path / "dlrun").mkdir()
     (tmp_path / "dlrun" / "__init__.py").write_text("raise ImportError('not the dlrun installed')")
-    on_ray = sweep(tmp_path, "--executor", "ray", "--runs-dir", "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as the head's
+    on_ray = sweep(
+        tmp_path, "--executor", "ray", "--address", ray_head, "--runs-dir", "ray", env=env
+    )
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     (tmp_path / "dlrun" / "__init__.py").unlink()
     (tmp_path / "dlrun").rmdir()
-    local = sweep(tmp_path, "--runs-dir", "local")
-    assert local.returncode == 0, local.stderr[-3000:]
+    # The local executor's sweep needs no process of its own: in this one, as a reference.
+    local = runner.invoke(app, ["sweep", str(sweep_file), "--runs-dir", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
     (ray_dir,) = run_dirs(tmp_path / "ray")
     (local_dir,) = run_dirs(tmp_path / "local")
     ray_frame = pd.read_csv(ray_dir / "cv_results.csv")
@@ -238,14 +247,17 @@ resources: {cpu: 1}
 """
 
 
-def test_a_pruned_tpe_sweep_on_ray_asks_and_tells_from_the_sweep_process(tmp_path):
+def test_a_pruned_tpe_sweep_on_ray_asks_and_tells_from_the_sweep_process(tmp_path, ray_head):
     """Optuna's study stays in the sweep's process (study.db, one per sweep folder); the Ray
-    tasks train and wait for their verdicts through the shared sweep folder."""
-    pytest.importorskip("ray")
+    tasks, on a running cluster (--address), train and wait for their verdicts through the
+    shared sweep folder."""
     optuna = pytest.importorskip("optuna")
     (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 3"))
     (tmp_path / "sweep.yaml").write_text(TPE_SWEEP)
-    result = sweep(tmp_path, "--executor", "ray", "--runs-dir", "runs")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as the head's
+    result = sweep(
+        tmp_path, "--executor", "ray", "--address", ray_head, "--runs-dir", "runs", env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = run_dirs(tmp_path / "runs")
     frame = pd.read_csv(sweep_dir / "cv_results.csv")

@@ -315,7 +315,7 @@ grid:
   model.layers.0.units: [16]
 cv: 2
 repeats: 2
-workers: 2
+workers: 1
 refit: false
 """
 

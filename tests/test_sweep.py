@@ -45,8 +45,9 @@ GRIDSEARCH_COLUMNS = [
 ]
 
 
-def write(tmp_path, sweep_text, spec_extra="  deterministic: true\n"):
-    (tmp_path / "tiny.yaml").write_text(TINY_SPEC + spec_extra)
+def write(tmp_path, sweep_text, spec_extra="  deterministic: true\n", epochs=2):
+    spec = TINY_SPEC.replace("epochs: 2", f"epochs: {epochs}")
+    (tmp_path / "tiny.yaml").write_text(spec + spec_extra)
     path = tmp_path / "sweep.yaml"
     path.write_text(sweep_text)
     return path
@@ -164,6 +165,7 @@ workers: 1
 refit: false
 """,
         spec_extra="",
+        epochs=1,  # the draws are checked, not the training
     )
     sweep_dir, frame = sweep_results(path)
     assert len(frame) == 3 and not (sweep_dir / "refit").exists()
@@ -195,8 +197,9 @@ refit: false
 
 
 def test_a_killed_sweep_resumes_without_retraining_finished_fits(tmp_path):
+    # One worker, fits of 6 epochs: three fits still to train when the first has finished.
     path = write(
-        tmp_path, GRID_SWEEP.replace("[1, 2]", "[1, 12]").replace("workers: 2", "workers: 1")
+        tmp_path, GRID_SWEEP.replace("[1, 2]", "[1, 6]").replace("workers: 2", "workers: 1")
     )
     runs = tmp_path / "runs"
     process = subprocess.Popen(

@@ -101,8 +101,8 @@ scoring: hit_rate
 """
 
 
-def sweep(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(DLRUN_ENV)
+def sweep(folder: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(env or DLRUN_ENV)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
     return subprocess.run(
         [sys.executable, "-P", "-m", "dlrun", "sweep", "sweep.yaml", *args],
@@ -162,11 +162,14 @@ resources: {cpu: 1}
 """
 
 
-def test_a_model_function_sweep_runs_on_ray_from_the_sweeps_copy(tmp_path):
-    pytest.importorskip("ray")
+def test_a_model_function_sweep_runs_on_ray_from_the_sweeps_copy(tmp_path, ray_head):
+    """On a running Ray cluster (--address): its workers import the sweep folder's copy."""
     project(tmp_path, OWN_SPEC)
     (tmp_path / "sweep.yaml").write_text(RAY_SWEEP)
-    result = sweep(tmp_path, "--executor", "ray", "--runs-dir", "runs")
+    env = {**DLRUN_ENV, "RAY_AUTH_MODE": "disabled"}  # as the head's
+    result = sweep(
+        tmp_path, "--executor", "ray", "--address", ray_head, "--runs-dir", "runs", env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = run_dirs(tmp_path / "runs")
     frame = pd.read_csv(sweep_dir / "cv_results.csv")

@@ -260,7 +260,10 @@ def run_sweep(sweep: Sweep, sweep_dir: Path, console, executor: Workers) -> dict
             if (mismatch := fit_mismatch(trials / fit.folder, spec_yaml)) is not None:
                 yield fit.folder, _refused, (mismatch,)
                 continue
-            arguments = (spec_yaml, str(trials), fit.folder, pruning, sweep.spec.return_train_score)
+            # Absolute: a Ray worker's current folder is its node's, not this process' (a
+            # relative --runs-dir had a running cluster's workers write their fits there).
+            folder = str(trials.absolute())
+            arguments = (spec_yaml, folder, fit.folder, pruning, sweep.spec.return_train_score)
             yield fit.folder, _run_fit, arguments
 
     def record(folder: str, kind: str, value: Any) -> tuple[str, list[dict], str | None]:
