@@ -59,3 +59,24 @@ def test_a_run_trained_in_a_thread_records_its_outcome(tmp_path):
     meta = json.loads((outcome.run_dir / store.META).read_text())
     assert meta["status"] == "completed" and meta["epochs_done"] == 2
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def test_a_stop_that_c_code_turns_into_another_exception_is_still_a_stop(trained):
+    """Ctrl-C landing inside a TensorFlow step can come out of it as SystemError (seen in a
+    sweep's fit on Ray): the run was stopped, not failed, and stays resumable. The signal and
+    dlrun's handler are real; what the C code made of the KeyboardInterrupt is raised here."""
+    from dlrun.train.life import RunLife
+
+    folder = store.RunFolder.acquire(trained)
+    with folder, RunLife(folder) as life:
+        with life.phase():
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                raise SystemError(
+                    "Objects/listobject.c:338: bad argument to internal function"
+                ) from None
+    assert (life.status, life.exit_code) == ("interrupted", 130)
+    meta = json.loads((trained / store.META).read_text())
+    assert meta["status"] == "interrupted" and meta["message"] == "stopped by Ctrl-C (SIGINT)"
+    assert "SystemError" in meta["traceback"]  # what happened is kept for a bug report

@@ -148,7 +148,17 @@ class RunLife:
         self.exit_code = 128 + signum  # 143 for SIGTERM, 129 for SIGHUP, 130 for Ctrl-C
 
     def failed(self, exc: BaseException, prefix: str = "") -> None:
-        """A fault in training or in writing: one line for the user, the traceback kept."""
+        """A fault in training or in writing: one line for the user, the traceback kept.
+
+        After a stop whose exception was not recorded, the fault is that stop's: raised
+        inside C code (a TensorFlow step), the stop's KeyboardInterrupt comes out as another
+        exception (SystemError: bad argument to internal function, seen when Ctrl-C reached
+        a sweep's fit on Ray). The run is then recorded as stopped, and can be resumed."""
+        if _unrecorded:
+            signum = _unrecorded[0]
+            self.stopped(Terminated(signum) if signum in STOPPING else KeyboardInterrupt())
+            self.folder.meta["traceback"] = traceback.format_exc()
+            return
         self.status, self.exit_code = store.FAILED, store.FAILED.exit_code
         self.message = f"{prefix}{type(exc).__name__}: {shortened(str(exc), 500)}"
         self.folder.meta["traceback"] = traceback.format_exc()
