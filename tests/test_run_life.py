@@ -68,14 +68,20 @@ def test_a_stop_that_c_code_turns_into_another_exception_is_still_a_stop(trained
     from dlrun.train.life import RunLife
 
     folder = store.RunFolder.acquire(trained)
-    with folder, RunLife(folder) as life:
-        with life.phase():
-            try:
-                signal.raise_signal(signal.SIGINT)
-            except KeyboardInterrupt:
-                raise SystemError(
-                    "Objects/listobject.c:338: bad argument to internal function"
-                ) from None
+    # Ctrl-C's own handler, as in a terminal: a suite started in the background inherits
+    # SIGINT ignored, and RunLife then rightly leaves it so.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with folder, RunLife(folder) as life:
+            with life.phase():
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                except KeyboardInterrupt:
+                    raise SystemError(
+                        "Objects/listobject.c:338: bad argument to internal function"
+                    ) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (life.status, life.exit_code) == ("interrupted", 130)
     meta = json.loads((trained / store.META).read_text())
     assert meta["status"] == "interrupted" and meta["message"] == "stopped by Ctrl-C (SIGINT)"
