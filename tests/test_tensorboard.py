@@ -199,8 +199,8 @@ def test_a_sweeps_trials_show_by_setting_with_only_the_keys_that_vary(tmp_path):
 
 
 def test_each_epochs_histogram_is_of_that_epochs_weights(trained):
-    """The histograms are counted off the training thread, from the checkpoint's copies of
-    the weights: the last epoch's must be last.keras's weights, not a later step's."""
+    """Each epoch's histograms are of the weights its records see: the last epoch's must be
+    last.keras's weights, counted as np.histogram counts them, and differ from the first's."""
     import keras
     import numpy as np
     from tensorboard.util import tensor_util
@@ -219,3 +219,22 @@ def test_each_epochs_histogram_is_of_that_epochs_weights(trained):
     assert np.allclose(tables[1][:, 0], edges[:-1]) and np.allclose(tables[1][:, 1], edges[1:])
     assert list(tables[1][:, 2]) == list(counts)
     assert not np.array_equal(tables[0], tables[1])
+
+
+@pytest.mark.parametrize("size", [0, 1, 9, 4096, 100_003])
+def test_event_records_are_framed_as_tensorboards_own_writer_frames_them(tmp_path, size):
+    """dlrun frames records with google-crc32c's checksums; tensorboard's RecordWriter (its
+    own pure-Python CRC-32C) must write the very same bytes, and its reader must accept them."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from dlrun.store.events import record
+
+    data = bytes((i * 7 + size) % 256 for i in range(size))
+    theirs = tmp_path / "theirs"
+    with theirs.open("wb") as file:
+        RecordWriter(file).write(data)
+    assert record(data) == theirs.read_bytes()
+    ours = tmp_path / "ours"
+    ours.write_bytes(record(data) + record(b"second"))
+    assert list(RawEventFileLoader(str(ours)).Load()) == [data, b"second"]

@@ -202,14 +202,22 @@ class RunFolder:
         self._history = (columns, len(rows), size)
 
     def epoch_done(
-        self, epochs_done: int, steps_done: int, steps_per_epoch: int, **more: Any
+        self,
+        epochs_done: int,
+        steps_done: int,
+        steps_per_epoch: int,
+        save: bool = True,
+        **more: Any,
     ) -> None:
         """The epoch's checkpoints are saved: meta.json counts it, whatever happens next, with
         the optimizer's step count they hold and the steps the epoch took (and `more` that
-        belongs to the same epoch: the spec's callbacks' state)."""
-        self.update(
+        belongs to the same epoch: the spec's callbacks' state). save=False: the count goes
+        into the next write of meta.json, which the caller makes."""
+        self.meta.update(
             epochs_done=epochs_done, steps_done=steps_done, steps_per_epoch=steps_per_epoch, **more
         )
+        if save:
+            self.save_meta()
 
     def finish(self, status: Status, message: str | None, **changes: Any) -> str | None:
         """The final meta.json, never written in place: a write that fails (a full disk, a file

@@ -114,12 +114,14 @@ class RunRecorder(keras.callbacks.Callback):
         with store.signals_held():
             self.flush()
 
-    def flush(self) -> None:
-        """Wait for the checkpoint being written; then count its epoch (meta.json)."""
+    def flush(self, save: bool = True) -> bool:
+        """Wait for the checkpoint being written; then count its epoch (meta.json; with
+        save=False in meta only, for the caller's next write of meta.json). Whether it did."""
         pending, self._pending = self._pending, None
         self._writer.wait()  # a failed write: its epoch is not counted, the error goes up
         if pending is not None:
-            self._saved(*pending)
+            self._saved(*pending, save=save)
+        return pending is not None
 
     def on_train_begin(self, logs=None):
         self._layout = None if self._layout is not False else False
@@ -151,21 +153,22 @@ class RunRecorder(keras.callbacks.Callback):
         self.is_better = directions_of.better(self.mode, self.monitor, self.directions)
         self.best_value, self.best_epoch = best_of(self.rows, self.monitor, self.is_better)
 
-    def _record_seeds(self, epoch: int) -> None:
+    def _record_seeds(self, epoch: int) -> bool:
         """The seed generators' state after `epoch`, in meta.json before the epoch's
         checkpoint: a resume from that checkpoint (or from the one before, if a kill lands
         in between) puts them back. The last two epochs are kept."""
         states = seed_states(self.model) if self.seeds else []
         if not states:
-            return
+            return False
         kept = self.run.meta.get(SEED_STATES)
         kept = (
             {k: v for k, v in kept.items() if k == str(epoch - 1)} if isinstance(kept, dict) else {}
         )
         kept[str(epoch)] = [keras.ops.convert_to_numpy(state).tolist() for state in states]
-        self.run.update(**{SEED_STATES: kept})
+        self.run.meta[SEED_STATES] = kept  # written before the checkpoint (_record)
+        return True
 
-    def _record_states(self, epoch: int, more: dict) -> None:
+    def _record_states(self, epoch: int, more: dict) -> bool:
         """The spec's callbacks' state after `epoch`, in meta.json before the epoch's
         checkpoint, as the seed generators' (meta.json counts the epoch only once last.keras
         is written, so a kill can leave last.keras an epoch ahead of the count: resume then
@@ -173,12 +176,13 @@ class RunRecorder(keras.callbacks.Callback):
         from dlrun.train import knobs
 
         if knobs.STATE not in more:
-            return
+            return False
         kept = self.run.meta.get(STATES)
         kept = kept if isinstance(kept, dict) else {}
         kept = {k: v for k, v in kept.items() if k == str(epoch - 1)}
         kept[str(epoch)] = more[knobs.STATE]
-        self.run.update(**{STATES: kept})
+        self.run.meta[STATES] = kept  # written before the checkpoint (_record)
+        return True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -198,7 +202,11 @@ class RunRecorder(keras.callbacks.Callback):
         raise_unrecorded_stop()  # a stop whose exception library code swallowed
 
     def _record(self, epoch, logs) -> None:
-        self.flush()  # the previous epoch's checkpoint, before anything of this one
+        # The previous epoch's checkpoint, before anything of this one. Its count goes to
+        # meta.json in one write with this epoch's seed and callback states, just before this
+        # epoch's checkpoint: a write of meta.json costs 1-3 ms here (ext4 pushes the new
+        # file's data out as it replaces the old one), up to three of them an epoch before.
+        counted = self.flush(save=False)
         if not self.directions:
             self.read_directions()
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -215,17 +223,20 @@ class RunRecorder(keras.callbacks.Callback):
         # Clipped losses can stay finite while the weights are already NaN: check both.
         if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
             self.diverged_at = epoch + 1
+            if counted:
+                self.run.save_meta()  # the previous epoch's count
             self._restore_good_weights()
             self.model.stop_training = True
             return
-        self._record_seeds(epoch + 1)
+        changed = self._record_seeds(epoch + 1) or counted
         value = logs.get(self.monitor)
         improved = value is not None and (
             self.best_value is None or self.is_better(value, self.best_value)
         )
         steps = self._optimizer_steps()
         more = self.state() if self.state is not None else {}
-        self._record_states(epoch + 1, more)
+        if self._record_states(epoch + 1, more) or changed:
+            self.run.save_meta()  # the previous epoch's count, this one's states
         saved = (epoch + 1, improved, value, weights, steps, steps - self._steps_at_epoch_end, more)
         self._steps_at_epoch_end = steps
         layout = self._layout
@@ -253,7 +264,7 @@ class RunRecorder(keras.callbacks.Callback):
             with store.atomic_path(self.run.file(store.BEST)) as tmp:
                 shutil.copyfile(last, tmp)
 
-    def _saved(self, epoch, improved, value, weights, steps, per_epoch, more) -> None:
+    def _saved(self, epoch, improved, value, weights, steps, per_epoch, more, save=True) -> None:
         """The epoch's checkpoints are complete: count it. An interrupt before this leaves
         the previous checkpoints' count, and the counters must agree with them."""
         self._good_weights = None  # last.keras holds them now
@@ -266,7 +277,7 @@ class RunRecorder(keras.callbacks.Callback):
         # Which way the metrics go, in meta.json from the first epoch on: a sweep judging a
         # fit while it trains reads it there (metrics.json comes only at the end).
         self.run.meta.setdefault("directions", self.directions)
-        self.run.epoch_done(self.epochs_done, steps, per_epoch, **more)
+        self.run.epoch_done(self.epochs_done, steps, per_epoch, save=save, **more)
 
 
 def best_of(rows: list[dict], monitor: str, is_better) -> tuple[float | None, int | None]:
