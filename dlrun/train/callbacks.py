@@ -215,11 +215,20 @@ class RunRecorder(keras.callbacks.Callback):
         if self.stage is not None:
             row["stage"] = self.stage
         row["epoch_seconds"] = round(time.perf_counter() - self._started, 4)
+        # Every variable read to host memory once: the checkpoint, the finiteness check, the
+        # best weights and TensorBoard's histograms all use these copies (each read its own
+        # before: three reads of every weight an epoch, one eager op each on TensorFlow).
+        layout = self._layout
+        snapshot = layout.copy(self.model) if layout and layout.current(self.model) else None
+        values = snapshot.by_variable() if snapshot is not None else {}
         for write in self.writers:
-            write(epoch, logs)
+            write(epoch, logs, values)
         self.rows.append(row)
         self.run.record_epoch(self.rows)
-        weights = self.model.get_weights()
+        if all(id(weight) in values for weight in self.model.weights):
+            weights = [values[id(weight)] for weight in self.model.weights]
+        else:
+            weights = self.model.get_weights()
         # Clipped losses can stay finite while the weights are already NaN: check both.
         if not (_finite(logs) and all(np.isfinite(w).all() for w in weights)):
             self.diverged_at = epoch + 1
@@ -239,9 +248,7 @@ class RunRecorder(keras.callbacks.Callback):
             self.run.save_meta()  # the previous epoch's count, this one's states
         saved = (epoch + 1, improved, value, weights, steps, steps - self._steps_at_epoch_end, more)
         self._steps_at_epoch_end = steps
-        layout = self._layout
-        if layout and layout.current(self.model):
-            snapshot = layout.copy(self.model)  # the values now, on the training thread
+        if snapshot is not None:
             self._pending = saved
             self._writer.start(lambda: self._write(snapshot, improved))
             return
@@ -456,7 +463,9 @@ class TensorBoard(keras.callbacks.Callback):
         if self.write_graph:
             self._train.write(0, events.keras_graph(self.model.to_json()))
 
-    def write_epoch(self, epoch: int, logs: dict) -> None:
+    def write_epoch(self, epoch: int, logs: dict, values: dict | None = None) -> None:
+        """The epoch's scalars and histograms; `values`: host copies of the variables made
+        for the checkpoint, by id(variable), used where they hold a weight."""
         rate = self.model.optimizer.learning_rate
         train = {f"epoch_{k}": v for k, v in logs.items() if not k.startswith("val_")}
         train["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
@@ -464,8 +473,11 @@ class TensorBoard(keras.callbacks.Callback):
         validation = {f"epoch_{k[4:]}": v for k, v in logs.items() if k.startswith("val_")}
         self._validation.write(epoch, events.scalars(validation))
         if self.histogram_freq and epoch % self.histogram_freq == 0:
+            values = values or {}
             weights = {
-                f"{weight.path.replace(':', '_')}/histogram": keras.ops.convert_to_numpy(weight)
+                f"{weight.path.replace(':', '_')}/histogram": values[id(weight)]
+                if id(weight) in values
+                else keras.ops.convert_to_numpy(weight)
                 for layer in self.model.layers
                 for weight in layer.weights
             }

@@ -134,8 +134,10 @@ class Layout:
         from keras.src.saving import saving_lib
 
         values = [
-            np.array(keras.ops.convert_to_numpy(v), dtype=dtype, copy=True)
-            for v, dtype in zip(self.variables, self.dtypes, strict=True)
+            np.array(value, dtype=dtype, copy=True)
+            for value, dtype in zip(
+                (keras.ops.convert_to_numpy(v) for v in self.variables), self.dtypes, strict=True
+            )
         ]
         # The model's config changes between epochs only with the optimizer's (its learning
         # rate): serialised again only then.
@@ -156,6 +158,10 @@ class Snapshot:
     values: list[np.ndarray]
     config: str
     metadata: str
+
+    def by_variable(self) -> dict[int, np.ndarray]:
+        """The copies by id(variable): each is this epoch's own array, never changed after."""
+        return {id(v): value for v, value in zip(self.layout.variables, self.values, strict=True)}
 
     def write(self, path: Path) -> None:
         """The .keras archive Keras would write, at `path` (a temporary name)."""
