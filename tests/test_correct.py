@@ -304,8 +304,8 @@ def test_normalization_is_adapted_on_the_training_split(tables, tmp_path):
 # --- 9: resume bookkeeping --------------------------------------------------------------------
 
 
-def test_a_completed_run_trains_on_from_its_recorded_epoch(tiny_spec, tmp_path):
-    run = _train(tiny_spec, tmp_path / "runs")
+def test_a_completed_run_trains_on_from_its_recorded_epoch(trained):
+    run = trained  # TINY_SPEC's two epochs, the module's own copy (conftest.trained)
     config = run / "config.yaml"
     # A smaller batch: the optimizer's step count no longer divides into epochs as before.
     config.write_text(config.read_text().replace("batch_size: 64", "batch_size: 16"))

@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn import datasets
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, run_dirs
+from conftest import run_dirs
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
 from dlrun.report import predict as predicting
@@ -47,8 +47,9 @@ def split_of(run: Path):
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    return train(tmp_path_factory.mktemp("digits"), TINY_SPEC)
+def digits_run(trained) -> Path:
+    """TINY_SPEC trained: the module's copy of the session's run (conftest.trained)."""
+    return trained
 
 
 @pytest.fixture(scope="module")
