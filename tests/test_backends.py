@@ -22,7 +22,8 @@ BLOCKER = Path(__file__).resolve().parent / "blocker"
 JAX_SPEC = TINY_SPEC.replace("seed: 0\n", "seed: 0\nbackend: jax\n")
 
 # Trains on JAX three ways and reports what it saw: uninterrupted (A), stopped after epoch 1 and
-# resumed (B), and by hand with Keras on the epoch orders dlrun promises (C).
+# resumed (B), and by hand with Keras on the epoch orders dlrun promises (C); then scores B's
+# checkpoint and a TensorFlow-trained one (argv[3]) on JAX.
 JAX_SCRIPT = """
 import json, sys
 import numpy as np
@@ -56,7 +57,10 @@ def weights(run_dir):
     return keras.models.load_model(run_dir / "checkpoints/last.keras").get_weights()
 
 same = lambda u, v: all(np.array_equal(x, y) for x, y in zip(u, v, strict=True))
+from dlrun.report.evaluate import evaluate
+scores = [evaluate(run, overrides=["backend=jax"])["scores"] for run in (b.run_dir, sys.argv[3])]
 print("RESULT:" + json.dumps({
+    "scores_on_jax": scores,
     "a": [str(a.run_dir), a.status], "b": [str(b.run_dir), stopped, b.status],
     "resume_exact": same(weights(a.run_dir), weights(b.run_dir)),
     "by_hand_exact": same(weights(a.run_dir), model.get_weights()),
@@ -85,11 +89,19 @@ def dlrun(*args, env: dict, cwd: Path, timeout: int = 300) -> subprocess.Complet
 
 @pytest.fixture(scope="session")
 def jax_runs(tmp_path_factory) -> dict:
+    """JAX_SCRIPT's findings; "tf_run": TINY_SPEC trained here, on TensorFlow, beforehand."""
     root = tmp_path_factory.mktemp("jax")
     spec = root / "tiny.yaml"
     spec.write_text(JAX_SPEC)
+    elsewhere = tmp_path_factory.mktemp("tensorflow")  # not among the JAX runs compared
+    (elsewhere / "tiny.yaml").write_text(TINY_SPEC)
+    trained = runner.invoke(
+        app, ["train", str(elsewhere / "tiny.yaml"), "--runs-dir", str(elsewhere / "runs")]
+    )
+    assert trained.exit_code == 0, trained.output
+    (tf_run,) = run_dirs(elsewhere / "runs")
     result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, str(spec), str(root)],
+        [sys.executable, "-c", JAX_SCRIPT, str(spec), str(root), str(tf_run)],
         capture_output=True,
         text=True,
         env=no_tensorflow(),
@@ -98,7 +110,7 @@ def jax_runs(tmp_path_factory) -> dict:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.rsplit("RESULT:", 1)[1])
-    found["root"], found["spec"] = root, spec
+    found["root"], found["spec"], found["tf_run"] = root, spec, tf_run
     return found
 
 
@@ -141,31 +153,13 @@ def test_a_jax_run_records_the_same_files_as_a_tensorflow_run(jax_runs):
     assert [e.step for e in train.Tensors("epoch_loss")] == [0, 1]
 
 
-EVALUATE_SCRIPT = """
-import json, sys
-from dlrun.report.evaluate import evaluate
-print("RESULT:" + json.dumps([evaluate(run, overrides=["backend=jax"])["scores"]
-                              for run in sys.argv[1:]] + ["tensorflow" in sys.modules]))
-"""
-
-
-def test_checkpoints_evaluate_the_same_on_jax_and_tensorflow(jax_runs, tiny_spec, tmp_path):
-    trained = runner.invoke(app, ["train", str(tiny_spec), "--runs-dir", str(tmp_path / "runs")])
-    assert trained.exit_code == 0, trained.output
-    (tf_run,) = run_dirs(tmp_path / "runs")
+def test_checkpoints_evaluate_the_same_on_jax_and_tensorflow(jax_runs):
+    tf_run = jax_runs["tf_run"]
     jax_run = jax_runs["b"][0]
-    # Both checkpoints, the JAX-trained and the TensorFlow-trained one, scored on JAX...
-    result = subprocess.run(
-        [sys.executable, "-c", EVALUATE_SCRIPT, jax_run, str(tf_run)],
-        capture_output=True,
-        text=True,
-        env=no_tensorflow(),
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    *on_jax, tensorflow_imported = json.loads(result.stdout.rsplit("RESULT:", 1)[1])
-    assert tensorflow_imported is False
+    # Both checkpoints, the JAX-trained and the TensorFlow-trained one, scored on JAX (in the
+    # JAX_SCRIPT process, with TensorFlow unimportable)...
+    on_jax = jax_runs["scores_on_jax"]
+    assert jax_runs["tensorflow_imported"] is False
     # ...and here on TensorFlow, through the command line.
     for run, jax_scores in zip([jax_run, tf_run], on_jax, strict=True):
         here = runner.invoke(app, ["evaluate", str(run), "--json", "--set", "backend=tensorflow"])

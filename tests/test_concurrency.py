@@ -23,6 +23,11 @@ from dlrun import store
 from dlrun.cli import app
 
 runner = CliRunner()
+# The processes here are about locks, signals and process trees, not the backend: they train on
+# JAX (a cheaper start than TensorFlow's; the suite shares one compile cache), in batches of 16
+# (72 steps an epoch). tests/test_signals.py stops a run on TensorFlow in a real process.
+JAX_TINY = TINY_SPEC.replace("seed: 0\n", "seed: 0\nbackend: jax\n").replace("64", "16")
+LONG_SPEC = JAX_TINY.replace("epochs: 2", "epochs: 400")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def killed(tmp_path_factory):
     Made once by a real process; never handed to a test itself (see `killed_run`)."""
     root = tmp_path_factory.mktemp("killed")
     spec = root / "long.yaml"
-    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 400").replace("64", "16"))
+    spec.write_text(LONG_SPEC)
     runs = root / "runs"
     process = dlrun("train", spec, "--runs-dir", runs)
     run = wait_until(lambda: next((r for r in run_dirs(runs) if epochs_in(r) >= 1), None), process)
@@ -191,7 +196,7 @@ def children(pid: int, marker: bytes = b"spawn_main") -> list[int]:
 
 
 def start_sweep(tmp_path, epochs=300, **kwargs):
-    (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("64", "16"))
+    (tmp_path / "tiny.yaml").write_text(JAX_TINY)
     (tmp_path / "sweep.yaml").write_text(LONG_SWEEP.format(epochs=epochs))
     runs = tmp_path / "runs"
     process = dlrun("sweep", tmp_path / "sweep.yaml", "--runs-dir", runs, **kwargs)
@@ -254,9 +259,10 @@ def test_workers_stop_when_the_sweep_parent_is_killed(tmp_path):
 
 
 def test_a_worker_that_dies_is_a_crashed_trial_and_the_sweep_goes_on(tmp_path):
-    # 10 epochs: the worker is killed once the first trial has one, so nine more (hundreds of
-    # batches) must pass before the trial could finish first; the other two train all ten.
-    process, trial = start_sweep(tmp_path, epochs=10)
+    # 20 epochs: the worker is killed once the first trial has one, so 19 more (over a thousand
+    # batches, a second or more on JAX) must pass before the trial could finish first; the
+    # other two train all twenty.
+    process, trial = start_sweep(tmp_path, epochs=20)
     (worker,) = children(process.pid)
     os.kill(worker, signal.SIGKILL)  # as the OOM killer would
     out, err = process.communicate(timeout=300)
@@ -279,7 +285,7 @@ def test_ctrl_c_in_a_terminal_closes_the_live_bar(tmp_path):
     import threading
 
     spec = tmp_path / "long.yaml"
-    spec.write_text(TINY_SPEC.replace("epochs: 2", "epochs: 400").replace("64", "16"))
+    spec.write_text(LONG_SPEC)
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "dlrun", "train", str(spec), "--runs-dir", str(tmp_path / "runs")],
@@ -324,7 +330,18 @@ def test_tensorboard_goes_with_dlrun_on_sigterm(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = dlrun("tensorboard", runs, "--port", port)
+    # TensorFlow made unimportable (tests/blocker): TensorBoard then reads files without it,
+    # and its start costs a second, not TensorFlow's import; the processes are the same.
+    blocker = str(Path(__file__).resolve().parent / "blocker")
+    path = os.pathsep.join(filter(None, [blocker, ENV.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, "PYTHONPATH": path, "DLRUN_BLOCK": "tensorflow"},
+    )
 
     def listening() -> bool:
         with socket.socket() as sock:

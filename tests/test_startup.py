@@ -61,13 +61,15 @@ def dlrun(*args, block: str = "") -> tuple[subprocess.CompletedProcess, list[str
     return done, json.loads(modules)
 
 
-# Several `dlrun` commands, one after another, in one process (where what a process imports
-# is not what is checked): ARGS split at "--then"; each command's exit code and its stdout
-# and stderr, split by SEPARATOR lines.
+# Several `dlrun` commands, one after another, in one process: ARGS split at "--then"; each
+# command's exit code, its stdout and stderr (split by SEPARATOR lines), and the heavy modules
+# in the process once it is done. Only the first command's modules are its own; a later
+# command's list holds what it or any command before it imported, so what a later command must
+# not import is checked there, what it must import only on a first command.
 SEPARATOR = "--- dlrun command done ---"
 SEQUENCE = f"""
-import runpy, sys
-commands, codes = [[]], []
+import json, runpy, sys
+commands, codes, modules = [[]], [], []
 for arg in sys.argv[1:]:
     commands.append([]) if arg == "--then" else commands[-1].append(arg)
 for command in commands:
@@ -78,15 +80,17 @@ for command in commands:
         codes.append(exc.code or 0)
     else:
         codes.append(0)
+    modules.append([m for m in {HEAVY!r} if m in sys.modules])
     for stream in (sys.stdout, sys.stderr):
         stream.write("\\n{SEPARATOR}\\n")
         stream.flush()
-print(codes)
+print(json.dumps([codes, modules]))
 """
 
 
-def dlrun_sequence(*commands: list) -> list[tuple[int, str, str]]:
-    """Each command's (exit code, stdout, stderr), the commands run in one real process."""
+def dlrun_sequence(*commands: list) -> list[tuple[int, str, str, list[str]]]:
+    """Each command's (exit code, stdout, stderr, heavy modules so far), all in one real
+    process."""
     args = [arg for command in commands for arg in ("--then", *map(str, command))][1:]
     done = subprocess.run(
         [sys.executable, "-c", SEQUENCE, *args],
@@ -96,36 +100,56 @@ def dlrun_sequence(*commands: list) -> list[tuple[int, str, str]]:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    *outs, codes = done.stdout.split(f"\n{SEPARATOR}\n")
+    *outs, last = done.stdout.split(f"\n{SEPARATOR}\n")
+    codes, modules = json.loads(last)
     errs = done.stderr.split(f"\n{SEPARATOR}\n")[:-1]
-    return list(zip(json.loads(codes), outs, errs, strict=True))
+    return list(zip(codes, outs, errs, modules, strict=True))
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> tuple[Path, tuple[int, str, str], Path]:
-    """TINY_SPEC trained as a user would (backend: auto, so JAX) and exported to ONNX; and, in
-    the export's process, a copy of the run as trained exported with --no-save: (the run, that
-    export's exit code, stdout and stderr, the copy)."""
+def exports(tmp_path_factory, inputs) -> dict:
+    """TINY_SPEC validated then trained as a user would (backend: auto, so JAX), in one
+    process; in a second (export converts on TensorFlow), the run exported to ONNX, a copy of
+    the run as trained exported with --no-save, and another copy exported; in a third, on JAX,
+    the run scored with --engine keras (first, so its modules are its own) and the other copy
+    trained further (a new best.keras)."""
     root = tmp_path_factory.mktemp("startup")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    done, _ = dlrun("train", root / "tiny.yaml", "--runs-dir", root / "runs")
-    assert done.returncode == 0, done.stderr
+    validated, (code, _, err, _) = dlrun_sequence(
+        ["validate", root / "tiny.yaml"], ["train", root / "tiny.yaml", "--runs-dir", root / "runs"]
+    )
+    assert code == 0, err
     (run,) = run_dirs(root / "runs")
     assert json.loads((run / "meta.json").read_text())["backend"] == "jax"
     unsaved = copy_of(run, root / "unsaved")
-    (code, out, err), no_save = dlrun_sequence(
+    retrained = copy_of(run, root / "retrained")
+    (code, out, err, _), no_save, (code_r, _, err_r, _) = dlrun_sequence(
         ["export", run, "--format", "onnx", "--out", root / "onnx"],
         ["export", unsaved, "--format", "onnx", "--out", root / "o", "--no-save"],
+        ["export", retrained, "--format", "onnx", "--out", root / "r"],
     )
     assert code == 0, err
     assert f"kept a copy in {run / 'exports' / 'best.onnx'}" in out
-    return run, no_save, unsaved
+    assert code_r == 0, err_r
+    keras_rows, resumed = dlrun_sequence(
+        ["predict", run, inputs, "--format", "csv", "--engine", "keras"],
+        ["train", "--resume", retrained, "--epochs", "3"],
+    )
+    return {
+        "run": run,
+        "validated": validated,
+        "keras_rows": keras_rows,
+        "no_save": no_save[:3],
+        "unsaved": unsaved,
+        "retrained": retrained,
+        "resumed": resumed[:3],
+    }
 
 
 @pytest.fixture(scope="module")
 def exported(exports) -> Path:
     """TINY_SPEC trained as a user would (backend: auto, so JAX), exported to ONNX."""
-    return exports[0]
+    return exports["run"]
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +162,11 @@ def inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def keras_rows(exported, inputs) -> list[dict]:
-    done, modules = dlrun("predict", exported, inputs, "--format", "csv", "--engine", "keras")
-    assert done.returncode == 0, done.stderr
+def keras_rows(exports) -> list[dict]:
+    code, out, err, modules = exports["keras_rows"]
+    assert code == 0, err
     assert "keras" in modules  # the probe sees Keras where it is imported
-    return rows_of(done.stdout)
+    return rows_of(out)
 
 
 def rows_of(text: str) -> list[dict]:
@@ -185,20 +209,33 @@ def test_the_export_records_what_it_verified(exported):
     assert record["preprocessing"]["input_shape"] == [64] and record["output_units"] == 10
 
 
-def test_a_changed_onnx_file_is_never_loaded(exported, inputs, keras_rows, tmp_path):
-    run = copy_of(exported, tmp_path)
+@pytest.fixture(scope="module")
+def changed(exported, inputs, tmp_path_factory) -> tuple[Path, list]:
+    """In one process: features of the exported run (first: the modules are its own), then
+    predict on a copy whose best.onnx was changed after export, with and without --engine
+    onnx. The features file and the (code, out, err, modules) of each."""
+    root = tmp_path_factory.mktemp("changed")
+    run = copy_of(exported, root)
     onnx = run / "exports" / "best.onnx"
     onnx.write_bytes(onnx.read_bytes() + b"\0")
-    done, modules = dlrun("predict", run, inputs, "--format", "csv")
-    assert done.returncode == 0, done.stderr
-    notes = [line for line in done.stderr.splitlines() if line.startswith("Note:")]
-    assert len(notes) == 1 and "sha256 is not the one export recorded" in notes[0], done.stderr
+    out = root / "features.npz"
+    return out, dlrun_sequence(
+        ["features", exported, "--layer", "0", "--out", out],
+        ["predict", run, inputs, "--format", "csv"],
+        ["predict", run, inputs, "--engine", "onnx"],
+    )
+
+
+def test_a_changed_onnx_file_is_never_loaded(changed, keras_rows):
+    _, (_, (code, out, err, modules), (code_onnx, out_onnx, err_onnx, _)) = changed
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("Note:")]
+    assert len(notes) == 1 and "sha256 is not the one export recorded" in notes[0], err
     assert "scored with Keras instead" in notes[0] and "onnxruntime" not in modules
-    same_rows(rows_of(done.stdout), keras_rows)
-    done, _ = dlrun("predict", run, inputs, "--engine", "onnx")
-    assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
-    assert "sha256 is not the one export recorded" in done.stderr
+    same_rows(rows_of(out), keras_rows)
+    assert code_onnx == 1 and out_onnx == ""
+    assert err_onnx.startswith("Error: ") and err_onnx.count("\n") == 1, err_onnx
+    assert "sha256 is not the one export recorded" in err_onnx
 
 
 def test_a_symlinked_onnx_file_is_not_followed(exported, inputs, tmp_path):
@@ -213,13 +250,12 @@ def test_a_symlinked_onnx_file_is_not_followed(exported, inputs, tmp_path):
     assert "best.onnx: is a symlink" in done.stderr and "onnxruntime" not in modules
 
 
-def test_an_onnx_export_of_another_checkpoint_is_not_used(exported, inputs, tmp_path):
-    run = copy_of(exported, tmp_path)
-    best = run / "checkpoints" / "best.keras"
-    before = best.read_bytes()
-    done, _ = dlrun("train", "--resume", run, "--epochs", "3")  # a new best.keras
-    assert done.returncode == 0, done.stderr
-    assert best.read_bytes() != before
+def test_an_onnx_export_of_another_checkpoint_is_not_used(exports, exported, inputs):
+    run = exports["retrained"]  # a copy of the run exported, then trained to 3 epochs
+    code, _, err = exports["resumed"]
+    assert code == 0, err
+    before = (exported / "checkpoints" / "best.keras").read_bytes()  # what the copy held
+    assert (run / "checkpoints" / "best.keras").read_bytes() != before
     done, modules = dlrun("predict", run, inputs, "--engine", "onnx")
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "made from an earlier best.keras" in done.stderr and "onnxruntime" not in modules
@@ -239,24 +275,22 @@ def test_predict_without_onnxruntime(exported, inputs, keras_rows):
 
 
 def test_export_no_save_keeps_no_copy(exports):
-    _, (code, _, err), run = exports
+    (code, _, err), run = exports["no_save"], exports["unsaved"]
     assert code == 0, err
     out = run.parent.parent / "o"
     assert not (run / "exports").exists() and (out / "model.onnx").is_file()
 
 
-def test_validate_on_a_dense_spec_imports_no_tensorflow(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
-    done, modules = dlrun("validate", tmp_path / "tiny.yaml")
-    assert done.returncode == 0, done.stderr
-    assert "valid;" in done.stdout
+def test_validate_on_a_dense_spec_imports_no_tensorflow(exports):
+    code, out, err, modules = exports["validated"]  # the first command of its process
+    assert code == 0, err
+    assert "valid;" in out
     assert "tensorflow" not in modules and "keras" in modules  # the model is built on JAX
 
 
-def test_features_on_a_jax_run_imports_no_tensorflow(exported, tmp_path):
-    out = tmp_path / "features.npz"
-    done, modules = dlrun("features", exported, "--layer", "0", "--out", out)
-    assert done.returncode == 0, done.stderr
+def test_features_on_a_jax_run_imports_no_tensorflow(changed):
+    out, ((code, _, err, modules), *_) = changed  # the first command of its process
+    assert code == 0, err
     assert "tensorflow" not in modules and "jax" in modules
     with np.load(out) as saved:
         assert saved["x_train"].shape[1] == 16
