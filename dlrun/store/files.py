@@ -55,8 +55,13 @@ def write_text(path: str | Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+def json_text(data: Any) -> str:
+    """A JSON file's text, as dlrun writes every JSON file."""
+    return json.dumps(data, indent=2, default=jsonable) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, default=jsonable) + "\n")
+    write_text(path, json_text(data))
 
 
 def write_new_json(folder: Path, stem: str, data: dict) -> Path:

@@ -179,8 +179,13 @@ class RunFolder:
         self.meta.update(changes)
         self.save_meta()
 
-    def save_meta(self) -> None:
-        files.write_json(self.path / META, self.meta)
+    def save_meta(self, text: str | None = None) -> None:
+        """meta.json as it stands, or as `text` (meta_text() of an earlier moment)."""
+        files.write_text(self.path / META, self.meta_text() if text is None else text)
+
+    def meta_text(self) -> str:
+        """meta.json's text now: for a write off this thread (train.callbacks.RunRecorder)."""
+        return files.json_text(self.meta)
 
     def record_epoch(self, rows: list[dict]) -> None:
         """history.csv with every row so far (before the epoch's checkpoints).

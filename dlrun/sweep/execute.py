@@ -48,7 +48,8 @@ def _init_worker(threads: int, backend: str = "tensorflow") -> None:
 
 
 def pool(workers: int, backend: str = "tensorflow") -> Workers:
-    """Worker processes; start them only once the sweep file has been checked."""
+    """Worker processes, each started when a fit first needs it (call this only once the
+    sweep file has been checked)."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     return Workers(workers, _init_worker, (threads, backend))
 

@@ -93,14 +93,17 @@ class _Slot:
 
 
 class Workers:
-    """`count` spawned worker processes (a fresh interpreter each: TensorFlow is not fork-safe)."""
+    """Up to `count` spawned worker processes (a fresh interpreter each: TensorFlow is not
+    fork-safe). Each starts when a task first finds no idle one: a sweep with fewer fits left
+    than workers (none, once resumed after it completed) starts only as many, and each start
+    costs seconds of CPU (importing TensorFlow or JAX)."""
 
     def __init__(self, count: int, initializer: Callable | None = None, initargs: tuple = ()):
         self.count = count  # fits at once
         self._context = get_context("spawn")
         self._initializer, self._initargs = initializer, initargs
-        self._slots = [self._spawn() for _ in range(count)]
-        self._queue: deque[Task] = deque()  # tasks back from a worker that died idle
+        self._slots: list[_Slot] = []
+        self._queue: deque[Task] = deque()  # taken, not yet sent: its worker died or is new
         self._source: Iterator[Task] = iter(())
         self._respawns = 0
 
@@ -131,19 +134,31 @@ class Workers:
 
     def _dispatch(self) -> None:
         for slot in list(self._slots):
-            while slot.task is None:
-                task = self._next()
-                if task is None:
-                    break
-                try:
-                    slot.conn.send(task)
-                except OSError:  # it died while idle: a new one takes the task
-                    self._queue.appendleft(task)
-                    if self._respawns > len(self._slots) + 100:
-                        raise
-                    slot = self._replace(slot)
-                    continue
-                slot.key, slot.task = task[0], task
+            self._fill(slot)
+        while len(self._slots) < self.count:
+            task = self._next()
+            if task is None:
+                return
+            self._queue.appendleft(task)
+            slot = self._spawn()
+            self._slots.append(slot)
+            self._fill(slot)
+
+    def _fill(self, slot: _Slot) -> None:
+        """The next task to `slot` if it is idle."""
+        while slot.task is None:
+            task = self._next()
+            if task is None:
+                return
+            try:
+                slot.conn.send(task)
+            except OSError:  # it died while idle: a new one takes the task
+                self._queue.appendleft(task)
+                if self._respawns > len(self._slots) + 100:
+                    raise
+                slot = self._replace(slot)
+                continue
+            slot.key, slot.task = task[0], task
 
     def run(self, tasks: Iterable[Task], tick: float | None = None) -> Iterator[Result]:
         """Run the tasks, yielding each result as it comes; a dead worker yields "died".

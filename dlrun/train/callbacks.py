@@ -204,8 +204,7 @@ class RunRecorder(keras.callbacks.Callback):
     def _record(self, epoch, logs) -> None:
         # The previous epoch's checkpoint, before anything of this one. Its count goes to
         # meta.json in one write with this epoch's seed and callback states, just before this
-        # epoch's checkpoint: a write of meta.json costs 1-3 ms here (ext4 pushes the new
-        # file's data out as it replaces the old one), up to three of them an epoch before.
+        # epoch's checkpoint (up to three writes an epoch before).
         counted = self.flush(save=False)
         if not self.directions:
             self.read_directions()
@@ -244,14 +243,16 @@ class RunRecorder(keras.callbacks.Callback):
         )
         steps = self._optimizer_steps()
         more = self.state() if self.state is not None else {}
-        if self._record_states(epoch + 1, more) or changed:
-            self.run.save_meta()  # the previous epoch's count, this one's states
+        # meta.json with the previous epoch's count and this one's states, then the checkpoint
+        meta = self.run.meta_text() if self._record_states(epoch + 1, more) or changed else None
         saved = (epoch + 1, improved, value, weights, steps, steps - self._steps_at_epoch_end, more)
         self._steps_at_epoch_end = steps
-        if snapshot is not None:
+        if snapshot is not None:  # both written by the writer's thread, in this order
             self._pending = saved
-            self._writer.start(lambda: self._write(snapshot, improved))
+            self._writer.start(lambda: self._write(snapshot, improved, meta))
             return
+        if meta is not None:
+            self.run.save_meta(meta)
         from dlrun.train.checkpointing import Layout
 
         last = self.run.file(store.LAST)
@@ -262,8 +263,12 @@ class RunRecorder(keras.callbacks.Callback):
                 shutil.copyfile(last, tmp)
         self._saved(*saved)
 
-    def _write(self, snapshot, improved: bool) -> None:
-        """last.keras (and best.keras) from a snapshot: in the writer's thread."""
+    def _write(self, snapshot, improved: bool, meta: str | None) -> None:
+        """meta.json's text, then last.keras (and best.keras) from a snapshot: in the writer's
+        thread (replacing meta.json costs 1-3 ms on ext4, which pushes the new file's data
+        out as it replaces the old one; the training thread goes on meanwhile)."""
+        if meta is not None:
+            self.run.save_meta(meta)
         last = self.run.file(store.LAST)
         with store.atomic_path(last) as tmp:
             snapshot.write(tmp)
