@@ -193,3 +193,41 @@ def ray_head():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+
+
+# --- sfx2-train: one pretrained base per process ---
+# The base of tests/test_transfer.py and tests/test_graph_base.py: a tiny CNN with batch
+# normalization on digits.
+PRETRAIN = """\
+name: pretrain
+data: {dataset: digits, scale: 16}
+model:
+  layers:
+    - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu, name: conv}
+    - {type: BatchNormalization, name: norm}
+    - {type: Flatten, name: flatten}
+    - {type: Dense, units: 10, activation: softmax, name: out}
+training: {epochs: 1, batch_size: 64, tensorboard: null}
+"""
+
+
+@pytest.fixture(scope="session")
+def pretrained_template(tmp_path_factory) -> Path:
+    """One completed run of PRETRAIN, trained once per test process; never handed to a test
+    itself (see `pretrained_copy`)."""
+    from dlrun import api
+
+    tmp = tmp_path_factory.mktemp("pretrained")
+    (tmp / "pretrain.yaml").write_text(PRETRAIN)
+    outcome = api.train(tmp / "pretrain.yaml", runs_dir=tmp / "runs", verbose=False)
+    assert outcome.status == "completed"
+    return outcome.run_dir
+
+
+def pretrained_copy(template: Path, tmp_path_factory) -> Path:
+    """A module's own copy of the pretrained run, in a runs folder of its own (as `trained`)."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("pretrained") / "runs" / template.name
+    shutil.copytree(template, run, symlinks=True)
+    return run

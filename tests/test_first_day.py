@@ -71,12 +71,19 @@ def train(spec: Path, runs: Path, *args: str):
     return result
 
 
+def deterministic(spec: Path) -> Path:
+    """Two epochs, deterministic: what its exported script must give again (section 6)."""
+    spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 2\n  deterministic: true"))
+    return spec
+
+
 @pytest.fixture(scope="module")
 def filled_run(tmp_path_factory) -> Path:
-    """A run on the penguins csv with data.missing: fill and year dropped."""
+    """A run on the penguins csv with data.missing: fill and year dropped (two epochs,
+    deterministic: section 6 exports it as a script)."""
     folder = tmp_path_factory.mktemp("penguins")
     penguins(folder / "penguins.csv")
-    spec = penguin_spec(folder, "  missing: fill\n  drop: [year]\n")
+    spec = deterministic(penguin_spec(folder, "  missing: fill\n  drop: [year]\n"))
     result = train(spec, folder / "runs")
     assert result.exit_code == 0, result.output
     (run,) = run_dirs(folder / "runs")
@@ -110,12 +117,22 @@ def test_a_blank_number_is_refused_naming_data_missing(tmp_path):
     assert "'bill_length_mm'" in result.output and "data.missing: drop or fill" in result.output
 
 
-def test_drop_leaves_out_the_rows_with_blanks_and_says_how_many(tmp_path):
-    penguins(tmp_path / "penguins.csv")
-    result = train(penguin_spec(tmp_path, "  missing: drop\n  drop: [year]\n"), tmp_path / "runs")
+@pytest.fixture(scope="module")
+def dropped_run(tmp_path_factory) -> tuple[Path, str]:
+    """(a run on the penguins csv with data.missing: drop and year dropped, train's output):
+    two epochs, deterministic, as filled_run."""
+    folder = tmp_path_factory.mktemp("dropped")
+    penguins(folder / "penguins.csv")
+    spec = deterministic(penguin_spec(folder, "  missing: drop\n  drop: [year]\n"))
+    result = train(spec, folder / "runs")
     assert result.exit_code == 0, result.output
-    assert "dropped 4 of 150 rows with a blank cell (data.missing: drop)" in result.output
-    (run,) = run_dirs(tmp_path / "runs")
+    (run,) = run_dirs(folder / "runs")
+    return run, result.output
+
+
+def test_drop_leaves_out_the_rows_with_blanks_and_says_how_many(dropped_run):
+    run, output = dropped_run
+    assert "dropped 4 of 150 rows with a blank cell (data.missing: drop)" in output
     meta = json.loads((run / "meta.json").read_text())
     assert meta["data_encoding"]["categorical"]["sex"] == ["female", "male"]  # no 'nan'
 
@@ -158,11 +175,8 @@ def test_fill_records_the_training_values_and_predict_fills_with_them(filled_run
     assert by_hand[3] == rows[3]
 
 
-def test_predict_refuses_a_blank_for_a_run_that_fills_none(tmp_path):
-    penguins(tmp_path / "penguins.csv")
-    spec = penguin_spec(tmp_path, "  missing: drop\n  drop: [year]\n")
-    assert train(spec, tmp_path / "runs").exit_code == 0
-    (run,) = run_dirs(tmp_path / "runs")
+def test_predict_refuses_a_blank_for_a_run_that_fills_none(dropped_run, tmp_path):
+    run, _ = dropped_run
     new = penguins(tmp_path / "new.csv", rows=12, seed=3)
     result = runner.invoke(app, ["predict", str(run), str(new)])
     assert result.exit_code != 0
@@ -484,28 +498,69 @@ def test_compare_spells_a_null_and_an_absent_key_alike(tmp_path):
 # --- 6. the script form of a csv with text columns and blanks ---------------------------------
 
 
-@pytest.mark.parametrize("missing", ["fill", "drop"])
-def test_a_csv_with_text_and_blanks_exports_as_a_script_that_trains_alike(tmp_path, missing):
-    import re
+# Both scripts run in one fresh interpreter, one after the other, each as `python SCRIPT` runs
+# it (run_path as __main__, in its own folder, a namespace of its own): one TensorFlow import
+# instead of two. Each sets its own seeds and environment before importing Keras, as it must.
+RUN_SCRIPTS = """\
+import os, runpy, sys, traceback
+for script in sys.argv[1:]:
+    print(f"=== {script}", flush=True)
+    os.chdir(os.path.dirname(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except BaseException:
+        traceback.print_exc()
+        print(f"=== failed {script}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported_scripts(filled_run, dropped_run, tmp_path_factory) -> dict:
+    """{missing: (run, its exported script's text, what the script printed, the process)} for
+    the two runs of a csv with text and blanks, data.missing fill and drop."""
     import subprocess
     import sys
 
-    penguins(tmp_path / "penguins.csv")
-    spec = penguin_spec(tmp_path, f"  drop: [year]\n  missing: {missing}\n")
-    spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 2\n  deterministic: true"))
-    assert train(spec, tmp_path / "runs").exit_code == 0
-    (run,) = run_dirs(tmp_path / "runs")
-    out = tmp_path / "plain.py"
-    result = runner.invoke(app, ["export", str(run), "--format", "script", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    text = out.read_text()
+    runs = {"fill": filled_run, "drop": dropped_run[0]}
+    scripts = {}
+    for missing, run in runs.items():
+        out = tmp_path_factory.mktemp(f"script-{missing}") / "plain.py"
+        result = runner.invoke(app, ["export", str(run), "--format", "script", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        scripts[missing] = out
+    ran = subprocess.run(
+        [sys.executable, "-c", RUN_SCRIPTS, *map(str, scripts.values())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    printed, script = {}, None
+    for line in ran.stdout.splitlines():
+        if line.startswith("=== failed "):
+            printed[line.removeprefix("=== failed ")] += "(failed)\n"
+        elif line.startswith("=== "):
+            script = line.removeprefix("=== ")
+            printed[script] = ""
+        elif script is not None:
+            printed[script] += line + "\n"
+    return {
+        missing: (runs[missing], out.read_text(), printed.get(str(out)), ran)
+        for missing, out in scripts.items()
+    }
+
+
+@pytest.mark.parametrize("missing", ["fill", "drop"])
+def test_a_csv_with_text_and_blanks_exports_as_a_script_that_trains_alike(
+    exported_scripts, missing
+):
+    import re
+
+    run, text, printed, ran = exported_scripts[missing]
     assert "OneHotEncoder(" in text
     assert ("SimpleImputer(" in text) == (missing == "fill")
-    ran = subprocess.run(
-        [sys.executable, str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600
-    )
     assert ran.returncode == 0, ran.stderr[-3000:]
-    loss = float(re.search(r"^test loss: (\S+)$", ran.stdout, re.M)[1])
+    assert printed is not None and "(failed)" not in printed, ran.stderr[-3000:]
+    loss = float(re.search(r"^test loss: (\S+)$", printed, re.M)[1])
     metrics = json.loads((run / "metrics.json").read_text())
     assert loss == pytest.approx(metrics["test"]["loss"], abs=1e-3)
 

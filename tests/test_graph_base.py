@@ -10,22 +10,19 @@ import keras
 import numpy as np
 import pytest
 from test_graphs import evaluated, params_of, resumes_exactly, runner
-from test_transfer import PRETRAIN, Snapshots, changed
+from test_transfer import Snapshots, changed
 
-from conftest import docs_text, run_dirs
+from conftest import docs_text, pretrained_copy, run_dirs
 from dlrun import api, store
 from dlrun.cli import app
 from dlrun.model.checkpoints import load_model
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A completed run of conv -> BatchNormalization -> flatten -> out on digits."""
-    tmp = tmp_path_factory.mktemp("pretrained")
-    (tmp / "pretrain.yaml").write_text(PRETRAIN)
-    outcome = api.train(tmp / "pretrain.yaml", runs_dir=tmp / "runs", verbose=False)
-    assert outcome.status == "completed"
-    return outcome.run_dir
+def pretrained(pretrained_template, tmp_path_factory):
+    """A completed run of conv -> BatchNormalization -> flatten -> out on digits: this module's
+    copy of the one trained per process (conftest.PRETRAIN, shared with test_transfer)."""
+    return pretrained_copy(pretrained_template, tmp_path_factory)
 
 
 README = docs_text()

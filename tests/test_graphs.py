@@ -217,7 +217,7 @@ def test_a_unet_like_graph_with_skip_concatenations(tmp_path):
 # --- a stack written as a graph ---------------------------------------------------------------
 
 
-def test_a_stack_written_as_a_graph_is_the_same_model(tmp_path):
+def test_a_stack_written_as_a_graph_is_the_same_model(trained, tmp_path):
     graph = TINY_SPEC.replace(
         "    - {type: Dense, units: 16, activation: relu}\n"
         "    - {type: Dense, units: 10, activation: softmax}\n",
@@ -226,7 +226,8 @@ def test_a_stack_written_as_a_graph_is_the_same_model(tmp_path):
         "  outputs: digit\n",
     )
     assert graph != TINY_SPEC
-    stack, as_graph = train(tmp_path, TINY_SPEC, "stack"), train(tmp_path, graph, "graph")
+    # The stack: the session's TINY_SPEC run (conftest.trained), trained once per process.
+    stack, as_graph = trained, train(tmp_path, graph, "graph")
     assert params_of(as_graph) == params_of(stack) == 64 * 16 + 16 + 16 * 10 + 10
     first, second = pd.read_csv(stack / store.HISTORY), pd.read_csv(as_graph / store.HISTORY)
     np.testing.assert_allclose(second["loss"], first["loss"], rtol=1e-5)

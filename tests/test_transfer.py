@@ -15,25 +15,13 @@ import pytest
 from test_images import StopAfter, assert_same_run, folder_spec, one_line_error, write_folder
 from typer.testing import CliRunner
 
-from conftest import run_dirs
+from conftest import PRETRAIN, pretrained_copy, run_dirs  # noqa: F401 (test_outputs_meet)
 from dlrun import api
 from dlrun.cli import app
 from dlrun.data.arrays import load_data
 from dlrun.spec.loading import load_spec
 
 runner = CliRunner()
-
-PRETRAIN = """\
-name: pretrain
-data: {dataset: digits, scale: 16}
-model:
-  layers:
-    - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu, name: conv}
-    - {type: BatchNormalization, name: norm}
-    - {type: Flatten, name: flatten}
-    - {type: Dense, units: 10, activation: softmax, name: out}
-training: {epochs: 1, batch_size: 64, tensorboard: null}
-"""
 
 
 def transfer_spec(tmp_path: Path, base: str, extra: str = "", head: str = "") -> Path:
@@ -50,13 +38,10 @@ def transfer_spec(tmp_path: Path, base: str, extra: str = "", head: str = "") ->
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    """A completed run of a CNN with batch normalization on digits."""
-    tmp = tmp_path_factory.mktemp("pretrained")
-    (tmp / "pretrain.yaml").write_text(PRETRAIN)
-    outcome = api.train(tmp / "pretrain.yaml", runs_dir=tmp / "runs", verbose=False)
-    assert outcome.status == "completed"
-    return outcome.run_dir
+def pretrained(pretrained_template, tmp_path_factory) -> Path:
+    """A completed run of a CNN with batch normalization on digits (conftest.PRETRAIN): this
+    module's copy of the one trained per process."""
+    return pretrained_copy(pretrained_template, tmp_path_factory)
 
 
 class Snapshots(keras.callbacks.Callback):
