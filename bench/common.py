@@ -3,6 +3,7 @@ process timed (wall, and CPU from wait4)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -26,3 +27,11 @@ def timed_process(command: list[str], env: dict, cwd: Path | None = None) -> tup
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} failed")
     return wall, usage.ru_utime + usage.ru_stime
+
+
+def child_result(command: list[str], env: dict, cwd: Path | str) -> dict:
+    """Run a bench child process; the JSON of the line it printed after "BENCH "."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    if result.returncode != 0:
+        raise RuntimeError(f"{command} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.rsplit("BENCH ", 1)[1].splitlines()[0])

@@ -25,13 +25,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import load_average
+from common import child_result, load_average
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -158,11 +157,7 @@ FIGURES = [
 
 def run_child(pythonpath: str, epochs: int, runs_dir: str) -> dict:
     env = {**os.environ, "PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, __file__, "--child", str(epochs), runs_dir]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{command} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.rsplit("BENCH ", 1)[1].splitlines()[0])
+    return child_result([sys.executable, __file__, "--child", str(epochs), runs_dir], env, ROOT)
 
 
 def main() -> None:

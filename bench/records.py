@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import load_average
+from common import child_result, load_average
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,11 +59,7 @@ def child(net: str, epochs: int, backend: str) -> None:
 
 def run(tree: str, net: str, epochs: int, backend: str) -> dict:
     env = {**os.environ, "PYTHONPATH": tree, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, __file__, "--child", net, str(epochs), backend]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree)
-    if result.returncode != 0:
-        raise RuntimeError(f"{tree} {net} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.rsplit("BENCH ", 1)[1].splitlines()[0])
+    return child_result([sys.executable, __file__, "--child", net, str(epochs), backend], env, tree)
 
 
 def main() -> None:

@@ -20,13 +20,12 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import load_average
+from common import child_result, load_average
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -94,13 +93,6 @@ def outcome_spe(outcome) -> int | str:
     return meta.get("steps_per_execution", "?")
 
 
-def run_child(command: list[str], env: dict) -> dict:
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{command} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.rsplit("BENCH ", 1)[1].splitlines()[0])
-
-
 def one(net: str, who: str, epochs: int, runs_dir: str) -> dict:
     if who.startswith("hand"):
         env = {**ENV, "KERAS_BACKEND": who.split()[1]}
@@ -113,7 +105,7 @@ def one(net: str, who: str, epochs: int, runs_dir: str) -> dict:
         config = str(ROOT / "configs" / f"mnist_{net}.yaml")
         more = OVERRIDES[who.removesuffix(BEFORE)]
         command = [sys.executable, __file__, "--child", config, str(epochs), runs_dir, *more]
-    line = run_child(command, env)
+    line = child_result(command, env, ROOT)
     starts, ended = line["epoch_starts"], line["train_ended"]
     each = [b - a for a, b in zip(starts, [*starts[1:], ended], strict=True)]
     line["epoch_seconds"] = each
