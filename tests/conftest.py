@@ -117,7 +117,7 @@ def default_sigint() -> None:
 DLRUN_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def start_dlrun(*args, **kwargs) -> subprocess.Popen:
+def start_dlrun(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """`python -m dlrun ARGS` as a real process that tests can signal, output captured."""
     return subprocess.Popen(
         [sys.executable, "-m", "dlrun", *map(str, args)],
@@ -125,7 +125,7 @@ def start_dlrun(*args, **kwargs) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=DLRUN_ENV,
+        env=DLRUN_ENV if env is None else env,
         **kwargs,
     )
 

@@ -334,14 +334,8 @@ def test_tensorboard_goes_with_dlrun_on_sigterm(tmp_path):
     # and its start costs a second, not TensorFlow's import; the processes are the same.
     blocker = str(Path(__file__).resolve().parent / "blocker")
     path = os.pathsep.join(filter(None, [blocker, ENV.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
-        preexec_fn=default_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**ENV, "PYTHONPATH": path, "DLRUN_BLOCK": "tensorflow"},
-    )
+    environment = {**ENV, "PYTHONPATH": path, "DLRUN_BLOCK": "tensorflow"}
+    process = dlrun("tensorboard", runs, "--port", port, env=environment)
 
     def listening() -> bool:
         with socket.socket() as sock:

@@ -1,11 +1,9 @@
 """A real TensorBoard process over two real runs, checked through its HTTP API."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -13,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import TINY_SPEC, default_sigint
+from conftest import TINY_SPEC, start_dlrun
 from dlrun.cli import app
 from dlrun.spec.keys import flatten
 from dlrun.store.board import exposed
@@ -45,14 +43,7 @@ def test_tensorboard_serves_both_runs_scalars_and_hparams(tmp_path):
     names = sorted(p.name for p in runs.iterdir())
 
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
-        preexec_fn=default_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    process = start_dlrun("tensorboard", runs, "--port", port)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline, served = time.monotonic() + 90, []
@@ -122,14 +113,7 @@ def test_a_constant_weight_of_large_values_has_a_histogram(value):
 def serve(runs, until) -> tuple[subprocess.Popen, str]:
     """`dlrun tensorboard runs` on a free port, once until(base url) holds (at most 90 s)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", "tensorboard", str(runs), "--port", str(port)],
-        preexec_fn=default_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    process = start_dlrun("tensorboard", runs, "--port", port)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
