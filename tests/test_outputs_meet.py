@@ -110,7 +110,8 @@ SEVERAL = ["block-head", *(f"docs{index}" for index in range(len(DOCS_BLOCKS)))]
 
 @pytest.fixture(scope="module", params=SEVERAL)
 def resumed(request, tmp_path_factory):
-    """Each several-output spec trained whole, and again killed after two epochs and resumed
+    """Each several-output spec trained whole, and again killed once its first epoch is
+    recorded and resumed
     (tests/test_graphs.py's resumes_exactly): (the resumed run, its spec text, other data)."""
     from test_graphs import resumes_exactly
 
@@ -570,8 +571,8 @@ def test_dropout_draws_as_plain_keras_from_epoch_0_and_resumes_exactly(tmp_path)
     """dlrun set every seed generator from (seed, epoch) as each epoch began, epoch 0 too, so
     Dropout drew other masks than plain Keras with the same seed; now its stream is Keras'
     own (the generator's state after an epoch is plain Keras' after fitting as many batches),
-    recorded each epoch through model.variables, and a run killed after two epochs resumes to
-    the uninterrupted run's history."""
+    recorded each epoch through model.variables, and a run killed once its first epoch is
+    recorded resumes to the uninterrupted run's history."""
     from test_graphs import resumes_exactly
 
     run = resumes_exactly(tmp_path, DROPOUT.format(epochs=4), 4)
