@@ -27,7 +27,7 @@ import sys
 sys.setswitchinterval(1e-6)
 from dlrun.backend import tensorflow
 tensorflow()  # quietly, as `dlrun train` does, before the callbacks module imports Keras
-from dlrun.train.callbacks import LiveProgress
+from dlrun.train.progress import LiveProgress
 LiveProgress.REFRESH_SECONDS = 0.001
 from dlrun.cli import main
 sys.argv = ["dlrun", *sys.argv[1:]]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from dlrun.train.callbacks import LiveProgress, PlainProgress, RunRecorder, TensorBoard
+from dlrun.train.callbacks import RunRecorder, TensorBoard
+from dlrun.train.progress import LiveProgress, PlainProgress
 
 
 def is_default(method) -> bool:
@@ -60,3 +61,16 @@ def test_live_progress_only_counts_batches_and_redraws_on_a_timer():
     # Redraws follow the clock (4 a second) plus one per epoch end, never the batches.
     assert progress.renders < progress.batch_calls / 5
     assert "epoch 2/2" in out.getvalue() and "loss" in out.getvalue()
+
+
+@pytest.mark.parametrize("progress", [PlainProgress, LiveProgress])
+def test_a_metric_name_with_brackets_is_printed_as_written(progress):
+    """Metric names come from the spec and the user's code: never read as rich markup."""
+    out = io.StringIO()
+    callback = progress(Console(file=out, force_terminal=True, width=200), epochs=1)
+    callback.set_params({"epochs": 1, "steps": 1})
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    callback.on_epoch_end(0, {"[bold]odd[/bold]_accuracy": 0.5})
+    callback.on_train_end()
+    assert "[bold]odd[/bold]_accuracy 0.5000" in out.getvalue()

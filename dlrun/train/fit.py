@@ -196,13 +196,8 @@ def _callbacks(
     prepared: Prepared, folder: store.RunFolder, console, recorder, rows: list[dict]
 ) -> list:
     from dlrun.model.layers import seed_generators
-    from dlrun.train.callbacks import (
-        EarlyStopping,
-        EpochSeeds,
-        LiveProgress,
-        PlainProgress,
-        TensorBoard,
-    )
+    from dlrun.train.callbacks import EarlyStopping, EpochSeeds, TensorBoard
+    from dlrun.train.progress import LiveProgress, PlainProgress
 
     training = prepared.spec.training
     callbacks = [recorder]
