@@ -250,11 +250,17 @@ resources: {cpu: 1}
 def test_a_pruned_tpe_sweep_on_ray_asks_and_tells_from_the_sweep_process(tmp_path, ray_head):
     """Optuna's study stays in the sweep's process (study.db, one per sweep folder); the Ray
     tasks, on a running cluster (--address), train and wait for their verdicts through the
-    shared sweep folder."""
+    shared sweep folder.
+
+    The sweep's process has no KERAS_BACKEND, the cluster's has KERAS_BACKEND=tensorflow
+    (conftest): `backend: auto` is decided once, in the sweep's process (JAX for this dense
+    net), and every Ray worker trains on that, whatever its own environment says."""
     optuna = pytest.importorskip("optuna")
     (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 3"))
     (tmp_path / "sweep.yaml").write_text(TPE_SWEEP)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as the head's
+    assert os.environ["KERAS_BACKEND"] == "tensorflow"  # the head's, started by ray_head
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["RAY_AUTH_MODE"] = "disabled"  # as the head's
     result = sweep(
         tmp_path, "--executor", "ray", "--address", ray_head, "--runs-dir", "runs", env=env
     )
@@ -272,5 +278,29 @@ def test_a_pruned_tpe_sweep_on_ray_asks_and_tells_from_the_sweep_process(tmp_pat
         trial = sweep_dir / "trials" / f"fit{number:03d}"
         meta = json.loads((trial / "meta.json").read_text())
         assert meta["status"] == row["status"] and meta["epochs_done"] == row["epochs_trained"]
+        assert meta["backend"] == "jax", meta.get("backend_auto")
+        assert "backend: jax" in (trial / "config.yaml").read_text()
         verdict = json.loads((trial / ".verdict.json").read_text())
         assert (verdict["prune"] is not None) == (row["status"] == "pruned")
+
+
+def test_a_setting_keras_cannot_build_fails_alone_on_ray_as_it_does_locally(tmp_path, ray_head):
+    """A fit that fails before it has a folder (Keras refuses units: -1) is one failed row of
+    the sweep on Ray, as with the local executor: not a sweep stopped with an error about
+    shared storage, which the fit never reached."""
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 1"))
+    (tmp_path / "sweep.yaml").write_text(
+        SWEEP.replace("[8, 16]", "[16, -1]").replace("cv: 2", "cv: 0")
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as the head's
+    result = sweep(
+        tmp_path, "--executor", "ray", "--address", ray_head, "--runs-dir", "runs", env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Error:" not in result.stderr
+    (sweep_dir,) = run_dirs(tmp_path / "runs")
+    frame = pd.read_csv(sweep_dir / "cv_results.csv")
+    assert frame["status"].tolist() == ["completed", "failed"]
+    assert frame["param_model.layers.0.units"].tolist() == [16, -1]
+    assert "Received: units=-1" in result.stdout
+    assert sorted(p.name for p in (sweep_dir / "trials").iterdir()) == ["fit000"]

@@ -138,7 +138,8 @@ class RayWorkers:
                 f"a Ray worker cannot import the dlrun this sweep runs ({self._root}): "
                 f"{value[1]}; install the same dlrun where the Ray workers run"
             )
-        self._check_shared(key)
+        if not _refused_before_its_folder(value):
+            self._check_shared(key)
         return key, "ok", value
 
     def _check_shared(self, key: str) -> None:
@@ -165,6 +166,15 @@ class RayWorkers:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ray.shutdown()
+
+
+def _refused_before_its_folder(value: Any) -> bool:
+    """A fit that failed before it had a folder (a setting Keras cannot build): there is
+    nothing of it to look for here, and the sweep records it failed, as locally."""
+    if not (isinstance(value, tuple) and len(value) == 3):
+        return False
+    status, rows, _ = value
+    return status == store.FAILED and not rows
 
 
 def _capacity(resources: dict, cpus: float, gpus: float) -> int:
