@@ -89,7 +89,9 @@ def histograms(values: dict[str, np.ndarray], buckets: int = 30) -> summary_pb2.
     metadata = histogram_metadata.create_summary_metadata(display_name=None, description=None)
     for tag, value in values.items():
         data = np.asarray(value).ravel()
-        data = data[np.isfinite(data)]
+        finite = np.isfinite(data)
+        if not finite.all():  # a copy of the finite values only where there are others
+            data = data[finite]
         if data.size == 0:
             continue
         try:
