@@ -38,6 +38,8 @@ OVERRIDES = {
     "dlrun jax": ["backend=jax"],
     "dlrun jax spe1": ["backend=jax", "compile.steps_per_execution=1"],
     "dlrun jax spe8": ["backend=jax", "compile.steps_per_execution=8"],
+    "dlrun jax spe16": ["backend=jax", "compile.steps_per_execution=16"],
+    "dlrun jax spe29": ["backend=jax", "compile.steps_per_execution=29"],
 }
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 BEFORE = " before"  # a --who name ending so: dlrun of the --baseline checkout

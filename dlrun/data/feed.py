@@ -132,7 +132,11 @@ class EpochFeed:
                 if not isinstance(copies, dict):
                     originals, copies = {"": originals}, {"": copies}
                 for name, copy in copies.items():
-                    np.take(originals[name], order, axis=0, out=copy)
+                    # mode="clip": `order` is a permutation, so no index is clipped. The
+                    # default mode="raise" writes into a temporary array as large as the
+                    # data and copies that into `out`: 3x slower, and freshly mapped memory
+                    # each epoch until malloc adapts (20 ms of page faults an epoch at first).
+                    np.take(originals[name], order, axis=0, out=copy, mode="clip")
 
 
 def uses_tf_data() -> bool:
