@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -486,13 +485,17 @@ class EpochShuffle(keras.callbacks.Callback):
     The next epoch's order is written while dlrun records this one: from this epoch's end
     (its training batches are all read by then; validation reads other arrays), in a thread
     (NumPy's take lets go of the GIL), and the next epoch begins once it is done. It must come
-    before the recorder in fit()'s callbacks (train.fit puts it first).
+    before the recorder in fit()'s callbacks (train.fit puts it first). The thread is started
+    as the checkpoint's is (checkpointing.Writer: no wait for it to run), and an error of the
+    reorder stops fit() at the next epoch's start instead of leaving it a half-ordered epoch.
     """
 
     def __init__(self, feed):
         super().__init__()
+        from dlrun.train.checkpointing import Writer
+
         self.feed = feed
-        self._thread: threading.Thread | None = None
+        self._writer = Writer()
         self._ready: int | None = None  # the epoch the arrays are arranged for
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -504,17 +507,19 @@ class EpochShuffle(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 < (self.params or {}).get("epochs", 0):
             self._ready = epoch + 1
-            self._thread = threading.Thread(target=self.feed.arrange, args=(epoch + 1,))
-            self._thread.start()
+            self._writer.start(lambda: self.feed.arrange(epoch + 1))
 
     def on_train_end(self, logs=None):
         self.close()
 
     def close(self) -> None:
-        """Wait for the reorder in progress (train.fit calls this when fit() stops)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        """Wait for the reorder in progress (train.fit calls this when fit() stops); raises
+        what it raised."""
+        try:
+            self._writer.wait()
+        except BaseException:
+            self._ready = None  # not arranged: the next fit() arranges its first epoch itself
+            raise
 
 
 def restore_seeds(model, meta: dict, epoch: int) -> bool:

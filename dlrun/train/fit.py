@@ -169,15 +169,18 @@ def _stages(
         inputs, feeding = _inputs(prepared, begin, end)
         if spec.training.adversarial:  # after start_finetune's recompile, once per stage
             _train_on_attacks(prepared)
-        model.fit(
-            **inputs,
-            class_weight=prepared.class_weight,
-            initial_epoch=begin,
-            epochs=end,
-            callbacks=[*feeding, *callbacks],
-            shuffle=False,  # the pipeline shuffles
-            verbose=0,
-        )
+        try:
+            model.fit(
+                **inputs,
+                class_weight=prepared.class_weight,
+                initial_epoch=begin,
+                epochs=end,
+                callbacks=[*feeding, *callbacks],
+                shuffle=False,  # the pipeline shuffles
+                verbose=0,
+            )
+        finally:
+            _close_callbacks(feeding)  # a reorder still running when fit() stopped
         if recorder.diverged_at or not recorder.epochs_done or _pruned(callbacks):
             break
         if spec.training.finetune and len(stages) < stage and score:
