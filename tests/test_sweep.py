@@ -196,6 +196,25 @@ refit: false
     assert frame["rank_test_score"].tolist() == [2, 1]
 
 
+def test_a_fit_that_diverges_in_its_last_epoch_has_no_score(tmp_path):
+    """The diverged epoch's row is in history.csv (as recorded), and its val_accuracy can be a
+    finite number (NaN weights predict one class): the setting still has no score, as when
+    it diverges earlier, and ranks last."""
+    path = write(
+        tmp_path,
+        "base: tiny.yaml\ngrid:\n  compile.optimizer: [{type: sgd, learning_rate: 1.0e+12}, "
+        "{type: sgd, learning_rate: 0.1}]\ncv: 0\nworkers: 1\nrefit: false\n",
+        spec_extra="",
+        epochs=1,
+    )
+    sweep_dir, frame = sweep_results(path)
+    assert frame["status"].tolist() == ["diverged", "completed"]
+    (row,) = history(sweep_dir / "trials" / "fit000").to_dict("records")
+    assert row["epoch"] == 1 and np.isfinite(row["val_accuracy"])  # what was scored before
+    assert np.isnan(frame["mean_test_score"][0]) and np.isfinite(frame["mean_test_score"][1])
+    assert frame["rank_test_score"].tolist() == [2, 1]
+
+
 def test_a_killed_sweep_resumes_without_retraining_finished_fits(tmp_path):
     # One worker, fits of 6 epochs: three fits still to train when the first has finished.
     path = write(

@@ -2,6 +2,7 @@
 train scores of the fitted model, a grid mixing null with integers, and the refit."""
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -225,3 +226,23 @@ def test_without_return_train_score_cv_results_has_no_train_columns(tmp_path):
     short = {folder: ("completed", history[:4], None) for folder in outcomes}
     frame = results_table(sweep, short, {"val_loss": "min", "val_accuracy": "max"})
     assert list(frame["status"]) == ["completed", "diverged", "completed", "diverged"]
+
+
+def test_a_fit_diverged_after_a_settings_epochs_keeps_that_settings_score(tmp_path):
+    """One fit per data.limit trains to 6 epochs for the settings of 3 and of 6. It diverges
+    in epoch 5 (its last row, recorded with a finite val_accuracy as NaN weights give): the
+    settings of 3 epochs are scored at epoch 3, those of 6 have no score."""
+    from dlrun.sweep import load_sweep, results_table
+
+    (tmp_path / "tiny.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(SWEEP.replace("return_train_score: true\n", ""))
+    sweep = load_sweep(tmp_path / "sweep.yaml")
+    history = [{"epoch": n, "val_accuracy": 0.5 + n / 20, "val_loss": 1 / n} for n in range(1, 5)]
+    history.append({"epoch": 5, "val_accuracy": 0.1, "val_loss": math.nan})
+    outcomes = {fit.folder: ("diverged", history, None) for fit in sweep.fits()}
+    frame = results_table(sweep, outcomes, {"val_loss": "min", "val_accuracy": "max"})
+    assert list(frame["param_training.epochs"]) == [3, 6, 3, 6]
+    assert frame["mean_test_score"][0] == pytest.approx(0.65)
+    assert frame["mean_test_score"][2] == pytest.approx(0.65)
+    assert frame["mean_test_score"][[1, 3]].isna().all()
+    assert list(frame["status"]) == ["diverged"] * 4

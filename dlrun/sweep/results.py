@@ -84,11 +84,16 @@ def score_setting(
     pruned_at = min(stops) if stops else None
     for index, (status, history, _) in enumerate(found):
         done = [r for r in history if r["epoch"] <= epochs]
+        # A diverged fit's last row is the epoch that diverged (its weights were not kept):
+        # within this setting's epochs, the setting has no model to score. Its val_accuracy
+        # can still be finite (NaN weights predict one class), so it must not be read.
+        diverged_within = status == store.DIVERGED and bool(done) and done[-1] is history[-1]
         if pruned_at is not None:
             ok, returned = len(done) >= pruned_at, pruned_at
         else:
             end, returned = returned_epoch(history, epochs, stopping, directions or {})
             ok = bool(done) and len(done) >= end and status in (store.COMPLETED, store.DIVERGED)
+            ok = ok and not diverged_within
             if status == store.DIVERGED or len(done) < end:
                 returned = len(done)
             done = done[:end]
