@@ -230,19 +230,47 @@ def test_without_return_train_score_cv_results_has_no_train_columns(tmp_path):
 
 def test_a_fit_diverged_after_a_settings_epochs_keeps_that_settings_score(tmp_path):
     """One fit per data.limit trains to 6 epochs for the settings of 3 and of 6. It diverges
-    in epoch 5 (its last row, recorded with a finite val_accuracy as NaN weights give): the
-    settings of 3 epochs are scored at epoch 3, those of 6 have no score."""
+    in epoch 5 (its last row, recorded with a finite val_accuracy as NaN weights give). The
+    settings of 3 epochs are scored as a separate fit of 3 epochs returns: early stopping's
+    best epoch on val_loss, epoch 2 (patience 2, restore_best_weights); those of 6 have no
+    score."""
     from dlrun.sweep import load_sweep, results_table
 
     (tmp_path / "tiny.yaml").write_text(BASE)
     (tmp_path / "sweep.yaml").write_text(SWEEP.replace("return_train_score: true\n", ""))
     sweep = load_sweep(tmp_path / "sweep.yaml")
-    history = [{"epoch": n, "val_accuracy": 0.5 + n / 20, "val_loss": 1 / n} for n in range(1, 5)]
+    losses, accuracies = [0.5, 0.4, 0.45, 0.3], [0.55, 0.6, 0.65, 0.7]
+    history = [
+        {"epoch": n + 1, "val_accuracy": accuracy, "val_loss": loss}
+        for n, (loss, accuracy) in enumerate(zip(losses, accuracies, strict=True))
+    ]
     history.append({"epoch": 5, "val_accuracy": 0.1, "val_loss": math.nan})
     outcomes = {fit.folder: ("diverged", history, None) for fit in sweep.fits()}
     frame = results_table(sweep, outcomes, {"val_loss": "min", "val_accuracy": "max"})
     assert list(frame["param_training.epochs"]) == [3, 6, 3, 6]
-    assert frame["mean_test_score"][0] == pytest.approx(0.65)
-    assert frame["mean_test_score"][2] == pytest.approx(0.65)
+    assert list(frame["mean_test_score"][[0, 2]]) == pytest.approx([0.6, 0.6])
     assert frame["mean_test_score"][[1, 3]].isna().all()
     assert list(frame["status"]) == ["diverged"] * 4
+
+
+def test_a_fold_that_diverged_where_its_setting_was_pruned_is_not_scored_there(tmp_path):
+    """Two folds of one setting: fold 0 pruned after epoch 2, fold 1 diverged in epoch 2
+    (recorded with a finite val_accuracy). The setting is scored at epoch 2 on fold 0 alone:
+    the pruner never saw fold 1's diverged epoch, and its weights were not kept."""
+    from dlrun.sweep import load_sweep, results_table
+
+    (tmp_path / "tiny.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(
+        "base: tiny.yaml\nname: folds\ngrid:\n  data.limit: [null]\ncv: 2\nworkers: 1\n"
+    )
+    sweep = load_sweep(tmp_path / "sweep.yaml")
+    pruned = [{"epoch": 1, "val_accuracy": 0.5, "val_loss": 1.0}]
+    pruned.append({"epoch": 2, "val_accuracy": 0.6, "val_loss": 0.9})
+    diverged = [{"epoch": 1, "val_accuracy": 0.55, "val_loss": 0.95}]
+    diverged.append({"epoch": 2, "val_accuracy": 0.1, "val_loss": math.nan})
+    first, second = (fit.folder for fit in sweep.fits())
+    outcomes = {first: ("pruned", pruned, "pruned"), second: ("diverged", diverged, None)}
+    frame = results_table(sweep, outcomes, {"val_loss": "min", "val_accuracy": "max"})
+    assert frame["split0_test_score"][0] == pytest.approx(0.6)
+    assert np.isnan(frame["split1_test_score"][0])
+    assert frame["mean_test_score"][0] == pytest.approx(0.6)

@@ -85,19 +85,20 @@ def score_setting(
     for index, (status, history, _) in enumerate(found):
         done = [r for r in history if r["epoch"] <= epochs]
         # A diverged fit's last row is the epoch that diverged (its weights were not kept):
-        # within this setting's epochs, the setting has no model to score. Its val_accuracy
-        # can still be finite (NaN weights predict one class), so it must not be read.
-        diverged_within = status == store.DIVERGED and bool(done) and done[-1] is history[-1]
+        # nothing is scored there or after it, its val_accuracy finite or not (NaN weights
+        # predict one class). Before it, the fit is what a separate fit of fewer epochs is.
+        diverged_at = history[-1]["epoch"] if status == store.DIVERGED and history else None
         if pruned_at is not None:
             ok, returned = len(done) >= pruned_at, pruned_at
         else:
             end, returned = returned_epoch(history, epochs, stopping, directions or {})
             ok = bool(done) and len(done) >= end and status in (store.COMPLETED, store.DIVERGED)
-            ok = ok and not diverged_within
-            if status == store.DIVERGED or len(done) < end:
+            if len(done) < end:
                 returned = len(done)
             done = done[:end]
         scored = done[returned - 1] if ok and returned else {}
+        if diverged_at is not None and scored and scored["epoch"] >= diverged_at:
+            scored = {}
         test = scored.get(f"val_{scoring}", math.nan)
         train = scored.get(f"{FITTED}{scoring}", math.nan)
         ok = ok and math.isfinite(test)

@@ -133,11 +133,13 @@ class Layout:
         """The variables' values and the model's config now, on the training thread."""
         from keras.src.saving import saving_lib
 
-        # One copy of each backend value. keras.ops.convert_to_numpy(variable) copied each
-        # variable twice on JAX, through the variable's __array__: 6 ms an epoch for the
-        # dropout net's 20 variables against 0.4 ms (docs/performance.md).
+        # On JAX, np.array of the variable's jax.Array: one copy fewer than through
+        # keras.ops.convert_to_numpy (docs/performance.md). Elsewhere Keras' conversion, which
+        # knows the backend's tensors (torch's need detaching from autograd, TensorFlow's
+        # __array__ takes no copy argument).
+        read = _jax_value if keras.backend.backend() == "jax" else keras.ops.convert_to_numpy
         values = [
-            np.array(variable.value, dtype=dtype, copy=True)
+            np.array(read(variable), dtype=dtype, copy=True)
             for variable, dtype in zip(self.variables, self.dtypes, strict=True)
         ]
         # The model's config changes between epochs only with the optimizer's (its learning
@@ -149,6 +151,10 @@ class Layout:
         saved = datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")  # as Keras writes it
         metadata = json.dumps({"keras_version": keras.__version__, "date_saved": saved})
         return Snapshot(self, values, self._config, metadata)
+
+
+def _jax_value(variable):
+    return variable.value
 
 
 @dataclass
@@ -209,9 +215,10 @@ class Writer:
 
     def wait(self) -> None:
         """Until the job is done; raises what it raised."""
-        done, self._done = self._done, None
+        done = self._done
         if done is not None:
-            done.wait()
+            done.wait()  # still owed if an interrupt ends the wait: a later wait() waits again
+            self._done = None
         error, self._error = self._error, None
         if error is not None:
             raise error
