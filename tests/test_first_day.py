@@ -594,7 +594,8 @@ def test_attack_on_an_image_folder_pictures_several_classes(tmp_path):
 
 def test_compare_plot_has_a_legend_naming_each_run(filled_run, tmp_path):
     from dlrun import store
-    from dlrun.report.compare import compare_table, curves_plot
+    from dlrun.report.compare import compare_table
+    from dlrun.report.curves import curves_plot
 
     out = tmp_path / "curves.png"
     result = runner.invoke(app, ["compare", str(filled_run.parent), "--plot", str(out)])

@@ -318,10 +318,10 @@ def test_compare_plot_labels_runs_by_name_and_warns_nothing(lab, tmp_path):
 
 def test_curves_plot_table_holds_the_differing_values(lab, tmp_path):
     from dlrun import store
-    from dlrun.report import compare
+    from dlrun.report import compare, curves
 
     runs = [store.open_run(p) for p in plain_runs(lab)]
-    figure = compare.curves_plot(runs, compare.compare_table(runs), tmp_path / "c.png")
+    figure = curves.curves_plot(runs, compare.compare_table(runs), tmp_path / "c.png")
     # issue 34: the first panel's legend names each curve's run; the differing values stay in
     # the table under the plot, never in a legend
     legends = [axis.get_legend() for axis in figure.axes if axis.get_legend() is not None]

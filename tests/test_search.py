@@ -381,7 +381,8 @@ def test_compare_group_gives_mean_std_and_count_as_numpy_does(repeated_sweep):
 def test_compare_group_plot_draws_a_band(repeated_sweep, tmp_path):
     sweep_dir, _, _ = repeated_sweep
     from dlrun import store
-    from dlrun.report.compare import compare_table, group_curves
+    from dlrun.report.compare import compare_table
+    from dlrun.report.curves import group_curves
 
     runs, _ = store.list_runs([sweep_dir / "trials"])
     comparison = compare_table(runs, group=["seed", "data.cv.index"])

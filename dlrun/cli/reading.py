@@ -226,14 +226,7 @@ def compare(
     Example: dlrun compare runs/ --where "status == 'completed'" --sort test_accuracy --reverse
     """
     from dlrun.errors import QueryError
-    from dlrun.report.compare import (
-        FORMATS,
-        compare_table,
-        comparison_cells,
-        curves_plot,
-        group_curves,
-        render_comparison,
-    )
+    from dlrun.report.compare import FORMATS, compare_table, comparison_cells, render_comparison
 
     if fmt not in FORMATS:
         raise QueryError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -275,10 +268,13 @@ def compare(
             )
     # The table above is printed whole; a plot that cannot be written is one Error line.
     if plot and group is not None:
+        from dlrun.report.curves import group_curves
+
         group_curves(comparison, plot, force)
         typer.echo(f"wrote {plot}", err=True)
     elif plot:
         from dlrun.report.compare import shown_name
+        from dlrun.report.curves import curves_plot
 
         shown = {row["run"] for row in comparison.rows}
         curves_plot([r for r in runs if shown_name(r) in shown], comparison, plot, force)
