@@ -373,8 +373,8 @@ def _validate_sweep(path: Path, overrides: list[str]) -> None:
     setting's model built (tpe and cmaes: each value and end of the space)."""
     from dlrun.errors import SpecError
     from dlrun.sweep import load_sweep
-    from dlrun.sweep.plan import candidates
     from dlrun.sweep.schema import EPOCHS
+    from dlrun.sweep.space import candidates
 
     found = load_sweep(path, overrides)
     spec = found.spec
