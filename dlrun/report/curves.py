@@ -38,6 +38,18 @@ def _figure(plt, panels: int, table_rows: int) -> tuple:
     return figure, grid, colours
 
 
+def _table_below(figure, grid, cells: list[list[str]], labels: list[str], colours) -> None:
+    """The table under the plots, each row's first cell in its curve's colour: the legend."""
+    below = figure.add_subplot(grid[1, :])
+    below.axis("off")
+    table = below.table(cellText=cells, colLabels=labels, loc="upper center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(labels))))
+    for row in range(len(cells)):
+        table[row + 1, 0].get_text().set_color(colours[row % len(colours)])
+
+
 def curves_plot(runs: list[store.Run], comparison: Comparison, path, force: bool = False):
     """Validation curves of the runs shown, one colour per run, the first panel's legend naming
     each curve's run; the config values that differ among them are a table under the plot.
@@ -77,8 +89,6 @@ def curves_plot(runs: list[store.Run], comparison: Comparison, path, force: bool
             axis.set_title(column)
             axis.set_xlabel("epoch")
             axis.grid(alpha=0.3)
-        below = figure.add_subplot(grid[1, :])
-        below.axis("off")
         keys = comparison.differing
         cells = [
             [
@@ -87,13 +97,7 @@ def curves_plot(runs: list[store.Run], comparison: Comparison, path, force: bool
             ]
             for run in shown
         ]
-        labels = ["run", *(_plain(names[k]) for k in keys)]
-        table = below.table(cellText=cells, colLabels=labels, loc="upper center")
-        table.auto_set_font_size(False)
-        table.set_fontsize(8)
-        table.auto_set_column_width(list(range(len(keys) + 1)))
-        for index in range(len(shown)):  # the run's name in its curve's colour: the legend
-            table[index + 1, 0].get_text().set_color(colours[index % len(colours)])
+        _table_below(figure, grid, cells, ["run", *(_plain(names[k]) for k in keys)], colours)
         with store.output.writing(path, option="--plot", force=force) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
@@ -153,8 +157,6 @@ def group_curves(comparison: Comparison, path, force: bool = False):
             axis.set_title(f"{column}: mean ± std")
             axis.set_xlabel("epoch")
             axis.grid(alpha=0.3)
-        below = figure.add_subplot(grid[1, :])
-        below.axis("off")
         cells = [
             [
                 str(order + 1),
@@ -164,12 +166,7 @@ def group_curves(comparison: Comparison, path, force: bool = False):
             for order, index in enumerate(shown)
         ]
         labels = ["group", "runs", *(_plain(names.get(k, k)) for k in keys)]
-        table = below.table(cellText=cells, colLabels=labels, loc="upper center")
-        table.auto_set_font_size(False)
-        table.set_fontsize(8)
-        table.auto_set_column_width(list(range(len(labels))))
-        for order in range(len(shown)):  # the group's number in its curve's colour: the legend
-            table[order + 1, 0].get_text().set_color(colours[order % len(colours)])
+        _table_below(figure, grid, cells, labels, colours)
         with store.output.writing(path, option="--plot", force=force) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
